@@ -1,0 +1,5 @@
+//! llm-failover: keeps LLM-backed applications answering when a model provider fails.
+
+pub mod reason;
+
+pub use reason::Reason;
