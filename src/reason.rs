@@ -344,7 +344,10 @@ mod tests {
             let p = r.policy();
             let never_counts = matches!(
                 r,
-                Reason::Format | Reason::ContentFilter | Reason::ContextOverflow | Reason::Cancelled
+                Reason::Format
+                    | Reason::ContentFilter
+                    | Reason::ContextOverflow
+                    | Reason::Cancelled
             );
             assert_eq!(p.breaker == BreakerEffect::Ignore, never_counts, "{r}");
             if r.is_transport() {

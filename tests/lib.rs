@@ -1,1 +1,8 @@
+//! Integration tests, compiled as one binary so they link once.
 
+#![expect(
+    clippy::unwrap_used,
+    reason = "helpers of tests fail the test loudly, as the tests do"
+)]
+
+mod classify;
