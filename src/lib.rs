@@ -1,4 +1,49 @@
-//! llm-failover: keeps LLM-backed applications answering when a model provider fails.
+//! **llm-failover** keeps LLM-backed applications answering when a model provider fails.
+//!
+//! Chat bots and agents call a local Ollama box, OpenAI, Anthropic, Gemini, OpenRouter and
+//! others, and providers fail in many ways: a powered-off host refuses connections, DNS fails,
+//! a 429 arrives with `Retry-After`, a 502/503/504 arrives as a bare status, Anthropic answers
+//! 529 "overloaded", a stream stops halfway. This crate turns every such failure into one
+//! [`Reason`] from a closed set, so that the decision to fail over, and the metrics an
+//! operator watches, never depend on guessing at error text in more than one place.
+//!
+//! ```
+//! use llm_failover::classify::{classify, Signal};
+//! use llm_failover::Reason;
+//!
+//! // A local model host that is powered off: the connection is refused.
+//! let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+//! assert_eq!(classify(&Signal::from_io(&refused)).reason, Reason::ConnectionRefused);
+//!
+//! // A rate limit with the wait the provider asked for.
+//! let c = classify(&Signal::new().status(429).header("retry-after", "2"));
+//! assert_eq!(c.reason, Reason::RateLimit);
+//! assert_eq!(c.retry_after, Some(std::time::Duration::from_secs(2)));
+//!
+//! // What a reason means for failover is data attached to it.
+//! assert!(Reason::ConnectionRefused.policy().scope == llm_failover::reason::Scope::Provider);
+//! ```
+//!
+//! # Design
+//!
+//! Data flows one way, and each stage is a module that can be read and tested alone:
+//!
+//! ```text
+//! provider call ──error──▶ classify ──Reason──▶ breaker (per provider / per model)
+//!      ▲                                          │ admit / reject / trip
+//!      └──────────── failover chain (route) ◀─────┘
+//! every step emits tracing spans/events ──▶ MetricsLayer ──▶ Prometheus
+//! ```
+//!
+//! * [`reason`]: the closed set of failure reasons and each reason's default policy (fail
+//!   over or not, count against a breaker or not, provider-wide or per model, base open time).
+//!   Everything else speaks in reasons; no error text crosses this line.
+//! * [`classify`]: typed evidence (status, headers, body, `io::Error`, `reqwest` error chains,
+//!   codes, message text) in, one reason and the provider's requested wait out. One table of
+//!   rules decides, structured evidence before text.
+//!
+//! The circuit breaker, the failover chain, telemetry and the OpenAI-compatible proxy build
+//! on these two modules.
 
 pub mod classify;
 pub mod reason;

@@ -4,7 +4,7 @@ use std::io::{self, BufRead, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use llm_failover::classify::{Classification, Signal, classify};
 
@@ -125,21 +125,30 @@ impl Case {
     }
 }
 
-fn verdict(c: &Classification) -> serde_json::Value {
-    let mut out = serde_json::Map::new();
-    out.insert("reason".into(), c.reason.as_str().into());
-    if let Some(wait) = c.retry_after {
-        let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX);
-        out.insert("retry_after_ms".into(), ms.into());
-    }
-    out.insert("matched".into(), c.matched.to_string().into());
-    serde_json::Value::Object(out)
+/// One output line of `classify`.
+#[derive(Debug, Serialize)]
+struct Verdict {
+    reason: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
+    matched: String,
 }
 
-fn classify_line(line: &str) -> serde_json::Value {
+fn verdict(c: &Classification) -> String {
+    let v = Verdict {
+        reason: c.reason.as_str(),
+        retry_after_ms: c
+            .retry_after
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        matched: c.matched.to_string(),
+    };
+    serde_json::to_string(&v).unwrap_or_default()
+}
+
+fn classify_line(line: &str) -> String {
     match serde_json::from_str::<Case>(line) {
         Ok(case) => verdict(&classify(&case.signal())),
-        Err(e) => serde_json::json!({ "error": format!("malformed input line: {e}") }),
+        Err(e) => serde_json::json!({ "error": format!("malformed input line: {e}") }).to_string(),
     }
 }
 
