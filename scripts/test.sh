@@ -47,7 +47,7 @@ if [ -x "$parity" ] && [ -f "$corpus" ]; then
     out=$("$parity" "$corpus" -- target/debug/llm-failover classify)
     echo "$out" | tail -n 2
     pct=$(echo "$out" | sed -n 's/^agreement .* = \([0-9.]*\)%$/\1/p')
-    min=${PARITY_MIN:-96}
+    min=${PARITY_MIN:-97}
     if ! python3 -c "import sys; sys.exit(0 if float('$pct') >= float('$min') else 1)"; then
         echo "$out"
         echo "scripts/test.sh: parity $pct% is below $min%" >&2

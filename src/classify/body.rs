@@ -15,6 +15,7 @@
 //! | Ollama, TGI | `{"error": "model 'x' not found", "error_type"}` |
 //! | Bedrock | `{"__type": "ThrottlingException", "message"}` |
 //! | FastAPI servers | `{"detail": "..."}` |
+//! | Baidu, Zhipu and others | `{"error_code": 110, "error_msg": "..."}`, `{"code": 1301, "msg": "..."}` |
 
 use std::borrow::Cow;
 use std::fmt;
@@ -38,7 +39,7 @@ pub(crate) struct Structured<'a> {
     pub(crate) codes: Vec<Cow<'a, str>>,
     /// A numeric `code` or `status` that is an HTTP status (Google, OpenRouter, vLLM).
     pub(crate) status: Option<u16>,
-    /// `message`, `error` (as a string), `detail`, `metadata.raw`.
+    /// `message`, `error` (as a string), `detail`, `metadata.raw`, `msg`, `error_msg`.
     pub(crate) messages: Vec<Cow<'a, str>>,
     /// Google's `RetryInfo.retryDelay` ("7s").
     pub(crate) retry_delay: Option<Cow<'a, str>>,
@@ -79,7 +80,14 @@ impl<'a> Structured<'a> {
         for v in [o.code, o.status, o.aws_type, o.error_type] {
             self.code(v);
         }
-        for v in [o.message, o.message_caps, o.detail, o.raw] {
+        for v in [
+            o.message,
+            o.message_caps,
+            o.detail,
+            o.raw,
+            o.msg,
+            o.error_msg,
+        ] {
             self.message(v);
         }
         if let Field::Str(d) = o.retry_delay
@@ -127,7 +135,9 @@ pub(crate) fn read_json<'a>(text: &'a str, out: &mut Structured<'a>) -> bool {
 /// "HTTP 503", "status: 429", "API error (503)", "error code 402", "returned 402", "got a
 /// 402", and a message that starts with a status ("429 Too Many Requests", "400 status code
 /// (no body)", "503: ..."), never a number inside an id or prose ("req-4291", "Processed 503
-/// documents", "402 items found"). Only 4xx and 5xx count: a 2xx in text is not a failure.
+/// documents", "402 items found"), nor after a bare "code": providers number their own errors
+/// ("code:500" next to `"status": "INTERNAL"`, Baidu's and Zhipu's numeric codes). Only 4xx and
+/// 5xx count: a 2xx in text is not a failure.
 pub(crate) fn status_in_text(text: &str) -> Option<u16> {
     let from = |m: Option<regex::Match<'_>>| {
         m.and_then(|m| m.as_str().parse::<u16>().ok())
@@ -182,7 +192,7 @@ static LEADING_STATUS: LazyLock<Regex> = LazyLock::new(|| {
 
 static STATUS_IN_TEXT: LazyLock<Regex> = LazyLock::new(|| {
     super::fixed_regex(
-        r"(?i)(?:\bhttp(?:/[\d.]+)?|\bstatus(?:[ _]code)?|\berror[ _]code|\bcode|\breturned|\bgot(?: an?)?|\berror)\s*[:=]?\s*\(?\s*(\d{3})\b",
+        r"(?i)(?:\bhttp(?:/[\d.]+)?|\bstatus(?:[ _]code)?|\berror[ _]code|\breturned|\bgot(?: an?)?|\berror)\s*[:=]?\s*\(?\s*(\d{3})\b",
     )
 });
 
@@ -218,6 +228,10 @@ struct Obj<'a> {
     detail: Field<'a>,
     #[serde(borrow, default)]
     raw: Field<'a>,
+    #[serde(borrow, default)]
+    msg: Field<'a>,
+    #[serde(borrow, default)]
+    error_msg: Field<'a>,
     #[serde(borrow, default, rename = "retryDelay")]
     retry_delay: Field<'a>,
 }

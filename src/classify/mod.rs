@@ -30,10 +30,15 @@
 //! With a status, the first code or pattern whose reason *refines* the status's reason wins
 //! (a 400 that says "maximum context length" is `context_overflow`; a 429 that says
 //! "overloaded" stays `rate_limit`); without one, the first code or pattern wins; with
-//! neither, the status's own reason; with nothing, `unknown`.
+//! neither, the status's own reason; with nothing, `unknown`. A server-side failure found in
+//! text with no status anywhere is `stream_interrupted`: that is how SDKs report an error
+//! event inside a stream that had already answered 200.
 //!
-//! All text matching is one [`regex::RegexSet`] pass per text, compiled once; texts are read
-//! up to 64 KiB, so a hostile 1 MB body costs no more than a 64 KiB one.
+//! The texts read are the message, the body and the error chain's `Display` text; a JSON error
+//! document is read through its message fields (`error.message`, Ollama's `error` string,
+//! OpenRouter's `metadata.raw`, ...) rather than whole. All text matching is one
+//! [`regex::RegexSet`] pass per text, compiled once; texts are read up to 64 KiB, so a hostile
+//! 1 MB body costs no more than a 64 KiB one.
 //!
 //! ```
 //! use llm_failover::classify::{classify, Signal};
@@ -570,11 +575,26 @@ impl Classifier {
         let base = status.and_then(|(s, _)| rules::status_reason(s));
         let chosen = hits
             .iter()
-            .map(|i| &RULES[i])
-            .filter(|r| provider_matches(r, provider))
-            .find(|r| base.is_none_or(|b| rules::refines(b, r.reason)));
+            .map(|i| (i, &RULES[i]))
+            .filter(|(_, r)| provider_matches(r, provider))
+            .find(|(_, r)| base.is_none_or(|b| rules::refines(b, r.reason)));
+        // The caller's own code field is taken at face value; a failure found in message or
+        // body text with no status anywhere was reported inside a stream (`rules::in_stream`).
+        let from_code_field = |i: usize| {
+            signal
+                .code
+                .as_deref()
+                .is_some_and(|c| code_rows(c).any(|j| j == i))
+        };
         match (chosen, status, base) {
-            (Some(rule), status, _) => (
+            (Some((i, rule)), None, _) if !from_code_field(i) => (
+                rule.without_status,
+                Matched::Rule {
+                    rule: rule.name,
+                    status: None,
+                },
+            ),
+            (Some((_, rule)), status, _) => (
                 rule.reason,
                 Matched::Rule {
                     rule: rule.name,

@@ -33,6 +33,8 @@ pub(crate) struct Rule {
     /// Shown as `matched` by the CLI: which rule decided.
     pub(crate) name: &'static str,
     pub(crate) reason: Reason,
+    /// The reason when no HTTP status is known at all (see [`in_stream`]); else `reason`.
+    pub(crate) without_status: Reason,
     pub(crate) matcher: Matcher,
     /// When set, the rule applies only when the provider hint starts with this name, and it
     /// outranks the rules below it for the same evidence.
@@ -43,6 +45,7 @@ const fn code(reason: Reason, code: &'static str) -> Rule {
     Rule {
         name: code,
         reason,
+        without_status: reason,
         matcher: Matcher::Code(code),
         provider: None,
     }
@@ -52,8 +55,25 @@ const fn text(reason: Reason, name: &'static str, pattern: &'static str) -> Rule
     Rule {
         name,
         reason,
+        without_status: reason,
         matcher: Matcher::Text(pattern),
         provider: None,
+    }
+}
+
+/// A server-side failure that arrives without any HTTP status was reported inside a stream
+/// that had already answered 200: SDKs turn a mid-stream `error` event into an error whose
+/// message is the event's JSON (Anthropic's `{"type":"error","error":{"type":"api_error"}}`)
+/// or its text (OpenAI's "An error occurred while processing your request. You can retry
+/// your request"), with no status, while an HTTP error always carries one ("500 {...}").
+/// Such a failure cut the answer short: `stream_interrupted`. With a status it is
+/// `server_error`, as the design contract says of 5xx and `api_error` bodies. (The replaced
+/// system's suite calls these timeouts, except a Codex `error` event, which it calls a server
+/// error; here all of them are one case.)
+const fn in_stream(rule: Rule) -> Rule {
+    Rule {
+        without_status: StreamInterrupted,
+        ..rule
     }
 }
 
@@ -81,13 +101,18 @@ pub(crate) fn status_reason(status: u16) -> Option<Reason> {
         400 | 405 | 406 | 411 | 414 | 415 | 416 | 417 | 422 | 431 => Format,
         401 | 403 | 407 => Auth,
         402 => Billing,
-        // 410 Gone: providers answer it for retired models and endpoints.
-        404 | 410 => ModelNotFound,
+        404 => ModelNotFound,
+        // Not mapped: 409, 410 (the replaced system's suite calls a bare "410" a timeout; we
+        // know no provider meaning for it, so it fails over as `unknown`), 425 and the rest.
         408 | 499 | 504 | 522 | 524 => Timeout,
         413 => ContextOverflow,
         429 => RateLimit,
         451 => ContentFilter,
         529 => Overloaded,
+        // Every other 5xx, whichever path it came by. The replaced system's suite calls a 502
+        // in "Azure OpenAI API error (502)" and a Google `{"code":500,"status":"INTERNAL"}` a
+        // timeout while calling "502 Bad Gateway" a server error: the disagreement between
+        // paths that this one table exists to end.
         500..=599 => ServerError,
         _ => return None,
     })
@@ -146,6 +171,8 @@ pub(crate) fn refines(base: Reason, specific: Reason) -> bool {
             specific,
             ConnectionRefused | Dns | Unreachable | Tls | Cancelled | Reason::Unknown
         ),
+        // A 403 that says the credits ran out is billing (the replaced system's suite keeps
+        // xAI's "403 You have run out of credits" as auth; the key is fine, the account empty).
         Auth => matches!(specific, AuthPermanent | Billing | ContentFilter),
         Billing => matches!(specific, RateLimit | AuthPermanent),
         ModelNotFound => matches!(specific, ContextOverflow | Format | ContentFilter | Auth),
@@ -159,10 +186,11 @@ pub(crate) fn refines(base: Reason, specific: Reason) -> bool {
     }
 }
 
-/// Error codes and text patterns, most decisive first.
+/// Error codes and text patterns, most decisive first: the order is the priority.
 ///
-/// Within text patterns the order is the priority: specific wordings come before generic ones
-/// (a "spend limit reached" is a temporary limit even on a 402; "payment required" is billing
+/// Transport codes come first, then provider codes that name one failure, then wordings, then
+/// codes that name only a class. Among wordings, specific ones come before generic ones (a
+/// "spend limit reached" is a temporary limit even on a 402; "payment required" is billing
 /// even when the text also speaks of a monthly limit).
 pub(crate) static RULES: &[Rule] = &[
     // ── Transport: errno names and runtime codes (Node, undici, gRPC, curl). ──────────────
@@ -247,8 +275,8 @@ pub(crate) static RULES: &[Rule] = &[
     code(ModelNotFound, "model_is_deactivated"),
     code(ModelNotFound, "DeploymentNotFound"),
     code(ModelNotFound, "ResourceNotFoundException"),
-    code(ServerError, "InternalServerException"),
-    code(ServerError, "ModelErrorException"),
+    in_stream(code(ServerError, "InternalServerException")),
+    in_stream(code(ServerError, "ModelErrorException")),
     // ── Transport and stream wordings. ─────────────────────────────────────────────────
     text(
         ConnectionRefused,
@@ -333,6 +361,8 @@ pub(crate) static RULES: &[Rule] = &[
             r"|请求过于频繁|频率超限|调用频率|请求频率|限流|配额|额度",
         ),
     ),
+    // "服务繁忙" ("service busy") is an overload; the replaced system's suite calls it a
+    // timeout.
     text(
         Overloaded,
         "overloaded",
@@ -350,7 +380,7 @@ pub(crate) static RULES: &[Rule] = &[
             r"|could not authenticate|authentication (failed|error|required)|unauthori[sz]ed|not authorized",
             r"|(invalid|bad|incorrect|wrong|missing) ([\w-]+ ){0,3}credentials|insufficient permissions|permission denied|access denied|forbidden",
             r"|missing scopes?|token refresh failed|re-?authenticate|not logged in|please run /login",
-            r"|(invalid|expired) (access |bearer |oauth |auth )?token|extract \w+ from token",
+            r"|(invalid|expired) (access |bearer |oauth |auth )?token|token (is )?(invalid|expired)|extract \w+ from token",
             r"|认证失败|鉴权失败|未授权|无效的?(令牌|密钥)",
         ),
     ),
@@ -393,13 +423,6 @@ pub(crate) static RULES: &[Rule] = &[
             r"|incomplete (chunked|message|response)|premature (close|end)|^\s*terminated\s*$",
         ),
     ),
-    // OpenAI's wording for a response that failed after it started streaming (the
-    // `response.failed` / `error` event); with an HTTP status it is refined away.
-    text(
-        StreamInterrupted,
-        "in_stream_failure",
-        r"error occurred while processing your request\. you can retry your request",
-    ),
     // "Request failed" / "fetch failed" with no status means no response arrived at all.
     text(
         ConnectionReset,
@@ -415,13 +438,20 @@ pub(crate) static RULES: &[Rule] = &[
             r"|网络(错误|异常)|连接(中断|断开|重置)",
         ),
     ),
-    text(
+    in_stream(text(
         ServerError,
         "server_error",
         concat!(
-            r"internal (server )?error|server error|server had an error|bad gateway|(finish|stop)[ _]reason: error\b",
+            r"internal (server )?error|server error|server had an error|bad gateway",
+            r"|error occurred while processing your request",
             r"|服务(器)?(内部)?错误|内部错误",
         ),
+    )),
+    // A finish reason of "error" is the stream's own terminal event: not an interruption.
+    text(
+        ServerError,
+        "finish_error",
+        r"(finish|stop)[ _]reason: error\b",
     ),
     text(
         EmptyResponse,
@@ -436,12 +466,15 @@ pub(crate) static RULES: &[Rule] = &[
         "no_body",
         r"\(no body\)|no response body|empty body",
     ),
+    // Messages that say nothing ("An unknown error occurred") match no rule and are
+    // `unknown`, which fails over while targets remain; the replaced system's suite calls that
+    // one a timeout.
     // ── Codes that name only a class: every code and wording above is more specific. ────
     code(Cancelled, "CANCELLED"),
     code(Overloaded, "UNAVAILABLE"),
-    code(ServerError, "server_error"),
-    code(ServerError, "api_error"),
-    code(ServerError, "INTERNAL"),
+    in_stream(code(ServerError, "server_error")),
+    in_stream(code(ServerError, "api_error")),
+    in_stream(code(ServerError, "INTERNAL")),
     code(Auth, "permission_error"),
     code(Auth, "PERMISSION_DENIED"),
     code(ModelNotFound, "not_found_error"),
@@ -525,6 +558,7 @@ mod tests {
         assert_eq!(status_reason(302), None);
         assert_eq!(status_reason(99), None);
         assert_eq!(status_reason(409), None);
+        assert_eq!(status_reason(410), None);
     }
 
     #[test]

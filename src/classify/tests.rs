@@ -745,3 +745,60 @@ fn long_texts_are_cut_on_a_char_boundary() {
     let early = format!("rate limit{}", "x".repeat(MAX_TEXT));
     assert_eq!(msg(&early), RateLimit);
 }
+
+#[test]
+fn server_failures_without_any_status_were_in_stream() {
+    // An SDK's mid-stream error event: the event's JSON, no status.
+    let event =
+        r#"{"type":"error","error":{"type":"api_error","message":"Internal server error"}}"#;
+    assert_eq!(msg(event), StreamInterrupted);
+    assert_eq!(
+        msg("An error occurred while processing your request. You can retry your request."),
+        StreamInterrupted
+    );
+    // The same evidence with a status is a server error.
+    assert_eq!(
+        classify(&Signal::new().status(500).body(event)).reason,
+        ServerError
+    );
+    assert_eq!(msg(&format!("500 {event}")), ServerError);
+    // Specific failures keep their reason inside a stream too.
+    assert_eq!(
+        msg(r#"{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}"#),
+        Overloaded
+    );
+    // A finish reason of "error" is a terminal event, not an interruption.
+    assert_eq!(msg("finish_reason: error"), ServerError);
+    // The caller's code field is taken at face value.
+    assert_eq!(
+        classify(&Signal::new().code("server_error")).reason,
+        ServerError
+    );
+}
+
+#[test]
+fn provider_numbers_after_a_bare_code_are_not_statuses() {
+    assert_eq!(
+        msg("got status: INTERNAL upstream failure code:500"),
+        StreamInterrupted
+    );
+    assert_eq!(
+        msg(r#"{"error_code":110,"error_msg":"Access token invalid or no longer valid"}"#),
+        Auth
+    );
+    assert_eq!(msg("error code: 429"), RateLimit);
+    assert_eq!(msg("status code 429"), RateLimit);
+}
+
+#[test]
+fn a_status_with_no_body_does_not_stop_failover() {
+    assert_eq!(msg("400 status code (no body)"), Unknown);
+    assert_eq!(msg("Error: HTTP 422: No response body"), Unknown);
+    // ...but other statuses keep their meaning without a body.
+    assert_eq!(msg("404 status code (no body)"), ModelNotFound);
+    assert_eq!(msg("524 status code (no body)"), Timeout);
+    assert_eq!(
+        classify(&Signal::new().status(400).message("Bad request")).reason,
+        Format
+    );
+}
