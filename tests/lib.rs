@@ -1,1 +1,3 @@
+//! Integration tests, compiled as one binary so they link once.
 
+mod breaker;

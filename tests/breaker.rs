@@ -1,0 +1,1 @@
+//! Breaker integration tests through the public API.
