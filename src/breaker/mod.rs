@@ -267,6 +267,8 @@ pub(crate) struct Shared {
     clock: Clock,
     provider: Arc<str>,
     model: Arc<str>,
+    /// `model` is `*`: rejections say the whole provider is out.
+    provider_wide: bool,
     listener: Option<Listener>,
 }
 
@@ -368,6 +370,7 @@ impl BreakerBuilder {
                 slow: Mutex::new(slow),
                 policy: self.policy,
                 clock,
+                provider_wide: &*self.model == PROVIDER_WIDE,
                 provider: self.provider,
                 model: self.model,
                 listener: self.listener,
@@ -640,7 +643,7 @@ impl Shared {
             state,
             reason: reason_of(self.open_reason.load(Ordering::Relaxed)),
             retry_after: retry_after.map(Duration::from_nanos),
-            provider_wide: &*self.model == PROVIDER_WIDE,
+            provider_wide: self.provider_wide,
         }
     }
 

@@ -190,6 +190,13 @@ impl BreakerPolicy {
                         "between 1 and 1000000",
                     ));
                 }
+                if p.min_calls > calls {
+                    return Err(PolicyError::out_of_range(
+                        "min_calls",
+                        p.min_calls,
+                        "at most `window_calls` (the window never holds more calls)",
+                    ));
+                }
             }
             WindowKind::Time { span, buckets } => {
                 if !(1..=1_000).contains(&buckets) {
@@ -560,6 +567,10 @@ mod tests {
             (BreakerPolicy::builder().failure_rate(0.0), "failure_rate"),
             (BreakerPolicy::builder().failure_rate(1.5), "failure_rate"),
             (BreakerPolicy::builder().window_calls(0), "window_calls"),
+            (
+                BreakerPolicy::builder().window_calls(5).min_calls(6),
+                "min_calls",
+            ),
             (
                 BreakerPolicy::builder().window_time(Duration::from_millis(5), 1),
                 "window_time",
