@@ -258,6 +258,9 @@ pub(crate) struct Shared {
     mode_until: AtomicU64,
     /// The Retry-After floor: no open state ends before it.
     floor_until: AtomicU64,
+    /// While every half-open probe slot is taken: when the earliest lease ends (0 otherwise).
+    /// Lets a rejection in half-open skip the lock.
+    probes_full_until: AtomicU64,
     /// The reason of the current open state (`NO_REASON` when none).
     open_reason: AtomicU8,
     consecutive: AtomicU32,
@@ -364,6 +367,7 @@ impl BreakerBuilder {
                 open_until: AtomicU64::new(0),
                 mode_until: AtomicU64::new(u64::MAX),
                 floor_until: AtomicU64::new(0),
+                probes_full_until: AtomicU64::new(0),
                 open_reason: AtomicU8::new(NO_REASON),
                 consecutive: AtomicU32::new(0),
                 window,
@@ -432,6 +436,15 @@ impl Breaker {
                     generation: generation(w),
                 },
             });
+        }
+        if w & (AUTO_MASK | MODE_MASK) == OPEN | NORMAL {
+            // Rejection while open: no lock, no allocation, no call out of line.
+            let s = &*self.shared;
+            let now = s.clock.now();
+            let until = s.open_until.load(Ordering::Acquire);
+            if now < until {
+                return Err(s.rejected(State::Open, Some(until - now)));
+            }
         }
         self.shared.acquire_slow(w)
     }
@@ -618,6 +631,21 @@ impl Drop for Permit<'_> {
 }
 
 impl Shared {
+    /// Starts a new probe cycle: every slot free.
+    fn new_cycle(&self, slow: &mut Slow) {
+        slow.new_cycle();
+        self.probes_full_until.store(0, Ordering::Release);
+    }
+
+    /// Frees a probe's slot; false when the slot no longer belongs to it.
+    fn take_probe(&self, slow: &mut Slow, slot: usize, ticket: u64) -> bool {
+        let taken = slow.take_probe(slot, ticket);
+        if taken {
+            self.probes_full_until.store(0, Ordering::Release);
+        }
+        taken
+    }
+
     fn lock(&self) -> MutexGuard<'_, Slow> {
         // The lock guards plain counters that every writer leaves consistent; a panic elsewhere
         // while holding it cannot leave them half-written, so poisoning is ignored.
@@ -638,6 +666,7 @@ impl Shared {
         t
     }
 
+    #[inline]
     fn rejected(&self, state: State, retry_after: Option<Nanos>) -> Rejected {
         Rejected {
             state,
@@ -717,7 +746,7 @@ impl Shared {
                         continue;
                     }
                 }
-                _ => match self.try_probe(w) {
+                _ => match self.try_probe_fast().or_else(|| self.try_probe(w)) {
                     Some(result) => result,
                     None => {
                         w = self.word.load(Ordering::Acquire);
@@ -745,7 +774,7 @@ impl Shared {
         if now < self.open_until.load(Ordering::Acquire) {
             return;
         }
-        slow.new_cycle();
+        self.new_cycle(&mut slow);
         self.word
             .store(next_word(w, HALF_OPEN, w & MODE_MASK), Ordering::Release);
         let t = self.transition(
@@ -758,6 +787,17 @@ impl Shared {
         );
         drop(slow);
         self.publish(&t);
+    }
+
+    /// Rejects without the lock while every probe slot is taken and no lease has ended.
+    #[inline]
+    fn try_probe_fast(&self) -> Option<Result<Permit<'_>, Rejected>> {
+        let full_until = self.probes_full_until.load(Ordering::Acquire);
+        if full_until == 0 {
+            return None;
+        }
+        let now = self.clock.now();
+        (now < full_until).then(|| Err(self.rejected(State::HalfOpen, Some(full_until - now))))
     }
 
     /// Admits a probe if a slot is free. `None` when the word moved on (the caller re-reads).
@@ -782,16 +822,23 @@ impl Shared {
             }
         }
         let Some(slot) = free else {
+            self.probes_full_until.store(earliest, Ordering::Release);
             return Some(Err(
                 self.rejected(State::HalfOpen, Some(earliest.saturating_sub(now)))
             ));
         };
         let ticket = slow.next_ticket;
         slow.next_ticket += 1;
+        let lease_until = now.saturating_add(nanos_of(self.policy.probe_lease));
+        if slow.probes.iter().filter(|p| p.is_none()).count() == 1 {
+            // This probe takes the last free slot.
+            self.probes_full_until
+                .store(earliest.min(lease_until), Ordering::Release);
+        }
         if let Some(p) = slow.probes.get_mut(slot) {
             *p = Some(Probe {
                 ticket,
-                lease_until: now.saturating_add(nanos_of(self.policy.probe_lease)),
+                lease_until,
             });
         }
         Some(Ok(Permit {
@@ -917,7 +964,7 @@ impl Shared {
             .store(reason_code(Some(reason)), Ordering::Relaxed);
         self.consecutive.store(0, Ordering::Relaxed);
         self.window.clear();
-        slow.new_cycle();
+        self.new_cycle(slow);
         self.word
             .store(next_word(w, OPEN, w & MODE_MASK), Ordering::Release);
         self.transition(
@@ -935,7 +982,7 @@ impl Shared {
         self.window.clear();
         self.open_reason.store(NO_REASON, Ordering::Relaxed);
         slow.closed_since = now;
-        slow.new_cycle();
+        self.new_cycle(slow);
         self.word
             .store(next_word(w, CLOSED, w & MODE_MASK), Ordering::Release);
         self.transition(
@@ -961,7 +1008,7 @@ impl Shared {
         let verdict = self.verdict(outcome);
         let mut slow = self.lock();
         let w = self.word.load(Ordering::Acquire);
-        if generation(w) != gen_at_admission || !slow.take_probe(slot, ticket) {
+        if generation(w) != gen_at_admission || !self.take_probe(&mut slow, slot, ticket) {
             return None;
         }
         let now = self.clock.now();
@@ -983,7 +1030,7 @@ impl Shared {
     fn release_probe(&self, gen_at_admission: u64, slot: usize, ticket: u64) {
         let mut slow = self.lock();
         if generation(self.word.load(Ordering::Acquire)) == gen_at_admission {
-            slow.take_probe(slot, ticket);
+            self.take_probe(&mut slow, slot, ticket);
         }
     }
 
@@ -998,7 +1045,7 @@ impl Shared {
             FORCED_OPEN => HALF_OPEN,
             _ => w & AUTO_MASK,
         };
-        slow.new_cycle();
+        self.new_cycle(&mut slow);
         self.mode_until.store(u64::MAX, Ordering::Release);
         let new = next_word(w, auto, NORMAL);
         self.word.store(new, Ordering::Release);
@@ -1022,7 +1069,7 @@ impl Shared {
         let w = self.word.load(Ordering::Acquire);
         let until = duration.map_or(u64::MAX, |d| now.saturating_add(nanos_of(d)));
         self.mode_until.store(until, Ordering::Release);
-        slow.new_cycle();
+        self.new_cycle(&mut slow);
         let new = next_word(w, w & AUTO_MASK, mode);
         self.word.store(new, Ordering::Release);
         let (from, to) = (reported_state(w), reported_state(new));
