@@ -14,8 +14,8 @@
 //! allocates nothing. Everything rare (tripping, half-open probes, control actions) takes a
 //! mutex and publishes a [`Transition`] after releasing it.
 //!
-//! The breaker only sees a [`Reason`](crate::Reason) and durations ([`Outcome`]), never request
-//! or error text. Each reason's [`BreakerEffect`](crate::reason::BreakerEffect) decides whether
+//! The breaker only sees a [`Reason`] and durations ([`Outcome`]), never request
+//! or error text. Each reason's [`BreakerEffect`] decides whether
 //! it counts, is ignored (format, content filter, context overflow, cancelled) or trips at
 //! once; its [`Scope`](crate::reason::Scope) decides, in a [`Registry`], whether the model's
 //! breaker or the provider-wide breaker (which gates every model of the provider) hears it;
