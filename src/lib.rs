@@ -45,7 +45,9 @@
 //! The circuit breaker, the failover chain, telemetry and the OpenAI-compatible proxy build
 //! on these two modules.
 
+pub mod breaker;
 pub mod classify;
 pub mod reason;
+pub mod telemetry;
 
 pub use reason::Reason;

@@ -5,4 +5,5 @@
     reason = "helpers of tests fail the test loudly, as the tests do"
 )]
 
+mod breaker;
 mod classify;
