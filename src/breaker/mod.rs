@@ -90,7 +90,7 @@ use self::window::{CountRing, TimeBuckets, Window};
 pub use self::control::ControlHandle;
 pub use self::error::{CallError, PolicyError, RegistryError, Rejected};
 pub use self::policy::{BreakerPolicy, BreakerPolicyBuilder, MAX_HALF_OPEN_PROBES, WindowKind};
-pub use self::registry::{Registry, RegistryBuilder, Target, TargetPermit};
+pub use self::registry::{OwnedTargetPermit, Registry, RegistryBuilder, Target, TargetPermit};
 pub use self::state::{Origin, State, Transition};
 
 /// A callback that observes every transition of a breaker (after the tracing event).
@@ -449,6 +449,16 @@ impl Breaker {
         self.shared.acquire_slow(w)
     }
 
+    /// As [`try_acquire`](Self::try_acquire), with a permit that owns a handle on the breaker.
+    ///
+    /// # Errors
+    ///
+    /// [`Rejected`] as [`try_acquire`](Self::try_acquire).
+    pub fn try_acquire_owned(&self) -> Result<OwnedPermit, Rejected> {
+        self.try_acquire()
+            .map(|p| p.into_owned(Arc::clone(&self.shared)))
+    }
+
     /// Runs `fut` if the breaker admits it, times it and records its outcome. If the returned
     /// future is dropped before `fut` completes, the attempt counts as neither success nor
     /// failure (a half-open probe slot is freed).
@@ -595,15 +605,7 @@ impl Permit<'_> {
     /// Settles the attempt. Returns the transition it caused, if any (also emitted as a
     /// tracing event and given to the listener).
     pub fn record(mut self, outcome: Outcome) -> Option<Transition> {
-        match std::mem::replace(&mut self.kind, PermitKind::Settled) {
-            PermitKind::Closed { generation } => self.shared.record_closed(generation, &outcome),
-            PermitKind::Probe {
-                generation,
-                slot,
-                ticket,
-            } => self.shared.record_probe(generation, slot, ticket, &outcome),
-            PermitKind::Untracked | PermitKind::Settled => None,
-        }
+        self.shared.settle(&mut self.kind, Some(&outcome))
     }
 
     /// Gives the permit back without an outcome (same as dropping it).
@@ -614,18 +616,82 @@ impl Permit<'_> {
     pub fn is_probe(&self) -> bool {
         matches!(self.kind, PermitKind::Probe { .. })
     }
+
+    /// The same permit, owning a handle on its breaker so it can outlive the borrow (a stream
+    /// handed to a caller holds its permit until it ends).
+    fn into_owned(mut self, shared: Arc<Shared>) -> OwnedPermit {
+        let kind = std::mem::replace(&mut self.kind, PermitKind::Settled);
+        OwnedPermit { shared, kind }
+    }
 }
 
 impl Drop for Permit<'_> {
     #[inline]
     fn drop(&mut self) {
-        if let PermitKind::Probe {
-            generation,
-            slot,
-            ticket,
-        } = self.kind
-        {
-            self.shared.release_probe(generation, slot, ticket);
+        self.shared.settle(&mut self.kind, None);
+    }
+}
+
+/// A [`Permit`] that owns a handle on its breaker, from [`Breaker::try_acquire_owned`]: for
+/// attempts that outlive the borrow of the breaker, such as a stream returned to a caller.
+#[must_use = "settle the permit with `record` so the breaker learns the outcome"]
+pub struct OwnedPermit {
+    shared: Arc<Shared>,
+    kind: PermitKind,
+}
+
+impl fmt::Debug for OwnedPermit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("OwnedPermit")
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+impl OwnedPermit {
+    /// Settles the attempt, as [`Permit::record`].
+    pub fn record(mut self, outcome: Outcome) -> Option<Transition> {
+        self.shared.settle(&mut self.kind, Some(&outcome))
+    }
+
+    /// Gives the permit back without an outcome (same as dropping it).
+    pub fn release(self) {}
+}
+
+impl Drop for OwnedPermit {
+    fn drop(&mut self) {
+        self.shared.settle(&mut self.kind, None);
+    }
+}
+
+impl Shared {
+    /// Settles a permit once: records `outcome`, or with none frees a probe slot. Leaves the
+    /// permit settled, so dropping it afterwards does nothing.
+    #[inline]
+    fn settle(&self, kind: &mut PermitKind, outcome: Option<&Outcome>) -> Option<Transition> {
+        let kind = std::mem::replace(kind, PermitKind::Settled);
+        match (kind, outcome) {
+            (PermitKind::Closed { generation }, Some(o)) => self.record_closed(generation, o),
+            (
+                PermitKind::Probe {
+                    generation,
+                    slot,
+                    ticket,
+                },
+                Some(o),
+            ) => self.record_probe(generation, slot, ticket, o),
+            (
+                PermitKind::Probe {
+                    generation,
+                    slot,
+                    ticket,
+                },
+                None,
+            ) => {
+                self.release_probe(generation, slot, ticket);
+                None
+            }
+            (PermitKind::Closed { .. } | PermitKind::Untracked | PermitKind::Settled, _) => None,
         }
     }
 }

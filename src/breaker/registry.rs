@@ -18,7 +18,8 @@ use crate::telemetry::names::breaker::PROVIDER_WIDE;
 use super::clock::Clock;
 use super::error::{CallError, RegistryError, Rejected};
 use super::{
-    Breaker, BreakerPolicy, ControlHandle, Failure, Listener, Outcome, Permit, Transition,
+    Breaker, BreakerPolicy, ControlHandle, Failure, Listener, Outcome, OwnedPermit, Permit,
+    Transition,
 };
 
 struct ProviderEntry {
@@ -256,6 +257,18 @@ impl<'a> Target<'a> {
         })
     }
 
+    /// As [`try_acquire`](Self::try_acquire), with permits that own handles on the breakers,
+    /// for attempts that outlive the borrow of the registry (a stream returned to a caller).
+    ///
+    /// # Errors
+    ///
+    /// [`Rejected`] as [`try_acquire`](Self::try_acquire).
+    pub fn try_acquire_owned(&self) -> Result<OwnedTargetPermit, Rejected> {
+        let provider = self.provider.try_acquire_owned()?;
+        let model = self.model.try_acquire_owned()?;
+        Ok(OwnedTargetPermit { provider, model })
+    }
+
     /// Runs `fut` if both breakers admit it and records its outcome where its reason's scope
     /// says (see [`TargetPermit::record`]).
     ///
@@ -321,26 +334,76 @@ impl TargetPermit<'_> {
     /// Scope and effect come from the model breaker's policy. Returns the transitions caused,
     /// `[provider-wide, model]`.
     pub fn record(self, outcome: Outcome) -> [Option<Transition>; 2] {
-        let Some(reason) = outcome.reason() else {
-            return [self.provider.record(outcome), self.model.record(outcome)];
-        };
-        let rp = self.model_policy.reason(reason);
-        let counts = match rp.breaker {
-            BreakerEffect::Ignore => false,
-            BreakerEffect::Count | BreakerEffect::TripImmediately => true,
-        };
-        if !counts {
-            return [None, None];
+        record_pair(self.model_policy, self.provider, self.model, outcome)
+    }
+}
+
+/// Owned permits from both breakers of a target, from [`Target::try_acquire_owned`].
+#[must_use = "settle the permit with `record` so the breakers learn the outcome"]
+#[derive(Debug)]
+pub struct OwnedTargetPermit {
+    provider: OwnedPermit,
+    model: OwnedPermit,
+}
+
+impl OwnedTargetPermit {
+    /// Settles the attempt, as [`TargetPermit::record`].
+    pub fn record(self, outcome: Outcome) -> [Option<Transition>; 2] {
+        let model_breaker = std::sync::Arc::clone(&self.model.shared);
+        record_pair(&model_breaker.policy, self.provider, self.model, outcome)
+    }
+}
+
+/// A permit that can be settled or given back: [`Permit`] and [`OwnedPermit`].
+trait Settle {
+    fn settle(self, outcome: Outcome) -> Option<Transition>;
+    fn give_back(self);
+}
+
+impl Settle for Permit<'_> {
+    fn settle(self, outcome: Outcome) -> Option<Transition> {
+        self.record(outcome)
+    }
+    fn give_back(self) {
+        self.release();
+    }
+}
+
+impl Settle for OwnedPermit {
+    fn settle(self, outcome: Outcome) -> Option<Transition> {
+        self.record(outcome)
+    }
+    fn give_back(self) {
+        self.release();
+    }
+}
+
+/// Records `outcome` on the breaker of a target that it concerns (see [`TargetPermit::record`]).
+fn record_pair<P: Settle>(
+    model_policy: &BreakerPolicy,
+    provider: P,
+    model: P,
+    outcome: Outcome,
+) -> [Option<Transition>; 2] {
+    let Some(reason) = outcome.reason() else {
+        return [provider.settle(outcome), model.settle(outcome)];
+    };
+    let rp = model_policy.reason(reason);
+    let counts = match rp.breaker {
+        BreakerEffect::Ignore => false,
+        BreakerEffect::Count | BreakerEffect::TripImmediately => true,
+    };
+    if !counts {
+        return [None, None];
+    }
+    match rp.scope {
+        Scope::Provider => {
+            model.give_back();
+            [provider.settle(outcome), None]
         }
-        match rp.scope {
-            Scope::Provider => {
-                self.model.release();
-                [self.provider.record(outcome), None]
-            }
-            Scope::Model => {
-                self.provider.release();
-                [None, self.model.record(outcome)]
-            }
+        Scope::Model => {
+            provider.give_back();
+            [None, model.settle(outcome)]
         }
     }
 }

@@ -706,3 +706,49 @@ fn call_times_the_future_and_a_cancelled_call_counts_for_nothing() {
         assert_eq!(r.state(), State::Closed);
     });
 }
+
+#[test]
+fn owned_permits_hold_and_settle_like_borrowed_ones() {
+    let r = rig(policy()
+        .consecutive_failures(1)
+        .half_open_successes(1)
+        .build()
+        .unwrap());
+    // A closed owned permit records a failure that trips the breaker.
+    let owned = r.breaker.try_acquire_owned().unwrap();
+    assert!(owned.record(Outcome::failure(Reason::ServerError, MS)).is_some());
+    assert_eq!(r.state(), State::Open);
+    r.advance(r.retry_after());
+    // An owned probe takes the slot, frees it when dropped, and closes on success.
+    let probe = r.breaker.try_acquire_owned().unwrap();
+    assert!(r.breaker.try_acquire().is_err());
+    drop(probe);
+    assert_eq!(r.state(), State::HalfOpen);
+    let probe = r.breaker.try_acquire_owned().unwrap();
+    // It outlives the borrow that made it.
+    let held = std::thread::spawn(move || probe.record(Outcome::success(MS)));
+    assert!(held.join().unwrap().is_some());
+    assert_eq!(r.state(), State::Closed);
+}
+
+#[test]
+fn owned_target_permits_route_failures_by_scope() {
+    let clock = MockClock::new();
+    let reg = Registry::builder()
+        .policy(policy().consecutive_failures(1).build().unwrap())
+        .target("openai", "gpt-4o")
+        .target("openai", "gpt-4o-mini")
+        .build_with_clock(&clock.clock())
+        .unwrap();
+    let owned = |m: &str| reg.target("openai", m).unwrap().try_acquire_owned();
+    let [p, m] = owned("gpt-4o")
+        .unwrap()
+        .record(Outcome::failure(Reason::RateLimit, MS));
+    assert!(p.is_none() && m.is_some());
+    assert!(owned("gpt-4o-mini").is_ok());
+    let [p, m] = owned("gpt-4o-mini")
+        .unwrap()
+        .record(Outcome::failure(Reason::ConnectionRefused, MS));
+    assert!(p.is_some() && m.is_none());
+    assert!(owned("gpt-4o-mini").unwrap_err().is_provider_wide());
+}
