@@ -46,6 +46,7 @@
 //! on these two modules.
 
 pub mod breaker;
+pub mod chain;
 pub mod classify;
 pub mod reason;
 pub mod telemetry;

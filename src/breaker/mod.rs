@@ -59,7 +59,7 @@
 //! # Ok::<(), llm_failover::breaker::PolicyError>(())
 //! ```
 
-mod clock;
+pub(crate) mod clock;
 mod control;
 mod error;
 mod policy;

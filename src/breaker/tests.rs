@@ -716,7 +716,11 @@ fn owned_permits_hold_and_settle_like_borrowed_ones() {
         .unwrap());
     // A closed owned permit records a failure that trips the breaker.
     let owned = r.breaker.try_acquire_owned().unwrap();
-    assert!(owned.record(Outcome::failure(Reason::ServerError, MS)).is_some());
+    assert!(
+        owned
+            .record(Outcome::failure(Reason::ServerError, MS))
+            .is_some()
+    );
     assert_eq!(r.state(), State::Open);
     r.advance(r.retry_after());
     // An owned probe takes the slot, frees it when dropped, and closes on success.

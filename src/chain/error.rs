@@ -1,0 +1,367 @@
+//! What one attempt reports, the trail of a request's attempts, and the error when a route
+//! gives no answer.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::Reason;
+use crate::breaker::Failure;
+use crate::classify::{Classification, Signal, classify};
+
+/// Why one attempt failed: the reason, the provider's requested wait, the HTTP status if
+/// there was one, and the underlying error.
+///
+/// Build it from a classification ([`AttemptFailure::classified`]), straight from a reason, or
+/// from a `reqwest` error or response ([`AttemptFailure::from_reqwest`],
+/// [`AttemptFailure::from_response`]).
+///
+/// ```
+/// use llm_failover::{Reason, chain::AttemptFailure};
+///
+/// let f = AttemptFailure::new(Reason::RateLimit).with_status(429);
+/// assert_eq!((f.reason(), f.status()), (Reason::RateLimit, Some(429)));
+/// ```
+#[derive(Debug, Clone)]
+pub struct AttemptFailure {
+    reason: Reason,
+    retry_after: Option<Duration>,
+    status: Option<u16>,
+    source: Option<Arc<dyn StdError + Send + Sync>>,
+}
+
+impl AttemptFailure {
+    /// A failure for `reason`.
+    #[must_use]
+    pub fn new(reason: Reason) -> Self {
+        Self {
+            reason,
+            retry_after: None,
+            status: None,
+            source: None,
+        }
+    }
+
+    /// A failure as the classifier judged it.
+    #[must_use]
+    pub fn classified(c: &Classification) -> Self {
+        Self {
+            reason: c.reason,
+            retry_after: c.retry_after,
+            status: None,
+            source: None,
+        }
+    }
+
+    /// Classifies a `reqwest` error (its status, flags and whole source chain) and keeps it as
+    /// the source. The URL is stripped from the kept error, since it may carry a key.
+    #[must_use]
+    pub fn from_reqwest(err: reqwest::Error) -> Self {
+        let c = classify(&Signal::from_reqwest(&err));
+        let status = err.status().map(|s| s.as_u16());
+        let mut f = Self::classified(&c).with_source(err.without_url());
+        f.status = status;
+        f
+    }
+
+    /// Classifies a non-2xx response from its status, headers and body (read here, up to its
+    /// end). `provider` selects provider-specific rules.
+    pub async fn from_response(resp: reqwest::Response, provider: &str) -> Self {
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        match resp.text().await {
+            Ok(body) => {
+                let signal = Signal::new()
+                    .status(status)
+                    .headers(&headers)
+                    .body(body.as_str())
+                    .provider(provider);
+                Self::classified(&classify(&signal)).with_status(status)
+            }
+            Err(e) => Self::from_reqwest(e).with_status(status),
+        }
+    }
+
+    /// The HTTP status of the failed response.
+    #[must_use]
+    pub fn with_status(mut self, status: u16) -> Self {
+        self.status = Some(status);
+        self
+    }
+
+    /// The provider's requested wait.
+    #[must_use]
+    pub fn with_retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+
+    /// The underlying error, kept for the caller.
+    #[must_use]
+    pub fn with_source(mut self, err: impl StdError + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(err));
+        self
+    }
+
+    /// Why the attempt failed.
+    #[must_use]
+    pub fn reason(&self) -> Reason {
+        self.reason
+    }
+
+    /// The HTTP status, if the provider answered with one.
+    #[must_use]
+    pub fn status(&self) -> Option<u16> {
+        self.status
+    }
+
+    /// The wait the provider asked for.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+
+    /// The underlying error, if one was kept.
+    #[must_use]
+    pub fn source_error(&self) -> Option<&(dyn StdError + Send + Sync + 'static)> {
+        self.source.as_deref()
+    }
+}
+
+impl fmt::Display for AttemptFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "attempt failed: {}", self.reason)?;
+        if let Some(s) = self.status {
+            write!(f, " (HTTP {s})")?;
+        }
+        Ok(())
+    }
+}
+
+impl StdError for AttemptFailure {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn StdError + 'static))
+    }
+}
+
+impl Failure for AttemptFailure {
+    fn reason(&self) -> Reason {
+        self.reason
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+/// How one attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AttemptOutcome {
+    /// The target answered (for a stream: produced its first token and finished).
+    Ok,
+    /// The attempt ran and failed.
+    Failed(Reason),
+    /// The target's breaker refused it; no request was sent. The reason is what opened the
+    /// breaker, when known.
+    Rejected(Option<Reason>),
+}
+
+/// One attempt of a request: which target, how it ended, with which status, how long it took.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AttemptRecord {
+    /// The provider, as configured.
+    pub provider: Arc<str>,
+    /// The upstream model, as configured.
+    pub model: Arc<str>,
+    /// How it ended.
+    pub outcome: AttemptOutcome,
+    /// The HTTP status, if the provider answered with one.
+    pub status: Option<u16>,
+    /// How long it took (zero for a rejection).
+    pub duration: Duration,
+    /// When the target may be tried again (a rejection's or the provider's wait).
+    pub retry_after: Option<Duration>,
+}
+
+impl fmt::Display for AttemptRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}=", self.provider, self.model)?;
+        match self.outcome {
+            AttemptOutcome::Ok => f.write_str("ok"),
+            AttemptOutcome::Failed(r) => f.write_str(r.as_str()),
+            AttemptOutcome::Rejected(_) => f.write_str("breaker_open"),
+        }
+    }
+}
+
+/// Every attempt of a request, in order. Displays as
+/// `local/llama3=connection_refused; openai/gpt-4o-mini=ok`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Trail(pub(crate) Vec<AttemptRecord>);
+
+impl Trail {
+    /// The attempts, in order.
+    #[must_use]
+    pub fn attempts(&self) -> &[AttemptRecord] {
+        &self.0
+    }
+
+    /// How many attempts sent a request (rejections excluded).
+    #[must_use]
+    pub fn sent(&self) -> usize {
+        self.0
+            .iter()
+            .filter(|a| !matches!(a.outcome, AttemptOutcome::Rejected(_)))
+            .count()
+    }
+
+    /// The soonest wait after which some target of the trail may admit a request again.
+    #[must_use]
+    pub fn soonest_retry(&self) -> Option<Duration> {
+        self.0.iter().filter_map(|a| a.retry_after).min()
+    }
+}
+
+impl fmt::Display for Trail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, a) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{a}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a route gave no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailoverErrorKind {
+    /// Every target was tried (or refused by its breaker) and none answered.
+    Exhausted,
+    /// Every target's breaker was open: nothing was sent.
+    AllOpen,
+    /// A failure that another target cannot fix or must not see (format, content filter,
+    /// context overflow without a larger target, cancellation): returned as it is.
+    Returned(Reason),
+    /// The route's total deadline passed before an answer.
+    DeadlineExceeded,
+    /// A committed stream broke after its first token (`stream_interrupted` or `timeout`).
+    StreamBroken(Reason),
+}
+
+/// A route gave no answer: why, every attempt, when to try again, and the last failure.
+#[derive(Debug, Clone)]
+pub struct FailoverError {
+    pub(crate) kind: FailoverErrorKind,
+    pub(crate) route: Arc<str>,
+    pub(crate) trail: Trail,
+    pub(crate) last: Option<AttemptFailure>,
+    pub(crate) retry_after: Option<Duration>,
+}
+
+impl FailoverError {
+    /// Why the route gave no answer.
+    #[must_use]
+    pub fn kind(&self) -> FailoverErrorKind {
+        self.kind
+    }
+
+    /// The reason of the error as a whole: the returned or breaking reason, else the last
+    /// attempt's.
+    #[must_use]
+    pub fn reason(&self) -> Option<Reason> {
+        match self.kind {
+            FailoverErrorKind::Returned(r) | FailoverErrorKind::StreamBroken(r) => Some(r),
+            FailoverErrorKind::DeadlineExceeded => Some(Reason::Timeout),
+            FailoverErrorKind::Exhausted | FailoverErrorKind::AllOpen => {
+                self.last.as_ref().map(AttemptFailure::reason).or_else(|| {
+                    self.trail.0.iter().rev().find_map(|a| match a.outcome {
+                        AttemptOutcome::Rejected(r) => r,
+                        AttemptOutcome::Failed(r) => Some(r),
+                        AttemptOutcome::Ok => None,
+                    })
+                })
+            }
+        }
+    }
+
+    /// The route's name.
+    #[must_use]
+    pub fn route(&self) -> &str {
+        &self.route
+    }
+
+    /// Every attempt, in order.
+    #[must_use]
+    pub fn trail(&self) -> &Trail {
+        &self.trail
+    }
+
+    /// The last attempt's failure (for a returned error: the failure itself, with its
+    /// source).
+    #[must_use]
+    pub fn last_failure(&self) -> Option<&AttemptFailure> {
+        self.last.as_ref()
+    }
+
+    /// When to try again: the soonest time a target will admit a request, if known.
+    #[must_use]
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
+    }
+}
+
+impl fmt::Display for FailoverError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let route = &self.route;
+        match self.kind {
+            FailoverErrorKind::Exhausted => {
+                write!(f, "every target of route {route} failed")?;
+            }
+            FailoverErrorKind::AllOpen => {
+                write!(
+                    f,
+                    "every target of route {route} is out of service (circuit open)"
+                )?;
+            }
+            FailoverErrorKind::Returned(r) => {
+                write!(
+                    f,
+                    "route {route}: the provider refused the request ({r}); another target would not help"
+                )?;
+            }
+            FailoverErrorKind::DeadlineExceeded => {
+                write!(
+                    f,
+                    "route {route} ran out of time before any target answered"
+                )?;
+            }
+            FailoverErrorKind::StreamBroken(r) => {
+                write!(
+                    f,
+                    "route {route}: the answer stream broke after it started ({r}); the answer is incomplete"
+                )?;
+            }
+        }
+        if !self.trail.0.is_empty() {
+            write!(f, " [{}]", self.trail)?;
+        }
+        if let Some(d) = self.retry_after {
+            write!(f, "; retry in {:.1}s", d.as_secs_f64())?;
+        }
+        Ok(())
+    }
+}
+
+impl StdError for FailoverError {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        self.last.as_ref().map(|l| l as &(dyn StdError + 'static))
+    }
+}

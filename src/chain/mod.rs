@@ -1,0 +1,643 @@
+//! The failover chain: a route of targets, tried in order through their breakers until one
+//! answers.
+//!
+//! # What a route does with a request
+//!
+//! A [`Route`] is an ordered list of targets (provider + upstream model), each guarded by its
+//! breakers in a [`Registry`]. For each target in turn:
+//!
+//! * if a breaker refuses, the target is skipped at once and the trail records a rejection
+//!   (not a failure);
+//! * otherwise the attempt runs under a deadline (the attempt timeout, never past the route's
+//!   total deadline); its outcome settles the breakers;
+//! * a failure is handled as its reason's policy says ([`Action`]): fail over to the next
+//!   target; retry the same target first, a bounded number of times after a jittered backoff
+//!   that honours the provider's Retry-After (a reset connection, a lone 500, a 429 whose wait
+//!   is short); return the error unchanged (format, content filter, cancellation: another model
+//!   would fail the same way or must not see the request); or go to the route's larger-context
+//!   targets (context overflow).
+//!
+//! When every breaker is open, nothing is sent and the error says when the soonest target will
+//! admit again (or, if the route allows it, the target that will admit soonest is tried as a
+//! last resort). A silent provider costs one attempt timeout: a timeout fails over, it is never
+//! retried on the same target.
+//!
+//! # Streams
+//!
+//! [`Route::stream`] commits to a target only when its first chunk arrives: a failure or a
+//! timeout before that fails over invisibly. After the first chunk, a failure or a stall past
+//! the idle timeout ends the stream with a classified error ([`FailoverErrorKind::StreamBroken`]
+//! with `stream_interrupted` or `timeout`), and an upstream that ends without its final chunk
+//! is an error too: a truncated answer is never presented as complete. A final chunk (for
+//! OpenAI, the one with a `finish_reason`) ends the stream at once, even if the upstream never
+//! sends its `[DONE]` marker.
+//!
+//! Dropping the request future (or the stream) cancels the attempt in flight; its breaker
+//! permit is released without counting, so cancellation never counts against a provider.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+//! use std::sync::Arc;
+//! use llm_failover::{Reason, breaker::Registry, chain::{AttemptFailure, Route}};
+//!
+//! let registry = Arc::new(
+//!     Registry::builder().target("local", "llama3").target("openai", "gpt-4o-mini").build()?,
+//! );
+//! let route = Route::builder("chat", registry)
+//!     .target("local", "llama3")
+//!     .target("openai", "gpt-4o-mini")
+//!     .build()?;
+//!
+//! let answer = route
+//!     .call(|attempt| async move {
+//!         if attempt.provider() == "local" {
+//!             Err(AttemptFailure::new(Reason::ConnectionRefused)) // the local box is off
+//!         } else {
+//!             Ok(format!("hello from {}", attempt.model()))
+//!         }
+//!     })
+//!     .await?;
+//! assert_eq!(answer.value, "hello from gpt-4o-mini");
+//! assert_eq!(answer.trail.to_string(), "local/llama3=connection_refused; openai/gpt-4o-mini=ok");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! # }).unwrap();
+//! ```
+
+mod error;
+mod policy;
+mod stream;
+
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::Reason;
+use crate::breaker::{Outcome, OwnedTargetPermit, Registry};
+use crate::reason::Action;
+
+pub use self::error::{
+    AttemptFailure, AttemptOutcome, AttemptRecord, FailoverError, FailoverErrorKind, Trail,
+};
+pub use self::policy::{RoutePolicy, RoutePolicyBuilder, RoutePolicyError};
+pub use self::stream::{Chunk, FailoverStream};
+
+/// One target of a route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RouteTarget {
+    provider: Arc<str>,
+    model: Arc<str>,
+}
+
+/// An ordered list of targets with its policy. Cheap to share (`Arc` it); calls take `&self`.
+#[derive(Debug)]
+pub struct Route {
+    name: Arc<str>,
+    targets: Vec<RouteTarget>,
+    larger_context: Vec<RouteTarget>,
+    policy: RoutePolicy,
+    registry: Arc<Registry>,
+}
+
+/// Builds a [`Route`]; [`build`](Self::build) checks every target against the registry.
+#[derive(Debug)]
+#[must_use]
+pub struct RouteBuilder {
+    name: Arc<str>,
+    targets: Vec<RouteTarget>,
+    larger_context: Vec<RouteTarget>,
+    policy: RoutePolicy,
+    registry: Arc<Registry>,
+}
+
+/// A route that cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RouteError {
+    /// The route has no target.
+    #[error("route {route:?} has no target; add at least one provider/model")]
+    Empty {
+        /// The route's name.
+        route: String,
+    },
+    /// A target has no breaker in the registry.
+    #[error(
+        "route {route:?} names {provider}/{model}, which the breaker registry does not know; add it to the registry"
+    )]
+    UnknownTarget {
+        /// The route's name.
+        route: String,
+        /// The provider named.
+        provider: String,
+        /// The model named.
+        model: String,
+    },
+}
+
+impl RouteBuilder {
+    /// Appends a target, tried after the ones before it.
+    pub fn target(mut self, provider: &str, model: &str) -> Self {
+        self.targets.push(RouteTarget {
+            provider: provider.into(),
+            model: model.into(),
+        });
+        self
+    }
+
+    /// Appends a larger-context target: tried, in order, only after a target answers that the
+    /// prompt is longer than its context window. Default: none (context overflow is returned).
+    pub fn larger_context_target(mut self, provider: &str, model: &str) -> Self {
+        self.larger_context.push(RouteTarget {
+            provider: provider.into(),
+            model: model.into(),
+        });
+        self
+    }
+
+    /// The deadlines and retry rules. Default: [`RoutePolicy::default`].
+    pub fn policy(mut self, policy: RoutePolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// The route.
+    ///
+    /// # Errors
+    ///
+    /// [`RouteError`] when the route has no target or names one the registry does not hold.
+    pub fn build(self) -> Result<Route, RouteError> {
+        if self.targets.is_empty() {
+            return Err(RouteError::Empty {
+                route: self.name.to_string(),
+            });
+        }
+        for t in self.targets.iter().chain(&self.larger_context) {
+            if self.registry.target(&t.provider, &t.model).is_none() {
+                return Err(RouteError::UnknownTarget {
+                    route: self.name.to_string(),
+                    provider: t.provider.to_string(),
+                    model: t.model.to_string(),
+                });
+            }
+        }
+        Ok(Route {
+            name: self.name,
+            targets: self.targets,
+            larger_context: self.larger_context,
+            policy: self.policy,
+            registry: self.registry,
+        })
+    }
+}
+
+/// What an attempt is told: its target, its place in the request, and its deadline.
+#[derive(Debug, Clone)]
+pub struct AttemptContext {
+    provider: Arc<str>,
+    model: Arc<str>,
+    number: u32,
+    primary: bool,
+    deadline: Instant,
+}
+
+impl AttemptContext {
+    /// The provider to call, as configured.
+    #[must_use]
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    /// The upstream model to ask for.
+    #[must_use]
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// 1 for the first attempt of the request, counting retries and rejections.
+    #[must_use]
+    pub fn number(&self) -> u32 {
+        self.number
+    }
+
+    /// True for the route's first target (the primary), false for fallbacks.
+    #[must_use]
+    pub fn is_primary(&self) -> bool {
+        self.primary
+    }
+
+    /// When the chain gives up on this attempt; pass it on as a request timeout if the client
+    /// has its own.
+    #[must_use]
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
+/// A route's answer: the value, the target that gave it, and every attempt on the way.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Answer<T> {
+    /// What the target returned.
+    pub value: T,
+    /// The provider that answered.
+    pub provider: Arc<str>,
+    /// The model that answered.
+    pub model: Arc<str>,
+    /// Every attempt, the answering one last (for a stream, it says `ok` once committed).
+    pub trail: Trail,
+}
+
+/// An attempt that produced its first result: the chain commits to it.
+struct Committed<V> {
+    value: V,
+    /// None for a last-resort attempt, which its breakers do not hear of.
+    permit: Option<OwnedTargetPermit>,
+    target: RouteTarget,
+    started: Instant,
+    trail: Trail,
+}
+
+/// Where the chain is in the route.
+enum Next {
+    /// The next target of the current list.
+    FailOver,
+    /// The same target again, after this wait.
+    Retry(Duration),
+    /// The larger-context list.
+    LargerContext,
+    /// Stop and return this error.
+    Return(FailoverErrorKind),
+}
+
+impl Route {
+    /// A builder for a route named `name` (the client-facing model name, a metric label),
+    /// whose targets must be in `registry`.
+    pub fn builder(name: &str, registry: Arc<Registry>) -> RouteBuilder {
+        RouteBuilder {
+            name: name.into(),
+            targets: Vec::new(),
+            larger_context: Vec::new(),
+            policy: RoutePolicy::default(),
+            registry,
+        }
+    }
+
+    /// The route's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The route's policy.
+    #[must_use]
+    pub fn policy(&self) -> &RoutePolicy {
+        &self.policy
+    }
+
+    /// Runs `attempt` against each target in turn until one answers.
+    ///
+    /// # Errors
+    ///
+    /// [`FailoverError`] when no target answered: every one failed or was open, a failure was
+    /// returned as is, or the total deadline passed.
+    pub async fn call<T, F, Fut>(&self, mut attempt: F) -> Result<Answer<T>, FailoverError>
+    where
+        F: FnMut(AttemptContext) -> Fut,
+        Fut: Future<Output = Result<T, AttemptFailure>>,
+    {
+        let limit = self.policy.attempt_timeout;
+        let c = self.run(&mut attempt, |_| limit).await?;
+        if let Some(permit) = c.permit {
+            permit.record(Outcome::success(c.started.elapsed()));
+        }
+        let mut trail = c.trail;
+        trail.0.push(record(
+            &c.target,
+            AttemptOutcome::Ok,
+            None,
+            c.started.elapsed(),
+            None,
+        ));
+        Ok(Answer {
+            value: c.value,
+            provider: c.target.provider,
+            model: c.target.model,
+            trail,
+        })
+    }
+
+    /// Opens a stream on each target in turn until one produces its first chunk, then hands
+    /// out that stream (see the [module docs](self) for what happens when it breaks).
+    ///
+    /// # Errors
+    ///
+    /// [`FailoverError`] when no target produced a first chunk.
+    pub async fn stream<C, S, F, Fut>(
+        &self,
+        mut open: F,
+    ) -> Result<Answer<FailoverStream<C, S>>, FailoverError>
+    where
+        C: Chunk,
+        S: futures_core::Stream<Item = Result<C, AttemptFailure>> + Unpin,
+        F: FnMut(AttemptContext) -> Fut,
+        Fut: Future<Output = Result<S, AttemptFailure>>,
+    {
+        use futures_util::StreamExt as _;
+        let limit = self.policy.attempt_timeout.min(self.policy.ttft_timeout);
+        let c = self
+            .run(
+                |ctx| {
+                    let opening = open(ctx);
+                    async move {
+                        let mut s = opening.await?;
+                        match s.next().await {
+                            Some(Ok(first)) => Ok((first, s)),
+                            Some(Err(e)) => Err(e),
+                            None => Err(AttemptFailure::new(Reason::EmptyResponse)),
+                        }
+                    }
+                },
+                |_| limit,
+            )
+            .await?;
+        let ttft = c.started.elapsed();
+        let mut trail = c.trail;
+        trail
+            .0
+            .push(record(&c.target, AttemptOutcome::Ok, None, ttft, None));
+        let (first, rest) = c.value;
+        let stream = FailoverStream::new(
+            first,
+            rest,
+            c.permit,
+            stream::Committed {
+                route: Arc::clone(&self.name),
+                trail: trail.clone(),
+                started: c.started,
+                ttft,
+                idle: self.policy.idle_timeout,
+            },
+        );
+        Ok(Answer {
+            value: stream,
+            provider: c.target.provider,
+            model: c.target.model,
+            trail,
+        })
+    }
+
+    /// The loop shared by [`call`](Self::call) and [`stream`](Self::stream): tries targets
+    /// until an attempt succeeds, and hands back the success with its permit unsettled.
+    async fn run<V, F, Fut>(
+        &self,
+        mut attempt: F,
+        attempt_limit: impl Fn(&RouteTarget) -> Duration,
+    ) -> Result<Committed<V>, FailoverError>
+    where
+        F: FnMut(AttemptContext) -> Fut,
+        Fut: Future<Output = Result<V, AttemptFailure>>,
+    {
+        let deadline = Instant::now() + self.policy.total_deadline;
+        let mut trail = Trail::default();
+        let mut last: Option<AttemptFailure> = None;
+        let mut list = &self.targets;
+        let mut i = 0;
+        let mut number = 0;
+        let fail = |kind, trail: Trail, last: Option<AttemptFailure>| {
+            let retry_after = trail.soonest_retry();
+            Err(FailoverError {
+                kind,
+                route: Arc::clone(&self.name),
+                trail,
+                last,
+                retry_after,
+            })
+        };
+        'targets: while let Some(t) = list.get(i) {
+            let Some(target) = self.registry.target(&t.provider, &t.model) else {
+                i += 1;
+                continue;
+            };
+            let mut retries = 0;
+            loop {
+                number += 1;
+                let permit = match target.try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(rejected) => {
+                        trail.0.push(record(
+                            t,
+                            AttemptOutcome::Rejected(rejected.reason()),
+                            None,
+                            Duration::ZERO,
+                            rejected.retry_after(),
+                        ));
+                        i += 1;
+                        continue 'targets;
+                    }
+                };
+                let now = Instant::now();
+                if now >= deadline {
+                    return fail(FailoverErrorKind::DeadlineExceeded, trail, last);
+                }
+                let full = attempt_limit(t);
+                let cut_short = deadline.saturating_duration_since(now) < full;
+                let attempt_deadline = (now + full).min(deadline);
+                let ctx = AttemptContext {
+                    provider: Arc::clone(&t.provider),
+                    model: Arc::clone(&t.model),
+                    number,
+                    primary: std::ptr::eq(list, &self.targets) && i == 0,
+                    deadline: attempt_deadline,
+                };
+                let started = Instant::now();
+                let failure = match tokio::time::timeout_at(attempt_deadline, attempt(ctx)).await {
+                    Ok(Ok(value)) => {
+                        return Ok(Committed {
+                            value,
+                            permit: Some(permit),
+                            target: t.clone(),
+                            started,
+                            trail,
+                        });
+                    }
+                    Ok(Err(failure)) => failure,
+                    Err(_elapsed) if cut_short => {
+                        // Our own deadline ended the attempt, not the provider's slowness.
+                        drop(permit);
+                        trail.0.push(record(
+                            t,
+                            AttemptOutcome::Failed(Reason::Timeout),
+                            None,
+                            started.elapsed(),
+                            None,
+                        ));
+                        return fail(FailoverErrorKind::DeadlineExceeded, trail, last);
+                    }
+                    Err(_elapsed) => AttemptFailure::new(Reason::Timeout),
+                };
+                let took = started.elapsed();
+                let reason = failure.reason();
+                let mut outcome = Outcome::failure(reason, took);
+                if let Some(wait) = failure.retry_after() {
+                    outcome = outcome.with_retry_after(wait);
+                }
+                permit.record(outcome);
+                trail.0.push(record(
+                    t,
+                    AttemptOutcome::Failed(reason),
+                    failure.status(),
+                    took,
+                    failure.retry_after(),
+                ));
+                let next = self.next_step(&failure, retries, list, deadline);
+                last = Some(failure);
+                match next {
+                    Next::Retry(wait) => {
+                        retries += 1;
+                        tokio::time::sleep(wait).await;
+                    }
+                    Next::FailOver => {
+                        i += 1;
+                        continue 'targets;
+                    }
+                    Next::LargerContext => {
+                        list = &self.larger_context;
+                        i = 0;
+                        continue 'targets;
+                    }
+                    Next::Return(kind) => return fail(kind, trail, last),
+                }
+            }
+        }
+        if trail.sent() == 0 {
+            if self.policy.last_resort
+                && let Some(c) = self
+                    .last_resort(&mut attempt, &mut trail, number, deadline)
+                    .await
+            {
+                return c;
+            }
+            return fail(FailoverErrorKind::AllOpen, trail, last);
+        }
+        fail(FailoverErrorKind::Exhausted, trail, last)
+    }
+
+    /// What the chain does after `failure`: the reason's policy, bounded by the route's.
+    fn next_step(
+        &self,
+        failure: &AttemptFailure,
+        retries: u32,
+        list: &[RouteTarget],
+        deadline: Instant,
+    ) -> Next {
+        let reason = failure.reason();
+        match reason.policy().action {
+            Action::FailOver => Next::FailOver,
+            Action::ReturnError => Next::Return(FailoverErrorKind::Returned(reason)),
+            Action::LargerContext => {
+                if std::ptr::eq(list, self.larger_context.as_slice())
+                    || self.larger_context.is_empty()
+                {
+                    Next::Return(FailoverErrorKind::Returned(reason))
+                } else {
+                    Next::LargerContext
+                }
+            }
+            Action::RetryThenFailOver => {
+                let asked = failure.retry_after().unwrap_or_default();
+                if retries >= self.policy.max_retries || asked > self.policy.max_retry_wait {
+                    return Next::FailOver;
+                }
+                let backoff = jittered(self.policy.retry_backoff, retries);
+                let wait = backoff.max(asked);
+                if Instant::now() + wait >= deadline {
+                    Next::FailOver
+                } else {
+                    Next::Retry(wait)
+                }
+            }
+        }
+    }
+
+    /// Every breaker was open: tries the target that will admit soonest, without a permit
+    /// (its breaker learns nothing from it), if the route allows it.
+    async fn last_resort<V, F, Fut>(
+        &self,
+        attempt: &mut F,
+        trail: &mut Trail,
+        number: u32,
+        deadline: Instant,
+    ) -> Option<Result<Committed<V>, FailoverError>>
+    where
+        F: FnMut(AttemptContext) -> Fut,
+        Fut: Future<Output = Result<V, AttemptFailure>>,
+    {
+        let soonest = trail
+            .0
+            .iter()
+            .min_by_key(|a| a.retry_after.unwrap_or(Duration::MAX))?;
+        let t = self
+            .targets
+            .iter()
+            .find(|t| t.provider == soonest.provider && t.model == soonest.model)?
+            .clone();
+        let started = Instant::now();
+        let attempt_deadline = (started + self.policy.attempt_timeout).min(deadline);
+        let ctx = AttemptContext {
+            provider: Arc::clone(&t.provider),
+            model: Arc::clone(&t.model),
+            number: number + 1,
+            primary: self.targets.first() == Some(&t),
+            deadline: attempt_deadline,
+        };
+        let result = tokio::time::timeout_at(attempt_deadline, attempt(ctx)).await;
+        let failure = match result {
+            Ok(Ok(value)) => {
+                return Some(Ok(Committed {
+                    value,
+                    permit: None,
+                    target: t,
+                    started,
+                    trail: std::mem::take(trail),
+                }));
+            }
+            Ok(Err(f)) => f,
+            Err(_) => AttemptFailure::new(Reason::Timeout),
+        };
+        trail.0.push(record(
+            &t,
+            AttemptOutcome::Failed(failure.reason()),
+            failure.status(),
+            started.elapsed(),
+            failure.retry_after(),
+        ));
+        None
+    }
+}
+
+fn record(
+    t: &RouteTarget,
+    outcome: AttemptOutcome,
+    status: Option<u16>,
+    duration: Duration,
+    retry_after: Option<Duration>,
+) -> AttemptRecord {
+    AttemptRecord {
+        provider: Arc::clone(&t.provider),
+        model: Arc::clone(&t.model),
+        outcome,
+        status,
+        duration,
+        retry_after,
+    }
+}
+
+/// `base * 2^retries`, with full jitter over its upper half.
+fn jittered(base: Duration, retries: u32) -> Duration {
+    let full = base.saturating_mul(1_u32 << retries.min(16));
+    full / 2 + full.mul_f64(fastrand::f64() / 2.0)
+}

@@ -1,0 +1,301 @@
+//! How a route spends its time: deadlines, same-target retries, and what to do when every
+//! target is open.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The deadlines and retry rules of a route. Build one with [`RoutePolicy::builder`]; the
+/// default suits chat completions.
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_failover::chain::RoutePolicy;
+///
+/// let policy = RoutePolicy::builder()
+///     .attempt_timeout(Duration::from_secs(20))
+///     .total_deadline(Duration::from_secs(45))
+///     .build()?;
+/// assert_eq!(policy.attempt_timeout(), Duration::from_secs(20));
+/// # Ok::<(), llm_failover::chain::RoutePolicyError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutePolicy {
+    pub(crate) attempt_timeout: Duration,
+    pub(crate) ttft_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
+    pub(crate) total_deadline: Duration,
+    pub(crate) max_retries: u32,
+    pub(crate) retry_backoff: Duration,
+    pub(crate) max_retry_wait: Duration,
+    pub(crate) last_resort: bool,
+}
+
+impl Default for RoutePolicy {
+    fn default() -> Self {
+        Self {
+            attempt_timeout: Duration::from_secs(60),
+            ttft_timeout: Duration::from_secs(20),
+            idle_timeout: Duration::from_secs(30),
+            total_deadline: Duration::from_secs(120),
+            max_retries: 1,
+            retry_backoff: Duration::from_millis(200),
+            max_retry_wait: Duration::from_secs(5),
+            last_resort: false,
+        }
+    }
+}
+
+impl RoutePolicy {
+    /// A builder starting from the defaults.
+    pub fn builder() -> RoutePolicyBuilder {
+        RoutePolicyBuilder {
+            policy: RoutePolicy::default(),
+        }
+    }
+
+    /// The longest one attempt may take: a whole answer, or a stream until its first token.
+    #[must_use]
+    pub fn attempt_timeout(&self) -> Duration {
+        self.attempt_timeout
+    }
+
+    /// The longest a stream may take to produce its first token.
+    #[must_use]
+    pub fn ttft_timeout(&self) -> Duration {
+        self.ttft_timeout
+    }
+
+    /// The longest a committed stream may stall between two chunks.
+    #[must_use]
+    pub fn idle_timeout(&self) -> Duration {
+        self.idle_timeout
+    }
+
+    /// The longest the route may spend before an answer is committed, over all attempts,
+    /// retries and backoffs.
+    #[must_use]
+    pub fn total_deadline(&self) -> Duration {
+        self.total_deadline
+    }
+}
+
+/// Builds a [`RoutePolicy`]; [`build`](Self::build) validates.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RoutePolicyBuilder {
+    policy: RoutePolicy,
+}
+
+impl RoutePolicyBuilder {
+    /// The longest one attempt may take (a whole answer, or a stream until its first token).
+    /// Default: 60 s.
+    pub fn attempt_timeout(mut self, d: Duration) -> Self {
+        self.policy.attempt_timeout = d;
+        self
+    }
+
+    /// The longest a stream may take to produce its first token. Default: 20 s.
+    pub fn ttft_timeout(mut self, d: Duration) -> Self {
+        self.policy.ttft_timeout = d;
+        self
+    }
+
+    /// The longest a committed stream may stall between chunks. Default: 30 s.
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.policy.idle_timeout = d;
+        self
+    }
+
+    /// The longest the route may spend before committing to an answer. Default: 120 s.
+    pub fn total_deadline(mut self, d: Duration) -> Self {
+        self.policy.total_deadline = d;
+        self
+    }
+
+    /// How many times one target is retried, for the reasons whose policy says so
+    /// (a reset connection, a lone 500, a 429 with a short wait). Default: 1.
+    pub fn max_retries(mut self, n: u32) -> Self {
+        self.policy.max_retries = n;
+        self
+    }
+
+    /// The base of the jittered backoff before a same-target retry (doubling per retry).
+    /// A provider's Retry-After is a floor on it. Default: 200 ms.
+    pub fn retry_backoff(mut self, d: Duration) -> Self {
+        self.policy.retry_backoff = d;
+        self
+    }
+
+    /// A rate limit whose wait is at most this is retried on the same target after the wait;
+    /// a longer one fails over at once. Default: 5 s.
+    pub fn max_retry_wait(mut self, d: Duration) -> Self {
+        self.policy.max_retry_wait = d;
+        self
+    }
+
+    /// When every target's breaker is open, try the one that will admit soonest anyway
+    /// instead of failing fast. Default: false.
+    pub fn last_resort(mut self, on: bool) -> Self {
+        self.policy.last_resort = on;
+        self
+    }
+
+    /// The policy.
+    ///
+    /// # Errors
+    ///
+    /// [`RoutePolicyError`] naming the field when a timeout is zero, or when the total
+    /// deadline is shorter than one attempt.
+    pub fn build(self) -> Result<RoutePolicy, RoutePolicyError> {
+        let p = self.policy;
+        for (field, d) in [
+            ("attempt_timeout", p.attempt_timeout),
+            ("ttft_timeout", p.ttft_timeout),
+            ("idle_timeout", p.idle_timeout),
+            ("total_deadline", p.total_deadline),
+        ] {
+            if d.is_zero() {
+                return Err(RoutePolicyError {
+                    field,
+                    problem: "must be longer than zero",
+                });
+            }
+        }
+        if p.total_deadline < p.attempt_timeout.min(p.ttft_timeout) {
+            return Err(RoutePolicyError {
+                field: "total_deadline",
+                problem: "must be at least the attempt timeout or the time-to-first-token timeout",
+            });
+        }
+        Ok(p)
+    }
+}
+
+/// A route policy value that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("route policy field `{field}` {problem}")]
+pub struct RoutePolicyError {
+    field: &'static str,
+    problem: &'static str,
+}
+
+impl RoutePolicyError {
+    /// The field at fault.
+    #[must_use]
+    pub fn field(&self) -> &str {
+        self.field
+    }
+}
+
+/// The serde form of a [`RoutePolicy`]: every field optional, durations as "30s" or "1m".
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RoutePolicyConfig {
+    #[serde(default, with = "humantime_opt")]
+    attempt_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_opt")]
+    ttft_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_opt")]
+    idle_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_opt")]
+    total_deadline: Option<Duration>,
+    #[serde(default)]
+    max_retries: Option<u32>,
+    #[serde(default, with = "humantime_opt")]
+    retry_backoff: Option<Duration>,
+    #[serde(default, with = "humantime_opt")]
+    max_retry_wait: Option<Duration>,
+    #[serde(default)]
+    last_resort: Option<bool>,
+}
+
+mod humantime_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, de::Error as _};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let Some(s) = Option::<String>::deserialize(d)? else {
+            return Ok(None);
+        };
+        humantime::parse_duration(&s).map(Some).map_err(|e| {
+            D::Error::custom(format!(
+                "{e} in {s:?} (write durations like \"30s\" or \"2m\")"
+            ))
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for RoutePolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let c = RoutePolicyConfig::deserialize(d)?;
+        let mut b = RoutePolicy::builder();
+        if let Some(v) = c.attempt_timeout {
+            b = b.attempt_timeout(v);
+        }
+        if let Some(v) = c.ttft_timeout {
+            b = b.ttft_timeout(v);
+        }
+        if let Some(v) = c.idle_timeout {
+            b = b.idle_timeout(v);
+        }
+        if let Some(v) = c.total_deadline {
+            b = b.total_deadline(v);
+        }
+        if let Some(v) = c.max_retries {
+            b = b.max_retries(v);
+        }
+        if let Some(v) = c.retry_backoff {
+            b = b.retry_backoff(v);
+        }
+        if let Some(v) = c.max_retry_wait {
+            b = b.max_retry_wait(v);
+        }
+        if let Some(v) = c.last_resort {
+            b = b.last_resort(v);
+        }
+        b.build().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builder_validates_and_names_the_field() {
+        let err = RoutePolicy::builder()
+            .idle_timeout(Duration::ZERO)
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "idle_timeout");
+        let err = RoutePolicy::builder()
+            .total_deadline(Duration::from_secs(1))
+            .build()
+            .unwrap_err();
+        assert_eq!(err.field(), "total_deadline");
+        assert!(err.to_string().contains("total_deadline"));
+        assert_eq!(
+            RoutePolicy::builder().build().unwrap(),
+            RoutePolicy::default()
+        );
+    }
+
+    #[test]
+    fn serde_reads_durations_and_rejects_unknown_fields() {
+        let p: RoutePolicy = serde_json::from_str(
+            r#"{"attempt_timeout":"15s","ttft_timeout":"3s","last_resort":true}"#,
+        )
+        .unwrap();
+        assert_eq!(p.attempt_timeout(), Duration::from_secs(15));
+        assert_eq!(p.ttft_timeout(), Duration::from_secs(3));
+        assert!(p.last_resort);
+        let err = serde_json::from_str::<RoutePolicy>(r#"{"attempt_timeot":"15s"}"#).unwrap_err();
+        assert!(err.to_string().contains("attempt_timeot"), "{err}");
+        let err = serde_json::from_str::<RoutePolicy>(r#"{"idle_timeout":"soon"}"#).unwrap_err();
+        assert!(err.to_string().contains("soon"), "{err}");
+    }
+}

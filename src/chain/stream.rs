@@ -1,0 +1,169 @@
+//! A committed stream: the first chunk has arrived; from here on a break is an error, never a
+//! short answer.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use futures_core::Stream;
+use tokio::time::{Instant, Sleep};
+
+use super::{AttemptFailure, AttemptOutcome, FailoverError, FailoverErrorKind, Trail};
+use crate::Reason;
+use crate::breaker::{Outcome, OwnedTargetPermit};
+
+/// A chunk of a streamed answer that knows whether it is the last one.
+///
+/// For OpenAI-compatible streams the final chunk is the one that carries a `finish_reason`
+/// (or the `[DONE]` marker); an upstream that ends before it was cut short.
+pub trait Chunk {
+    /// True for the chunk that completes the answer.
+    fn is_final(&self) -> bool;
+}
+
+/// What the chain knew when it committed to the stream.
+pub(crate) struct Committed {
+    pub(crate) route: Arc<str>,
+    pub(crate) trail: Trail,
+    pub(crate) started: Instant,
+    pub(crate) ttft: Duration,
+    pub(crate) idle: Duration,
+}
+
+/// The stream a route committed to. Yields the upstream's chunks; ends after the final chunk;
+/// yields one [`FailoverError`] ([`FailoverErrorKind::StreamBroken`]) and ends if the
+/// upstream fails, stalls past the idle timeout, or ends without its final chunk. Its
+/// breakers learn the outcome when it ends; dropping it early (the reader went away) gives
+/// the permit back without an outcome.
+#[must_use = "streams do nothing unless polled"]
+pub struct FailoverStream<C, S> {
+    first: Option<C>,
+    rest: S,
+    permit: Option<OwnedTargetPermit>,
+    info: Committed,
+    stall: Pin<Box<Sleep>>,
+    done: bool,
+}
+
+impl<C, S> std::fmt::Debug for FailoverStream<C, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FailoverStream")
+            .field("route", &self.info.route)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C, S> FailoverStream<C, S>
+where
+    C: Chunk,
+    S: Stream<Item = Result<C, AttemptFailure>> + Unpin,
+{
+    pub(crate) fn new(
+        first: C,
+        rest: S,
+        permit: Option<OwnedTargetPermit>,
+        info: Committed,
+    ) -> Self {
+        let stall = Box::pin(tokio::time::sleep(info.idle));
+        Self {
+            first: Some(first),
+            rest,
+            permit,
+            info,
+            stall,
+            done: false,
+        }
+    }
+
+    /// Every attempt up to and including the one that is streaming.
+    #[must_use]
+    pub fn trail(&self) -> &Trail {
+        &self.info.trail
+    }
+
+    /// How long the first chunk took to arrive, from the start of its attempt.
+    #[must_use]
+    pub fn time_to_first_token(&self) -> Duration {
+        self.info.ttft
+    }
+
+    fn settle(&mut self, outcome: Outcome) {
+        if let Some(permit) = self.permit.take() {
+            permit.record(outcome);
+        }
+    }
+
+    fn finish(&mut self, chunk: C) -> Poll<Option<Result<C, FailoverError>>> {
+        if chunk.is_final() {
+            self.done = true;
+            let took = self.info.started.elapsed();
+            self.settle(Outcome::success(took).with_ttft(self.info.ttft));
+        } else {
+            let idle = self.info.idle;
+            self.stall.as_mut().reset(Instant::now() + idle);
+        }
+        Poll::Ready(Some(Ok(chunk)))
+    }
+
+    fn broken(
+        &mut self,
+        reason: Reason,
+        failure: AttemptFailure,
+    ) -> Poll<Option<Result<C, FailoverError>>> {
+        self.done = true;
+        let took = self.info.started.elapsed();
+        self.settle(Outcome::failure(reason, took).with_ttft(self.info.ttft));
+        let mut trail = self.info.trail.clone();
+        if let Some(last) = trail.0.last_mut() {
+            last.outcome = AttemptOutcome::Failed(reason);
+            last.duration = took;
+        }
+        Poll::Ready(Some(Err(FailoverError {
+            kind: FailoverErrorKind::StreamBroken(reason),
+            route: Arc::clone(&self.info.route),
+            trail,
+            last: Some(failure),
+            retry_after: None,
+        })))
+    }
+}
+
+impl<C, S> Stream for FailoverStream<C, S>
+where
+    C: Chunk + Unpin,
+    S: Stream<Item = Result<C, AttemptFailure>> + Unpin,
+{
+    type Item = Result<C, FailoverError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        if let Some(first) = this.first.take() {
+            return this.finish(first);
+        }
+        match Pin::new(&mut this.rest).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => this.finish(chunk),
+            // After the first token every failure is a broken stream: the answer is short.
+            Poll::Ready(Some(Err(failure))) => {
+                let reason = match failure.reason() {
+                    Reason::Timeout => Reason::Timeout,
+                    _ => Reason::StreamInterrupted,
+                };
+                this.broken(reason, failure)
+            }
+            Poll::Ready(None) => this.broken(
+                Reason::StreamInterrupted,
+                AttemptFailure::new(Reason::StreamInterrupted),
+            ),
+            Poll::Pending => {
+                ready!(this.stall.as_mut().poll(cx));
+                this.broken(Reason::Timeout, AttemptFailure::new(Reason::Timeout))
+            }
+        }
+    }
+}

@@ -1,0 +1,560 @@
+//! The chain's rules, with scripted attempts: tokio's paused clock for deadlines and waits, the
+//! breaker's mock clock for open times. No sockets here; `tests/chain.rs` runs the same rules
+//! against the simulated provider over loopback.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt as _;
+
+use super::*;
+use crate::breaker::clock::MockClock;
+use crate::breaker::{BreakerPolicy, State};
+
+/// What a scripted target does on its n-th call.
+#[derive(Clone)]
+enum Step {
+    Ok,
+    Fail(Reason, Option<Duration>),
+    Hang,
+}
+
+#[derive(Default)]
+struct Script {
+    steps: Mutex<HashMap<String, Vec<Step>>>,
+    calls: Mutex<HashMap<String, u32>>,
+}
+
+impl Script {
+    fn on(self: &Arc<Self>, target: &str, steps: &[Step]) -> Arc<Self> {
+        self.steps
+            .lock()
+            .unwrap()
+            .insert(target.into(), steps.to_vec());
+        Arc::clone(self)
+    }
+
+    fn calls(&self, target: &str) -> u32 {
+        self.calls.lock().unwrap().get(target).copied().unwrap_or(0)
+    }
+
+    /// The next step for `target` (the last one repeats; default Ok).
+    fn next(&self, target: &str) -> Step {
+        let mut calls = self.calls.lock().unwrap();
+        let n = calls.entry(target.into()).or_default();
+        *n += 1;
+        let steps = self.steps.lock().unwrap();
+        let list = steps.get(target).cloned().unwrap_or_default();
+        list.get(*n as usize - 1)
+            .or(list.last())
+            .cloned()
+            .unwrap_or(Step::Ok)
+    }
+
+    async fn call(self: Arc<Self>, ctx: AttemptContext) -> Result<String, AttemptFailure> {
+        let name = format!("{}/{}", ctx.provider(), ctx.model());
+        match self.next(&name) {
+            Step::Ok => Ok(name),
+            Step::Fail(reason, wait) => {
+                let f = AttemptFailure::new(reason);
+                Err(match wait {
+                    Some(w) => f.with_retry_after(w),
+                    None => f,
+                })
+            }
+            Step::Hang => std::future::pending().await,
+        }
+    }
+}
+
+struct Rig {
+    clock: MockClock,
+    registry: Arc<Registry>,
+}
+
+fn rig(threshold: u32) -> Rig {
+    let clock = MockClock::new();
+    let registry = Registry::builder()
+        .policy(
+            BreakerPolicy::builder()
+                .consecutive_failures(threshold)
+                .jitter(0.0)
+                .build()
+                .unwrap(),
+        )
+        .target("local", "llama3")
+        .target("openai", "gpt-4o-mini")
+        .target("big", "long-context")
+        .build_with_clock(&clock.clock())
+        .unwrap();
+    Rig {
+        clock,
+        registry: Arc::new(registry),
+    }
+}
+
+impl Rig {
+    fn route(&self, policy: RoutePolicy) -> Route {
+        Route::builder("chat", Arc::clone(&self.registry))
+            .target("local", "llama3")
+            .target("openai", "gpt-4o-mini")
+            .policy(policy)
+            .build()
+            .unwrap()
+    }
+
+    fn state(&self, provider: &str, model: &str) -> State {
+        self.registry.breaker(provider, model).unwrap().state()
+    }
+}
+
+fn policy() -> RoutePolicyBuilder {
+    RoutePolicy::builder()
+        .attempt_timeout(Duration::from_secs(10))
+        .ttft_timeout(Duration::from_secs(5))
+        .idle_timeout(Duration::from_secs(3))
+        .total_deadline(Duration::from_secs(30))
+}
+
+async fn go(route: &Route, script: &Arc<Script>) -> Result<Answer<String>, FailoverError> {
+    route.call(|ctx| Arc::clone(script).call(ctx)).await
+}
+
+const LOCAL: &str = "local/llama3";
+const OPENAI: &str = "openai/gpt-4o-mini";
+
+#[tokio::test(start_paused = true)]
+async fn a_refused_primary_is_skipped_while_open_and_used_again_after_recovery() {
+    let r = rig(1);
+    let route = r.route(policy().build().unwrap());
+    let script =
+        Arc::new(Script::default()).on(LOCAL, &[Step::Fail(Reason::ConnectionRefused, None)]);
+
+    let a = go(&route, &script).await.unwrap();
+    assert_eq!(a.value, OPENAI);
+    assert_eq!(
+        a.trail.to_string(),
+        "local/llama3=connection_refused; openai/gpt-4o-mini=ok"
+    );
+    assert_eq!(r.state("local", "*"), State::Open);
+
+    // While open, the primary is not called at all.
+    let a = go(&route, &script).await.unwrap();
+    assert_eq!(
+        a.trail.to_string(),
+        "local/llama3=breaker_open; openai/gpt-4o-mini=ok"
+    );
+    assert_eq!(script.calls(LOCAL), 1);
+    assert_eq!(a.trail.sent(), 1);
+
+    // After the open time, one probe goes to the primary; it answers, the breaker closes.
+    let wait = r
+        .registry
+        .target("local", "llama3")
+        .unwrap()
+        .try_acquire()
+        .unwrap_err()
+        .retry_after()
+        .unwrap();
+    r.clock.advance(wait);
+    script.on(LOCAL, &[Step::Ok]);
+    script.calls.lock().unwrap().clear();
+    let a = go(&route, &script).await.unwrap();
+    assert_eq!(a.value, LOCAL);
+    assert_eq!(r.state("local", "*"), State::Closed);
+    assert_eq!(script.calls(OPENAI), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_content_filter_is_returned_not_laundered() {
+    let r = rig(5);
+    let route = r.route(policy().build().unwrap());
+    let script = Arc::new(Script::default()).on(LOCAL, &[Step::Fail(Reason::ContentFilter, None)]);
+    let err = go(&route, &script).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        FailoverErrorKind::Returned(Reason::ContentFilter)
+    );
+    assert_eq!(script.calls(OPENAI), 0);
+    assert_eq!(r.state("local", "llama3"), State::Closed);
+    assert_eq!(
+        r.registry
+            .breaker("local", "llama3")
+            .unwrap()
+            .snapshot()
+            .consecutive_failures,
+        0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_short_rate_limit_is_retried_on_the_same_target_no_sooner_than_asked() {
+    let r = rig(5);
+    let route = r.route(policy().build().unwrap());
+    let script = Arc::new(Script::default()).on(
+        LOCAL,
+        &[
+            Step::Fail(Reason::RateLimit, Some(Duration::from_secs(2))),
+            Step::Ok,
+        ],
+    );
+    let start = Instant::now();
+    let a = go(&route, &script).await.unwrap();
+    assert_eq!(a.value, LOCAL);
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+    assert_eq!(script.calls(LOCAL), 2);
+    assert_eq!(
+        a.trail.to_string(),
+        "local/llama3=rate_limit; local/llama3=ok"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_rate_limit_fails_over_at_once() {
+    let r = rig(5);
+    let route = r.route(policy().build().unwrap());
+    let script = Arc::new(Script::default()).on(
+        LOCAL,
+        &[Step::Fail(Reason::RateLimit, Some(Duration::from_secs(60)))],
+    );
+    let start = Instant::now();
+    let a = go(&route, &script).await.unwrap();
+    assert_eq!(a.value, OPENAI);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(script.calls(LOCAL), 1);
+    // The error, had the fallback failed too, would say when to come back.
+    let script = Arc::new(Script::default())
+        .on(
+            LOCAL,
+            &[Step::Fail(Reason::RateLimit, Some(Duration::from_secs(60)))],
+        )
+        .on(OPENAI, &[Step::Fail(Reason::Overloaded, None)]);
+    let err = go(&route, &script).await.unwrap_err();
+    assert_eq!(err.kind(), FailoverErrorKind::Exhausted);
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(60)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reset_is_retried_a_bounded_number_of_times_then_fails_over() {
+    let r = rig(5);
+    let route = r.route(policy().max_retries(2).build().unwrap());
+    let script =
+        Arc::new(Script::default()).on(LOCAL, &[Step::Fail(Reason::ConnectionReset, None)]);
+    let a = go(&route, &script).await.unwrap();
+    assert_eq!(a.value, OPENAI);
+    assert_eq!(script.calls(LOCAL), 3);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_silent_provider_costs_one_attempt_timeout() {
+    let r = rig(5);
+    let route = r.route(policy().max_retries(3).build().unwrap());
+    let script = Arc::new(Script::default()).on(LOCAL, &[Step::Hang]);
+    let start = Instant::now();
+    let a = go(&route, &script).await.unwrap();
+    assert_eq!(a.value, OPENAI);
+    assert_eq!(start.elapsed(), Duration::from_secs(10));
+    assert_eq!(script.calls(LOCAL), 1);
+    assert_eq!(
+        a.trail.attempts()[0].outcome,
+        AttemptOutcome::Failed(Reason::Timeout)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_total_deadline_bounds_every_attempt() {
+    let r = rig(5);
+    let route = r.route(
+        policy()
+            .attempt_timeout(Duration::from_secs(10))
+            .total_deadline(Duration::from_secs(15))
+            .build()
+            .unwrap(),
+    );
+    let script = Arc::new(Script::default())
+        .on(LOCAL, &[Step::Hang])
+        .on(OPENAI, &[Step::Hang]);
+    let start = Instant::now();
+    let err = go(&route, &script).await.unwrap_err();
+    assert_eq!(err.kind(), FailoverErrorKind::DeadlineExceeded);
+    assert_eq!(start.elapsed(), Duration::from_secs(15));
+    // The attempt our own deadline cut short does not count against the fallback.
+    assert_eq!(
+        r.registry
+            .breaker("openai", "gpt-4o-mini")
+            .unwrap()
+            .snapshot()
+            .consecutive_failures,
+        0
+    );
+    assert_eq!(
+        r.registry
+            .breaker("local", "llama3")
+            .unwrap()
+            .snapshot()
+            .consecutive_failures,
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn every_target_open_fails_fast_with_the_soonest_wait_or_tries_a_last_resort() {
+    let r = rig(1);
+    let script = Arc::new(Script::default())
+        .on(LOCAL, &[Step::Fail(Reason::ConnectionRefused, None)])
+        .on(OPENAI, &[Step::Fail(Reason::Overloaded, None)]);
+    let route = r.route(policy().build().unwrap());
+    assert!(go(&route, &script).await.is_err());
+    let err = go(&route, &script).await.unwrap_err();
+    assert_eq!(err.kind(), FailoverErrorKind::AllOpen);
+    assert_eq!(err.trail().sent(), 0);
+    let soonest = err.retry_after().unwrap();
+    assert!(soonest > Duration::ZERO);
+    assert_eq!(
+        script.calls(LOCAL) + script.calls(OPENAI),
+        2,
+        "nothing sent while open"
+    );
+    assert!(err.to_string().contains("out of service"), "{err}");
+
+    let last_resort = r.route(policy().last_resort(true).build().unwrap());
+    script.on(LOCAL, &[Step::Ok]).on(OPENAI, &[Step::Ok]);
+    let a = go(&last_resort, &script).await.unwrap();
+    assert!(a.value == LOCAL || a.value == OPENAI);
+    // The breakers did not hear of the last-resort attempt.
+    assert_eq!(r.state("local", "*"), State::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn context_overflow_goes_to_a_larger_target_or_is_returned() {
+    let r = rig(5);
+    let script =
+        Arc::new(Script::default()).on(LOCAL, &[Step::Fail(Reason::ContextOverflow, None)]);
+    let with_big = Route::builder("chat", Arc::clone(&r.registry))
+        .target("local", "llama3")
+        .target("openai", "gpt-4o-mini")
+        .larger_context_target("big", "long-context")
+        .policy(policy().build().unwrap())
+        .build()
+        .unwrap();
+    let a = go(&with_big, &script).await.unwrap();
+    assert_eq!(a.value, "big/long-context");
+    assert_eq!(script.calls(OPENAI), 0, "the same-size fallback is skipped");
+    let without = r.route(policy().build().unwrap());
+    let err = go(&without, &script).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        FailoverErrorKind::Returned(Reason::ContextOverflow)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancelling_a_request_never_counts_against_a_breaker() {
+    let r = rig(1);
+    let route = r.route(policy().build().unwrap());
+    let script = Arc::new(Script::default()).on(LOCAL, &[Step::Hang]);
+    let call = go(&route, &script);
+    // Give up after one second: the in-flight attempt is dropped with its permit.
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), call)
+            .await
+            .is_err()
+    );
+    assert_eq!(script.calls(LOCAL), 1);
+    assert_eq!(r.state("local", "llama3"), State::Closed);
+    assert_eq!(
+        r.registry
+            .breaker("local", "llama3")
+            .unwrap()
+            .snapshot()
+            .consecutive_failures,
+        0
+    );
+}
+
+#[test]
+fn routes_are_checked_against_the_registry() {
+    let r = rig(1);
+    let err = Route::builder("chat", Arc::clone(&r.registry))
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, RouteError::Empty { .. }));
+    let err = Route::builder("chat", Arc::clone(&r.registry))
+        .target("nope", "x")
+        .build()
+        .unwrap_err();
+    assert!(err.to_string().contains("nope/x"), "{err}");
+}
+
+// ── Streams. ──────────────────────────────────────────────────────────────────────────
+
+#[derive(Debug, Clone, PartialEq)]
+struct Tok(&'static str, bool);
+
+impl Chunk for Tok {
+    fn is_final(&self) -> bool {
+        self.1
+    }
+}
+
+type Items = futures_util::stream::BoxStream<'static, Result<Tok, AttemptFailure>>;
+
+/// A stream of `tokens`, then `tail`: the final chunk, a failure, an end, or a hang.
+fn upstream(
+    tokens: &[&'static str],
+    tail: Option<Result<Tok, AttemptFailure>>,
+    hang: bool,
+) -> Items {
+    let items: Vec<_> = tokens
+        .iter()
+        .map(|t| Ok(Tok(t, false)))
+        .chain(tail)
+        .collect();
+    let s = futures_util::stream::iter(items);
+    if hang {
+        s.chain(futures_util::stream::pending()).boxed()
+    } else {
+        s.boxed()
+    }
+}
+
+async fn collect(s: FailoverStream<Tok, Items>) -> (Vec<&'static str>, Option<FailoverError>) {
+    let mut out = Vec::new();
+    let mut s = s;
+    while let Some(item) = s.next().await {
+        match item {
+            Ok(t) => out.push(t.0),
+            Err(e) => return (out, Some(e)),
+        }
+    }
+    (out, None)
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_fails_over_before_its_first_token_and_finishes_on_its_final_chunk() {
+    let r = rig(5);
+    let route = r.route(policy().build().unwrap());
+    let a = route
+        .stream(|ctx| async move {
+            if ctx.is_primary() {
+                // Headers arrived, then the stream broke before any token: invisible.
+                Ok(upstream(
+                    &[],
+                    Some(Err(AttemptFailure::new(Reason::ConnectionReset))),
+                    false,
+                ))
+            } else {
+                // A final chunk, then an upstream that never sends [DONE] nor closes.
+                Ok(upstream(
+                    &["Hello", " world"],
+                    Some(Ok(Tok("", true))),
+                    true,
+                ))
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(&*a.provider, "openai");
+    let start = Instant::now();
+    let (tokens, err) = collect(a.value).await;
+    assert_eq!(tokens, ["Hello", " world", ""]);
+    assert!(err.is_none());
+    assert_eq!(
+        start.elapsed(),
+        Duration::ZERO,
+        "no wait for a [DONE] that never comes"
+    );
+    assert_eq!(
+        r.registry
+            .breaker("openai", "gpt-4o-mini")
+            .unwrap()
+            .snapshot()
+            .consecutive_failures,
+        0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_that_breaks_after_its_first_token_is_an_error_never_a_short_answer() {
+    type Tail = Option<Result<Tok, AttemptFailure>>;
+    let cases: [(Tail, bool, Reason); 3] = [
+        (
+            Some(Err(AttemptFailure::new(Reason::ConnectionReset))),
+            false,
+            Reason::StreamInterrupted,
+        ),
+        (None, false, Reason::StreamInterrupted),
+        (None, true, Reason::Timeout),
+    ];
+    for (tail, hang, want) in cases {
+        let r = rig(1);
+        let route = r.route(policy().build().unwrap());
+        let tail = Arc::new(Mutex::new(Some(tail)));
+        let a = route
+            .stream(|_| {
+                let tail = tail.lock().unwrap().take().flatten();
+                async move { Ok(upstream(&["Hel", "lo"], tail, hang)) }
+            })
+            .await
+            .unwrap();
+        let (tokens, err) = collect(a.value).await;
+        assert_eq!(tokens, ["Hel", "lo"]);
+        let err = err.expect("a broken stream ends with an error");
+        assert_eq!(err.kind(), FailoverErrorKind::StreamBroken(want));
+        assert_eq!(
+            err.trail().to_string(),
+            format!("local/llama3={}", want.as_str())
+        );
+        // The failure counted: the breaker (threshold 1) opened.
+        assert_eq!(r.state("local", "llama3"), State::Open, "{want}");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_first_token_fails_over_after_the_ttft_timeout() {
+    let r = rig(5);
+    let route = r.route(policy().build().unwrap());
+    let start = Instant::now();
+    let a = route
+        .stream(|ctx| async move {
+            if ctx.is_primary() {
+                Ok(upstream(&[], None, true))
+            } else {
+                Ok(upstream(&["ok"], Some(Ok(Tok("", true))), false))
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(start.elapsed(), Duration::from_secs(5));
+    assert_eq!(
+        a.trail.to_string(),
+        "local/llama3=timeout; openai/gpt-4o-mini=ok"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_a_committed_stream_counts_as_neither() {
+    let r = rig(1);
+    let route = r.route(policy().build().unwrap());
+    let a = route
+        .stream(|_| async { Ok(upstream(&["a", "b"], None, true)) })
+        .await
+        .unwrap();
+    let mut s = a.value;
+    assert!(s.next().await.is_some());
+    drop(s);
+    assert_eq!(r.state("local", "llama3"), State::Closed);
+    assert_eq!(
+        r.registry
+            .breaker("local", "llama3")
+            .unwrap()
+            .snapshot()
+            .consecutive_failures,
+        0
+    );
+}
