@@ -64,6 +64,7 @@
 //! ```
 
 mod error;
+pub mod openai;
 mod policy;
 mod stream;
 

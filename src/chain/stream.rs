@@ -14,14 +14,24 @@ use super::{AttemptFailure, AttemptOutcome, FailoverError, FailoverErrorKind, Tr
 use crate::Reason;
 use crate::breaker::{Outcome, OwnedTargetPermit};
 
-/// A chunk of a streamed answer that knows whether it is the last one.
+/// A chunk of a streamed answer that knows whether it ends the answer.
 ///
-/// For OpenAI-compatible streams the final chunk is the one that carries a `finish_reason`
-/// (or the `[DONE]` marker); an upstream that ends before it was cut short.
+/// An OpenAI-compatible stream is *complete* at the chunk with a `finish_reason` (a usage
+/// chunk may still follow) and *final* at the `[DONE]` marker. An upstream that ends, fails or
+/// stalls before a complete chunk cut the answer short; after one, the answer stands.
 pub trait Chunk {
-    /// True for the chunk that completes the answer.
+    /// True for the terminal marker: the stream ends here.
     fn is_final(&self) -> bool;
+
+    /// True once the answer is whole, even if a terminal marker has not come yet. Default:
+    /// [`is_final`](Self::is_final).
+    fn is_complete(&self) -> bool {
+        self.is_final()
+    }
 }
+
+/// How long a complete stream may wait for its terminal marker before it ends on its own.
+const GRACE: Duration = Duration::from_millis(250);
 
 /// What the chain knew when it committed to the stream.
 pub(crate) struct Committed {
@@ -44,6 +54,8 @@ pub struct FailoverStream<C, S> {
     permit: Option<OwnedTargetPermit>,
     info: Committed,
     stall: Pin<Box<Sleep>>,
+    /// A complete chunk has been seen: whatever happens next, the answer stands.
+    complete: bool,
     done: bool,
 }
 
@@ -74,6 +86,7 @@ where
             permit,
             info,
             stall,
+            complete: false,
             done: false,
         }
     }
@@ -98,14 +111,19 @@ where
 
     fn finish(&mut self, chunk: C) -> Poll<Option<Result<C, FailoverError>>> {
         if chunk.is_final() {
-            self.done = true;
-            let took = self.info.started.elapsed();
-            self.settle(Outcome::success(took).with_ttft(self.info.ttft));
+            self.succeed();
         } else {
-            let idle = self.info.idle;
-            self.stall.as_mut().reset(Instant::now() + idle);
+            self.complete |= chunk.is_complete();
+            let wait = if self.complete { GRACE } else { self.info.idle };
+            self.stall.as_mut().reset(Instant::now() + wait);
         }
         Poll::Ready(Some(Ok(chunk)))
+    }
+
+    fn succeed(&mut self) {
+        self.done = true;
+        let took = self.info.started.elapsed();
+        self.settle(Outcome::success(took).with_ttft(self.info.ttft));
     }
 
     fn broken(
@@ -146,7 +164,13 @@ where
         if let Some(first) = this.first.take() {
             return this.finish(first);
         }
-        match Pin::new(&mut this.rest).poll_next(cx) {
+        let next = Pin::new(&mut this.rest).poll_next(cx);
+        if this.complete && matches!(next, Poll::Ready(None | Some(Err(_)))) {
+            // The answer was whole; a missing marker or a late failure does not undo it.
+            this.succeed();
+            return Poll::Ready(None);
+        }
+        match next {
             Poll::Ready(Some(Ok(chunk))) => this.finish(chunk),
             // After the first token every failure is a broken stream: the answer is short.
             Poll::Ready(Some(Err(failure))) => {
@@ -162,6 +186,10 @@ where
             ),
             Poll::Pending => {
                 ready!(this.stall.as_mut().poll(cx));
+                if this.complete {
+                    this.succeed();
+                    return Poll::Ready(None);
+                }
                 this.broken(Reason::Timeout, AttemptFailure::new(Reason::Timeout))
             }
         }

@@ -393,12 +393,17 @@ fn routes_are_checked_against_the_registry() {
 
 // ── Streams. ──────────────────────────────────────────────────────────────────────────
 
+/// A token: 0 an ordinary one, 1 completes the answer (a finish reason), 2 the end marker.
 #[derive(Debug, Clone, PartialEq)]
-struct Tok(&'static str, bool);
+struct Tok(&'static str, u8);
 
 impl Chunk for Tok {
     fn is_final(&self) -> bool {
-        self.1
+        self.1 == 2
+    }
+
+    fn is_complete(&self) -> bool {
+        self.1 >= 1
     }
 }
 
@@ -410,11 +415,7 @@ fn upstream(
     tail: Option<Result<Tok, AttemptFailure>>,
     hang: bool,
 ) -> Items {
-    let items: Vec<_> = tokens
-        .iter()
-        .map(|t| Ok(Tok(t, false)))
-        .chain(tail)
-        .collect();
+    let items: Vec<_> = tokens.iter().map(|t| Ok(Tok(t, 0))).chain(tail).collect();
     let s = futures_util::stream::iter(items);
     if hang {
         s.chain(futures_util::stream::pending()).boxed()
@@ -450,11 +451,7 @@ async fn a_stream_fails_over_before_its_first_token_and_finishes_on_its_final_ch
                 ))
             } else {
                 // A final chunk, then an upstream that never sends [DONE] nor closes.
-                Ok(upstream(
-                    &["Hello", " world"],
-                    Some(Ok(Tok("", true))),
-                    true,
-                ))
+                Ok(upstream(&["Hello", " world"], Some(Ok(Tok("", 2))), true))
             }
         })
         .await
@@ -525,7 +522,7 @@ async fn a_slow_first_token_fails_over_after_the_ttft_timeout() {
             if ctx.is_primary() {
                 Ok(upstream(&[], None, true))
             } else {
-                Ok(upstream(&["ok"], Some(Ok(Tok("", true))), false))
+                Ok(upstream(&["ok"], Some(Ok(Tok("", 2))), false))
             }
         })
         .await
@@ -557,4 +554,34 @@ async fn dropping_a_committed_stream_counts_as_neither() {
             .consecutive_failures,
         0
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_complete_stream_without_its_end_marker_finishes_promptly_and_counts_as_success() {
+    for hang in [true, false] {
+        let r = rig(1);
+        let route = r.route(policy().build().unwrap());
+        let a = route
+            .stream(|_| async move { Ok(upstream(&["Hi"], Some(Ok(Tok("", 1))), hang)) })
+            .await
+            .unwrap();
+        let start = Instant::now();
+        let (tokens, err) = collect(a.value).await;
+        assert_eq!(tokens, ["Hi", ""]);
+        assert!(err.is_none(), "{err:?}");
+        assert!(
+            start.elapsed() <= Duration::from_millis(250),
+            "{:?}",
+            start.elapsed()
+        );
+        assert_eq!(r.state("local", "llama3"), State::Closed);
+        assert_eq!(
+            r.registry
+                .breaker("local", "llama3")
+                .unwrap()
+                .snapshot()
+                .consecutive_failures,
+            0
+        );
+    }
 }

@@ -1,0 +1,368 @@
+//! OpenAI-compatible chat calls, for use inside a route's attempts.
+//!
+//! Most providers (OpenAI, OpenRouter, Groq, Together, Mistral, vLLM, llama.cpp, Ollama's `/v1`)
+//! speak the OpenAI chat-completions protocol. These helpers make one call to one
+//! [`Endpoint`] and turn every way it can fail into an [`AttemptFailure`]: transport errors
+//! through the `reqwest` error chain, non-2xx answers through their status, headers and body,
+//! a 2xx without content as `empty_response`, a malformed stream chunk as
+//! `stream_interrupted`, and an error event inside a stream as the reason its body gives.
+//!
+//! Streams are cut into [`ChatChunk`]s so that the chain commits on the first *token*: the
+//! role-only and empty chunks some servers send first travel with the first chunk that carries
+//! content (or the final one), never alone.
+//!
+//! ```no_run
+//! # async fn demo(route: &llm_failover::chain::Route) -> Result<(), Box<dyn std::error::Error>> {
+//! use llm_failover::chain::openai::{Client, Endpoint};
+//!
+//! let client = Client::new()?;
+//! let local = Endpoint::new("local", "http://127.0.0.1:11434/v1");
+//! let openai = Endpoint::new("openai", "https://api.openai.com/v1").api_key(std::env::var("OPENAI_API_KEY")?);
+//! let request = serde_json::json!({"messages": [{"role": "user", "content": "Hi"}]});
+//! let answer = route
+//!     .call(|attempt| {
+//!         let endpoint = if attempt.provider() == "local" { &local } else { &openai };
+//!         client.chat(endpoint, attempt.model(), &request)
+//!     })
+//!     .await?;
+//! println!("{} answered", answer.provider);
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use eventsource_stream::{Event, EventStreamError, Eventsource};
+use futures_core::Stream;
+use futures_util::StreamExt as _;
+use reqwest::header::{AUTHORIZATION, HeaderValue};
+use serde_json::Value;
+
+use super::{AttemptFailure, Chunk};
+use crate::Reason;
+use crate::classify::{Signal, classify};
+
+/// One provider's OpenAI-compatible base URL and key.
+#[derive(Clone)]
+pub struct Endpoint {
+    provider: Arc<str>,
+    base_url: String,
+    api_key: Option<HeaderValue>,
+}
+
+impl fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("provider", &self.provider)
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+impl Endpoint {
+    /// An endpoint for `provider` (the name used in routes and metrics) at `base_url`, the
+    /// URL that `/chat/completions` is appended to (e.g. `https://api.openai.com/v1`).
+    #[must_use]
+    pub fn new(provider: &str, base_url: &str) -> Self {
+        Self {
+            provider: provider.into(),
+            base_url: base_url.trim_end_matches('/').to_owned(),
+            api_key: None,
+        }
+    }
+
+    /// The API key, sent as `Authorization: Bearer …` and marked sensitive, so it is never
+    /// printed by `Debug` of this endpoint or of the request. Default: none. A key that is
+    /// not a valid header value is ignored.
+    #[must_use]
+    pub fn api_key(mut self, key: impl AsRef<str>) -> Self {
+        self.api_key = HeaderValue::from_str(&format!("Bearer {}", key.as_ref()))
+            .ok()
+            .map(|mut v| {
+                v.set_sensitive(true);
+                v
+            });
+        self
+    }
+
+    /// The provider's name.
+    #[must_use]
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+}
+
+/// A shared HTTP client for chat calls: TCP_NODELAY on, a connect timeout, no overall
+/// timeout (the route's deadlines bound each attempt).
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client with a 5 s connect timeout.
+    ///
+    /// # Errors
+    ///
+    /// The TLS backend could not be initialised.
+    pub fn new() -> Result<Self, reqwest::Error> {
+        Self::with_connect_timeout(Duration::from_secs(5))
+    }
+
+    /// A client with the given connect timeout (a host that does not answer SYNs costs this
+    /// much, not a whole attempt timeout).
+    ///
+    /// # Errors
+    ///
+    /// The TLS backend could not be initialised.
+    pub fn with_connect_timeout(connect: Duration) -> Result<Self, reqwest::Error> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect)
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Self { http })
+    }
+
+    fn post(
+        &self,
+        endpoint: &Endpoint,
+        model: &str,
+        request: &Value,
+        stream: bool,
+    ) -> reqwest::RequestBuilder {
+        let mut body = request.clone();
+        if let Some(obj) = body.as_object_mut() {
+            obj.insert("model".into(), Value::from(model));
+            obj.insert("stream".into(), Value::from(stream));
+        }
+        let mut req = self
+            .http
+            .post(format!("{}/chat/completions", endpoint.base_url))
+            .json(&body);
+        if let Some(key) = &endpoint.api_key {
+            req = req.header(AUTHORIZATION, key.clone());
+        }
+        req
+    }
+
+    /// One non-streaming chat completion: the upstream's JSON answer, with `model` set to the
+    /// target's model and `stream` to false.
+    ///
+    /// # Errors
+    ///
+    /// [`AttemptFailure`] for every way the call can fail, classified.
+    pub async fn chat(
+        &self,
+        endpoint: &Endpoint,
+        model: &str,
+        request: &Value,
+    ) -> Result<Value, AttemptFailure> {
+        let resp = self
+            .post(endpoint, model, request, false)
+            .send()
+            .await
+            .map_err(AttemptFailure::from_reqwest)?;
+        if !resp.status().is_success() {
+            return Err(AttemptFailure::from_response(resp, &endpoint.provider).await);
+        }
+        let status = resp.status().as_u16();
+        let body = resp.text().await.map_err(AttemptFailure::from_reqwest)?;
+        let Ok(answer) = serde_json::from_str::<Value>(&body) else {
+            return Err(AttemptFailure::new(Reason::EmptyResponse).with_status(status));
+        };
+        if answer.get("error").is_some() {
+            // Some gateways answer 200 with an error object.
+            let c = classify(
+                &Signal::new()
+                    .status(status)
+                    .body(body.as_str())
+                    .provider(endpoint.provider()),
+            );
+            return Err(AttemptFailure::classified(&c).with_status(status));
+        }
+        if !has_content(&answer["choices"][0]["message"]) {
+            return Err(AttemptFailure::new(Reason::EmptyResponse).with_status(status));
+        }
+        Ok(answer)
+    }
+
+    /// Opens a streaming chat completion: the chunks as they come, grouped so the first one
+    /// carries the first token (see the [module docs](self)).
+    ///
+    /// # Errors
+    ///
+    /// [`AttemptFailure`] when the request fails before the stream opens.
+    pub async fn chat_stream(
+        &self,
+        endpoint: &Endpoint,
+        model: &str,
+        request: &Value,
+    ) -> Result<ChatStream, AttemptFailure> {
+        let resp = self
+            .post(endpoint, model, request, true)
+            .send()
+            .await
+            .map_err(AttemptFailure::from_reqwest)?;
+        if !resp.status().is_success() {
+            return Err(AttemptFailure::from_response(resp, &endpoint.provider).await);
+        }
+        Ok(ChatStream {
+            events: Box::pin(resp.bytes_stream().eventsource()),
+            provider: Arc::clone(&endpoint.provider),
+            pending: Vec::new(),
+            finished: false,
+            done: false,
+        })
+    }
+}
+
+/// Does a message or delta carry content (text, a refusal or a tool call)?
+fn has_content(m: &Value) -> bool {
+    let text = |k: &str| {
+        m.get(k)
+            .and_then(Value::as_str)
+            .is_some_and(|s| !s.is_empty())
+    };
+    text("content")
+        || text("refusal")
+        || text("reasoning_content")
+        || m.get("tool_calls").is_some_and(|t| !t.is_null())
+}
+
+/// A group of stream events: the `data` payloads in order, as the upstream sent them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatChunk {
+    data: Vec<String>,
+    /// A `finish_reason` arrived: the answer is whole.
+    finished: bool,
+    /// The `[DONE]` marker arrived.
+    done: bool,
+}
+
+impl ChatChunk {
+    /// The `data` payloads of the events in this chunk (JSON objects, or `[DONE]`).
+    #[must_use]
+    pub fn data(&self) -> &[String] {
+        &self.data
+    }
+
+    /// The text the chunk adds to the answer (the `delta.content` of its events).
+    #[must_use]
+    pub fn text(&self) -> String {
+        self.data
+            .iter()
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|v| {
+                v["choices"][0]["delta"]["content"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+}
+
+impl Chunk for ChatChunk {
+    fn is_final(&self) -> bool {
+        self.done
+    }
+
+    fn is_complete(&self) -> bool {
+        self.finished || self.done
+    }
+}
+
+type Events = Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send>>;
+
+/// The chunks of a streaming chat completion.
+pub struct ChatStream {
+    events: Events,
+    provider: Arc<str>,
+    /// Events that carry no token yet (role-only, empty), waiting for one that does.
+    pending: Vec<String>,
+    /// A `finish_reason` is among the pending events.
+    finished: bool,
+    done: bool,
+}
+
+impl fmt::Debug for ChatStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ChatStream")
+            .field("provider", &self.provider)
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChatStream {
+    /// Reads one event into the pending chunk; true when the chunk is ready to hand out (it
+    /// carries a token, a finish reason or the `[DONE]` marker).
+    fn take(&mut self, data: String) -> Result<bool, AttemptFailure> {
+        if data.trim() == "[DONE]" {
+            self.pending.push(data);
+            self.done = true;
+            return Ok(true);
+        }
+        let Ok(event) = serde_json::from_str::<Value>(&data) else {
+            return Err(AttemptFailure::new(Reason::StreamInterrupted));
+        };
+        if event.get("error").is_some() {
+            let c = classify(&Signal::new().body(data.as_str()).provider(&*self.provider));
+            return Err(AttemptFailure::classified(&c));
+        }
+        let choice = &event["choices"][0];
+        let finished = choice["finish_reason"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty());
+        let token = has_content(&choice["delta"]);
+        self.pending.push(data);
+        self.finished |= finished;
+        Ok(finished || token)
+    }
+}
+
+impl Stream for ChatStream {
+    type Item = Result<ChatChunk, AttemptFailure>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            match this.events.poll_next_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Err(EventStreamError::Transport(e)))) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(AttemptFailure::from_reqwest(e))));
+                }
+                Poll::Ready(Some(Err(_))) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(AttemptFailure::new(Reason::StreamInterrupted))));
+                }
+                Poll::Ready(Some(Ok(event))) => match this.take(event.data) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        let chunk = ChatChunk {
+                            data: std::mem::take(&mut this.pending),
+                            finished: std::mem::take(&mut this.finished),
+                            done: this.done,
+                        };
+                        return Poll::Ready(Some(Ok(chunk)));
+                    }
+                    Err(f) => {
+                        this.done = true;
+                        return Poll::Ready(Some(Err(f)));
+                    }
+                },
+            }
+        }
+    }
+}
