@@ -50,5 +50,6 @@ pub mod chain;
 pub mod classify;
 pub mod reason;
 pub mod telemetry;
+pub mod tower;
 
 pub use reason::Reason;
