@@ -6,4 +6,5 @@
 )]
 
 mod breaker;
+mod chain;
 mod classify;
