@@ -1,0 +1,1 @@
+//! The sim against a real client on loopback.
