@@ -47,10 +47,10 @@ pub enum Fault {
     /// Streaming: this many token chunks, then silence on an open connection. Not streaming:
     /// half the announced body, then silence.
     StallAfter(usize),
-    /// Streaming: this many token chunks, then a `data:` line that is not JSON, then the
-    /// rest of the answer and `[DONE]` (so a client that skips bad lines ends up with a
-    /// "complete" answer that is missing a word). Not streaming: a 200 whose body is JSON cut
-    /// in half (the HTTP message itself is complete).
+    /// Streaming: this many token chunks, then a `data:` line that is not JSON in place of
+    /// the next token, then the rest of the answer, `finish_reason` and `[DONE]` (so a client
+    /// that skips bad lines ends up with a "complete" answer that is missing a word). Not
+    /// streaming: a 200 whose body is JSON cut in half (the HTTP message itself is complete).
     MalformedAfter(usize),
     /// Streaming: every token and the `finish_reason` chunk, then no `[DONE]` and the
     /// connection stays open. Not streaming: healthy (there is no terminator to omit).

@@ -222,6 +222,8 @@ impl<'a> Answer<'a> {
                         self.id
                     );
                     steps.push_back(Step::Send(Bytes::from(bad)));
+                    // The malformed chunk stands in for token `i`.
+                    continue;
                 }
                 _ => {}
             }
@@ -305,6 +307,9 @@ fn scripted(steps: VecDeque<Step>) -> Response {
                 Step::Wait(d) => tokio::time::sleep(d).await,
                 Step::Send(bytes) => return Some((Ok(bytes), steps)),
                 Step::Cut => {
+                    // hyper drops what it has buffered when a body fails; a pending poll
+                    // first makes it flush the chunks already sent to the socket.
+                    tokio::task::yield_now().await;
                     let cut = io::Error::new(io::ErrorKind::ConnectionAborted, "sim: cut");
                     return Some((Err(cut), steps));
                 }
