@@ -74,14 +74,15 @@ async fn chat(
 ) -> Response {
     shared.count_request();
     let req = match body {
-        Ok(body) => ChatRequest::parse(&body),
-        Err(rejection) => Err(rejection.body_text()),
+        Ok(body) => ChatRequest::parse(&body).map_err(|m| (StatusCode::BAD_REQUEST, m)),
+        // The body could not be read (too large, or the client went away).
+        Err(rejection) => Err((rejection.status(), rejection.body_text())),
     };
     let req = match req {
         Ok(req) => req,
-        Err(message) => {
+        Err((status, message)) => {
             return error(
-                StatusCode::BAD_REQUEST,
+                status,
                 openai_error(&message, "invalid_request_error", None),
             );
         }

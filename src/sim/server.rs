@@ -93,9 +93,14 @@ pub(super) async fn run(
             listener = None;
             conns.abort_all();
         }
-        applied.send_replace(Applied {
+        let now = Applied {
             generation,
             listening: listener.is_some(),
+        };
+        applied.send_if_modified(|a| {
+            let changed = (a.generation, a.listening) != (now.generation, now.listening);
+            *a = now;
+            changed
         });
         tokio::select! {
             accepted = accept(listener.as_ref()) => match accepted {

@@ -623,7 +623,14 @@ async fn bad_requests_get_openai_400s() {
         assert_eq!(error["error"]["type"], "invalid_request_error", "{body}");
         assert!(error["error"]["message"].is_string());
     }
-    assert_eq!(sim.total_attempts(), bodies.len() as u64);
+    // Over axum's 2 MB body limit: an OpenAI error too, not a plain-text rejection.
+    let huge =
+        json!({"model": "a", "messages": [{"role": "user", "content": "x".repeat(3 << 20)}]});
+    let resp = client.post(&url).json(&huge).send().await.unwrap();
+    assert_eq!(resp.status(), 413);
+    let error: Value = resp.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "invalid_request_error");
+    assert_eq!(sim.total_attempts(), bodies.len() as u64 + 1);
     assert_eq!(sim.attempts("a"), 0);
     // The server is still fine.
     assert_eq!(
