@@ -88,6 +88,18 @@ async fn chat(
         }
     };
     let fault = shared.attempt(&req.model);
+    respond(&fault, &req, &conn, shared.token_delay, shared.next_id()).await
+}
+
+/// The one table: what each fault does with a request once it is read.
+async fn respond(
+    fault: &Fault,
+    req: &ChatRequest,
+    conn: &Conn,
+    token_delay: Duration,
+    id: u64,
+) -> Response {
+    let model = req.model.as_str();
     let stream = req.stream.unwrap_or(false);
     match fault {
         Fault::Silent => std::future::pending().await,
@@ -95,16 +107,6 @@ async fn chat(
             conn.reset();
             std::future::pending().await
         }
-        Fault::FirstTokenDelay(delay) if !stream => tokio::time::sleep(delay).await,
-        _ => {}
-    }
-    respond(&fault, &req, shared.token_delay, shared.next_id())
-}
-
-/// The one table: what each fault answers once the request is read.
-fn respond(fault: &Fault, req: &ChatRequest, token_delay: Duration, id: u64) -> Response {
-    let model = req.model.as_str();
-    match fault {
         Fault::RateLimit { retry_after } => rate_limited(model, *retry_after),
         Fault::Status(status) => status_error(*status, model),
         Fault::ContextOverflow => error(
@@ -128,18 +130,21 @@ fn respond(fault: &Fault, req: &ChatRequest, token_delay: Duration, id: u64) -> 
                 Some("content_filter"),
             ),
         ),
-        // `attempt` resolves these before the table; answered healthy if they get here.
+        Fault::FirstTokenDelay(delay) if !stream => {
+            tokio::time::sleep(*delay).await;
+            Answer::new(req, id).complete(fault)
+        }
+        // The faults of an answer's delivery (`ServerErrorOnce` is resolved to a status or
+        // to `None` by `Shared::attempt`, before this table).
         Fault::None
         | Fault::ServerErrorOnce
         | Fault::FirstTokenDelay(_)
         | Fault::CutAfter(_)
         | Fault::StallAfter(_)
         | Fault::MalformedAfter(_)
-        | Fault::NoDone
-        | Fault::Silent
-        | Fault::ResetBeforeHeaders => {
+        | Fault::NoDone => {
             let answer = Answer::new(req, id);
-            if req.stream.unwrap_or(false) {
+            if stream {
                 answer.stream(fault, token_delay)
             } else {
                 answer.complete(fault)
