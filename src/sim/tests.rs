@@ -720,3 +720,23 @@ async fn shutdown_closes_the_port_and_held_connections() {
     let err = tokio::net::TcpStream::connect(addr).await.unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
 }
+
+#[tokio::test]
+async fn dropping_the_sim_releases_the_port() {
+    let sim = sim().await;
+    let addr = sim.addr();
+    drop(sim);
+    // The accept loop is aborted; it is dropped (with the listener) when the runtime next
+    // runs it, without any await on our side. A connection that races the close may be
+    // accepted by the kernel, or reset; then the port refuses.
+    timeout(Duration::from_secs(2), async {
+        while !tokio::net::TcpStream::connect(addr)
+            .await
+            .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused)
+        {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the port is closed");
+}
