@@ -41,6 +41,9 @@
 //! * [`classify`]: typed evidence (status, headers, body, `io::Error`, `reqwest` error chains,
 //!   codes, message text) in, one reason and the provider's requested wait out. One table of
 //!   rules decides, structured evidence before text.
+//! * [`sim`]: a simulated OpenAI-compatible provider whose faults (429, 529, resets, cut and
+//!   stalled streams, refused connections, ...) are chosen per model name; it serves the
+//!   tests, the demo and the benchmarks, never real traffic.
 //!
 //! The circuit breaker, the failover chain, telemetry and the OpenAI-compatible proxy build
 //! on these two modules.
@@ -49,6 +52,7 @@ pub mod breaker;
 pub mod chain;
 pub mod classify;
 pub mod reason;
+pub mod sim;
 pub mod telemetry;
 pub mod tower;
 

@@ -109,8 +109,10 @@ impl Rig {
     async fn stream(
         &self,
         route: &Route,
-    ) -> Result<Answer<FailoverStream<ChatChunk, llm_failover::chain::openai::ChatStream>>, FailoverError>
-    {
+    ) -> Result<
+        Answer<FailoverStream<ChatChunk, llm_failover::chain::openai::ChatStream>>,
+        FailoverError,
+    > {
         let request = json!({"messages": [{"role": "user", "content": "hi"}]});
         route
             .stream(|a| {
@@ -128,11 +130,15 @@ impl Rig {
 }
 
 fn text(answer: &serde_json::Value) -> &str {
-    answer["choices"][0]["message"]["content"].as_str().unwrap_or_default()
+    answer["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
 }
 
 /// Reads a stream to its end: the text, and the error it ended with, if any.
-async fn read(mut s: FailoverStream<ChatChunk, llm_failover::chain::openai::ChatStream>) -> (String, Option<FailoverError>) {
+async fn read(
+    mut s: FailoverStream<ChatChunk, llm_failover::chain::openai::ChatStream>,
+) -> (String, Option<FailoverError>) {
     let mut out = String::new();
     while let Some(item) = s.next().await {
         match item {
@@ -151,8 +157,14 @@ async fn a_refused_primary_is_tried_once_skipped_while_open_and_used_again_after
 
     let a = r.call(&route).await.unwrap();
     assert_eq!(text(&a.value), ANSWER);
-    assert_eq!(a.trail.to_string(), "primary/p=connection_refused; fallback/f=ok");
-    assert_eq!(r.registry.breaker("primary", "*").unwrap().state(), State::Open);
+    assert_eq!(
+        a.trail.to_string(),
+        "primary/p=connection_refused; fallback/f=ok"
+    );
+    assert_eq!(
+        r.registry.breaker("primary", "*").unwrap().state(),
+        State::Open
+    );
 
     // While the breaker is open the primary is skipped without a connection attempt.
     let a = r.call(&route).await.unwrap();
@@ -172,7 +184,10 @@ async fn a_refused_primary_is_tried_once_skipped_while_open_and_used_again_after
     tokio::time::sleep(wait).await;
     let a = r.call(&route).await.unwrap();
     assert_eq!(&*a.provider, "primary");
-    assert_eq!(r.registry.breaker("primary", "*").unwrap().state(), State::Closed);
+    assert_eq!(
+        r.registry.breaker("primary", "*").unwrap().state(),
+        State::Closed
+    );
     assert_eq!(r.seen(), (1, 2));
 }
 
@@ -182,17 +197,29 @@ async fn a_429_with_retry_after_2_is_not_retried_sooner_than_2_seconds() {
         retry_after: Some(Duration::from_secs(2)),
     })
     .await;
-    let route = r.route(policy().max_retry_wait(Duration::from_secs(3)).build().unwrap());
+    let route = r.route(
+        policy()
+            .max_retry_wait(Duration::from_secs(3))
+            .build()
+            .unwrap(),
+    );
     let start = Instant::now();
     let a = r.call(&route).await.unwrap();
-    assert!(start.elapsed() >= Duration::from_secs(2), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
     // Retried once on the same target after the wait, then failed over.
     assert_eq!(r.seen(), (2, 1));
     assert_eq!(
         a.trail.to_string(),
         "primary/p=rate_limit; primary/p=rate_limit; fallback/f=ok"
     );
-    assert_eq!(a.trail.attempts()[0].retry_after, Some(Duration::from_secs(2)));
+    assert_eq!(
+        a.trail.attempts()[0].retry_after,
+        Some(Duration::from_secs(2))
+    );
 }
 
 #[tokio::test]
@@ -205,7 +232,10 @@ async fn a_429_with_a_long_wait_fails_over_at_once() {
     let a = r.call(&route).await.unwrap();
     assert_eq!(text(&a.value), ANSWER);
     assert_eq!(r.seen(), (1, 1));
-    assert_eq!(a.trail.attempts()[0].retry_after, Some(Duration::from_secs(30)));
+    assert_eq!(
+        a.trail.attempts()[0].retry_after,
+        Some(Duration::from_secs(30))
+    );
     assert_eq!(a.trail.attempts()[0].status, Some(429));
 }
 
@@ -214,8 +244,14 @@ async fn a_content_filter_is_returned_not_laundered_through_another_model() {
     let r = rig(Fault::ContentFilter).await;
     let route = r.route(policy().build().unwrap());
     let err = r.call(&route).await.unwrap_err();
-    assert_eq!(err.kind(), FailoverErrorKind::Returned(Reason::ContentFilter));
-    assert_eq!(err.last_failure().and_then(AttemptFailure::status), Some(400));
+    assert_eq!(
+        err.kind(),
+        FailoverErrorKind::Returned(Reason::ContentFilter)
+    );
+    assert_eq!(
+        err.last_failure().and_then(AttemptFailure::status),
+        Some(400)
+    );
     assert_eq!(r.seen(), (1, 0));
 }
 
@@ -224,7 +260,10 @@ async fn context_overflow_is_returned_without_a_larger_target() {
     let r = rig(Fault::ContextOverflow).await;
     let route = r.route(policy().build().unwrap());
     let err = r.call(&route).await.unwrap_err();
-    assert_eq!(err.kind(), FailoverErrorKind::Returned(Reason::ContextOverflow));
+    assert_eq!(
+        err.kind(),
+        FailoverErrorKind::Returned(Reason::ContextOverflow)
+    );
     assert_eq!(r.seen(), (1, 0));
 }
 
@@ -242,12 +281,36 @@ async fn a_silent_primary_costs_one_attempt_timeout() {
 async fn server_failures_by_kind() {
     // (fault, attempts on the primary, trail)
     let cases = [
-        (Fault::ServerErrorOnce, (2, 0), "primary/p=server_error; primary/p=ok"),
-        (Fault::Status(500), (2, 1), "primary/p=server_error; primary/p=server_error; fallback/f=ok"),
-        (Fault::Status(503), (1, 1), "primary/p=overloaded; fallback/f=ok"),
-        (Fault::Status(504), (1, 1), "primary/p=timeout; fallback/f=ok"),
-        (Fault::Status(529), (1, 1), "primary/p=overloaded; fallback/f=ok"),
-        (Fault::ResetBeforeHeaders, (2, 1), "primary/p=connection_reset; primary/p=connection_reset; fallback/f=ok"),
+        (
+            Fault::ServerErrorOnce,
+            (2, 0),
+            "primary/p=server_error; primary/p=ok",
+        ),
+        (
+            Fault::Status(500),
+            (2, 1),
+            "primary/p=server_error; primary/p=server_error; fallback/f=ok",
+        ),
+        (
+            Fault::Status(503),
+            (1, 1),
+            "primary/p=overloaded; fallback/f=ok",
+        ),
+        (
+            Fault::Status(504),
+            (1, 1),
+            "primary/p=timeout; fallback/f=ok",
+        ),
+        (
+            Fault::Status(529),
+            (1, 1),
+            "primary/p=overloaded; fallback/f=ok",
+        ),
+        (
+            Fault::ResetBeforeHeaders,
+            (2, 1),
+            "primary/p=connection_reset; primary/p=connection_reset; fallback/f=ok",
+        ),
     ];
     for (fault, seen, trail) in cases {
         let r = rig(fault.clone()).await;
@@ -284,7 +347,11 @@ async fn streams_fail_over_before_the_first_token_and_never_end_short() {
         assert_ne!(text, ANSWER, "{fault:?}");
         assert!(ANSWER.starts_with(&text), "{fault:?}: {text}");
         let err = err.unwrap_or_else(|| panic!("{fault:?} ended without an error"));
-        assert_eq!(err.kind(), FailoverErrorKind::StreamBroken(want), "{fault:?}");
+        assert_eq!(
+            err.kind(),
+            FailoverErrorKind::StreamBroken(want),
+            "{fault:?}"
+        );
         assert_eq!(r.seen(), (1, 0), "{fault:?}");
     }
 }
@@ -292,12 +359,24 @@ async fn streams_fail_over_before_the_first_token_and_never_end_short() {
 #[tokio::test]
 async fn a_stream_without_done_finishes_promptly_and_whole() {
     let r = rig(Fault::NoDone).await;
-    let route = r.route(policy().idle_timeout(Duration::from_secs(30)).build().unwrap());
+    let route = r.route(
+        policy()
+            .idle_timeout(Duration::from_secs(30))
+            .build()
+            .unwrap(),
+    );
     let a = r.stream(&route).await.unwrap();
     let (text, err) = read(a.value).await;
     assert!(err.is_none(), "{err:?}");
     assert_eq!(text, ANSWER);
-    assert_eq!(r.registry.breaker("primary", P).unwrap().snapshot().consecutive_failures, 0);
+    assert_eq!(
+        r.registry
+            .breaker("primary", P)
+            .unwrap()
+            .snapshot()
+            .consecutive_failures,
+        0
+    );
 }
 
 #[tokio::test]

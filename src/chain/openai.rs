@@ -21,8 +21,9 @@
 //! let request = serde_json::json!({"messages": [{"role": "user", "content": "Hi"}]});
 //! let answer = route
 //!     .call(|attempt| {
-//!         let endpoint = if attempt.provider() == "local" { &local } else { &openai };
-//!         client.chat(endpoint, attempt.model(), &request)
+//!         let endpoint = if attempt.provider() == "local" { local.clone() } else { openai.clone() };
+//!         let (client, request) = (client.clone(), request.clone());
+//!         async move { client.chat(&endpoint, attempt.model(), &request).await }
 //!     })
 //!     .await?;
 //! println!("{} answered", answer.provider);

@@ -1,0 +1,218 @@
+//! The faults a simulated model can have, and the model-name conventions that pick them.
+
+use std::time::Duration;
+
+/// What the simulated provider does with a request for one model.
+///
+/// A fault is chosen per model: configured on the [`SimBuilder`](super::SimBuilder) or with
+/// [`Sim::set_fault`](super::Sim::set_fault), else read from the model name
+/// ([`Fault::from_model_name`]), else [`Fault::None`]. Connection refusal is not a fault of a
+/// model (a refused connection never carries a model name): it is the server-level
+/// [`Sim::set_down`](super::Sim::set_down) / [`Sim::down_for`](super::Sim::down_for).
+///
+/// "Token" below means one chunk of the streamed answer: the stream sends
+/// [`ANSWER`](super::ANSWER) as one `chat.completion.chunk` per word
+/// ([`answer_tokens`](super::answer_tokens)).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Fault {
+    /// Healthy: the whole [`ANSWER`](super::ANSWER), `finish_reason` `stop`, then
+    /// `data: [DONE]` when streaming.
+    #[default]
+    None,
+    /// 429 with OpenAI's `rate_limit_exceeded` body. With a wait, the response carries
+    /// `retry-after` (whole seconds, rounded up) and `retry-after-ms`, and the message says
+    /// "Please try again in ..."; without one, no header and no wait in the text.
+    RateLimit {
+        /// The wait the provider asks for, if any.
+        retry_after: Option<Duration>,
+    },
+    /// 500 `server_error` on the model's first request, healthy afterwards. Setting the
+    /// fault again with [`Sim::set_fault`](super::Sim::set_fault) re-arms it.
+    ServerErrorOnce,
+    /// Always this status with an OpenAI-style error body: 503 is "overloaded or not ready",
+    /// 529 is Anthropic's `overloaded_error` body, 429 is [`Fault::RateLimit`] without a
+    /// wait, 401, 404 and 500 have their OpenAI bodies, any other 4xx/5xx a generic body. A
+    /// status below 200 or above 999 is answered as 500.
+    Status(u16),
+    /// The first token comes after this delay. Streaming: the 200 and its headers come at
+    /// once, the first chunk after the delay (a time-to-first-token fault). Not streaming:
+    /// the whole response comes after the delay.
+    FirstTokenDelay(Duration),
+    /// Streaming: this many token chunks, then the connection closes without the
+    /// `finish_reason` chunk, `[DONE]` or the end of the chunked body, so the client's body
+    /// read fails. Not streaming: the headers announce the full length, half the body comes,
+    /// then the connection closes.
+    CutAfter(usize),
+    /// Streaming: this many token chunks, then silence on an open connection. Not streaming:
+    /// half the announced body, then silence.
+    StallAfter(usize),
+    /// Streaming: this many token chunks, then a `data:` line that is not JSON in place of
+    /// the next token, then the rest of the answer, `finish_reason` and `[DONE]` (so a client
+    /// that skips bad lines ends up with a "complete" answer that is missing a word). Not
+    /// streaming: a 200 whose body is JSON cut in half (the HTTP message itself is complete).
+    MalformedAfter(usize),
+    /// Streaming: every token and the `finish_reason` chunk, then no `[DONE]` and the
+    /// connection stays open. Not streaming: healthy (there is no terminator to omit).
+    NoDone,
+    /// 400 `context_length_exceeded`: "This model's maximum context length is ...".
+    ContextOverflow,
+    /// 400 `content_filter`: "Your request was rejected as a result of our safety system".
+    ContentFilter,
+    /// The request is read and never answered: no status, no headers, the connection stays
+    /// open until the client gives up or the sim shuts down.
+    Silent,
+    /// The request is read, then the connection is closed with a TCP RST (`SO_LINGER` 0)
+    /// before any byte of the response: the client sees "connection reset by peer".
+    ResetBeforeHeaders,
+}
+
+impl Fault {
+    /// The fault a model name asks for, or `None` when the name follows no convention (such
+    /// a model is healthy unless a fault is configured for it).
+    ///
+    /// Names start with `sim-` and follow the table in the [module docs](super#model-names):
+    /// `sim-503`, `sim-429-retry-2`, `sim-slow-2000ms`, `sim-cut-3`, `sim-reset`, ...
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use llm_failover::sim::Fault;
+    ///
+    /// assert_eq!(Fault::from_model_name("sim-503"), Some(Fault::Status(503)));
+    /// assert_eq!(
+    ///     Fault::from_model_name("sim-429-retry-2"),
+    ///     Some(Fault::RateLimit { retry_after: Some(Duration::from_secs(2)) })
+    /// );
+    /// assert_eq!(Fault::from_model_name("sim-cut-3"), Some(Fault::CutAfter(3)));
+    /// assert_eq!(Fault::from_model_name("gpt-4o-mini"), None);
+    /// assert_eq!(Fault::from_model_name("sim-cut-x"), None);
+    /// ```
+    #[must_use]
+    pub fn from_model_name(model: &str) -> Option<Fault> {
+        let spec = model.strip_prefix("sim-")?;
+        let fault = match spec {
+            "ok" => Fault::None,
+            "429" => Fault::RateLimit { retry_after: None },
+            "500-once" => Fault::ServerErrorOnce,
+            "no-done" => Fault::NoDone,
+            "context" => Fault::ContextOverflow,
+            "filter" => Fault::ContentFilter,
+            "silent" => Fault::Silent,
+            "reset" => Fault::ResetBeforeHeaders,
+            _ => {
+                if let Some(wait) = spec.strip_prefix("429-retry-") {
+                    Fault::RateLimit {
+                        retry_after: Some(parse_duration(wait)?),
+                    }
+                } else if let Some(delay) = spec.strip_prefix("slow-") {
+                    Fault::FirstTokenDelay(parse_duration(delay)?)
+                } else if let Some(n) = spec.strip_prefix("cut-") {
+                    Fault::CutAfter(parse_count(n)?)
+                } else if let Some(n) = spec.strip_prefix("stall-") {
+                    Fault::StallAfter(parse_count(n)?)
+                } else if let Some(n) = spec.strip_prefix("malformed-") {
+                    Fault::MalformedAfter(parse_count(n)?)
+                } else {
+                    let status = parse_count(spec)?;
+                    if !(400..=599).contains(&status) {
+                        return None;
+                    }
+                    Fault::Status(u16::try_from(status).ok()?)
+                }
+            }
+        };
+        Some(fault)
+    }
+}
+
+/// A count: ASCII digits only (no sign, no spaces).
+fn parse_count(s: &str) -> Option<usize> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// `<n>ms`, `<n>s` or `<n>` (seconds).
+fn parse_duration(s: &str) -> Option<Duration> {
+    if let Some(ms) = s.strip_suffix("ms") {
+        return Some(Duration::from_millis(u64::try_from(parse_count(ms)?).ok()?));
+    }
+    let secs = s.strip_suffix('s').unwrap_or(s);
+    Some(Duration::from_secs(u64::try_from(parse_count(secs)?).ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_names_pick_faults() {
+        let cases = [
+            ("sim-ok", Some(Fault::None)),
+            ("sim-429", Some(Fault::RateLimit { retry_after: None })),
+            (
+                "sim-429-retry-2",
+                Some(Fault::RateLimit {
+                    retry_after: Some(Duration::from_secs(2)),
+                }),
+            ),
+            (
+                "sim-429-retry-250ms",
+                Some(Fault::RateLimit {
+                    retry_after: Some(Duration::from_millis(250)),
+                }),
+            ),
+            ("sim-500-once", Some(Fault::ServerErrorOnce)),
+            ("sim-500", Some(Fault::Status(500))),
+            ("sim-503", Some(Fault::Status(503))),
+            ("sim-529", Some(Fault::Status(529))),
+            ("sim-404", Some(Fault::Status(404))),
+            (
+                "sim-slow-2000ms",
+                Some(Fault::FirstTokenDelay(Duration::from_millis(2000))),
+            ),
+            (
+                "sim-slow-2s",
+                Some(Fault::FirstTokenDelay(Duration::from_secs(2))),
+            ),
+            ("sim-cut-3", Some(Fault::CutAfter(3))),
+            ("sim-cut-0", Some(Fault::CutAfter(0))),
+            ("sim-stall-3", Some(Fault::StallAfter(3))),
+            ("sim-malformed-3", Some(Fault::MalformedAfter(3))),
+            ("sim-no-done", Some(Fault::NoDone)),
+            ("sim-context", Some(Fault::ContextOverflow)),
+            ("sim-filter", Some(Fault::ContentFilter)),
+            ("sim-silent", Some(Fault::Silent)),
+            ("sim-reset", Some(Fault::ResetBeforeHeaders)),
+        ];
+        for (name, want) in cases {
+            assert_eq!(Fault::from_model_name(name), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn other_names_pick_nothing() {
+        for name in [
+            "gpt-4o-mini",
+            "sim",
+            "sim-",
+            "sim-200",
+            "sim-600",
+            "sim-99999999999999999999999",
+            "sim-cut-",
+            "sim-cut--1",
+            "sim-cut-+3",
+            "sim-cut-3x",
+            "sim-slow-",
+            "sim-slow-ms",
+            "sim-slow-2m",
+            "sim-429-retry-",
+            "sim-unknown",
+            "SIM-503",
+            "xsim-503",
+        ] {
+            assert_eq!(Fault::from_model_name(name), None, "{name}");
+        }
+    }
+}

@@ -1,0 +1,396 @@
+//! A simulated OpenAI-compatible provider with injectable faults, for the failover chain's
+//! integration tests, the proxy's tests, `llm-failover demo` and the benchmarks. No code path
+//! that carries real traffic uses it.
+//!
+//! ```
+//! use llm_failover::sim::{ANSWER, Fault, Sim};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let sim = Sim::builder().fault("flaky", Fault::ServerErrorOnce).start().await?;
+//! let url = format!("{}/chat/completions", sim.base_url());
+//! let request = serde_json::json!({"model": "flaky", "messages": [{"role": "user", "content": "hi"}]});
+//! let client = reqwest::Client::new();
+//!
+//! let first = client.post(&url).json(&request).send().await?;
+//! assert_eq!(first.status(), 500);
+//! let second: serde_json::Value = client.post(&url).json(&request).send().await?.json().await?;
+//! assert_eq!(second["choices"][0]["message"]["content"], ANSWER);
+//! assert_eq!(sim.attempts("flaky"), 2);
+//! sim.shutdown().await;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # Why a simulator
+//!
+//! Failover is only as good as its handling of the ways providers actually fail, and those
+//! ways are hard to produce on demand against a real provider: a 529, a stream cut after three
+//! tokens, a connection reset before the status line, a host that refuses connections for ten
+//! seconds and then recovers. The sim produces each of them on loopback, deterministically,
+//! with the status codes, headers and bodies real providers send, so the classifier, breakers
+//! and chain are tested against the wire and not against mocks of a client library.
+//!
+//! Every healthy answer is the same text, [`ANSWER`], streamed as one chunk per word
+//! ([`answer_tokens`]); a test that reassembles a response can tell a complete answer from a
+//! truncated one by comparing it with [`ANSWER`]. The sim counts the requests it sees per model
+//! ([`Sim::attempts`]), so a test can assert how many attempts a chain made on each target.
+//!
+//! # Endpoints
+//!
+//! * `POST /v1/chat/completions`: reads `model`, `messages`, `stream` and `max_tokens` (or
+//!   `max_completion_tokens`; a limit below the answer's length ends it early with
+//!   `finish_reason` `length`) and ignores other fields. A body that is not such a request gets
+//!   a 400 OpenAI error and counts in [`Sim::total_attempts`] only.
+//! * `GET /v1/models`: `sim-ok` and the models with a configured fault.
+//! * Anything else: a 404 OpenAI error.
+//!
+//! # Faults
+//!
+//! A model's fault is the one configured for it ([`SimBuilder::fault`], [`Sim::set_fault`]),
+//! else the one its name asks for, else none: unknown models are healthy. [`Fault`] documents
+//! what each one sends. Faults live in one enum and are turned into responses in one place.
+//!
+//! Refusing connections is not a fault of a model, since a refused connection carries no
+//! model name: it is the server's state. [`Sim::set_down`] closes the listening socket
+//! (connections are refused, and open connections are closed) and [`Sim::down_for`] does so for
+//! a while, then binds the same port again: a host that is powered off, then back. A test that
+//! needs one provider down and another up runs two sims; a sim is cheap.
+//!
+//! # Model names
+//!
+//! Model names that start with `sim-` pick their fault without configuration, so a proxy
+//! config or a chain under test can name its failures. Durations are `<n>ms`, `<n>s` or a bare
+//! `<n>` (seconds); counts are tokens.
+//!
+//! | model name | fault |
+//! |---|---|
+//! | `sim-ok` (or any name without a convention) | [`Fault::None`] |
+//! | `sim-429` | [`Fault::RateLimit`] without a wait |
+//! | `sim-429-retry-2`, `sim-429-retry-500ms` | [`Fault::RateLimit`] with that wait |
+//! | `sim-500-once` | [`Fault::ServerErrorOnce`] |
+//! | `sim-503`, `sim-529`, `sim-<any 4xx or 5xx>` | [`Fault::Status`] |
+//! | `sim-slow-2000ms`, `sim-slow-2s` | [`Fault::FirstTokenDelay`] |
+//! | `sim-cut-3` | [`Fault::CutAfter`] |
+//! | `sim-stall-3` | [`Fault::StallAfter`] |
+//! | `sim-malformed-3` | [`Fault::MalformedAfter`] |
+//! | `sim-no-done` | [`Fault::NoDone`] |
+//! | `sim-context` | [`Fault::ContextOverflow`] |
+//! | `sim-filter` | [`Fault::ContentFilter`] |
+//! | `sim-silent` | [`Fault::Silent`] |
+//! | `sim-reset` | [`Fault::ResetBeforeHeaders`] |
+//!
+//! # Sockets and tasks
+//!
+//! A sim listens on `127.0.0.1` on a port the OS picks ([`Sim::addr`]); tests and benches talk
+//! to loopback only. Accepted sockets get `TCP_NODELAY`. One task owns the listener and every
+//! connection, so [`Sim::shutdown`], or dropping the [`Sim`], closes the port and every open
+//! connection (including the ones a [`Fault::Silent`] or [`Fault::StallAfter`] holds open).
+//! [`Fault::ResetBeforeHeaders`] is per model: the handler asks its connection to close, and the
+//! socket is dropped with `SO_LINGER` 0, which sends RST.
+
+mod fault;
+mod respond;
+mod server;
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+pub use fault::Fault;
+use server::{Applied, Command, Power};
+
+/// The text of every healthy answer.
+pub const ANSWER: &str = "The simulated provider answered this request in full, ending here.";
+
+/// The tokens a stream sends, in order: [`ANSWER`] split after each space, so they
+/// concatenate to [`ANSWER`] exactly.
+///
+/// ```
+/// use llm_failover::sim::{ANSWER, answer_tokens};
+///
+/// assert_eq!(answer_tokens().next(), Some("The "));
+/// assert_eq!(answer_tokens().collect::<String>(), ANSWER);
+/// ```
+pub fn answer_tokens() -> impl Iterator<Item = &'static str> + Clone {
+    ANSWER.split_inclusive(' ')
+}
+
+/// The default of [`SimBuilder::token_delay`].
+pub const DEFAULT_TOKEN_DELAY: Duration = Duration::from_millis(1);
+
+/// State shared by the handlers and the [`Sim`] handle.
+#[derive(Debug)]
+struct Shared {
+    /// Configured faults; they take precedence over model names.
+    faults: Mutex<HashMap<String, Fault>>,
+    /// What the sim has seen per model.
+    models: Mutex<HashMap<String, ModelState>>,
+    total: AtomicU64,
+    next_id: AtomicU64,
+    token_delay: Duration,
+}
+
+#[derive(Debug, Default)]
+struct ModelState {
+    attempts: u64,
+    /// A [`Fault::ServerErrorOnce`] has answered its 500.
+    failed_once: bool,
+}
+
+/// Locks a mutex; a handler that panicked cannot leave these maps inconsistent.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn count_request(&self) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    /// Counts an attempt on `model` and says what to do with it. [`Fault::ServerErrorOnce`]
+    /// is resolved here: `Status(500)` the first time, `None` afterwards.
+    fn attempt(&self, model: &str) -> Fault {
+        let configured = lock(&self.faults).get(model).cloned();
+        let fault = configured
+            .or_else(|| Fault::from_model_name(model))
+            .unwrap_or_default();
+        let mut models = lock(&self.models);
+        let state = models.entry(model.to_owned()).or_default();
+        state.attempts += 1;
+        match fault {
+            Fault::ServerErrorOnce if !state.failed_once => {
+                state.failed_once = true;
+                Fault::Status(500)
+            }
+            Fault::ServerErrorOnce => Fault::None,
+            fault => fault,
+        }
+    }
+
+    fn model_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = lock(&self.faults).keys().cloned().collect();
+        names.push("sim-ok".to_owned());
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+/// Configures a [`Sim`]; see [`Sim::builder`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct SimBuilder {
+    faults: HashMap<String, Fault>,
+    token_delay: Duration,
+    down_for: Duration,
+}
+
+impl SimBuilder {
+    /// Gives `model` this fault, whatever its name says. Default: faults come from model
+    /// names ([`Fault::from_model_name`]), and other models are healthy.
+    pub fn fault(mut self, model: impl Into<String>, fault: Fault) -> Self {
+        self.faults.insert(model.into(), fault);
+        self
+    }
+
+    /// The pause between two token chunks of a stream, so streams arrive as streams.
+    /// Default: [`DEFAULT_TOKEN_DELAY`] (1 ms); zero sends the chunks back to back.
+    pub fn token_delay(mut self, delay: Duration) -> Self {
+        self.token_delay = delay;
+        self
+    }
+
+    /// Starts down: the port is chosen and closed, connections are refused for `duration`,
+    /// then the same port listens. Default: zero (listening from the start).
+    pub fn down_for(mut self, duration: Duration) -> Self {
+        self.down_for = duration;
+        self
+    }
+
+    /// Binds `127.0.0.1` on a port the OS picks and starts serving on the current Tokio
+    /// runtime.
+    ///
+    /// # Errors
+    ///
+    /// The error of creating or binding the socket.
+    ///
+    /// # Panics
+    ///
+    /// Outside a Tokio runtime.
+    pub async fn start(self) -> io::Result<Sim> {
+        let listener = server::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+        let addr = listener.local_addr()?;
+        let (power, listener) = if self.down_for.is_zero() {
+            (Power::Up, Some(listener))
+        } else {
+            drop(listener);
+            (Power::DownUntil(Instant::now() + self.down_for), None)
+        };
+        let shared = Arc::new(Shared {
+            faults: Mutex::new(self.faults),
+            models: Mutex::default(),
+            total: AtomicU64::new(0),
+            next_id: AtomicU64::new(0),
+            token_delay: self.token_delay,
+        });
+        let (commands, commands_rx) = watch::channel(Command {
+            generation: 0,
+            power,
+        });
+        let (applied_tx, applied) = watch::channel(Applied {
+            generation: 0,
+            listening: listener.is_some(),
+        });
+        let router = respond::router(Arc::clone(&shared));
+        let task = tokio::spawn(server::run(addr, listener, router, commands_rx, applied_tx));
+        Ok(Sim {
+            addr,
+            shared,
+            commands,
+            applied,
+            task: Some(task),
+        })
+    }
+}
+
+/// A running simulated provider. Dropping it (or [`Sim::shutdown`]) stops it.
+#[derive(Debug)]
+pub struct Sim {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    commands: watch::Sender<Command>,
+    applied: watch::Receiver<Applied>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Sim {
+    /// A builder: no configured faults, [`DEFAULT_TOKEN_DELAY`], listening from the start.
+    pub fn builder() -> SimBuilder {
+        SimBuilder {
+            faults: HashMap::new(),
+            token_delay: DEFAULT_TOKEN_DELAY,
+            down_for: Duration::ZERO,
+        }
+    }
+
+    /// The address it listens on (also while it is down: it comes back on the same port).
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The OpenAI base URL, `http://127.0.0.1:PORT/v1`.
+    #[must_use]
+    pub fn base_url(&self) -> String {
+        format!("http://{}/v1", self.addr)
+    }
+
+    /// The chat requests seen for `model`, whatever their fault did with them (a 429, a reset
+    /// and a silent request count; a refused connection is never seen).
+    #[must_use]
+    pub fn attempts(&self, model: &str) -> u64 {
+        lock(&self.shared.models)
+            .get(model)
+            .map_or(0, |state| state.attempts)
+    }
+
+    /// Every chat request seen, including those whose body was not a valid request.
+    #[must_use]
+    pub fn total_attempts(&self) -> u64 {
+        self.shared.total.load(Ordering::Relaxed)
+    }
+
+    /// Gives `model` this fault from its next request on; [`Fault::None`] makes it healthy
+    /// whatever its name says. Setting [`Fault::ServerErrorOnce`] arms it again.
+    pub fn set_fault(&self, model: impl Into<String>, fault: Fault) {
+        let model = model.into();
+        if fault == Fault::ServerErrorOnce
+            && let Some(state) = lock(&self.shared.models).get_mut(&model)
+        {
+            state.failed_once = false;
+        }
+        lock(&self.shared.faults).insert(model, fault);
+    }
+
+    /// Removes the configured fault of `model`: its name decides again.
+    pub fn clear_fault(&self, model: &str) {
+        lock(&self.shared.faults).remove(model);
+    }
+
+    /// Takes the sim down (closes the listening socket and every open connection, so new
+    /// connections are refused) or brings it back up on the same port. Returns once done.
+    ///
+    /// Bringing it up waits until the port is bound again; should another process have taken
+    /// the port meanwhile, it keeps retrying (and logs a warning).
+    pub async fn set_down(&self, down: bool) {
+        let generation = self.command(if down { Power::Down } else { Power::Up });
+        self.wait(|a| a.generation >= generation && (down || a.listening))
+            .await;
+    }
+
+    /// Takes the sim down now and brings it back up on the same port after `duration`: a
+    /// flapping host. Returns once it is down; [`Sim::wait_until_up`] waits for the end.
+    pub async fn down_for(&self, duration: Duration) {
+        let generation = self.command(Power::DownUntil(Instant::now() + duration));
+        self.wait(|a| a.generation >= generation).await;
+    }
+
+    /// Waits until the sim listens (at once if it does). Never returns while it is down
+    /// without an end ([`Sim::set_down`]).
+    pub async fn wait_until_up(&self) {
+        self.wait(|a| a.listening).await;
+    }
+
+    /// Whether the sim listens now.
+    #[must_use]
+    pub fn is_listening(&self) -> bool {
+        self.applied.borrow().listening
+    }
+
+    /// Stops the sim: the port is closed and every connection dropped when this returns.
+    pub async fn shutdown(mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Sends a power command to the accept loop; returns its generation.
+    fn command(&self, power: Power) -> u64 {
+        let mut generation = 0;
+        self.commands.send_modify(|c| {
+            c.generation += 1;
+            c.power = power;
+            generation = c.generation;
+        });
+        generation
+    }
+
+    async fn wait(&self, done: impl FnMut(&Applied) -> bool) {
+        let mut applied = self.applied.clone();
+        // An error means the accept loop is gone (shut down): nothing left to wait for.
+        let _ = applied.wait_for(done).await;
+    }
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}

@@ -1,0 +1,742 @@
+//! The sim against a real client (reqwest) on loopback: every fault does what it promises on
+//! the wire, and the crate's classifier reads each error as the reason it stands for.
+
+use std::error::Error as StdError;
+use std::io;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::time::{Instant, timeout};
+
+use super::{ANSWER, Fault, Sim, answer_tokens};
+use crate::Reason;
+use crate::classify::{Signal, classify};
+
+/// Long enough for loopback, short enough to keep the suite fast; used where a timeout is
+/// the event under test.
+const QUIET: Duration = Duration::from_millis(300);
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+async fn sim() -> Sim {
+    Sim::builder().start().await.unwrap()
+}
+
+fn request(model: &str, stream: bool) -> Value {
+    json!({
+        "model": model,
+        "messages": [{"role": "user", "content": "say the thing"}],
+        "stream": stream,
+    })
+}
+
+async fn post(
+    client: &reqwest::Client,
+    sim: &Sim,
+    body: &Value,
+) -> reqwest::Result<reqwest::Response> {
+    client
+        .post(format!("{}/chat/completions", sim.base_url()))
+        .json(body)
+        .send()
+        .await
+}
+
+/// Reads `data:` payloads of an SSE body one by one.
+struct Events {
+    resp: reqwest::Response,
+    buf: String,
+}
+
+impl Events {
+    fn new(resp: reqwest::Response) -> Self {
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        Events {
+            resp,
+            buf: String::new(),
+        }
+    }
+
+    /// The next payload, `None` at the clean end of the body, or the error that broke it.
+    async fn next(&mut self) -> reqwest::Result<Option<String>> {
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let event: String = self.buf.drain(..end + 2).collect();
+                let data = event.trim_end().strip_prefix("data: ").unwrap();
+                return Ok(Some(data.to_owned()));
+            }
+            match self.resp.chunk().await? {
+                Some(bytes) => self.buf.push_str(std::str::from_utf8(&bytes).unwrap()),
+                None => {
+                    assert!(self.buf.is_empty(), "a partial event: {:?}", self.buf);
+                    return Ok(None);
+                }
+            }
+        }
+    }
+
+    /// Every payload up to the clean end, or the error that broke the body.
+    async fn all(&mut self) -> (Vec<String>, Option<reqwest::Error>) {
+        let mut events = Vec::new();
+        loop {
+            match self.next().await {
+                Ok(Some(event)) => events.push(event),
+                Ok(None) => return (events, None),
+                Err(e) => return (events, Some(e)),
+            }
+        }
+    }
+}
+
+/// The content deltas of the JSON chunks, concatenated; non-JSON payloads are skipped.
+fn content(events: &[String]) -> String {
+    events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|chunk| {
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+fn prefix(tokens: usize) -> String {
+    answer_tokens().take(tokens).collect()
+}
+
+fn has_io_kind(err: &(dyn StdError + 'static), kind: io::ErrorKind) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if io.kind() == kind {
+                return true;
+            }
+            if let Some(inner) = io.get_ref() {
+                next = Some(inner);
+                continue;
+            }
+        }
+        next = e.source();
+    }
+    false
+}
+
+#[tokio::test]
+async fn healthy_answer_is_the_known_text() {
+    let sim = sim().await;
+    let resp = post(&client(), &sim, &request("gpt-4o-mini", false))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], "gpt-4o-mini");
+    assert_eq!(body["choices"][0]["message"]["role"], "assistant");
+    assert_eq!(body["choices"][0]["message"]["content"], ANSWER);
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(body["usage"]["completion_tokens"], answer_tokens().count());
+    assert_eq!(sim.attempts("gpt-4o-mini"), 1);
+}
+
+#[tokio::test]
+async fn healthy_stream_is_one_chunk_per_token_then_stop_then_done() {
+    let sim = sim().await;
+    let resp = post(&client(), &sim, &request("sim-ok", true))
+        .await
+        .unwrap();
+    let (events, err) = Events::new(resp).all().await;
+    assert!(err.is_none(), "{err:?}");
+    let n = answer_tokens().count();
+    assert_eq!(events.len(), n + 2, "{events:#?}");
+    assert_eq!(content(&events), ANSWER);
+    let first: Value = serde_json::from_str(&events[0]).unwrap();
+    assert_eq!(first["object"], "chat.completion.chunk");
+    assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
+    let last: Value = serde_json::from_str(&events[n]).unwrap();
+    assert_eq!(last["choices"][0]["finish_reason"], "stop");
+    assert_eq!(last["choices"][0]["delta"], json!({}));
+    assert_eq!(events[n + 1], "[DONE]");
+}
+
+#[tokio::test]
+async fn max_tokens_ends_the_answer_early_with_length() {
+    let sim = sim().await;
+    let client = client();
+    let mut req = request("sim-ok", false);
+    req["max_tokens"] = json!(3);
+    let body: Value = post(&client, &sim, &req)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], prefix(3));
+    assert_eq!(body["choices"][0]["finish_reason"], "length");
+
+    req["stream"] = json!(true);
+    let (events, err) = Events::new(post(&client, &sim, &req).await.unwrap())
+        .all()
+        .await;
+    assert!(err.is_none());
+    assert_eq!(content(&events), prefix(3));
+    assert!(events[3].contains("\"finish_reason\":\"length\""));
+}
+
+/// Every error fault, streaming or not: its status, headers, body, and the reason the
+/// crate's classifier reads from them.
+#[tokio::test]
+async fn error_faults_send_provider_errors_the_classifier_reads() {
+    let sim = Sim::builder()
+        .fault("configured-503", Fault::Status(503))
+        .start()
+        .await
+        .unwrap();
+    let client = client();
+    let cases: [(&str, u16, Reason, Option<&str>); 11] = [
+        (
+            "sim-429",
+            429,
+            Reason::RateLimit,
+            Some("rate_limit_exceeded"),
+        ),
+        (
+            "sim-429-retry-2",
+            429,
+            Reason::RateLimit,
+            Some("rate_limit_exceeded"),
+        ),
+        ("sim-500", 500, Reason::ServerError, None),
+        ("sim-502", 502, Reason::ServerError, None),
+        (
+            "sim-503",
+            503,
+            Reason::Overloaded,
+            Some("service_unavailable"),
+        ),
+        (
+            "configured-503",
+            503,
+            Reason::Overloaded,
+            Some("service_unavailable"),
+        ),
+        ("sim-529", 529, Reason::Overloaded, None),
+        ("sim-401", 401, Reason::Auth, Some("invalid_api_key")),
+        (
+            "sim-404",
+            404,
+            Reason::ModelNotFound,
+            Some("model_not_found"),
+        ),
+        (
+            "sim-context",
+            400,
+            Reason::ContextOverflow,
+            Some("context_length_exceeded"),
+        ),
+        (
+            "sim-filter",
+            400,
+            Reason::ContentFilter,
+            Some("content_filter"),
+        ),
+    ];
+    for stream in [false, true] {
+        for (model, status, reason, code) in cases {
+            let resp = post(&client, &sim, &request(model, stream)).await.unwrap();
+            assert_eq!(resp.status(), status, "{model}");
+            assert_eq!(
+                resp.headers()["content-type"],
+                "application/json",
+                "{model}"
+            );
+            let headers = resp.headers().clone();
+            let text = resp.text().await.unwrap();
+            let body: Value = serde_json::from_str(&text).unwrap();
+            if status == 529 {
+                assert_eq!(body["type"], "error");
+                assert_eq!(body["error"]["type"], "overloaded_error");
+            } else {
+                let error = &body["error"];
+                assert!(error["message"].is_string(), "{model}: {body}");
+                assert!(error["type"].is_string(), "{model}: {body}");
+                assert_eq!(error["param"], Value::Null, "{model}");
+                assert_eq!(error["code"].as_str(), code, "{model}: {body}");
+            }
+            let c = classify(
+                &Signal::new()
+                    .status(status)
+                    .headers(&headers)
+                    .body(text.as_str()),
+            );
+            assert_eq!(c.reason, reason, "{model}: {c:?}");
+            if model == "sim-429-retry-2" {
+                assert_eq!(headers["retry-after"], "2");
+                assert_eq!(c.retry_after, Some(Duration::from_secs(2)));
+            } else {
+                assert!(!headers.contains_key("retry-after"), "{model}");
+                assert_eq!(c.retry_after, None, "{model}");
+            }
+        }
+    }
+    assert_eq!(sim.attempts("sim-429"), 2);
+    assert_eq!(sim.attempts("configured-503"), 2);
+}
+
+#[tokio::test]
+async fn context_and_filter_messages_are_openais() {
+    let sim = sim().await;
+    let client = client();
+    let context: Value = post(&client, &sim, &request("sim-context", false))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let message = context["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("This model's maximum context length is "),
+        "{message}"
+    );
+    let filter: Value = post(&client, &sim, &request("sim-filter", false))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let message = filter["error"]["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Your request was rejected as a result of our safety system"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn server_error_once_then_healthy_and_set_fault_rearms_it() {
+    let sim = sim().await;
+    let client = client();
+    let req = request("sim-500-once", false);
+    let statuses = async || {
+        let mut out = Vec::new();
+        for _ in 0..3 {
+            out.push(post(&client, &sim, &req).await.unwrap().status().as_u16());
+        }
+        out
+    };
+    assert_eq!(statuses().await, [500, 200, 200]);
+    sim.set_fault("sim-500-once", Fault::ServerErrorOnce);
+    assert_eq!(statuses().await, [500, 200, 200]);
+    assert_eq!(sim.attempts("sim-500-once"), 6);
+}
+
+#[tokio::test]
+async fn cut_stream_breaks_the_body_after_n_tokens() {
+    let sim = sim().await;
+    let resp = post(&client(), &sim, &request("sim-cut-3", true))
+        .await
+        .unwrap();
+    let (events, err) = Events::new(resp).all().await;
+    assert_eq!(events.len(), 3, "{events:#?}");
+    assert_eq!(content(&events), prefix(3));
+    let err = err.expect("the body read fails, it does not end cleanly");
+    assert!(err.is_body() || err.is_decode(), "{err:?}");
+}
+
+#[tokio::test]
+async fn cut_response_breaks_the_body_mid_json() {
+    let sim = sim().await;
+    let resp = post(&client(), &sim, &request("sim-cut-3", false))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let err = resp.bytes().await.expect_err("the body read fails");
+    assert!(err.is_body() || err.is_decode(), "{err:?}");
+}
+
+#[tokio::test]
+async fn stall_sends_n_tokens_then_nothing() {
+    let sim = sim().await;
+    for stream in [true, false] {
+        let resp = post(&client(), &sim, &request("sim-stall-3", stream))
+            .await
+            .unwrap();
+        if stream {
+            let mut events = Events::new(resp);
+            for i in 0..3 {
+                let event = events.next().await.unwrap().unwrap();
+                assert_eq!(Some(content(&[event]).as_str()), answer_tokens().nth(i));
+            }
+            assert!(
+                timeout(QUIET, events.next()).await.is_err(),
+                "no byte after 3 chunks"
+            );
+        } else {
+            let mut resp = resp;
+            let first = resp.chunk().await.unwrap().unwrap();
+            assert!(!first.is_empty());
+            assert!(
+                timeout(QUIET, resp.chunk()).await.is_err(),
+                "no byte after half"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn malformed_chunk_is_a_non_json_data_line_then_the_rest() {
+    let sim = sim().await;
+    let resp = post(&client(), &sim, &request("sim-malformed-3", true))
+        .await
+        .unwrap();
+    let (events, err) = Events::new(resp).all().await;
+    assert!(err.is_none(), "{err:?}");
+    let bad: Vec<usize> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| *e != "[DONE]" && serde_json::from_str::<Value>(e).is_err())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(bad, [3]);
+    // A client that skips the bad line gets a clean end and an answer missing its 4th word.
+    let missing: String = answer_tokens()
+        .enumerate()
+        .filter(|(i, _)| *i != 3)
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(content(&events), missing);
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+
+    let resp = post(&client(), &sim, &request("sim-malformed-3", false))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.expect("the HTTP message is complete");
+    assert!(serde_json::from_str::<Value>(&text).is_err(), "{text}");
+}
+
+#[tokio::test]
+async fn no_done_sends_the_finish_reason_then_nothing() {
+    let sim = sim().await;
+    let resp = post(&client(), &sim, &request("sim-no-done", true))
+        .await
+        .unwrap();
+    let mut events = Events::new(resp);
+    let mut seen = Vec::new();
+    for _ in 0..=answer_tokens().count() {
+        seen.push(events.next().await.unwrap().unwrap());
+    }
+    assert_eq!(content(&seen), ANSWER);
+    assert!(seen.last().unwrap().contains("\"finish_reason\":\"stop\""));
+    assert!(
+        timeout(QUIET, events.next()).await.is_err(),
+        "no [DONE], no end"
+    );
+}
+
+#[tokio::test]
+async fn silent_model_never_answers() {
+    let sim = sim().await;
+    let client = reqwest::Client::builder().timeout(QUIET).build().unwrap();
+    for stream in [false, true] {
+        let err = post(&client, &sim, &request("sim-silent", stream))
+            .await
+            .expect_err("no answer");
+        assert!(err.is_timeout(), "{err:?}");
+        assert_eq!(
+            classify(&Signal::from_reqwest(&err)).reason,
+            Reason::Timeout
+        );
+    }
+    assert_eq!(sim.attempts("sim-silent"), 2);
+}
+
+#[tokio::test]
+async fn reset_model_resets_the_connection_before_headers() {
+    let sim = sim().await;
+    let client = client();
+    for stream in [false, true] {
+        let err = post(&client, &sim, &request("sim-reset", stream))
+            .await
+            .expect_err("no response");
+        assert!(has_io_kind(&err, io::ErrorKind::ConnectionReset), "{err:?}");
+        let c = classify(&Signal::from_reqwest(&err));
+        assert_eq!(c.reason, Reason::ConnectionReset, "{c:?}");
+    }
+    assert_eq!(sim.attempts("sim-reset"), 2);
+    // The reset is per connection: the next request, on a new connection, is answered.
+    let ok = post(&client, &sim, &request("sim-ok", false))
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
+async fn slow_first_token_comes_after_the_delay() {
+    let delay = Duration::from_millis(250);
+    let sim = Sim::builder()
+        .fault("slow", Fault::FirstTokenDelay(delay))
+        .start()
+        .await
+        .unwrap();
+    let client = client();
+
+    let start = Instant::now();
+    let resp = post(&client, &sim, &request("slow", true)).await.unwrap();
+    let headers_at = start.elapsed();
+    let mut events = Events::new(resp);
+    events.next().await.unwrap().unwrap();
+    assert!(headers_at < delay, "headers at {headers_at:?}");
+    assert!(start.elapsed() >= delay);
+    let (rest, err) = events.all().await;
+    assert!(err.is_none());
+    assert_eq!(rest.last().map(String::as_str), Some("[DONE]"));
+
+    let start = Instant::now();
+    let resp = post(&client, &sim, &request("slow", false)).await.unwrap();
+    assert!(start.elapsed() >= delay);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], ANSWER);
+}
+
+#[tokio::test]
+async fn down_for_refuses_connections_then_serves_on_the_same_port() {
+    let sim = Sim::builder()
+        .down_for(Duration::from_millis(300))
+        .start()
+        .await
+        .unwrap();
+    let addr = sim.addr();
+    assert!(!sim.is_listening());
+    let client = client();
+    let err = post(&client, &sim, &request("sim-ok", false))
+        .await
+        .expect_err("nothing listens");
+    assert!(
+        has_io_kind(&err, io::ErrorKind::ConnectionRefused),
+        "{err:?}"
+    );
+    assert_eq!(
+        classify(&Signal::from_reqwest(&err)).reason,
+        Reason::ConnectionRefused
+    );
+    sim.wait_until_up().await;
+    assert_eq!(sim.addr(), addr);
+    let resp = post(&client, &sim, &request("sim-ok", false))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // A refused connection is never seen.
+    assert_eq!(sim.attempts("sim-ok"), 1);
+}
+
+#[tokio::test]
+async fn going_down_closes_open_connections_too() {
+    let sim = sim().await;
+    let client = client();
+    // A pooled keep-alive connection to the sim.
+    assert_eq!(
+        post(&client, &sim, &request("sim-ok", false))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    sim.down_for(Duration::from_millis(300)).await;
+    let err = post(&client, &sim, &request("sim-ok", false))
+        .await
+        .expect_err("down");
+    let reason = classify(&Signal::from_reqwest(&err)).reason;
+    assert!(
+        matches!(reason, Reason::ConnectionRefused | Reason::ConnectionReset),
+        "{reason:?} {err:?}"
+    );
+    sim.wait_until_up().await;
+    assert_eq!(
+        post(&client, &sim, &request("sim-ok", false))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn set_down_and_up_by_hand() {
+    let sim = sim().await;
+    let client = client();
+    sim.set_down(true).await;
+    assert!(!sim.is_listening());
+    let err = tokio::net::TcpStream::connect(sim.addr())
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+    sim.set_down(false).await;
+    assert!(sim.is_listening());
+    assert_eq!(
+        post(&client, &sim, &request("sim-ok", true))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn attempts_are_counted_per_model() {
+    let sim = sim().await;
+    let client = client();
+    for model in ["a", "b", "b", "sim-503", "sim-503", "sim-503"] {
+        post(&client, &sim, &request(model, false)).await.unwrap();
+    }
+    assert_eq!(sim.attempts("a"), 1);
+    assert_eq!(sim.attempts("b"), 2);
+    assert_eq!(sim.attempts("sim-503"), 3);
+    assert_eq!(sim.attempts("never"), 0);
+    assert_eq!(sim.total_attempts(), 6);
+}
+
+#[tokio::test]
+async fn bad_requests_get_openai_400s() {
+    let sim = sim().await;
+    let client = client();
+    let url = format!("{}/chat/completions", sim.base_url());
+    let bodies = [
+        "not json".to_owned(),
+        "{}".to_owned(),
+        json!({"model": "a"}).to_string(),
+        json!({"model": "a", "messages": []}).to_string(),
+        json!({"model": 7, "messages": [{"role": "user", "content": "x"}]}).to_string(),
+        json!({"model": "a", "messages": [{"role": "user"}], "max_tokens": 0}).to_string(),
+        json!({"model": "a", "messages": [{}], "stream": "yes"}).to_string(),
+    ];
+    for body in &bodies {
+        let resp = client.post(&url).body(body.clone()).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        let error: Value = resp.json().await.unwrap();
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{body}");
+        assert!(error["error"]["message"].is_string());
+    }
+    // Over axum's 2 MB body limit: an OpenAI error too, not a plain-text rejection.
+    let huge =
+        json!({"model": "a", "messages": [{"role": "user", "content": "x".repeat(3 << 20)}]});
+    let resp = client.post(&url).json(&huge).send().await.unwrap();
+    assert_eq!(resp.status(), 413);
+    let error: Value = resp.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "invalid_request_error");
+    assert_eq!(sim.total_attempts(), bodies.len() as u64 + 1);
+    assert_eq!(sim.attempts("a"), 0);
+    // The server is still fine.
+    assert_eq!(
+        post(&client, &sim, &request("a", false))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn models_and_unknown_routes() {
+    let sim = Sim::builder()
+        .fault("flaky", Fault::ServerErrorOnce)
+        .start()
+        .await
+        .unwrap();
+    let client = client();
+    let models: Value = client
+        .get(format!("{}/models", sim.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(models["object"], "list");
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["flaky", "sim-ok"]);
+    let resp = client
+        .get(format!("{}/nope", sim.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let error: Value = resp.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "invalid_request_error");
+}
+
+#[tokio::test]
+async fn configured_faults_take_precedence_over_names() {
+    let sim = Sim::builder()
+        .fault("sim-503", Fault::None)
+        .start()
+        .await
+        .unwrap();
+    let client = client();
+    let status = async |model: &str| {
+        post(&client, &sim, &request(model, false))
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    assert_eq!(status("sim-503").await, 200);
+    sim.set_fault("gpt-4o", Fault::Status(529));
+    assert_eq!(status("gpt-4o").await, 529);
+    sim.clear_fault("sim-503");
+    assert_eq!(status("sim-503").await, 503);
+}
+
+#[tokio::test]
+async fn shutdown_closes_the_port_and_held_connections() {
+    let sim = sim().await;
+    let addr = sim.addr();
+    let url = format!("{}/chat/completions", sim.base_url());
+    let held = tokio::spawn(async move {
+        client()
+            .post(url)
+            .json(&request("sim-silent", false))
+            .send()
+            .await
+    });
+    // Wait until the silent request has reached its handler.
+    while sim.attempts("sim-silent") == 0 {
+        tokio::task::yield_now().await;
+    }
+    sim.shutdown().await;
+    let err = held.await.unwrap().expect_err("the connection is closed");
+    assert!(!err.is_timeout(), "closed, not timed out: {err:?}");
+    let err = tokio::net::TcpStream::connect(addr).await.unwrap_err();
+    assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
+}
+
+#[tokio::test]
+async fn dropping_the_sim_releases_the_port() {
+    let sim = sim().await;
+    let addr = sim.addr();
+    drop(sim);
+    // The accept loop is aborted; it is dropped (with the listener) when the runtime next
+    // runs it, without any await on our side. A connection that races the close may be
+    // accepted by the kernel, or reset; then the port refuses.
+    timeout(Duration::from_secs(2), async {
+        while !tokio::net::TcpStream::connect(addr)
+            .await
+            .is_err_and(|e| e.kind() == io::ErrorKind::ConnectionRefused)
+        {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the port is closed");
+}
