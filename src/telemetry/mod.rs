@@ -63,4 +63,86 @@ pub mod names {
         /// Outcomes are recorded and reported, calls are never rejected.
         pub const METRICS_ONLY: &str = "metrics_only";
     }
+
+    /// The tracing target of every chain span and event.
+    pub const CHAIN_TARGET: &str = "llm_failover::chain";
+
+    /// The span of one logical request through a route (the design contract's `failover`
+    /// span). Fields: [`chain::ROUTE`], [`chain::REQUEST_OUTCOME`], [`chain::ATTEMPTS`].
+    pub const REQUEST_SPAN: &str = "failover";
+
+    /// The span of one attempt, a child of [`REQUEST_SPAN`]. Its fields follow the
+    /// OpenTelemetry GenAI conventions plus the crate's own (see [`chain`]). A rejected
+    /// attempt (breaker open) is a span too, with outcome `rejected`.
+    pub const ATTEMPT_SPAN: &str = "attempt";
+
+    /// The event emitted inside a request span when the request moves from one target to
+    /// another. Fields: [`chain::FROM_PROVIDER`], [`chain::TO_PROVIDER`], [`chain::REASON`].
+    pub const FAILOVER_EVENT: &str = "failover_hop";
+
+    /// Field names and values of the chain's spans and events.
+    pub mod chain {
+        /// Request span: the route (client-facing model name, from configuration).
+        pub const ROUTE: &str = "route";
+        /// Request span: how the request ended, one of [`OUTCOME_OK`], [`OUTCOME_ERROR`],
+        /// [`OUTCOME_EXHAUSTED`], [`OUTCOME_CANCELLED`]; recorded when it ends.
+        pub const REQUEST_OUTCOME: &str = "outcome";
+        /// Request span: how many attempts it made, rejections included.
+        pub const ATTEMPTS: &str = "attempts";
+
+        /// Attempt span: `gen_ai.operation.name` (always `chat`).
+        pub const OPERATION: &str = "gen_ai.operation.name";
+        /// Attempt span: `gen_ai.provider.name`, the provider as configured.
+        pub const PROVIDER: &str = "gen_ai.provider.name";
+        /// Attempt span: `gen_ai.request.model`, the upstream model.
+        pub const MODEL: &str = "gen_ai.request.model";
+        /// Attempt span: `error.type`, the failure reason (absent on success).
+        pub const ERROR_TYPE: &str = "error.type";
+        /// Attempt span: the attempt's number within the request, from 1.
+        pub const ATTEMPT: &str = "llm_failover.attempt";
+        /// Attempt span: [`ROLE_PRIMARY`] or [`ROLE_FALLBACK`].
+        pub const ROLE: &str = "llm_failover.role";
+        /// Attempt span: the state of the target's breaker when it was asked (a
+        /// [`super::states`] value).
+        pub const BREAKER_STATE: &str = "llm_failover.breaker.state";
+        /// Attempt span: the failure reason, as `error.type` (absent on success).
+        pub const REASON: &str = "llm_failover.reason";
+        /// Attempt span: [`ATTEMPT_OK`], [`ATTEMPT_FAILURE`] or [`ATTEMPT_REJECTED`].
+        pub const ATTEMPT_OUTCOME: &str = "llm_failover.outcome";
+        /// Attempt span: the time to first token in seconds (streams only).
+        pub const TTFT: &str = "llm_failover.ttft_s";
+        /// Attempt span: the attempt's duration in seconds, recorded when it settles (for a
+        /// stream, when the stream ends).
+        pub const DURATION: &str = "llm_failover.duration_s";
+        /// Attempt span: the HTTP status the provider answered with, if any.
+        pub const STATUS: &str = "http.response.status_code";
+
+        /// Failover event: the provider left.
+        pub const FROM_PROVIDER: &str = "from_provider";
+        /// Failover event: the provider tried next.
+        pub const TO_PROVIDER: &str = "to_provider";
+        /// Failover event: why the request left (a failure's reason, or the reason that opened
+        /// the breaker that refused it; `unknown` when an operator forced it open).
+        pub const FAILOVER_REASON: &str = "reason";
+
+        /// `role` of the route's first target.
+        pub const ROLE_PRIMARY: &str = "primary";
+        /// `role` of every other target.
+        pub const ROLE_FALLBACK: &str = "fallback";
+        /// Attempt outcome: answered.
+        pub const ATTEMPT_OK: &str = "ok";
+        /// Attempt outcome: sent and failed.
+        pub const ATTEMPT_FAILURE: &str = "failure";
+        /// Attempt outcome: refused by a breaker, nothing sent.
+        pub const ATTEMPT_REJECTED: &str = "rejected";
+        /// Request outcome: answered.
+        pub const OUTCOME_OK: &str = "ok";
+        /// Request outcome: a failure returned to the caller as it was (format, content
+        /// filter, ...), a broken stream, or the deadline.
+        pub const OUTCOME_ERROR: &str = "error";
+        /// Request outcome: every target failed or was open.
+        pub const OUTCOME_EXHAUSTED: &str = "exhausted";
+        /// Request outcome: the caller went away first.
+        pub const OUTCOME_CANCELLED: &str = "cancelled";
+    }
 }
