@@ -67,6 +67,7 @@ mod error;
 pub mod openai;
 mod policy;
 mod stream;
+mod telemetry;
 
 #[cfg(test)]
 mod tests;
@@ -76,6 +77,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use crate::Reason;
 use crate::breaker::{Outcome, OwnedTargetPermit, Registry};
@@ -260,6 +262,8 @@ struct Committed<V> {
     target: RouteTarget,
     started: Instant,
     trail: Trail,
+    /// The attempt's span, still open: it is settled with the attempt.
+    span: tracing::Span,
 }
 
 /// Where the chain is in the route.
@@ -311,18 +315,28 @@ impl Route {
         Fut: Future<Output = Result<T, AttemptFailure>>,
     {
         let limit = self.policy.attempt_timeout;
-        let c = self.run(&mut attempt, |_| limit).await?;
+        let request = telemetry::Request::new(&self.name);
+        let c = match self
+            .run(&request, &mut attempt, |_| limit)
+            .instrument(request.span().clone())
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                request.failed(&e);
+                return Err(e);
+            }
+        };
+        let took = c.started.elapsed();
         if let Some(permit) = c.permit {
-            permit.record(Outcome::success(c.started.elapsed()));
+            permit.record(Outcome::success(took));
         }
+        telemetry::settled(&c.span, AttemptOutcome::Ok, None, took);
         let mut trail = c.trail;
-        trail.0.push(record(
-            &c.target,
-            AttemptOutcome::Ok,
-            None,
-            c.started.elapsed(),
-            None,
-        ));
+        trail
+            .0
+            .push(record(&c.target, AttemptOutcome::Ok, None, took, None));
+        request.succeeded(trail.0.len());
         Ok(Answer {
             value: c.value,
             provider: c.target.provider,
@@ -349,8 +363,10 @@ impl Route {
     {
         use futures_util::StreamExt as _;
         let limit = self.policy.attempt_timeout.min(self.policy.ttft_timeout);
-        let c = self
+        let request = telemetry::Request::new(&self.name);
+        let run = self
             .run(
+                &request,
                 |ctx| {
                     let opening = open(ctx);
                     async move {
@@ -364,8 +380,18 @@ impl Route {
                 },
                 |_| limit,
             )
-            .await?;
+            .instrument(request.span().clone())
+            .await;
+        let c = match run {
+            Ok(c) => c,
+            Err(e) => {
+                request.failed(&e);
+                return Err(e);
+            }
+        };
         let ttft = c.started.elapsed();
+        c.span
+            .record(crate::telemetry::names::chain::TTFT, ttft.as_secs_f64());
         let mut trail = c.trail;
         trail
             .0
@@ -381,6 +407,8 @@ impl Route {
                 started: c.started,
                 ttft,
                 idle: self.policy.idle_timeout,
+                span: c.span,
+                request,
             },
         );
         Ok(Answer {
@@ -395,6 +423,7 @@ impl Route {
     /// until an attempt succeeds, and hands back the success with its permit unsettled.
     async fn run<V, F, Fut>(
         &self,
+        request: &telemetry::Request,
         mut attempt: F,
         attempt_limit: impl Fn(&RouteTarget) -> Duration,
     ) -> Result<Committed<V>, FailoverError>
@@ -408,6 +437,8 @@ impl Route {
         let mut list = &self.targets;
         let mut i = 0;
         let mut number = 0;
+        // The target the request is leaving, and why: a failover event when it moves on.
+        let mut leaving: Option<(Arc<str>, Reason)> = None;
         let fail = |kind, trail: Trail, last: Option<AttemptFailure>| {
             let retry_after = trail.soonest_retry();
             Err(FailoverError {
@@ -424,11 +455,21 @@ impl Route {
                 continue;
             };
             let mut retries = 0;
+            let primary = std::ptr::eq(list, &self.targets) && i == 0;
+            if let Some((from, reason)) = leaving.take() {
+                request.failover(&from, &t.provider, reason);
+            }
             loop {
                 number += 1;
+                let span = telemetry::attempt_span(request, t, number, primary, &target);
                 let permit = match target.try_acquire_owned() {
                     Ok(p) => p,
                     Err(rejected) => {
+                        telemetry::rejected(&span, &rejected);
+                        leaving = Some((
+                            Arc::clone(&t.provider),
+                            rejected.reason().unwrap_or(Reason::Unknown),
+                        ));
                         trail.0.push(record(
                             t,
                             AttemptOutcome::Rejected(rejected.reason()),
@@ -451,11 +492,12 @@ impl Route {
                     provider: Arc::clone(&t.provider),
                     model: Arc::clone(&t.model),
                     number,
-                    primary: std::ptr::eq(list, &self.targets) && i == 0,
+                    primary,
                     deadline: attempt_deadline,
                 };
                 let started = Instant::now();
-                let failure = match tokio::time::timeout_at(attempt_deadline, attempt(ctx)).await {
+                let running = tokio::time::timeout_at(attempt_deadline, attempt(ctx));
+                let failure = match running.instrument(span.clone()).await {
                     Ok(Ok(value)) => {
                         return Ok(Committed {
                             value,
@@ -463,12 +505,19 @@ impl Route {
                             target: t.clone(),
                             started,
                             trail,
+                            span,
                         });
                     }
                     Ok(Err(failure)) => failure,
                     Err(_elapsed) if cut_short => {
                         // Our own deadline ended the attempt, not the provider's slowness.
                         drop(permit);
+                        telemetry::settled(
+                            &span,
+                            AttemptOutcome::Failed(Reason::Timeout),
+                            None,
+                            started.elapsed(),
+                        );
                         trail.0.push(record(
                             t,
                             AttemptOutcome::Failed(Reason::Timeout),
@@ -487,6 +536,12 @@ impl Route {
                     outcome = outcome.with_retry_after(wait);
                 }
                 permit.record(outcome);
+                telemetry::settled(
+                    &span,
+                    AttemptOutcome::Failed(reason),
+                    failure.status(),
+                    took,
+                );
                 trail.0.push(record(
                     t,
                     AttemptOutcome::Failed(reason),
@@ -502,10 +557,12 @@ impl Route {
                         tokio::time::sleep(wait).await;
                     }
                     Next::FailOver => {
+                        leaving = Some((Arc::clone(&t.provider), reason));
                         i += 1;
                         continue 'targets;
                     }
                     Next::LargerContext => {
+                        leaving = Some((Arc::clone(&t.provider), reason));
                         list = &self.larger_context;
                         i = 0;
                         continue 'targets;
@@ -517,7 +574,7 @@ impl Route {
         if trail.sent() == 0 {
             if self.policy.last_resort
                 && let Some(c) = self
-                    .last_resort(&mut attempt, &mut trail, number, deadline)
+                    .last_resort(request, &mut attempt, &mut trail, number, deadline)
                     .await
             {
                 return c;
@@ -568,6 +625,7 @@ impl Route {
     /// (its breaker learns nothing from it), if the route allows it.
     async fn last_resort<V, F, Fut>(
         &self,
+        request: &telemetry::Request,
         attempt: &mut F,
         trail: &mut Trail,
         number: u32,
@@ -588,14 +646,19 @@ impl Route {
             .clone();
         let started = Instant::now();
         let attempt_deadline = (started + self.policy.attempt_timeout).min(deadline);
+        let primary = self.targets.first() == Some(&t);
+        let target = self.registry.target(&t.provider, &t.model)?;
+        let span = telemetry::attempt_span(request, &t, number + 1, primary, &target);
         let ctx = AttemptContext {
             provider: Arc::clone(&t.provider),
             model: Arc::clone(&t.model),
             number: number + 1,
-            primary: self.targets.first() == Some(&t),
+            primary,
             deadline: attempt_deadline,
         };
-        let result = tokio::time::timeout_at(attempt_deadline, attempt(ctx)).await;
+        let result = tokio::time::timeout_at(attempt_deadline, attempt(ctx))
+            .instrument(span.clone())
+            .await;
         let failure = match result {
             Ok(Ok(value)) => {
                 return Some(Ok(Committed {
@@ -604,11 +667,18 @@ impl Route {
                     target: t,
                     started,
                     trail: std::mem::take(trail),
+                    span,
                 }));
             }
             Ok(Err(f)) => f,
             Err(_) => AttemptFailure::new(Reason::Timeout),
         };
+        telemetry::settled(
+            &span,
+            AttemptOutcome::Failed(failure.reason()),
+            failure.status(),
+            started.elapsed(),
+        );
         trail.0.push(record(
             &t,
             AttemptOutcome::Failed(failure.reason()),

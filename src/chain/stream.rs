@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures_core::Stream;
 use tokio::time::{Instant, Sleep};
 
+use super::telemetry::{self, Request};
 use super::{AttemptFailure, AttemptOutcome, FailoverError, FailoverErrorKind, Trail};
 use crate::Reason;
 use crate::breaker::{Outcome, OwnedTargetPermit};
@@ -40,6 +41,10 @@ pub(crate) struct Committed {
     pub(crate) started: Instant,
     pub(crate) ttft: Duration,
     pub(crate) idle: Duration,
+    /// The committed attempt's span, settled when the stream ends.
+    pub(crate) span: tracing::Span,
+    /// The request's span, finished when the stream ends (cancelled if it is dropped first).
+    pub(crate) request: Request,
 }
 
 /// The stream a route committed to. Yields the upstream's chunks; ends after the final chunk;
@@ -124,6 +129,8 @@ where
         self.done = true;
         let took = self.info.started.elapsed();
         self.settle(Outcome::success(took).with_ttft(self.info.ttft));
+        telemetry::settled(&self.info.span, AttemptOutcome::Ok, None, took);
+        self.info.request.succeeded(self.info.trail.0.len());
     }
 
     fn broken(
@@ -139,13 +146,16 @@ where
             last.outcome = AttemptOutcome::Failed(reason);
             last.duration = took;
         }
-        Poll::Ready(Some(Err(FailoverError {
+        telemetry::settled(&self.info.span, AttemptOutcome::Failed(reason), None, took);
+        let error = FailoverError {
             kind: FailoverErrorKind::StreamBroken(reason),
             route: Arc::clone(&self.info.route),
             trail,
             last: Some(failure),
             retry_after: None,
-        })))
+        };
+        self.info.request.failed(&error);
+        Poll::Ready(Some(Err(error)))
     }
 }
 

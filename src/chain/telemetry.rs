@@ -1,0 +1,253 @@
+//! The chain's spans and events, named in [`crate::telemetry::names`].
+//!
+//! Span and field names must be literals in `tracing`'s macros; the test below checks that
+//! every literal here is the constant the metrics layer reads.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tracing::Span;
+use tracing::field::Empty;
+
+use super::{AttemptOutcome, FailoverError, FailoverErrorKind, RouteTarget};
+use crate::Reason;
+use crate::breaker::{Rejected, State, Target};
+use crate::telemetry::names::chain as field;
+
+/// The span of one request through a route. Dropped without an outcome, it records
+/// `cancelled`: the caller went away.
+pub(crate) struct Request {
+    span: Span,
+    done: AtomicBool,
+}
+
+impl Request {
+    pub(super) fn new(route: &str) -> Self {
+        let span = tracing::info_span!(
+            target: "llm_failover::chain",
+            "failover",
+            route = route,
+            outcome = Empty,
+            attempts = Empty,
+        );
+        Self {
+            span,
+            done: AtomicBool::new(false),
+        }
+    }
+
+    pub(super) fn span(&self) -> &Span {
+        &self.span
+    }
+
+    fn finish(&self, outcome: &'static str, attempts: usize) {
+        self.span.record(field::REQUEST_OUTCOME, outcome);
+        self.span.record(field::ATTEMPTS, attempts);
+        self.done.store(true, Ordering::Relaxed);
+    }
+
+    pub(super) fn succeeded(&self, attempts: usize) {
+        self.finish(field::OUTCOME_OK, attempts);
+    }
+
+    pub(super) fn failed(&self, e: &FailoverError) {
+        let outcome = match e.kind {
+            FailoverErrorKind::Exhausted | FailoverErrorKind::AllOpen => field::OUTCOME_EXHAUSTED,
+            FailoverErrorKind::Returned(Reason::Cancelled) => field::OUTCOME_CANCELLED,
+            FailoverErrorKind::Returned(_)
+            | FailoverErrorKind::DeadlineExceeded
+            | FailoverErrorKind::StreamBroken(_) => field::OUTCOME_ERROR,
+        };
+        self.finish(outcome, e.trail.0.len());
+    }
+
+    /// The request leaves `from` for `to` because of `reason`.
+    pub(super) fn failover(&self, from: &str, to: &str, reason: Reason) {
+        tracing::event!(
+            name: "failover_hop",
+            target: "llm_failover::chain",
+            parent: &self.span,
+            tracing::Level::INFO,
+            from_provider = from,
+            to_provider = to,
+            reason = reason.as_str(),
+        );
+    }
+}
+
+impl Drop for Request {
+    fn drop(&mut self) {
+        if !self.done.load(Ordering::Relaxed) {
+            self.span
+                .record(field::REQUEST_OUTCOME, field::OUTCOME_CANCELLED);
+        }
+    }
+}
+
+/// The state a target's breakers showed when the attempt asked: the provider-wide breaker's
+/// if it is not closed, else the model's.
+fn breaker_state(target: &Target<'_>) -> &'static str {
+    let provider = target.provider_breaker().state();
+    if provider == State::Closed {
+        target.model_breaker().state().as_str()
+    } else {
+        provider.as_str()
+    }
+}
+
+/// The span of one attempt, a child of the request's, with the OpenTelemetry GenAI fields.
+pub(super) fn attempt_span(
+    request: &Request,
+    t: &RouteTarget,
+    number: u32,
+    primary: bool,
+    target: &Target<'_>,
+) -> Span {
+    let role = if primary {
+        field::ROLE_PRIMARY
+    } else {
+        field::ROLE_FALLBACK
+    };
+    tracing::info_span!(
+        target: "llm_failover::chain",
+        parent: request.span(),
+        "attempt",
+        "gen_ai.operation.name" = "chat",
+        "gen_ai.provider.name" = &*t.provider,
+        "gen_ai.request.model" = &*t.model,
+        "llm_failover.attempt" = number,
+        "llm_failover.role" = role,
+        "llm_failover.breaker.state" = breaker_state(target),
+        "llm_failover.reason" = Empty,
+        "error.type" = Empty,
+        "llm_failover.outcome" = Empty,
+        "llm_failover.ttft_s" = Empty,
+        "llm_failover.duration_s" = Empty,
+        "http.response.status_code" = Empty,
+    )
+}
+
+/// A breaker refused the attempt: nothing was sent.
+pub(super) fn rejected(span: &Span, rejected: &Rejected) {
+    span.record(field::ATTEMPT_OUTCOME, field::ATTEMPT_REJECTED);
+    span.record(field::BREAKER_STATE, rejected.state().as_str());
+    if let Some(r) = rejected.reason() {
+        span.record(field::REASON, r.as_str());
+    }
+}
+
+/// The attempt settled.
+pub(super) fn settled(
+    span: &Span,
+    outcome: AttemptOutcome,
+    status: Option<u16>,
+    took: std::time::Duration,
+) {
+    match outcome {
+        AttemptOutcome::Ok => span.record(field::ATTEMPT_OUTCOME, field::ATTEMPT_OK),
+        AttemptOutcome::Failed(r) => {
+            span.record(field::REASON, r.as_str());
+            span.record(field::ERROR_TYPE, r.as_str());
+            span.record(field::ATTEMPT_OUTCOME, field::ATTEMPT_FAILURE)
+        }
+        AttemptOutcome::Rejected(_) => span.record(field::ATTEMPT_OUTCOME, field::ATTEMPT_REJECTED),
+    };
+    if let Some(s) = status {
+        span.record(field::STATUS, s);
+    }
+    span.record(field::DURATION, took.as_secs_f64());
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing::span::{Attributes, Id};
+    use tracing_subscriber::layer::{Context, SubscriberExt as _};
+    use tracing_subscriber::{Layer, Registry};
+
+    use super::*;
+    use crate::telemetry::names;
+
+    /// Target, name and field names of a span or event.
+    type Callsite = (String, String, Vec<String>);
+
+    /// Records the names and fields of every span and event it sees.
+    #[derive(Clone, Default)]
+    struct Seen(Arc<Mutex<Vec<Callsite>>>);
+
+    impl<S: tracing::Subscriber> Layer<S> for Seen {
+        fn on_new_span(&self, attrs: &Attributes<'_>, _: &Id, _: Context<'_, S>) {
+            let m = attrs.metadata();
+            let fields = m.fields().iter().map(|f| f.name().to_owned()).collect();
+            self.0
+                .lock()
+                .unwrap()
+                .push((m.target().into(), m.name().into(), fields));
+        }
+        fn on_event(&self, e: &tracing::Event<'_>, _: Context<'_, S>) {
+            let m = e.metadata();
+            let fields = m.fields().iter().map(|f| f.name().to_owned()).collect();
+            self.0
+                .lock()
+                .unwrap()
+                .push((m.target().into(), m.name().into(), fields));
+        }
+    }
+
+    #[test]
+    fn the_literals_are_the_names_the_layer_reads() {
+        let seen = Seen::default();
+        let subscriber = Registry::default().with(seen.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            let registry = crate::breaker::Registry::builder()
+                .target("p", "m")
+                .build()
+                .unwrap();
+            let request = Request::new("r");
+            let t = RouteTarget {
+                provider: "p".into(),
+                model: "m".into(),
+            };
+            let target = registry.target("p", "m").unwrap();
+            let _span = attempt_span(&request, &t, 1, true, &target);
+            request.failover("p", "q", Reason::Timeout);
+        });
+        let seen = seen.0.lock().unwrap();
+        let find = |name: &str| seen.iter().find(|(_, n, _)| n == name).cloned().unwrap();
+        let (target, _, fields) = find(names::REQUEST_SPAN);
+        assert_eq!(target, names::CHAIN_TARGET);
+        assert_eq!(
+            fields,
+            [field::ROUTE, field::REQUEST_OUTCOME, field::ATTEMPTS]
+        );
+        let (target, _, fields) = find(names::ATTEMPT_SPAN);
+        assert_eq!(target, names::CHAIN_TARGET);
+        assert_eq!(
+            fields,
+            [
+                field::OPERATION,
+                field::PROVIDER,
+                field::MODEL,
+                field::ATTEMPT,
+                field::ROLE,
+                field::BREAKER_STATE,
+                field::REASON,
+                field::ERROR_TYPE,
+                field::ATTEMPT_OUTCOME,
+                field::TTFT,
+                field::DURATION,
+                field::STATUS,
+            ]
+        );
+        let (target, _, fields) = find(names::FAILOVER_EVENT);
+        assert_eq!(target, names::CHAIN_TARGET);
+        assert_eq!(
+            fields,
+            [
+                field::FROM_PROVIDER,
+                field::TO_PROVIDER,
+                field::FAILOVER_REASON
+            ]
+        );
+    }
+}
