@@ -168,6 +168,8 @@ pub enum AttemptOutcome {
     /// The target's breaker refused it; no request was sent. The reason is what opened the
     /// breaker, when known.
     Rejected(Option<Reason>),
+    /// The chain cancelled it: it lost a hedge race. Its breakers do not hear of it.
+    Cancelled,
 }
 
 /// One attempt of a request: which target, how it ended, with which status, how long it took.
@@ -195,6 +197,7 @@ impl fmt::Display for AttemptRecord {
             AttemptOutcome::Ok => f.write_str("ok"),
             AttemptOutcome::Failed(r) => f.write_str(r.as_str()),
             AttemptOutcome::Rejected(_) => f.write_str("breaker_open"),
+            AttemptOutcome::Cancelled => f.write_str("cancelled"),
         }
     }
 }
@@ -285,7 +288,7 @@ impl FailoverError {
                     self.trail.0.iter().rev().find_map(|a| match a.outcome {
                         AttemptOutcome::Rejected(r) => r,
                         AttemptOutcome::Failed(r) => Some(r),
-                        AttemptOutcome::Ok => None,
+                        AttemptOutcome::Ok | AttemptOutcome::Cancelled => None,
                     })
                 })
             }

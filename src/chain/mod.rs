@@ -266,6 +266,133 @@ struct Committed<V> {
     span: tracing::Span,
 }
 
+/// An attempt's future under its deadline, inside its span.
+type Running<Fut> =
+    std::pin::Pin<Box<tokio::time::Timeout<tracing::instrument::Instrumented<Fut>>>>;
+
+/// An attempt's result; its deadline passing is a timeout.
+fn landed<V>(
+    r: Result<Result<V, AttemptFailure>, tokio::time::error::Elapsed>,
+) -> Result<V, AttemptFailure> {
+    r.unwrap_or_else(|_elapsed| Err(AttemptFailure::new(Reason::Timeout)))
+}
+
+/// An attempt in flight: what settling it needs.
+struct Flight {
+    target: RouteTarget,
+    permit: Option<OwnedTargetPermit>,
+    span: tracing::Span,
+    started: Instant,
+    /// The route's total deadline, not the attempt timeout, bounds this attempt.
+    cut_short: bool,
+    /// The attempt took part in a hedge race.
+    hedged: bool,
+}
+
+impl Flight {
+    fn commit<V>(self, value: V, trail: Trail) -> Committed<V> {
+        Committed {
+            value,
+            permit: self.permit,
+            target: self.target,
+            started: self.started,
+            trail,
+            span: self.span,
+        }
+    }
+
+    /// Settles a failure on the breakers, the span and the trail; returns its reason.
+    fn fail(mut self, failure: &AttemptFailure, trail: &mut Trail) -> Reason {
+        let took = self.started.elapsed();
+        let reason = failure.reason();
+        let mut outcome = Outcome::failure(reason, took);
+        if let Some(wait) = failure.retry_after() {
+            outcome = outcome.with_retry_after(wait);
+        }
+        if let Some(permit) = self.permit.take() {
+            permit.record(outcome);
+        }
+        telemetry::settled(
+            &self.span,
+            AttemptOutcome::Failed(reason),
+            failure.status(),
+            took,
+        );
+        trail.0.push(record(
+            &self.target,
+            AttemptOutcome::Failed(reason),
+            failure.status(),
+            took,
+            failure.retry_after(),
+        ));
+        reason
+    }
+
+    /// The route's own deadline ended the attempt: a timeout in the trail, nothing for the
+    /// breakers (the provider was not given its full attempt timeout).
+    fn abandon(self, trail: &mut Trail) {
+        let took = self.started.elapsed();
+        telemetry::settled(
+            &self.span,
+            AttemptOutcome::Failed(Reason::Timeout),
+            None,
+            took,
+        );
+        trail.0.push(record(
+            &self.target,
+            AttemptOutcome::Failed(Reason::Timeout),
+            None,
+            took,
+            None,
+        ));
+    }
+
+    /// The attempt lost a hedge race and is cancelled: nothing for the breakers.
+    fn lost(self, trail: &mut Trail) {
+        let took = self.started.elapsed();
+        trail.0.push(record(
+            &self.target,
+            AttemptOutcome::Cancelled,
+            None,
+            took,
+            None,
+        ));
+    }
+}
+
+/// An attempt started: its flight and its future.
+struct Launched<Fut> {
+    flight: Flight,
+    fut: Running<Fut>,
+}
+
+/// How a hedge race ended.
+enum Race<V> {
+    /// An attempt answered (its trail is empty: the caller's trail goes in).
+    Won(Committed<V>),
+    /// The last failure, unsettled, and how many more targets the race used.
+    Failed(Flight, AttemptFailure, usize),
+}
+
+impl<V> Race<V> {
+    fn single(flight: Flight, r: Result<V, AttemptFailure>) -> Self {
+        match r {
+            Ok(v) => Race::Won(flight.commit(v, Trail::default())),
+            Err(f) => Race::Failed(flight, f, 0),
+        }
+    }
+}
+
+fn rejection(t: &RouteTarget, rejected: &crate::breaker::Rejected) -> AttemptRecord {
+    record(
+        t,
+        AttemptOutcome::Rejected(rejected.reason()),
+        None,
+        Duration::ZERO,
+        rejected.retry_after(),
+    )
+}
+
 /// Where the chain is in the route.
 enum Next {
     /// The next target of the current list.
@@ -461,95 +588,79 @@ impl Route {
             }
             loop {
                 number += 1;
-                let span = telemetry::attempt_span(request, t, number, primary, &target);
-                let permit = match target.try_acquire_owned() {
-                    Ok(p) => p,
+                let now = Instant::now();
+                let limit = attempt_limit(t);
+                let a = match self.launch(
+                    request,
+                    t,
+                    &target,
+                    number,
+                    primary,
+                    now,
+                    limit,
+                    deadline,
+                    &mut attempt,
+                ) {
+                    Ok(a) => a,
                     Err(rejected) => {
-                        telemetry::rejected(&span, &rejected);
                         leaving = Some((
                             Arc::clone(&t.provider),
                             rejected.reason().unwrap_or(Reason::Unknown),
                         ));
-                        trail.0.push(record(
-                            t,
-                            AttemptOutcome::Rejected(rejected.reason()),
-                            None,
-                            Duration::ZERO,
-                            rejected.retry_after(),
-                        ));
+                        trail.0.push(rejection(t, &rejected));
                         i += 1;
                         continue 'targets;
                     }
                 };
-                let now = Instant::now();
                 if now >= deadline {
                     return fail(FailoverErrorKind::DeadlineExceeded, trail, last);
                 }
-                let full = attempt_limit(t);
-                let cut_short = deadline.saturating_duration_since(now) < full;
-                let attempt_deadline = (now + full).min(deadline);
-                let ctx = AttemptContext {
-                    provider: Arc::clone(&t.provider),
-                    model: Arc::clone(&t.model),
-                    number,
-                    primary,
-                    deadline: attempt_deadline,
-                };
-                let started = Instant::now();
-                let running = tokio::time::timeout_at(attempt_deadline, attempt(ctx));
-                let failure = match running.instrument(span.clone()).await {
-                    Ok(Ok(value)) => {
-                        return Ok(Committed {
-                            value,
-                            permit: Some(permit),
-                            target: t.clone(),
-                            started,
-                            trail,
-                            span,
-                        });
+                // Hedging: a first try that has not answered after the delay races the next
+                // target; the first answer wins and the loser is cancelled, uncounted.
+                let hedge = self.policy.hedge_after.filter(|_| retries == 0);
+                let (flight, failure) = match (hedge, list.get(i + 1)) {
+                    (Some(delay), Some(next)) => {
+                        match self
+                            .race(
+                                request,
+                                a,
+                                next,
+                                delay,
+                                &mut number,
+                                deadline,
+                                &attempt_limit,
+                                &mut attempt,
+                                &mut trail,
+                            )
+                            .await
+                        {
+                            Race::Won(committed) => {
+                                return Ok(Committed { trail, ..committed });
+                            }
+                            Race::Failed(flight, failure, skip) => {
+                                i += skip;
+                                (flight, failure)
+                            }
+                        }
                     }
-                    Ok(Err(failure)) => failure,
-                    Err(_elapsed) if cut_short => {
-                        // Our own deadline ended the attempt, not the provider's slowness.
-                        drop(permit);
-                        telemetry::settled(
-                            &span,
-                            AttemptOutcome::Failed(Reason::Timeout),
-                            None,
-                            started.elapsed(),
-                        );
-                        trail.0.push(record(
-                            t,
-                            AttemptOutcome::Failed(Reason::Timeout),
-                            None,
-                            started.elapsed(),
-                            None,
-                        ));
-                        return fail(FailoverErrorKind::DeadlineExceeded, trail, last);
-                    }
-                    Err(_elapsed) => AttemptFailure::new(Reason::Timeout),
+                    _ => match landed(a.fut.await) {
+                        Ok(value) => return Ok(a.flight.commit(value, trail)),
+                        Err(failure) => (a.flight, failure),
+                    },
                 };
-                let took = started.elapsed();
-                let reason = failure.reason();
-                let mut outcome = Outcome::failure(reason, took);
-                if let Some(wait) = failure.retry_after() {
-                    outcome = outcome.with_retry_after(wait);
+                if flight.cut_short && failure.reason() == Reason::Timeout {
+                    // Our own deadline ended the attempt, not the provider's slowness.
+                    flight.abandon(&mut trail);
+                    return fail(FailoverErrorKind::DeadlineExceeded, trail, last);
                 }
-                permit.record(outcome);
-                telemetry::settled(
-                    &span,
-                    AttemptOutcome::Failed(reason),
-                    failure.status(),
-                    took,
-                );
-                trail.0.push(record(
-                    t,
-                    AttemptOutcome::Failed(reason),
-                    failure.status(),
-                    took,
-                    failure.retry_after(),
-                ));
-                let next = self.next_step(&failure, retries, list, deadline);
+                let left = Arc::clone(&flight.target.provider);
+                let hedged = flight.hedged;
+                let reason = flight.fail(&failure, &mut trail);
+                let next = match self.next_step(&failure, retries, list, deadline) {
+                    // After a hedge race the same target is not tried again.
+                    Next::Retry(_) if hedged => Next::FailOver,
+                    next => next,
+                };
                 last = Some(failure);
                 match next {
                     Next::Retry(wait) => {
@@ -557,12 +668,12 @@ impl Route {
                         tokio::time::sleep(wait).await;
                     }
                     Next::FailOver => {
-                        leaving = Some((Arc::clone(&t.provider), reason));
+                        leaving = Some((left, reason));
                         i += 1;
                         continue 'targets;
                     }
                     Next::LargerContext => {
-                        leaving = Some((Arc::clone(&t.provider), reason));
+                        leaving = Some((left, reason));
                         list = &self.larger_context;
                         i = 0;
                         continue 'targets;
@@ -582,6 +693,141 @@ impl Route {
             return fail(FailoverErrorKind::AllOpen, trail, last);
         }
         fail(FailoverErrorKind::Exhausted, trail, last)
+    }
+
+    /// Starts an attempt on `t` if its breakers admit it.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site, each argument named"
+    )]
+    fn launch<V, F, Fut>(
+        &self,
+        request: &telemetry::Request,
+        t: &RouteTarget,
+        target: &crate::breaker::Target<'_>,
+        number: u32,
+        primary: bool,
+        now: Instant,
+        limit: Duration,
+        deadline: Instant,
+        attempt: &mut F,
+    ) -> Result<Launched<Fut>, crate::breaker::Rejected>
+    where
+        F: FnMut(AttemptContext) -> Fut,
+        Fut: Future<Output = Result<V, AttemptFailure>>,
+    {
+        let span = telemetry::attempt_span(request, t, number, primary, target);
+        let permit = match target.try_acquire_owned() {
+            Ok(p) => p,
+            Err(rejected) => {
+                telemetry::rejected(&span, &rejected);
+                return Err(rejected);
+            }
+        };
+        let attempt_deadline = (now + limit).min(deadline);
+        let ctx = AttemptContext {
+            provider: Arc::clone(&t.provider),
+            model: Arc::clone(&t.model),
+            number,
+            primary,
+            deadline: attempt_deadline,
+        };
+        let fut = Box::pin(tokio::time::timeout_at(
+            attempt_deadline,
+            attempt(ctx).instrument(span.clone()),
+        ));
+        Ok(Launched {
+            flight: Flight {
+                target: t.clone(),
+                permit: Some(permit),
+                span,
+                started: Instant::now(),
+                cut_short: deadline.saturating_duration_since(now) < limit,
+                hedged: false,
+            },
+            fut,
+        })
+    }
+
+    /// Races `a` against an attempt on `next` started after `delay`.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site, each argument named"
+    )]
+    async fn race<V, F, Fut>(
+        &self,
+        request: &telemetry::Request,
+        mut a: Launched<Fut>,
+        next: &RouteTarget,
+        delay: Duration,
+        number: &mut u32,
+        deadline: Instant,
+        attempt_limit: &impl Fn(&RouteTarget) -> Duration,
+        attempt: &mut F,
+        trail: &mut Trail,
+    ) -> Race<V>
+    where
+        F: FnMut(AttemptContext) -> Fut,
+        Fut: Future<Output = Result<V, AttemptFailure>>,
+    {
+        tokio::select! {
+            biased;
+            r = &mut a.fut => return Race::single(a.flight, landed(r)),
+            () = tokio::time::sleep(delay) => {}
+        }
+        let Some(target) = self.registry.target(&next.provider, &next.model) else {
+            return Race::single(a.flight, landed(a.fut.await));
+        };
+        *number += 1;
+        let now = Instant::now();
+        let limit = attempt_limit(next);
+        let mut b = match self.launch(
+            request, next, &target, *number, false, now, limit, deadline, attempt,
+        ) {
+            Ok(b) => b,
+            Err(rejected) => {
+                trail.0.push(rejection(next, &rejected));
+                let mut race = Race::single(a.flight, landed(a.fut.await));
+                if let Race::Failed(_, _, skip) = &mut race {
+                    *skip = 1;
+                }
+                return race;
+            }
+        };
+        a.flight.hedged = true;
+        b.flight.hedged = true;
+        // Both run; the first answer wins. A failure waits for the other.
+        let (a_first, failure) = tokio::select! {
+            r = &mut a.fut => match landed(r) {
+                Ok(v) => {
+                    b.flight.lost(trail);
+                    return Race::Won(a.flight.commit(v, Trail::default()));
+                }
+                Err(f) => (true, f),
+            },
+            r = &mut b.fut => match landed(r) {
+                Ok(v) => {
+                    a.flight.lost(trail);
+                    return Race::Won(b.flight.commit(v, Trail::default()));
+                }
+                Err(f) => (false, f),
+            },
+        };
+        let ((first, _), (other, fut)) = if a_first {
+            ((a.flight, a.fut), (b.flight, b.fut))
+        } else {
+            ((b.flight, b.fut), (a.flight, a.fut))
+        };
+        if let Next::Return(_) = self.next_step(&failure, 1, &[], deadline) {
+            // A failure no other target may see: stop, and cancel the other.
+            other.lost(trail);
+            return Race::Failed(first, failure, 1);
+        }
+        first.fail(&failure, trail);
+        match landed(fut.await) {
+            Ok(v) => Race::Won(other.commit(v, Trail::default())),
+            Err(f) => Race::Failed(other, f, 1),
+        }
     }
 
     /// What the chain does after `failure`: the reason's policy, bounded by the route's.

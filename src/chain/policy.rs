@@ -29,6 +29,7 @@ pub struct RoutePolicy {
     pub(crate) retry_backoff: Duration,
     pub(crate) max_retry_wait: Duration,
     pub(crate) last_resort: bool,
+    pub(crate) hedge_after: Option<Duration>,
 }
 
 impl Default for RoutePolicy {
@@ -42,6 +43,7 @@ impl Default for RoutePolicy {
             retry_backoff: Duration::from_millis(200),
             max_retry_wait: Duration::from_secs(5),
             last_resort: false,
+            hedge_after: None,
         }
     }
 }
@@ -141,6 +143,14 @@ impl RoutePolicyBuilder {
         self
     }
 
+    /// Hedging: when a target's first try has not answered after this long (for a stream,
+    /// produced its first chunk), the next target is started too; the first to answer wins
+    /// and the other is cancelled without counting against its breakers. Default: off.
+    pub fn hedge_after(mut self, delay: Option<Duration>) -> Self {
+        self.policy.hedge_after = delay;
+        self
+    }
+
     /// The policy.
     ///
     /// # Errors
@@ -208,6 +218,8 @@ struct RoutePolicyConfig {
     max_retry_wait: Option<Duration>,
     #[serde(default)]
     last_resort: Option<bool>,
+    #[serde(default, with = "humantime_opt")]
+    hedge_after: Option<Duration>,
 }
 
 mod humantime_opt {
@@ -256,6 +268,9 @@ impl<'de> Deserialize<'de> for RoutePolicy {
         }
         if let Some(v) = c.last_resort {
             b = b.last_resort(v);
+        }
+        if c.hedge_after.is_some() {
+            b = b.hedge_after(c.hedge_after);
         }
         b.build().map_err(serde::de::Error::custom)
     }

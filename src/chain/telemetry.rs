@@ -150,6 +150,8 @@ pub(super) fn settled(
             span.record(field::ATTEMPT_OUTCOME, field::ATTEMPT_FAILURE)
         }
         AttemptOutcome::Rejected(_) => span.record(field::ATTEMPT_OUTCOME, field::ATTEMPT_REJECTED),
+        // A cancelled attempt has no outcome: it neither answered nor failed.
+        AttemptOutcome::Cancelled => span,
     };
     if let Some(s) = status {
         span.record(field::STATUS, s);

@@ -18,6 +18,10 @@ enum Step {
     Ok,
     Fail(Reason, Option<Duration>),
     Hang,
+    /// Answers after a while.
+    SlowOk(Duration),
+    /// Fails after a while.
+    SlowFail(Duration, Reason),
 }
 
 #[derive(Default)]
@@ -64,6 +68,14 @@ impl Script {
                 })
             }
             Step::Hang => std::future::pending().await,
+            Step::SlowOk(d) => {
+                tokio::time::sleep(d).await;
+                Ok(name)
+            }
+            Step::SlowFail(d, reason) => {
+                tokio::time::sleep(d).await;
+                Err(AttemptFailure::new(reason))
+            }
         }
     }
 }
@@ -584,4 +596,118 @@ async fn a_complete_stream_without_its_end_marker_finishes_promptly_and_counts_a
             0
         );
     }
+}
+
+fn hedged() -> RoutePolicy {
+    policy()
+        .hedge_after(Some(Duration::from_secs(1)))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hedge_starts_the_next_target_after_the_delay_and_the_first_answer_wins() {
+    let r = rig(1);
+    let route = r.route(hedged());
+    let script = Arc::new(Script::default())
+        .on(LOCAL, &[Step::SlowOk(Duration::from_secs(3))])
+        .on(OPENAI, &[Step::SlowOk(Duration::from_secs(1))]);
+    let start = Instant::now();
+    let a = go(&route, &script).await.unwrap();
+    assert_eq!(a.value, OPENAI);
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+    assert_eq!(
+        a.trail.to_string(),
+        "local/llama3=cancelled; openai/gpt-4o-mini=ok"
+    );
+    // The loser was cancelled, not counted: its breaker (threshold 1) stays closed.
+    assert_eq!(r.state("local", "llama3"), State::Closed);
+    assert_eq!(
+        r.registry
+            .breaker("local", "llama3")
+            .unwrap()
+            .snapshot()
+            .consecutive_failures,
+        0
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn no_hedge_when_the_target_answers_before_the_delay() {
+    let r = rig(1);
+    let route = r.route(hedged());
+    let script = Arc::new(Script::default()).on(LOCAL, &[Step::SlowOk(Duration::from_millis(900))]);
+    let a = go(&route, &script).await.unwrap();
+    assert_eq!(a.value, LOCAL);
+    assert_eq!(script.calls(OPENAI), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_a_hedge_a_failure_waits_for_the_other_attempt() {
+    let r = rig(5);
+    let route = r.route(hedged());
+    let script = Arc::new(Script::default())
+        .on(
+            LOCAL,
+            &[Step::SlowFail(Duration::from_secs(2), Reason::ServerError)],
+        )
+        .on(OPENAI, &[Step::SlowOk(Duration::from_secs(3))]);
+    let start = Instant::now();
+    let a = go(&route, &script).await.unwrap();
+    assert_eq!(a.value, OPENAI);
+    assert_eq!(start.elapsed(), Duration::from_secs(4));
+    assert_eq!(
+        a.trail.to_string(),
+        "local/llama3=server_error; openai/gpt-4o-mini=ok"
+    );
+    // Both failing exhausts the route without retrying either.
+    let script = Arc::new(Script::default())
+        .on(
+            LOCAL,
+            &[Step::SlowFail(Duration::from_secs(2), Reason::ServerError)],
+        )
+        .on(
+            OPENAI,
+            &[Step::SlowFail(Duration::from_secs(2), Reason::Overloaded)],
+        );
+    let err = go(&route, &script).await.unwrap_err();
+    assert_eq!(err.kind(), FailoverErrorKind::Exhausted);
+    assert_eq!((script.calls(LOCAL), script.calls(OPENAI)), (1, 1));
+    // A failure no other target may see stops the race and cancels the other.
+    let script = Arc::new(Script::default())
+        .on(
+            LOCAL,
+            &[Step::SlowFail(
+                Duration::from_secs(2),
+                Reason::ContentFilter,
+            )],
+        )
+        .on(OPENAI, &[Step::SlowOk(Duration::from_secs(5))]);
+    let start = Instant::now();
+    let err = go(&route, &script).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        FailoverErrorKind::Returned(Reason::ContentFilter)
+    );
+    assert_eq!(start.elapsed(), Duration::from_secs(2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn streams_hedge_on_the_first_token() {
+    let r = rig(5);
+    let route = r.route(hedged());
+    let a = route
+        .stream(|ctx| async move {
+            if ctx.is_primary() {
+                Ok(upstream(&[], None, true))
+            } else {
+                Ok(upstream(&["fast"], Some(Ok(Tok("", 2))), false))
+            }
+        })
+        .await
+        .unwrap();
+    assert_eq!(&*a.provider, "openai");
+    let (tokens, err) = collect(a.value).await;
+    assert_eq!(tokens, ["fast", ""]);
+    assert!(err.is_none());
 }
