@@ -29,6 +29,30 @@ pub struct AttemptFailure {
     retry_after: Option<Duration>,
     status: Option<u16>,
     source: Option<Arc<dyn StdError + Send + Sync>>,
+    response: Option<Arc<UpstreamResponse>>,
+}
+
+/// The non-2xx response an attempt failed with, kept for the caller (a proxy passes a
+/// provider's content-filter message on, say). It may echo what the request sent, keys
+/// included: it never appears in this crate's `Display` output, logs or metrics.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct UpstreamResponse {
+    /// The HTTP status.
+    pub status: u16,
+    /// The response headers.
+    pub headers: reqwest::header::HeaderMap,
+    /// The response body, as text.
+    pub body: String,
+}
+
+impl fmt::Debug for UpstreamResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamResponse")
+            .field("status", &self.status)
+            .field("body_len", &self.body.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl AttemptFailure {
@@ -40,6 +64,7 @@ impl AttemptFailure {
             retry_after: None,
             status: None,
             source: None,
+            response: None,
         }
     }
 
@@ -51,6 +76,7 @@ impl AttemptFailure {
             retry_after: c.retry_after,
             status: None,
             source: None,
+            response: None,
         }
     }
 
@@ -66,7 +92,8 @@ impl AttemptFailure {
     }
 
     /// Classifies a non-2xx response from its status, headers and body (read here, up to its
-    /// end). `provider` selects provider-specific rules.
+    /// end), and keeps them for the caller ([`AttemptFailure::response`]). `provider` selects
+    /// provider-specific rules.
     pub async fn from_response(resp: reqwest::Response, provider: &str) -> Self {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
@@ -77,10 +104,23 @@ impl AttemptFailure {
                     .headers(&headers)
                     .body(body.as_str())
                     .provider(provider);
-                Self::classified(&classify(&signal)).with_status(status)
+                let mut f = Self::classified(&classify(&signal)).with_status(status);
+                f.response = Some(Arc::new(UpstreamResponse {
+                    status,
+                    headers,
+                    body,
+                }));
+                f
             }
             Err(e) => Self::from_reqwest(e).with_status(status),
         }
+    }
+
+    /// The non-2xx response the attempt failed with, when it came from
+    /// [`AttemptFailure::from_response`].
+    #[must_use]
+    pub fn response(&self) -> Option<&UpstreamResponse> {
+        self.response.as_deref()
     }
 
     /// The HTTP status of the failed response.

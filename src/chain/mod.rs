@@ -85,6 +85,7 @@ use crate::reason::Action;
 
 pub use self::error::{
     AttemptFailure, AttemptOutcome, AttemptRecord, FailoverError, FailoverErrorKind, Trail,
+    UpstreamResponse,
 };
 pub use self::policy::{RoutePolicy, RoutePolicyBuilder, RoutePolicyError};
 pub use self::stream::{Chunk, FailoverStream};
