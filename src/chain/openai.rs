@@ -52,6 +52,8 @@ pub struct Endpoint {
     provider: Arc<str>,
     base_url: String,
     api_key: Option<HeaderValue>,
+    /// A key sent as a query parameter (name, key), for providers that take it in the URL.
+    query_key: Option<(String, String)>,
 }
 
 impl fmt::Debug for Endpoint {
@@ -60,6 +62,10 @@ impl fmt::Debug for Endpoint {
             .field("provider", &self.provider)
             .field("base_url", &self.base_url)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field(
+                "query_key",
+                &self.query_key.as_ref().map(|(name, _)| format!("{name}=<redacted>")),
+            )
             .finish()
     }
 }
@@ -73,6 +79,7 @@ impl Endpoint {
             provider: provider.into(),
             base_url: base_url.trim_end_matches('/').to_owned(),
             api_key: None,
+            query_key: None,
         }
     }
 
@@ -87,6 +94,15 @@ impl Endpoint {
                 v.set_sensitive(true);
                 v
             });
+        self
+    }
+
+    /// A key sent as the query parameter `name` (`?key=…`), for providers that take it in
+    /// the URL. Errors built by this module drop the URL, so the key does not reach messages
+    /// or logs. Default: none.
+    #[must_use]
+    pub fn api_key_query(mut self, name: &str, key: impl Into<String>) -> Self {
+        self.query_key = Some((name.to_owned(), key.into()));
         self
     }
 
@@ -146,6 +162,9 @@ impl Client {
             .json(&body);
         if let Some(key) = &endpoint.api_key {
             req = req.header(AUTHORIZATION, key.clone());
+        }
+        if let Some((name, key)) = &endpoint.query_key {
+            req = req.query(&[(name, key)]);
         }
         req
     }
