@@ -64,7 +64,10 @@ impl fmt::Debug for Endpoint {
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field(
                 "query_key",
-                &self.query_key.as_ref().map(|(name, _)| format!("{name}=<redacted>")),
+                &self
+                    .query_key
+                    .as_ref()
+                    .map(|(name, _)| format!("{name}=<redacted>")),
             )
             .finish()
     }
@@ -156,15 +159,17 @@ impl Client {
             obj.insert("model".into(), Value::from(model));
             obj.insert("stream".into(), Value::from(stream));
         }
-        let mut req = self
-            .http
-            .post(format!("{}/chat/completions", endpoint.base_url))
-            .json(&body);
+        let url = format!("{}/chat/completions", endpoint.base_url);
+        let url = match (&endpoint.query_key, reqwest::Url::parse(&url)) {
+            (Some((name, key)), Ok(mut parsed)) => {
+                parsed.query_pairs_mut().append_pair(name, key);
+                parsed.to_string()
+            }
+            _ => url,
+        };
+        let mut req = self.http.post(url).json(&body);
         if let Some(key) = &endpoint.api_key {
             req = req.header(AUTHORIZATION, key.clone());
-        }
-        if let Some((name, key)) = &endpoint.query_key {
-            req = req.query(&[(name, key)]);
         }
         req
     }
