@@ -271,11 +271,18 @@ struct Committed<V> {
 type Running<Fut> =
     std::pin::Pin<Box<tokio::time::Timeout<tracing::instrument::Instrumented<Fut>>>>;
 
-/// An attempt's result; its deadline passing is a timeout.
+/// An attempt's result. Its deadline passing is the provider's timeout, unless the route's
+/// total deadline set that deadline: then it is `Err(None)`, ours, and no provider's fault.
 fn landed<V>(
     r: Result<Result<V, AttemptFailure>, tokio::time::error::Elapsed>,
-) -> Result<V, AttemptFailure> {
-    r.unwrap_or_else(|_elapsed| Err(AttemptFailure::new(Reason::Timeout)))
+    flight: &Flight,
+) -> Result<V, Option<AttemptFailure>> {
+    match r {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(f)) => Err(Some(f)),
+        Err(_elapsed) if flight.cut_short => Err(None),
+        Err(_elapsed) => Err(Some(AttemptFailure::new(Reason::Timeout))),
+    }
 }
 
 /// An attempt in flight: what settling it needs.
@@ -371,13 +378,17 @@ struct Launched<Fut> {
 enum Race<V> {
     /// An attempt answered (its trail is empty: the caller's trail goes in).
     Won(Committed<V>),
-    /// The last failure, unsettled, and how many more targets the race used.
-    Failed(Flight, AttemptFailure, usize),
+    /// The last failure, unsettled (`None`: the route's deadline ended it), and how many more
+    /// targets the race used.
+    Failed(Flight, Option<AttemptFailure>, usize),
 }
 
 impl<V> Race<V> {
-    fn single(flight: Flight, r: Result<V, AttemptFailure>) -> Self {
-        match r {
+    fn single(
+        flight: Flight,
+        r: Result<Result<V, AttemptFailure>, tokio::time::error::Elapsed>,
+    ) -> Self {
+        match landed(r, &flight) {
             Ok(v) => Race::Won(flight.commit(v, Trail::default())),
             Err(f) => Race::Failed(flight, f, 0),
         }
@@ -590,6 +601,9 @@ impl Route {
             loop {
                 number += 1;
                 let now = Instant::now();
+                if now >= deadline {
+                    return fail(FailoverErrorKind::DeadlineExceeded, trail, last);
+                }
                 let limit = attempt_limit(t);
                 let a = match self.launch(
                     request,
@@ -600,6 +614,7 @@ impl Route {
                     now,
                     limit,
                     deadline,
+                    true,
                     &mut attempt,
                 ) {
                     Ok(a) => a,
@@ -613,9 +628,6 @@ impl Route {
                         continue 'targets;
                     }
                 };
-                if now >= deadline {
-                    return fail(FailoverErrorKind::DeadlineExceeded, trail, last);
-                }
                 // Hedging: a first try that has not answered after the delay races the next
                 // target; the first answer wins and the loser is cancelled, uncounted.
                 let hedge = self.policy.hedge_after.filter(|_| retries == 0);
@@ -644,16 +656,19 @@ impl Route {
                             }
                         }
                     }
-                    _ => match landed(a.fut.await) {
-                        Ok(value) => return Ok(a.flight.commit(value, trail)),
-                        Err(failure) => (a.flight, failure),
-                    },
+                    _ => {
+                        let r = a.fut.await;
+                        match landed(r, &a.flight) {
+                            Ok(value) => return Ok(a.flight.commit(value, trail)),
+                            Err(failure) => (a.flight, failure),
+                        }
+                    }
                 };
-                if flight.cut_short && failure.reason() == Reason::Timeout {
+                let Some(failure) = failure else {
                     // Our own deadline ended the attempt, not the provider's slowness.
                     flight.abandon(&mut trail);
                     return fail(FailoverErrorKind::DeadlineExceeded, trail, last);
-                }
+                };
                 let left = Arc::clone(&flight.target.provider);
                 let hedged = flight.hedged;
                 let reason = flight.fail(&failure, &mut trail);
@@ -684,19 +699,39 @@ impl Route {
             }
         }
         if trail.sent() == 0 {
-            if self.policy.last_resort
-                && let Some(c) = self
-                    .last_resort(request, &mut attempt, &mut trail, number, deadline)
-                    .await
-            {
-                return c;
+            if !self.policy.last_resort {
+                return fail(FailoverErrorKind::AllOpen, trail, last);
             }
-            return fail(FailoverErrorKind::AllOpen, trail, last);
+            let tried = self
+                .last_resort(
+                    request,
+                    &mut attempt,
+                    &attempt_limit,
+                    &mut trail,
+                    number,
+                    deadline,
+                )
+                .await;
+            return match tried {
+                None => fail(FailoverErrorKind::AllOpen, trail, last),
+                Some(Ok(committed)) => Ok(committed),
+                Some(Err(None)) => fail(FailoverErrorKind::DeadlineExceeded, trail, last),
+                Some(Err(Some(failure))) => {
+                    let kind = match self.next_step(&failure, u32::MAX, &[], deadline) {
+                        Next::Return(kind) => kind,
+                        Next::FailOver | Next::Retry(_) | Next::LargerContext => {
+                            FailoverErrorKind::Exhausted
+                        }
+                    };
+                    fail(kind, trail, Some(failure))
+                }
+            };
         }
         fail(FailoverErrorKind::Exhausted, trail, last)
     }
 
-    /// Starts an attempt on `t` if its breakers admit it.
+    /// Starts an attempt on `t` if its breakers admit it (`admit`), or without asking them (a
+    /// last resort, which they do not hear of).
     #[expect(
         clippy::too_many_arguments,
         reason = "one call site, each argument named"
@@ -711,6 +746,7 @@ impl Route {
         now: Instant,
         limit: Duration,
         deadline: Instant,
+        admit: bool,
         attempt: &mut F,
     ) -> Result<Launched<Fut>, crate::breaker::Rejected>
     where
@@ -718,12 +754,16 @@ impl Route {
         Fut: Future<Output = Result<V, AttemptFailure>>,
     {
         let span = telemetry::attempt_span(request, t, number, primary, target);
-        let permit = match target.try_acquire_owned() {
-            Ok(p) => p,
-            Err(rejected) => {
-                telemetry::rejected(&span, &rejected);
-                return Err(rejected);
+        let permit = if admit {
+            match target.try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(rejected) => {
+                    telemetry::rejected(&span, &rejected);
+                    return Err(rejected);
+                }
             }
+        } else {
+            None
         };
         let attempt_deadline = (now + limit).min(deadline);
         let ctx = AttemptContext {
@@ -740,7 +780,7 @@ impl Route {
         Ok(Launched {
             flight: Flight {
                 target: t.clone(),
-                permit: Some(permit),
+                permit,
                 span,
                 started: Instant::now(),
                 cut_short: deadline.saturating_duration_since(now) < limit,
@@ -773,22 +813,22 @@ impl Route {
     {
         tokio::select! {
             biased;
-            r = &mut a.fut => return Race::single(a.flight, landed(r)),
+            r = &mut a.fut => return Race::single(a.flight, r),
             () = tokio::time::sleep(delay) => {}
         }
         let Some(target) = self.registry.target(&next.provider, &next.model) else {
-            return Race::single(a.flight, landed(a.fut.await));
+            return Race::single(a.flight, a.fut.await);
         };
         *number += 1;
         let now = Instant::now();
         let limit = attempt_limit(next);
         let mut b = match self.launch(
-            request, next, &target, *number, false, now, limit, deadline, attempt,
+            request, next, &target, *number, false, now, limit, deadline, true, attempt,
         ) {
             Ok(b) => b,
             Err(rejected) => {
                 trail.0.push(rejection(next, &rejected));
-                let mut race = Race::single(a.flight, landed(a.fut.await));
+                let mut race = Race::single(a.flight, a.fut.await);
                 if let Race::Failed(_, _, skip) = &mut race {
                     *skip = 1;
                 }
@@ -799,14 +839,14 @@ impl Route {
         b.flight.hedged = true;
         // Both run; the first answer wins. A failure waits for the other.
         let (a_first, failure) = tokio::select! {
-            r = &mut a.fut => match landed(r) {
+            r = &mut a.fut => match landed(r, &a.flight) {
                 Ok(v) => {
                     b.flight.lost(trail);
                     return Race::Won(a.flight.commit(v, Trail::default()));
                 }
                 Err(f) => (true, f),
             },
-            r = &mut b.fut => match landed(r) {
+            r = &mut b.fut => match landed(r, &b.flight) {
                 Ok(v) => {
                     a.flight.lost(trail);
                     return Race::Won(b.flight.commit(v, Trail::default()));
@@ -819,13 +859,22 @@ impl Route {
         } else {
             ((b.flight, b.fut), (a.flight, a.fut))
         };
-        if let Next::Return(_) = self.next_step(&failure, 1, &[], deadline) {
-            // A failure no other target may see: stop, and cancel the other.
+        let Some(failure) = failure else {
+            // The route's deadline ended one, so it ends the other too.
+            other.abandon(trail);
+            return Race::Failed(first, None, 1);
+        };
+        if let Next::Return(_) | Next::LargerContext =
+            self.next_step(&failure, 1, &self.targets, deadline)
+        {
+            // A failure no other target may see (or one for a larger target): stop, and
+            // cancel the other.
             other.lost(trail);
-            return Race::Failed(first, failure, 1);
+            return Race::Failed(first, Some(failure), 1);
         }
         first.fail(&failure, trail);
-        match landed(fut.await) {
+        let r = fut.await;
+        match landed(r, &other) {
             Ok(v) => Race::Won(other.commit(v, Trail::default())),
             Err(f) => Race::Failed(other, f, 1),
         }
@@ -869,15 +918,16 @@ impl Route {
     }
 
     /// Every breaker was open: tries the target that will admit soonest, without a permit
-    /// (its breaker learns nothing from it), if the route allows it.
+    /// (its breakers do not hear of it), if the route allows it. `None` when there is none.
     async fn last_resort<V, F, Fut>(
         &self,
         request: &telemetry::Request,
         attempt: &mut F,
+        attempt_limit: &impl Fn(&RouteTarget) -> Duration,
         trail: &mut Trail,
         number: u32,
         deadline: Instant,
-    ) -> Option<Result<Committed<V>, FailoverError>>
+    ) -> Option<Result<Committed<V>, Option<AttemptFailure>>>
     where
         F: FnMut(AttemptContext) -> Fut,
         Fut: Future<Output = Result<V, AttemptFailure>>,
@@ -891,49 +941,36 @@ impl Route {
             .iter()
             .find(|t| t.provider == soonest.provider && t.model == soonest.model)?
             .clone();
-        let started = Instant::now();
-        let attempt_deadline = (started + self.policy.attempt_timeout).min(deadline);
-        let primary = self.targets.first() == Some(&t);
         let target = self.registry.target(&t.provider, &t.model)?;
-        let span = telemetry::attempt_span(request, &t, number + 1, primary, &target);
-        let ctx = AttemptContext {
-            provider: Arc::clone(&t.provider),
-            model: Arc::clone(&t.model),
-            number: number + 1,
-            primary,
-            deadline: attempt_deadline,
-        };
-        let result = tokio::time::timeout_at(attempt_deadline, attempt(ctx))
-            .instrument(span.clone())
-            .await;
-        let failure = match result {
-            Ok(Ok(value)) => {
-                return Some(Ok(Committed {
-                    value,
-                    permit: None,
-                    target: t,
-                    started,
-                    trail: std::mem::take(trail),
-                    span,
-                }));
+        let primary = self.targets.first() == Some(&t);
+        let now = Instant::now();
+        let limit = attempt_limit(&t);
+        let a = self
+            .launch(
+                request,
+                &t,
+                &target,
+                number + 1,
+                primary,
+                now,
+                limit,
+                deadline,
+                false,
+                attempt,
+            )
+            .ok()?;
+        let r = a.fut.await;
+        Some(match landed(r, &a.flight) {
+            Ok(value) => Ok(a.flight.commit(value, std::mem::take(trail))),
+            Err(None) => {
+                a.flight.abandon(trail);
+                Err(None)
             }
-            Ok(Err(f)) => f,
-            Err(_) => AttemptFailure::new(Reason::Timeout),
-        };
-        telemetry::settled(
-            &span,
-            AttemptOutcome::Failed(failure.reason()),
-            failure.status(),
-            started.elapsed(),
-        );
-        trail.0.push(record(
-            &t,
-            AttemptOutcome::Failed(failure.reason()),
-            failure.status(),
-            started.elapsed(),
-            failure.retry_after(),
-        ));
-        None
+            Err(Some(failure)) => {
+                a.flight.fail(&failure, trail);
+                Err(Some(failure))
+            }
+        })
     }
 }
 

@@ -201,6 +201,8 @@ mod tests {
         let seen = Seen::default();
         let subscriber = Registry::default().with(seen.clone());
         tracing::subscriber::with_default(subscriber, || {
+            // Other tests may have hit these callsites with no subscriber at the same time.
+            tracing::callsite::rebuild_interest_cache();
             let registry = crate::breaker::Registry::builder()
                 .target("p", "m")
                 .build()

@@ -711,3 +711,55 @@ async fn streams_hedge_on_the_first_token() {
     assert_eq!(tokens, ["fast", ""]);
     assert!(err.is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_providers_timeout_near_the_deadline_is_not_mistaken_for_ours() {
+    let r = rig(5);
+    let route = Route::builder("chat", Arc::clone(&r.registry))
+        .target("local", "llama3")
+        .target("openai", "gpt-4o-mini")
+        .target("big", "long-context")
+        .policy(
+            policy()
+                .attempt_timeout(Duration::from_secs(10))
+                .total_deadline(Duration::from_secs(15))
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    // The second target's own timeout (a 504, say) comes within the window our deadline cut.
+    let script = Arc::new(Script::default()).on(LOCAL, &[Step::Hang]).on(
+        OPENAI,
+        &[Step::SlowFail(Duration::from_secs(1), Reason::Timeout)],
+    );
+    let a = go(&route, &script).await.unwrap();
+    assert_eq!(a.value, "big/long-context");
+    assert_eq!(
+        r.registry
+            .breaker("openai", "gpt-4o-mini")
+            .unwrap()
+            .snapshot()
+            .consecutive_failures,
+        1
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_last_resort_failure_is_reported_as_sent_not_as_all_open() {
+    let r = rig(1);
+    let script = Arc::new(Script::default())
+        .on(LOCAL, &[Step::Fail(Reason::ConnectionRefused, None)])
+        .on(OPENAI, &[Step::Fail(Reason::Overloaded, None)]);
+    let route = r.route(policy().last_resort(true).build().unwrap());
+    assert!(go(&route, &script).await.is_err());
+    script
+        .on(LOCAL, &[Step::Fail(Reason::ContentFilter, None)])
+        .on(OPENAI, &[Step::Fail(Reason::ContentFilter, None)]);
+    let err = go(&route, &script).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        FailoverErrorKind::Returned(Reason::ContentFilter)
+    );
+    assert_eq!(err.trail().sent(), 1);
+}
