@@ -2,7 +2,7 @@
 
 use std::cell::Cell;
 use std::collections::HashMap;
-use std::fmt::{self, Write as _};
+use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use ::metrics::{Counter, Gauge, Histogram};
@@ -203,7 +203,7 @@ impl<V> Cache<V> {
 fn encode(key: &mut String, parts: &[&str]) {
     key.clear();
     for p in parts {
-        let _ = write!(key, "{}:", p.len());
+        key.extend(p.len().to_le_bytes().map(char::from));
         key.push_str(p);
     }
 }

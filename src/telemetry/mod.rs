@@ -15,14 +15,18 @@
 //! let scrape = recorder.handle();
 //! metrics::with_local_recorder(&recorder, || {
 //!     describe_metrics();
+//!     let layer = MetricsLayer::new();
 //!     let subscriber = tracing_subscriber::registry()
-//!         .with(MetricsLayer::new())
+//!         .with(layer.clone())
 //!         .with(tracing_subscriber::fmt::layer());
 //!     tracing::subscriber::with_default(subscriber, || {
+//!         layer.register_breakers([("local", "*"), ("local", "llama3")]);
 //!         // ... run requests through a route ...
 //!     });
 //! });
-//! assert!(scrape.render().contains("# HELP llm_failover_requests_total"));
+//! let text = scrape.render();
+//! assert!(text.contains("# HELP llm_failover_breaker_state Circuit breaker state"));
+//! assert!(text.contains(r#"llm_failover_breaker_state{provider="local",model="llama3",state="closed"} 1"#));
 //! ```
 //!
 //! # The metrics
