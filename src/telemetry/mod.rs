@@ -50,6 +50,14 @@
 //! `unknown`; an outcome, role or state outside its set is not counted at all. Label fields
 //! are read from `&str` values only: text recorded with `%` or `?` never becomes a label.
 //!
+//! Not counted, on purpose: an attempt span that closes without an outcome (the caller went
+//! away mid-attempt; its request counts as `cancelled`), an attempt span or `failover_hop`
+//! event outside a `failover` span (there is no route to label it with), and a transition
+//! whose `from` or `to` is not a state. Labels are taken when a span is created (route,
+//! provider, model, role); outcome, reason, duration and TTFT may be recorded later with
+//! `Span::record`. The layer reads INFO spans: a per-layer filter that hides the crate's INFO
+//! spans from it hides its metrics too.
+//!
 //! The state gauge is one-hot: each transition sets its `to` state to 1 and the five others to
 //! 0, under a per-breaker lock so that concurrent transitions never leave two states at 1.
 //! Successes emit no event, so the gauge does not move with traffic. A *shadow* transition
