@@ -23,6 +23,7 @@ need() {
 }
 
 need python3 python3
+need promtool prometheus
 
 step "cargo fmt --check"
 cargo fmt --all --check
@@ -35,6 +36,17 @@ cargo test --all-targets --all-features
 
 step "cargo test --doc"
 cargo test --doc --all-features
+
+# The scrape the telemetry test rendered from a small scenario (tests/telemetry.rs).
+step "promtool check metrics on a real scrape"
+scrape=target/telemetry-scrape.prom
+[ -s "$scrape" ] || { echo "scripts/test.sh: $scrape was not written by cargo test" >&2; exit 1; }
+lint=$(promtool check metrics <"$scrape" 2>&1) || { echo "$lint" >&2; exit 1; }
+if [ -n "$lint" ]; then
+    echo "$lint" >&2
+    echo "scripts/test.sh: promtool check metrics reported problems in $scrape" >&2
+    exit 1
+fi
 
 step "examples run"
 cargo run --quiet --example classify >/dev/null

@@ -8,3 +8,4 @@
 mod breaker;
 mod chain;
 mod classify;
+mod telemetry;

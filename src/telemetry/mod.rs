@@ -1,8 +1,103 @@
-//! Telemetry: the names of the crate's tracing spans and events, in one place.
+//! Telemetry: the names of the crate's spans and events, the [`MetricsLayer`] that turns them
+//! into Prometheus metrics, and the exporter helpers.
 //!
-//! Every part of the crate emits through these constants and the metrics layer reads the same
-//! constants, so a name is spelled once. Label values come only from configuration and the
-//! closed reason and state sets; error text never becomes a field that turns into a label.
+//! Every part of the crate emits through the constants of [`names`] and the layer reads the
+//! same constants, so a name is spelled once. Nothing in the crate calls the `metrics` facade
+//! directly: an application that installs the layer gets every metric below, and one that
+//! exports spans to OpenTelemetry instead gets the same facts as span fields.
+//!
+//! ```
+//! use tracing_subscriber::layer::SubscriberExt as _;
+//! use llm_failover::telemetry::{MetricsLayer, prometheus_builder, describe_metrics};
+//!
+//! // In an application: `let scrape = llm_failover::telemetry::install_prometheus(addr)?;`
+//! let recorder = prometheus_builder().build_recorder();
+//! let scrape = recorder.handle();
+//! metrics::with_local_recorder(&recorder, || {
+//!     describe_metrics();
+//!     let layer = MetricsLayer::new();
+//!     let subscriber = tracing_subscriber::registry()
+//!         .with(layer.clone())
+//!         .with(tracing_subscriber::fmt::layer());
+//!     tracing::subscriber::with_default(subscriber, || {
+//!         layer.register_breakers([("local", "*"), ("local", "llama3")]);
+//!         // ... run requests through a route ...
+//!     });
+//! });
+//! let text = scrape.render();
+//! assert!(text.contains("# HELP llm_failover_breaker_state Circuit breaker state"));
+//! assert!(text.contains(r#"llm_failover_breaker_state{provider="local",model="llama3",state="closed"} 1"#));
+//! ```
+//!
+//! # The metrics
+//!
+//! One table, [`METRICS`], names every metric with its kind, labels and help; the layer is
+//! the one place that turns spans and events into them.
+//!
+//! | metric | from | labels |
+//! |---|---|---|
+//! | `llm_failover_requests_total` | `failover` span close | `route`, `outcome` |
+//! | `llm_failover_attempts_total` | `attempt` span close | `route` (of the parent request), `provider`, `model`, `role`, `outcome` |
+//! | `llm_failover_failures_total` | `attempt` span close, outcome `failure` | `provider`, `model`, `role`, `reason` |
+//! | `llm_failover_attempt_duration_seconds` | `attempt` span close, when a duration was recorded | `provider`, `model`, `outcome` |
+//! | `llm_failover_time_to_first_token_seconds` | `attempt` span close, when a TTFT was recorded | `provider`, `model` |
+//! | `llm_failover_failovers_total` | `failover_hop` event (inside the request span) | `route`, `from_provider`, `to_provider`, `reason` |
+//! | `llm_failover_breaker_state` | `breaker_transition` event (not shadow), [`MetricsLayer::register_breakers`] | `provider`, `model`, `state` |
+//! | `llm_failover_breaker_transitions_total` | `breaker_transition` event (shadow too) | `provider`, `model`, `from`, `to`, `reason` |
+//!
+//! Label values come only from configuration names (route, provider, model) and closed sets.
+//! A reason field holding anything outside [`Reason::ALL`](crate::Reason::ALL) counts as
+//! `unknown`; an outcome, role or state outside its set is not counted at all. Label fields
+//! are read from `&str` values only: text recorded with `%` or `?` never becomes a label.
+//!
+//! Not counted, on purpose: an attempt span that closes without an outcome (the caller went
+//! away mid-attempt; its request counts as `cancelled`), an attempt span or `failover_hop`
+//! event outside a `failover` span (there is no route to label it with), and a transition
+//! whose `from` or `to` is not a state. Labels are taken when a span is created (route,
+//! provider, model, role); outcome, reason, duration and TTFT may be recorded later with
+//! `Span::record`. The layer reads INFO spans: a per-layer filter that hides the crate's INFO
+//! spans from it hides its metrics too.
+//!
+//! The state gauge is one-hot: each transition sets its `to` state to 1 and the five others to
+//! 0, under a per-breaker lock so that concurrent transitions never leave two states at 1.
+//! Successes emit no event, so the gauge does not move with traffic. A *shadow* transition
+//! (`shadow = true`: the automatic state machine moving under an override such as
+//! metrics-only mode) is counted in the transitions counter, because reporting what the
+//! breaker would have done is the point of metrics-only mode, but it leaves the gauge alone:
+//! the gauge shows the state the breaker reports (`metrics_only`, `forced_open`, ...).
+//!
+//! # Why it is cheap, and why callsite interest stays default
+//!
+//! `tracing` caches per callsite whether *any* layer wants it. A layer that returns
+//! `Interest::never()` from `register_callsite`, or `false` from `enabled`, silences that
+//! callsite for every layer of the stack, so the layer keeps both defaults. Instead, each
+//! hook starts with one comparison of the metadata's target against `llm_failover::`; the
+//! application's spans and events leave there.
+//!
+//! For the crate's own spans, metric handles are cached, never rebuilt per event: the first
+//! time a label tuple (route; route, provider, model and role; ...) is seen, its counters and
+//! histograms are registered with the current recorder and kept in a small map; later spans
+//! find them with a shared read lock and no allocation (label values are gathered in
+//! per-thread buffers), and keep them in the span's extensions until it closes. Per-outcome
+//! and per-reason handles are registered on first use, so only series that happen exist.
+//! Because handles are cached, install the recorder before the first request. The design
+//! follows `metrics-tracing-context`, which attaches span fields to metrics as labels; here
+//! the span fields *are* the metrics.
+
+mod catalog;
+mod exporter;
+mod layer;
+
+pub use self::catalog::{
+    ATTEMPT_DURATION_SECONDS, ATTEMPTS_TOTAL, BREAKER_STATE, BREAKER_TRANSITIONS_TOTAL,
+    FAILOVERS_TOTAL, FAILURES_TOTAL, METRICS, Metric, MetricKind, REQUESTS_TOTAL,
+    TIME_TO_FIRST_TOKEN_SECONDS, describe_metrics,
+};
+pub use self::exporter::{
+    ExporterError, LATENCY_BUCKETS, install_prometheus, install_prometheus_recorder,
+    prometheus_builder,
+};
+pub use self::layer::MetricsLayer;
 
 /// Event targets, event names, field names and fixed label values.
 pub mod names {

@@ -1,0 +1,728 @@
+//! The `tracing-subscriber` layer that turns the crate's spans and events into metrics.
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+
+use ::metrics::{Counter, Gauge, Histogram};
+use tracing::field::{Field, Visit};
+use tracing::span::{Attributes, Id, Record};
+use tracing::{Event, Subscriber};
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::Context;
+use tracing_subscriber::registry::LookupSpan;
+
+use super::catalog::{
+    ATTEMPT_DURATION_SECONDS, ATTEMPTS_TOTAL, BREAKER_STATE, BREAKER_TRANSITIONS_TOTAL,
+    FAILOVERS_TOTAL, FAILURES_TOTAL, REQUESTS_TOTAL, TIME_TO_FIRST_TOKEN_SECONDS,
+};
+use super::names::{self, breaker as bfield, chain as cfield, states};
+use crate::Reason;
+
+/// Every target the crate emits under starts with this; anything else is the application's.
+const OURS: &str = "llm_failover::";
+
+/// Request outcome label values, indexed.
+const REQUEST_OUTCOMES: [&str; 4] = [
+    cfield::OUTCOME_OK,
+    cfield::OUTCOME_ERROR,
+    cfield::OUTCOME_EXHAUSTED,
+    cfield::OUTCOME_CANCELLED,
+];
+
+/// Attempt outcome label values, indexed.
+const ATTEMPT_OUTCOMES: [&str; 3] = [
+    cfield::ATTEMPT_OK,
+    cfield::ATTEMPT_FAILURE,
+    cfield::ATTEMPT_REJECTED,
+];
+const FAILURE: usize = 1;
+
+/// Breaker state label values, indexed.
+const STATES: [&str; 6] = [
+    states::CLOSED,
+    states::OPEN,
+    states::HALF_OPEN,
+    states::FORCED_OPEN,
+    states::DISABLED,
+    states::METRICS_ONLY,
+];
+const CLOSED: usize = 0;
+
+/// How many reasons there are; index `REASONS` stands for `none` in breaker transitions.
+const REASONS: usize = Reason::ALL.len();
+const NO_REASON: usize = REASONS;
+const UNKNOWN: usize = Reason::Unknown as usize;
+
+fn index_of(set: &[&str], value: &str) -> Option<usize> {
+    set.iter().position(|s| *s == value)
+}
+
+/// The reason's index in [`Reason::ALL`]; anything that is not a reason is `unknown`, so free
+/// text never becomes a label.
+fn reason_index(value: &str) -> usize {
+    Reason::ALL
+        .iter()
+        .position(|r| r.as_str() == value)
+        .unwrap_or(UNKNOWN)
+}
+
+fn reason_label(i: usize) -> &'static str {
+    Reason::ALL.get(i).map_or(bfield::NO_REASON, |r| r.as_str())
+}
+
+/// A [`tracing_subscriber::Layer`] that turns the crate's own spans and events into the
+/// metrics of the design contract (see the [module docs](super) for the table), through the
+/// [`metrics`] facade.
+///
+/// It never disables anything: callsite interest stays at the default, and spans and events
+/// whose target does not start with `llm_failover::` are skipped with one string comparison.
+/// Metric handles are registered with the recorder that is current the first time a label set
+/// is seen and cached from then on, so **install the recorder (for example with
+/// [`install_prometheus`](super::install_prometheus)) before the first request**.
+///
+/// Cloning is cheap and clones share their handles, so keep a clone to call
+/// [`register_breakers`](Self::register_breakers) after the subscriber is installed.
+///
+/// ```
+/// use tracing_subscriber::layer::SubscriberExt as _;
+/// use llm_failover::telemetry::MetricsLayer;
+///
+/// let recorder = llm_failover::telemetry::prometheus_builder().build_recorder();
+/// let scrape = recorder.handle();
+/// metrics::with_local_recorder(&recorder, || {
+///     let layer = MetricsLayer::new();
+///     let subscriber = tracing_subscriber::registry().with(layer.clone());
+///     tracing::subscriber::with_default(subscriber, || {
+///         // A fresh process shows its breakers closed before any transition.
+///         layer.register_breakers([("local", "llama3"), ("local", "*")]);
+///     });
+/// });
+/// assert!(scrape.render().contains(
+///     r#"llm_failover_breaker_state{provider="local",model="*",state="closed"} 1"#
+/// ));
+/// ```
+#[derive(Clone, Default)]
+pub struct MetricsLayer {
+    inner: Arc<Inner>,
+}
+
+impl fmt::Debug for MetricsLayer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsLayer").finish_non_exhaustive()
+    }
+}
+
+#[derive(Default)]
+struct Inner {
+    /// By route.
+    routes: Cache<RouteHandles>,
+    /// By route, provider, model and role.
+    attempts: Cache<AttemptHandles>,
+    /// By route, from provider and to provider.
+    failovers: Cache<FailoverHandles>,
+    /// By provider and model.
+    breakers: Cache<BreakerHandles>,
+}
+
+impl MetricsLayer {
+    /// A layer with no cached handles.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Shows the breaker of `provider`/`model` (`*` for the provider-wide breaker) as
+    /// `closed` in the state gauge, unless a transition of it was already seen.
+    ///
+    /// Call it for every configured breaker at start-up (see
+    /// [`register_breakers`](Self::register_breakers)) so that a fresh process reports its
+    /// breakers before any of them changes state. The gauge is registered with the current
+    /// recorder.
+    pub fn register_breaker(&self, provider: &str, model: &str) {
+        let handles = with_scratch(|s| {
+            encode(&mut s.key, &[provider, model]);
+            self.inner
+                .breakers
+                .get_or_insert(&s.key, || BreakerHandles::new(provider, model))
+        });
+        handles.initialise();
+    }
+
+    /// [`register_breaker`](Self::register_breaker) for each `(provider, model)` pair.
+    ///
+    /// ```
+    /// # use llm_failover::telemetry::MetricsLayer;
+    /// let registry = llm_failover::breaker::Registry::builder()
+    ///     .target("openai", "gpt-4o-mini")
+    ///     .build()?;
+    /// let layer = MetricsLayer::new();
+    /// layer.register_breakers(registry.iter().map(|b| (b.provider(), b.model())));
+    /// # Ok::<(), llm_failover::breaker::RegistryError>(())
+    /// ```
+    pub fn register_breakers<'a>(&self, breakers: impl IntoIterator<Item = (&'a str, &'a str)>) {
+        for (provider, model) in breakers {
+            self.register_breaker(provider, model);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handle caches
+
+/// Handles by an encoded label tuple. Reads take a shared lock and allocate nothing.
+struct Cache<V> {
+    map: RwLock<HashMap<Box<str>, Arc<V>>>,
+}
+
+impl<V> Default for Cache<V> {
+    fn default() -> Self {
+        Self {
+            map: RwLock::new(HashMap::new()),
+        }
+    }
+}
+
+impl<V> Cache<V> {
+    fn get_or_insert(&self, key: &str, make: impl FnOnce() -> V) -> Arc<V> {
+        if let Some(v) = self
+            .map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(key)
+        {
+            return Arc::clone(v);
+        }
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(map.entry(key.into()).or_insert_with(|| Arc::new(make())))
+    }
+}
+
+/// Writes `parts` length-prefixed, so that different tuples never encode the same.
+fn encode(key: &mut String, parts: &[&str]) {
+    key.clear();
+    for p in parts {
+        key.extend(p.len().to_le_bytes().map(char::from));
+        key.push_str(p);
+    }
+}
+
+/// Per-thread buffers for label values and keys, so a cache hit allocates nothing.
+#[derive(Default)]
+struct Scratch {
+    a: String,
+    b: String,
+    key: String,
+}
+
+thread_local! {
+    static SCRATCH: Cell<Scratch> = Cell::default();
+}
+
+/// Runs `f` with this thread's buffers, emptied. Re-entered (a recorder that emits the
+/// crate's events) or on a thread that is ending, it runs with fresh ones.
+fn with_scratch<R>(f: impl FnOnce(&mut Scratch) -> R) -> R {
+    let mut s = SCRATCH.try_with(Cell::take).unwrap_or_default();
+    s.a.clear();
+    s.b.clear();
+    let r = f(&mut s);
+    let _ = SCRATCH.try_with(|c| c.set(s));
+    r
+}
+
+fn lazy_counter(cell: &OnceLock<Counter>, make: impl FnOnce() -> Counter) -> &Counter {
+    cell.get_or_init(make)
+}
+
+struct RouteHandles {
+    route: Box<str>,
+    requests: [OnceLock<Counter>; REQUEST_OUTCOMES.len()],
+}
+
+impl RouteHandles {
+    fn new(route: &str) -> Self {
+        Self {
+            route: route.into(),
+            requests: Default::default(),
+        }
+    }
+}
+
+struct AttemptHandles {
+    route: Box<str>,
+    provider: Box<str>,
+    model: Box<str>,
+    role: &'static str,
+    attempts: [OnceLock<Counter>; ATTEMPT_OUTCOMES.len()],
+    failures: [OnceLock<Counter>; REASONS],
+    durations: [OnceLock<Histogram>; ATTEMPT_OUTCOMES.len()],
+    ttft: OnceLock<Histogram>,
+}
+
+struct FailoverHandles {
+    route: Box<str>,
+    from: Box<str>,
+    to: Box<str>,
+    reasons: [OnceLock<Counter>; REASONS],
+}
+
+struct BreakerHandles {
+    provider: Box<str>,
+    model: Box<str>,
+    /// One per state, registered up front so every transition writes the whole one-hot set.
+    gauges: [Gauge; STATES.len()],
+    /// Serialises gauge updates, so concurrent transitions never leave two states at 1.
+    state: Mutex<BreakerSeen>,
+}
+
+#[derive(Default)]
+struct BreakerSeen {
+    current: Option<usize>,
+    /// By (from, to, reason). Transitions are rare; a small map is enough.
+    transitions: HashMap<(usize, usize, usize), Counter>,
+}
+
+impl BreakerHandles {
+    fn new(provider: &str, model: &str) -> Self {
+        Self {
+            provider: provider.into(),
+            model: model.into(),
+            gauges: STATES.map(|s| BREAKER_STATE.gauge([provider, model, s])),
+            state: Mutex::default(),
+        }
+    }
+
+    fn initialise(&self) {
+        let mut seen = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if seen.current.is_none() {
+            self.show(&mut seen, CLOSED);
+        }
+    }
+
+    fn show(&self, seen: &mut BreakerSeen, state: usize) {
+        for (i, g) in self.gauges.iter().enumerate() {
+            g.set(if i == state { 1.0 } else { 0.0 });
+        }
+        seen.current = Some(state);
+    }
+
+    fn transition(&self, from: usize, to: usize, reason: usize, shadow: bool) {
+        let mut seen = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        seen.transitions
+            .entry((from, to, reason))
+            .or_insert_with(|| {
+                BREAKER_TRANSITIONS_TOTAL.counter([
+                    &self.provider,
+                    &self.model,
+                    STATES[from],
+                    STATES[to],
+                    reason_label(reason),
+                ])
+            })
+            .increment(1);
+        if !shadow {
+            self.show(&mut seen, to);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Per-span state, kept in the span's extensions
+
+struct RequestSpan {
+    handles: Arc<RouteHandles>,
+    outcome: Option<usize>,
+}
+
+impl RequestSpan {
+    fn close(self) {
+        let Some(o) = self.outcome else { return };
+        let h = &self.handles;
+        lazy_counter(&h.requests[o], || {
+            REQUESTS_TOTAL.counter([&h.route, REQUEST_OUTCOMES[o]])
+        })
+        .increment(1);
+    }
+}
+
+#[derive(Default)]
+struct AttemptFields {
+    outcome: Option<usize>,
+    reason: Option<usize>,
+    error_type: Option<usize>,
+    duration: Option<f64>,
+    ttft: Option<f64>,
+}
+
+struct AttemptSpan {
+    handles: Arc<AttemptHandles>,
+    fields: AttemptFields,
+}
+
+impl AttemptSpan {
+    fn close(self) {
+        let h = &self.handles;
+        let f = &self.fields;
+        if let Some(t) = f.ttft {
+            h.ttft
+                .get_or_init(|| TIME_TO_FIRST_TOKEN_SECONDS.histogram([&h.provider, &h.model]))
+                .record(t);
+        }
+        // Settled without an outcome: the caller went away mid-attempt (the request counts
+        // as cancelled). Nothing to say about the provider.
+        let Some(o) = f.outcome else { return };
+        let outcome = ATTEMPT_OUTCOMES[o];
+        lazy_counter(&h.attempts[o], || {
+            ATTEMPTS_TOTAL.counter([&h.route, &h.provider, &h.model, h.role, outcome])
+        })
+        .increment(1);
+        if o == FAILURE {
+            let r = f.reason.or(f.error_type).unwrap_or(UNKNOWN);
+            lazy_counter(&h.failures[r], || {
+                FAILURES_TOTAL.counter([&h.provider, &h.model, h.role, reason_label(r)])
+            })
+            .increment(1);
+        }
+        if let Some(d) = f.duration {
+            h.durations[o]
+                .get_or_init(|| {
+                    ATTEMPT_DURATION_SECONDS.histogram([&h.provider, &h.model, outcome])
+                })
+                .record(d);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Field visitors. Label fields are read from `&str` values only; anything recorded with
+// `Debug`/`Display` is free text and never becomes a label.
+
+struct RequestVisitor<'a> {
+    route: Option<&'a mut String>,
+    outcome: &'a mut Option<usize>,
+}
+
+impl Visit for RequestVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            cfield::ROUTE => {
+                if let Some(route) = self.route.as_deref_mut() {
+                    route.push_str(value);
+                }
+            }
+            cfield::REQUEST_OUTCOME => *self.outcome = index_of(&REQUEST_OUTCOMES, value),
+            _ => {}
+        }
+    }
+    fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
+}
+
+struct AttemptVisitor<'a> {
+    provider: Option<&'a mut String>,
+    model: Option<&'a mut String>,
+    role: Option<&'static str>,
+    fields: &'a mut AttemptFields,
+}
+
+impl Visit for AttemptVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            cfield::PROVIDER => {
+                if let Some(p) = self.provider.as_deref_mut() {
+                    p.push_str(value);
+                }
+            }
+            cfield::MODEL => {
+                if let Some(m) = self.model.as_deref_mut() {
+                    m.push_str(value);
+                }
+            }
+            cfield::ROLE => {
+                self.role = [cfield::ROLE_PRIMARY, cfield::ROLE_FALLBACK]
+                    .into_iter()
+                    .find(|r| *r == value);
+            }
+            cfield::ATTEMPT_OUTCOME => self.fields.outcome = index_of(&ATTEMPT_OUTCOMES, value),
+            cfield::REASON => self.fields.reason = Some(reason_index(value)),
+            cfield::ERROR_TYPE => self.fields.error_type = Some(reason_index(value)),
+            _ => {}
+        }
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        match field.name() {
+            cfield::DURATION => self.fields.duration = Some(value),
+            cfield::TTFT => self.fields.ttft = Some(value),
+            _ => {}
+        }
+    }
+    fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
+}
+
+struct HopVisitor<'a> {
+    from: &'a mut String,
+    to: &'a mut String,
+    reason: usize,
+}
+
+impl Visit for HopVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            cfield::FROM_PROVIDER => self.from.push_str(value),
+            cfield::TO_PROVIDER => self.to.push_str(value),
+            cfield::FAILOVER_REASON => self.reason = reason_index(value),
+            _ => {}
+        }
+    }
+    fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
+}
+
+struct TransitionVisitor<'a> {
+    provider: &'a mut String,
+    model: &'a mut String,
+    from: Option<usize>,
+    to: Option<usize>,
+    reason: usize,
+    shadow: bool,
+}
+
+impl Visit for TransitionVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            bfield::PROVIDER => self.provider.push_str(value),
+            bfield::MODEL => self.model.push_str(value),
+            bfield::FROM => self.from = index_of(&STATES, value),
+            bfield::TO => self.to = index_of(&STATES, value),
+            bfield::REASON if value == bfield::NO_REASON => self.reason = NO_REASON,
+            bfield::REASON => self.reason = reason_index(value),
+            _ => {}
+        }
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if field.name() == bfield::SHADOW {
+            self.shadow = value;
+        }
+    }
+    fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
+}
+
+// ---------------------------------------------------------------------------------------------
+// The layer
+
+impl Inner {
+    fn new_request<S>(&self, attrs: &Attributes<'_>, id: &Id, ctx: &Context<'_, S>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let Some(span) = ctx.span(id) else { return };
+        let mut outcome = None;
+        let handles = with_scratch(|s| {
+            attrs.record(&mut RequestVisitor {
+                route: Some(&mut s.a),
+                outcome: &mut outcome,
+            });
+            self.routes.get_or_insert(&s.a, || RouteHandles::new(&s.a))
+        });
+        span.extensions_mut()
+            .insert(RequestSpan { handles, outcome });
+    }
+
+    fn new_attempt<S>(&self, attrs: &Attributes<'_>, id: &Id, ctx: &Context<'_, S>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let Some(span) = ctx.span(id) else { return };
+        // The route comes from the request span; an attempt outside one is not the chain's.
+        let Some(route) = span.parent().and_then(|p| {
+            p.extensions()
+                .get::<RequestSpan>()
+                .map(|r| Arc::clone(&r.handles))
+        }) else {
+            return;
+        };
+        let mut fields = AttemptFields::default();
+        let handles = with_scratch(|s| {
+            let mut v = AttemptVisitor {
+                provider: Some(&mut s.a),
+                model: Some(&mut s.b),
+                role: None,
+                fields: &mut fields,
+            };
+            attrs.record(&mut v);
+            let role = v.role?;
+            encode(&mut s.key, &[&route.route, &s.a, &s.b, role]);
+            Some(self.attempts.get_or_insert(&s.key, || AttemptHandles {
+                route: route.route.clone(),
+                provider: s.a.as_str().into(),
+                model: s.b.as_str().into(),
+                role,
+                attempts: Default::default(),
+                failures: Default::default(),
+                durations: Default::default(),
+                ttft: OnceLock::new(),
+            }))
+        });
+        if let Some(handles) = handles {
+            span.extensions_mut()
+                .insert(AttemptSpan { handles, fields });
+        }
+    }
+
+    fn failover_hop<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let Some(route) = ctx.event_scope(event).and_then(|scope| {
+            scope.into_iter().find_map(|s| {
+                s.extensions()
+                    .get::<RequestSpan>()
+                    .map(|r| Arc::clone(&r.handles))
+            })
+        }) else {
+            return;
+        };
+        let (handles, reason) = with_scratch(|s| {
+            let mut v = HopVisitor {
+                from: &mut s.a,
+                to: &mut s.b,
+                reason: UNKNOWN,
+            };
+            event.record(&mut v);
+            let reason = v.reason;
+            encode(&mut s.key, &[&route.route, &s.a, &s.b]);
+            let h = self.failovers.get_or_insert(&s.key, || FailoverHandles {
+                route: route.route.clone(),
+                from: s.a.as_str().into(),
+                to: s.b.as_str().into(),
+                reasons: Default::default(),
+            });
+            (h, reason)
+        });
+        lazy_counter(&handles.reasons[reason], || {
+            FAILOVERS_TOTAL.counter([
+                &handles.route,
+                &handles.from,
+                &handles.to,
+                reason_label(reason),
+            ])
+        })
+        .increment(1);
+    }
+
+    fn breaker_transition(&self, event: &Event<'_>) {
+        with_scratch(|s| {
+            let mut v = TransitionVisitor {
+                provider: &mut s.a,
+                model: &mut s.b,
+                from: None,
+                to: None,
+                reason: NO_REASON,
+                shadow: false,
+            };
+            event.record(&mut v);
+            let (Some(from), Some(to), reason, shadow) = (v.from, v.to, v.reason, v.shadow) else {
+                return;
+            };
+            encode(&mut s.key, &[&s.a, &s.b]);
+            let h = self
+                .breakers
+                .get_or_insert(&s.key, || BreakerHandles::new(&s.a, &s.b));
+            h.transition(from, to, reason, shadow);
+        });
+    }
+}
+
+impl<S> Layer<S> for MetricsLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    // `register_callsite` and `enabled` keep their defaults on purpose: returning
+    // `Interest::never()` or `false` would silence a callsite for every layer of the stack.
+
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let meta = attrs.metadata();
+        if !meta.target().starts_with(OURS) || meta.target() != names::CHAIN_TARGET {
+            return;
+        }
+        match meta.name() {
+            names::REQUEST_SPAN => self.inner.new_request(attrs, id, &ctx),
+            names::ATTEMPT_SPAN => self.inner.new_attempt(attrs, id, &ctx),
+            _ => {}
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        if !span.metadata().target().starts_with(OURS) {
+            return;
+        }
+        let mut ext = span.extensions_mut();
+        if let Some(a) = ext.get_mut::<AttemptSpan>() {
+            values.record(&mut AttemptVisitor {
+                provider: None,
+                model: None,
+                role: None,
+                fields: &mut a.fields,
+            });
+        } else if let Some(r) = ext.get_mut::<RequestSpan>() {
+            values.record(&mut RequestVisitor {
+                route: None,
+                outcome: &mut r.outcome,
+            });
+        }
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        let target = meta.target();
+        if !target.starts_with(OURS) {
+            return;
+        }
+        match (target, meta.name()) {
+            (names::BREAKER_TARGET, names::BREAKER_TRANSITION_EVENT) => {
+                self.inner.breaker_transition(event);
+            }
+            (names::CHAIN_TARGET, names::FAILOVER_EVENT) => self.inner.failover_hop(event, &ctx),
+            _ => {}
+        }
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        if !span.metadata().target().starts_with(OURS) {
+            return;
+        }
+        let mut ext = span.extensions_mut();
+        if let Some(a) = ext.remove::<AttemptSpan>() {
+            drop(ext);
+            a.close();
+        } else if let Some(r) = ext.remove::<RequestSpan>() {
+            drop(ext);
+            r.close();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_indices_follow_the_reason_table() {
+        for (i, r) in Reason::ALL.iter().enumerate() {
+            assert_eq!(reason_index(r.as_str()), i);
+            assert_eq!(reason_label(i), r.as_str());
+        }
+        assert_eq!(Reason::ALL[UNKNOWN], Reason::Unknown);
+        assert_eq!(reason_label(NO_REASON), "none");
+        assert_eq!(reason_index("ECONNREFUSED at 10.0.0.1"), UNKNOWN);
+    }
+
+    #[test]
+    fn keys_are_unambiguous() {
+        let (mut a, mut b) = (String::new(), String::new());
+        encode(&mut a, &["ab", "c"]);
+        encode(&mut b, &["a", "bc"]);
+        assert_ne!(a, b);
+    }
+}

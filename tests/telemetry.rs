@@ -1,0 +1,763 @@
+//! The metrics layer against spans and events emitted exactly as the chain and the breaker
+//! emit them, asserted with exact values through `DebuggingRecorder`.
+
+use std::io::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use metrics_util::{CompositeKey, MetricKind};
+use tracing_subscriber::layer::SubscriberExt as _;
+
+use llm_failover::Reason;
+use llm_failover::breaker::{Breaker, BreakerPolicy, Outcome, State};
+use llm_failover::telemetry::{MetricsLayer, describe_metrics, prometheus_builder};
+
+/// Emits spans and events with the literal names and fields the chain and the breaker use.
+mod emit {
+    use tracing::Span;
+    use tracing::field::Empty;
+
+    pub fn request(route: &str) -> Span {
+        tracing::info_span!(
+            target: "llm_failover::chain",
+            "failover",
+            route = route,
+            outcome = Empty,
+            attempts = Empty,
+        )
+    }
+
+    pub fn finish(request: &Span, outcome: &str, attempts: usize) {
+        request.record("outcome", outcome);
+        request.record("attempts", attempts);
+    }
+
+    pub fn attempt(request: &Span, provider: &str, model: &str, n: u32, role: &str) -> Span {
+        tracing::info_span!(
+            target: "llm_failover::chain",
+            parent: request,
+            "attempt",
+            "gen_ai.operation.name" = "chat",
+            "gen_ai.provider.name" = provider,
+            "gen_ai.request.model" = model,
+            "llm_failover.attempt" = n,
+            "llm_failover.role" = role,
+            "llm_failover.breaker.state" = "closed",
+            "llm_failover.reason" = Empty,
+            "error.type" = Empty,
+            "llm_failover.outcome" = Empty,
+            "llm_failover.ttft_s" = Empty,
+            "llm_failover.duration_s" = Empty,
+            "http.response.status_code" = Empty,
+        )
+    }
+
+    pub fn ok(span: Span, took: f64, ttft: Option<f64>) {
+        if let Some(t) = ttft {
+            span.record("llm_failover.ttft_s", t);
+        }
+        span.record("llm_failover.outcome", "ok");
+        span.record("http.response.status_code", 200_u16);
+        span.record("llm_failover.duration_s", took);
+    }
+
+    pub fn failed(span: Span, reason: &str, status: Option<u16>, took: f64) {
+        span.record("llm_failover.reason", reason);
+        span.record("error.type", reason);
+        span.record("llm_failover.outcome", "failure");
+        if let Some(s) = status {
+            span.record("http.response.status_code", s);
+        }
+        span.record("llm_failover.duration_s", took);
+    }
+
+    pub fn rejected(span: Span, state: &str, reason: Option<&str>) {
+        span.record("llm_failover.outcome", "rejected");
+        span.record("llm_failover.breaker.state", state);
+        if let Some(r) = reason {
+            span.record("llm_failover.reason", r);
+        }
+    }
+
+    pub fn hop(request: &Span, from: &str, to: &str, reason: &str) {
+        tracing::event!(
+            name: "failover_hop",
+            target: "llm_failover::chain",
+            parent: request,
+            tracing::Level::INFO,
+            from_provider = from,
+            to_provider = to,
+            reason = reason,
+        );
+    }
+
+    pub fn transition(
+        provider: &str,
+        model: &str,
+        from: &str,
+        to: &str,
+        reason: &str,
+        shadow: bool,
+    ) {
+        tracing::event!(
+            name: "breaker_transition",
+            target: "llm_failover::breaker",
+            tracing::Level::WARN,
+            provider = provider,
+            model = model,
+            from = from,
+            to = to,
+            reason = reason,
+            open_until = 1_900_000_000_000_u64,
+            open_for_ms = 30_000_u64,
+            origin = "local",
+            shadow = shadow,
+            "circuit breaker {provider}/{model} {from} -> {to}",
+        );
+    }
+}
+
+type Entry = (
+    CompositeKey,
+    Option<metrics::Unit>,
+    Option<metrics::SharedString>,
+    DebugValue,
+);
+
+/// A snapshot of everything the layer registered.
+struct Metrics(Vec<Entry>);
+
+impl Metrics {
+    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<&DebugValue> {
+        self.0
+            .iter()
+            .find(|(k, ..)| {
+                let key = k.key();
+                key.name() == name
+                    && key.labels().count() == labels.len()
+                    && key.labels().all(|l| labels.contains(&(l.key(), l.value())))
+            })
+            .map(|(.., v)| v)
+    }
+
+    /// The counter's value; 0 when it was never registered.
+    fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        match self.get(name, labels) {
+            None => 0,
+            Some(DebugValue::Counter(n)) => *n,
+            Some(v) => panic!("{name} is not a counter: {v:?}"),
+        }
+    }
+
+    /// The sum of a counter over every label set.
+    fn total(&self, name: &str) -> u64 {
+        self.0
+            .iter()
+            .filter(|(k, ..)| k.kind() == MetricKind::Counter && k.key().name() == name)
+            .map(|(.., v)| match v {
+                DebugValue::Counter(n) => *n,
+                _ => 0,
+            })
+            .sum()
+    }
+
+    fn gauge(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        match self.get(name, labels)? {
+            DebugValue::Gauge(g) => Some(g.into_inner()),
+            v => panic!("{name} is not a gauge: {v:?}"),
+        }
+    }
+
+    fn histogram(&self, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+        match self.get(name, labels) {
+            None => vec![],
+            Some(DebugValue::Histogram(h)) => h.iter().map(|v| v.into_inner()).collect(),
+            Some(v) => panic!("{name} is not a histogram: {v:?}"),
+        }
+    }
+
+    /// The one-hot breaker gauge as (state, value) for the six states.
+    fn breaker_states(&self, provider: &str, model: &str) -> Vec<(&'static str, Option<f64>)> {
+        State::ALL
+            .iter()
+            .map(|s| {
+                let labels = [
+                    ("provider", provider),
+                    ("model", model),
+                    ("state", s.as_str()),
+                ];
+                (
+                    s.as_str(),
+                    self.gauge("llm_failover_breaker_state", &labels),
+                )
+            })
+            .collect()
+    }
+
+    /// Asserts exactly `state` is 1 and the five others are 0.
+    fn assert_one_hot(&self, provider: &str, model: &str, state: &str) {
+        for (s, v) in self.breaker_states(provider, model) {
+            let want = if s == state { 1.0 } else { 0.0 };
+            assert_eq!(v, Some(want), "{provider}/{model} state {s}");
+        }
+    }
+}
+
+/// Runs `f` under a subscriber with the layer and a fresh debugging recorder.
+fn run(f: impl FnOnce(&MetricsLayer)) -> Metrics {
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let layer = MetricsLayer::new();
+        let subscriber = tracing_subscriber::registry().with(layer.clone());
+        tracing::subscriber::with_default(subscriber, || f(&layer));
+    });
+    Metrics(snapshotter.snapshot().into_vec())
+}
+
+/// A refused local primary that trips its provider-wide breaker, then an OpenAI fallback
+/// that answers, as the chain emits it.
+fn refused_primary_then_fallback() {
+    let req = emit::request("chat");
+    let a1 = emit::attempt(&req, "local", "llama3", 1, "primary");
+    emit::transition("local", "*", "closed", "open", "connection_refused", false);
+    emit::failed(a1, "connection_refused", None, 0.002);
+    emit::hop(&req, "local", "openai", "connection_refused");
+    let a2 = emit::attempt(&req, "openai", "gpt-4o-mini", 2, "fallback");
+    emit::ok(a2, 1.5, Some(0.25));
+    emit::finish(&req, "ok", 2);
+}
+
+#[test]
+fn refused_primary_then_fallback_success() {
+    let m = run(|_| refused_primary_then_fallback());
+
+    let primary = [
+        ("provider", "local"),
+        ("model", "llama3"),
+        ("role", "primary"),
+    ];
+    assert_eq!(
+        m.counter(
+            "llm_failover_failures_total",
+            &[
+                primary[0],
+                primary[1],
+                primary[2],
+                ("reason", "connection_refused")
+            ]
+        ),
+        1
+    );
+    assert_eq!(m.total("llm_failover_failures_total"), 1);
+    assert_eq!(
+        m.counter(
+            "llm_failover_failovers_total",
+            &[
+                ("route", "chat"),
+                ("from_provider", "local"),
+                ("to_provider", "openai"),
+                ("reason", "connection_refused")
+            ]
+        ),
+        1
+    );
+    assert_eq!(m.total("llm_failover_failovers_total"), 1);
+    let attempts = |provider, model, role, outcome| {
+        m.counter(
+            "llm_failover_attempts_total",
+            &[
+                ("route", "chat"),
+                ("provider", provider),
+                ("model", model),
+                ("role", role),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    assert_eq!(attempts("local", "llama3", "primary", "failure"), 1);
+    assert_eq!(attempts("openai", "gpt-4o-mini", "fallback", "ok"), 1);
+    assert_eq!(m.total("llm_failover_attempts_total"), 2);
+    assert_eq!(
+        m.counter(
+            "llm_failover_requests_total",
+            &[("route", "chat"), ("outcome", "ok")]
+        ),
+        1
+    );
+    assert_eq!(m.total("llm_failover_requests_total"), 1);
+    assert_eq!(
+        m.counter(
+            "llm_failover_breaker_transitions_total",
+            &[
+                ("provider", "local"),
+                ("model", "*"),
+                ("from", "closed"),
+                ("to", "open"),
+                ("reason", "connection_refused")
+            ]
+        ),
+        1
+    );
+    m.assert_one_hot("local", "*", "open");
+    assert_eq!(
+        m.histogram(
+            "llm_failover_attempt_duration_seconds",
+            &[
+                ("provider", "openai"),
+                ("model", "gpt-4o-mini"),
+                ("outcome", "ok")
+            ]
+        ),
+        [1.5]
+    );
+    assert_eq!(
+        m.histogram(
+            "llm_failover_attempt_duration_seconds",
+            &[
+                ("provider", "local"),
+                ("model", "llama3"),
+                ("outcome", "failure")
+            ]
+        ),
+        [0.002]
+    );
+    assert_eq!(
+        m.histogram(
+            "llm_failover_time_to_first_token_seconds",
+            &[("provider", "openai"), ("model", "gpt-4o-mini")]
+        ),
+        [0.25]
+    );
+}
+
+#[test]
+fn rate_limits_count_by_reason_and_role() {
+    let m = run(|_| {
+        for _ in 0..3 {
+            let req = emit::request("chat");
+            let a1 = emit::attempt(&req, "openai", "gpt-4o", 1, "primary");
+            emit::failed(a1, "rate_limit", Some(429), 0.04);
+            emit::hop(&req, "openai", "anthropic", "rate_limit");
+            let a2 = emit::attempt(&req, "anthropic", "claude", 2, "fallback");
+            emit::failed(a2, "overloaded", Some(529), 0.3);
+            emit::finish(&req, "exhausted", 2);
+        }
+    });
+    assert_eq!(
+        m.counter(
+            "llm_failover_failures_total",
+            &[
+                ("provider", "openai"),
+                ("model", "gpt-4o"),
+                ("role", "primary"),
+                ("reason", "rate_limit")
+            ]
+        ),
+        3
+    );
+    assert_eq!(
+        m.counter(
+            "llm_failover_failures_total",
+            &[
+                ("provider", "anthropic"),
+                ("model", "claude"),
+                ("role", "fallback"),
+                ("reason", "overloaded")
+            ]
+        ),
+        3
+    );
+    assert_eq!(m.total("llm_failover_failures_total"), 6);
+    assert_eq!(
+        m.counter(
+            "llm_failover_failovers_total",
+            &[
+                ("route", "chat"),
+                ("from_provider", "openai"),
+                ("to_provider", "anthropic"),
+                ("reason", "rate_limit")
+            ]
+        ),
+        3
+    );
+    assert_eq!(
+        m.counter(
+            "llm_failover_requests_total",
+            &[("route", "chat"), ("outcome", "exhausted")]
+        ),
+        3
+    );
+    assert_eq!(
+        m.histogram(
+            "llm_failover_attempt_duration_seconds",
+            &[
+                ("provider", "openai"),
+                ("model", "gpt-4o"),
+                ("outcome", "failure")
+            ]
+        ),
+        [0.04, 0.04, 0.04]
+    );
+}
+
+#[test]
+fn rejected_attempts_count_as_rejected_not_as_failures() {
+    let m = run(|_| {
+        // Every breaker is open: two rejected attempt spans, then the request is exhausted.
+        let req = emit::request("chat");
+        let a1 = emit::attempt(&req, "local", "llama3", 1, "primary");
+        emit::rejected(a1, "open", Some("connection_refused"));
+        emit::hop(&req, "local", "openai", "connection_refused");
+        let a2 = emit::attempt(&req, "openai", "gpt-4o-mini", 2, "fallback");
+        emit::rejected(a2, "forced_open", None);
+        emit::finish(&req, "exhausted", 2);
+    });
+    assert_eq!(
+        m.counter(
+            "llm_failover_attempts_total",
+            &[
+                ("route", "chat"),
+                ("provider", "local"),
+                ("model", "llama3"),
+                ("role", "primary"),
+                ("outcome", "rejected")
+            ]
+        ),
+        1
+    );
+    assert_eq!(
+        m.counter(
+            "llm_failover_attempts_total",
+            &[
+                ("route", "chat"),
+                ("provider", "openai"),
+                ("model", "gpt-4o-mini"),
+                ("role", "fallback"),
+                ("outcome", "rejected")
+            ]
+        ),
+        1
+    );
+    assert_eq!(m.total("llm_failover_attempts_total"), 2);
+    assert_eq!(m.total("llm_failover_failures_total"), 0);
+    assert_eq!(m.total("llm_failover_failovers_total"), 1);
+    assert_eq!(
+        m.counter(
+            "llm_failover_requests_total",
+            &[("route", "chat"), ("outcome", "exhausted")]
+        ),
+        1
+    );
+    // Nothing was sent, so there is no duration.
+    assert!(
+        m.0.iter()
+            .all(|(k, ..)| k.key().name() != "llm_failover_attempt_duration_seconds")
+    );
+}
+
+#[test]
+fn a_request_with_no_attempts_is_counted() {
+    let m = run(|_| {
+        let req = emit::request("embeddings");
+        emit::finish(&req, "exhausted", 0);
+    });
+    assert_eq!(
+        m.counter(
+            "llm_failover_requests_total",
+            &[("route", "embeddings"), ("outcome", "exhausted")]
+        ),
+        1
+    );
+    assert_eq!(m.total("llm_failover_attempts_total"), 0);
+}
+
+#[test]
+fn a_cancelled_request_counts_but_its_unsettled_attempt_does_not() {
+    let m = run(|_| {
+        let req = emit::request("chat");
+        let a1 = emit::attempt(&req, "openai", "gpt-4o", 1, "primary");
+        drop(a1);
+        req.record("outcome", "cancelled");
+    });
+    assert_eq!(
+        m.counter(
+            "llm_failover_requests_total",
+            &[("route", "chat"), ("outcome", "cancelled")]
+        ),
+        1
+    );
+    assert_eq!(m.total("llm_failover_attempts_total"), 0);
+    assert_eq!(m.total("llm_failover_failures_total"), 0);
+}
+
+#[test]
+fn free_text_never_becomes_a_label() {
+    let m = run(|_| {
+        let req = emit::request("chat");
+        let a1 = emit::attempt(&req, "openai", "gpt-4o", 1, "primary");
+        emit::failed(
+            a1,
+            "Error: sk-secret connect ECONNREFUSED 10.0.0.7:443",
+            None,
+            0.1,
+        );
+        emit::hop(&req, "openai", "local", "upstream said: quota for org-123");
+        // An outcome outside the closed set is not counted at all.
+        emit::finish(&req, "exploded at 12:03", 1);
+        emit::transition("openai", "*", "closed", "open", "sk-secret", false);
+    });
+    assert_eq!(
+        m.counter(
+            "llm_failover_failures_total",
+            &[
+                ("provider", "openai"),
+                ("model", "gpt-4o"),
+                ("role", "primary"),
+                ("reason", "unknown")
+            ]
+        ),
+        1
+    );
+    assert_eq!(
+        m.counter(
+            "llm_failover_failovers_total",
+            &[
+                ("route", "chat"),
+                ("from_provider", "openai"),
+                ("to_provider", "local"),
+                ("reason", "unknown")
+            ]
+        ),
+        1
+    );
+    assert_eq!(
+        m.counter(
+            "llm_failover_breaker_transitions_total",
+            &[
+                ("provider", "openai"),
+                ("model", "*"),
+                ("from", "closed"),
+                ("to", "open"),
+                ("reason", "unknown")
+            ]
+        ),
+        1
+    );
+    assert_eq!(m.total("llm_failover_requests_total"), 0);
+    let reasons: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
+    for (k, ..) in &m.0 {
+        for l in k.key().labels() {
+            assert!(
+                !l.value().contains("secret") && !l.value().contains(' '),
+                "{}: {}={}",
+                k.key().name(),
+                l.key(),
+                l.value()
+            );
+            if l.key() == "reason" {
+                assert!(reasons.contains(&l.value()), "{}", l.value());
+            }
+        }
+    }
+}
+
+#[test]
+fn the_state_gauge_is_one_hot_and_follows_transitions() {
+    let m = run(|layer| {
+        layer.register_breakers([("openai", "gpt-4o"), ("openai", "*"), ("local", "*")]);
+        emit::transition("openai", "gpt-4o", "closed", "open", "server_error", false);
+        emit::transition("openai", "gpt-4o", "open", "half_open", "none", false);
+        // Registering again (a config reload) does not reset a breaker already seen.
+        layer.register_breaker("openai", "gpt-4o");
+        // Successes emit no transition event: nothing to flap.
+        for _ in 0..5 {
+            let req = emit::request("chat");
+            let a = emit::attempt(&req, "local", "llama3", 1, "primary");
+            emit::ok(a, 0.1, None);
+            emit::finish(&req, "ok", 1);
+        }
+    });
+    m.assert_one_hot("openai", "gpt-4o", "half_open");
+    m.assert_one_hot("openai", "*", "closed");
+    m.assert_one_hot("local", "*", "closed");
+    let transitions = |from, to, reason| {
+        m.counter(
+            "llm_failover_breaker_transitions_total",
+            &[
+                ("provider", "openai"),
+                ("model", "gpt-4o"),
+                ("from", from),
+                ("to", to),
+                ("reason", reason),
+            ],
+        )
+    };
+    assert_eq!(transitions("closed", "open", "server_error"), 1);
+    assert_eq!(transitions("open", "half_open", "none"), 1);
+    assert_eq!(m.total("llm_failover_breaker_transitions_total"), 2);
+}
+
+#[test]
+fn shadow_transitions_count_but_leave_the_gauge_on_the_reported_state() {
+    let m = run(|_| {
+        emit::transition("openai", "*", "closed", "metrics_only", "none", false);
+        emit::transition("openai", "*", "closed", "open", "timeout", true);
+        emit::transition("openai", "*", "open", "half_open", "none", true);
+    });
+    m.assert_one_hot("openai", "*", "metrics_only");
+    assert_eq!(
+        m.counter(
+            "llm_failover_breaker_transitions_total",
+            &[
+                ("provider", "openai"),
+                ("model", "*"),
+                ("from", "closed"),
+                ("to", "open"),
+                ("reason", "timeout")
+            ]
+        ),
+        1
+    );
+    assert_eq!(m.total("llm_failover_breaker_transitions_total"), 3);
+}
+
+#[test]
+fn a_real_breaker_transition_moves_the_gauge() {
+    let m = run(|layer| {
+        layer.register_breaker("p", "m");
+        let policy = BreakerPolicy::builder()
+            .consecutive_failures(1)
+            .build()
+            .unwrap();
+        let breaker = Breaker::builder().policy(policy).target("p", "m").build();
+        let transition = breaker.try_acquire().unwrap().record(Outcome::failure(
+            Reason::ServerError,
+            Duration::from_millis(5),
+        ));
+        assert!(transition.is_some());
+        assert_eq!(breaker.state(), State::Open);
+        // Rejections emit nothing and change nothing.
+        assert!(breaker.try_acquire().is_err());
+    });
+    m.assert_one_hot("p", "m", "open");
+    assert_eq!(
+        m.counter(
+            "llm_failover_breaker_transitions_total",
+            &[
+                ("provider", "p"),
+                ("model", "m"),
+                ("from", "closed"),
+                ("to", "open"),
+                ("reason", "server_error")
+            ]
+        ),
+        1
+    );
+    assert_eq!(m.total("llm_failover_breaker_transitions_total"), 1);
+}
+
+/// A `MakeWriter` that keeps what the `fmt` layer writes.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[test]
+fn application_spans_and_events_reach_other_layers_and_make_no_metric() {
+    let out = Captured::default();
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let subscriber = tracing_subscriber::registry()
+            .with(MetricsLayer::new())
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(out.clone())
+                    .with_ansi(false),
+            );
+        tracing::subscriber::with_default(subscriber, || {
+            // The application's own spans, even with the crate's names and fields.
+            let span =
+                tracing::info_span!(target: "my_app", "failover", route = "chat", outcome = "ok");
+            let _entered = span.enter();
+            let attempt = tracing::info_span!(
+                target: "my_app::llm_failover",
+                "attempt",
+                "gen_ai.provider.name" = "openai",
+                "llm_failover.role" = "primary",
+                "llm_failover.outcome" = "ok",
+            );
+            attempt.in_scope(|| {
+                tracing::info!(target: "my_app", user = 42, "application event reached the fmt layer");
+                tracing::warn!(target: "my_app", provider = "p", model = "m", from = "closed", to = "open", shadow = false, "breaker_transition lookalike");
+            });
+        });
+    });
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        text.contains("application event reached the fmt layer"),
+        "{text}"
+    );
+    assert!(text.contains("breaker_transition lookalike"), "{text}");
+    assert!(text.contains("user=42"), "{text}");
+    assert!(snapshotter.snapshot().into_vec().is_empty());
+}
+
+/// Renders a real scrape of a small scenario to `target/telemetry-scrape.prom`, which
+/// `scripts/test.sh` hands to `promtool check metrics`.
+#[test]
+fn a_prometheus_scrape_of_a_scenario() {
+    let recorder = prometheus_builder().build_recorder();
+    let handle = recorder.handle();
+    metrics::with_local_recorder(&recorder, || {
+        describe_metrics();
+        let layer = MetricsLayer::new();
+        let subscriber = tracing_subscriber::registry().with(layer.clone());
+        tracing::subscriber::with_default(subscriber, || {
+            layer.register_breakers([("local", "*"), ("local", "llama3"), ("openai", "*")]);
+            refused_primary_then_fallback();
+            let req = emit::request("chat");
+            let a1 = emit::attempt(&req, "local", "llama3", 1, "primary");
+            emit::rejected(a1, "open", Some("connection_refused"));
+            emit::hop(&req, "local", "openai", "connection_refused");
+            let a2 = emit::attempt(&req, "openai", "gpt-4o-mini", 2, "fallback");
+            emit::failed(a2, "rate_limit", Some(429), 0.05);
+            emit::finish(&req, "exhausted", 2);
+        });
+    });
+    let scrape = handle.render();
+    for line in [
+        r#"llm_failover_requests_total{route="chat",outcome="ok"} 1"#,
+        r#"llm_failover_requests_total{route="chat",outcome="exhausted"} 1"#,
+        r#"llm_failover_breaker_state{provider="local",model="*",state="open"} 1"#,
+        r#"llm_failover_breaker_state{provider="local",model="*",state="closed"} 0"#,
+        r#"llm_failover_breaker_state{provider="openai",model="*",state="closed"} 1"#,
+        r#"llm_failover_attempt_duration_seconds_bucket{provider="openai",model="gpt-4o-mini",outcome="ok",le="2.5"} 1"#,
+        r#"llm_failover_attempt_duration_seconds_bucket{provider="openai",model="gpt-4o-mini",outcome="ok",le="1"} 0"#,
+        "# TYPE llm_failover_time_to_first_token_seconds histogram",
+        "# HELP llm_failover_failovers_total Requests that moved",
+    ] {
+        assert!(scrape.contains(line), "missing {line:?} in\n{scrape}");
+    }
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut file = std::fs::File::create(dir.join("telemetry-scrape.prom")).unwrap();
+    file.write_all(scrape.as_bytes()).unwrap();
+}
