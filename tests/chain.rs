@@ -399,3 +399,56 @@ async fn a_flapping_primary_is_served_again_after_it_comes_back() {
     let a = r.call(&route).await.unwrap();
     assert_eq!(&*a.provider, "primary");
 }
+
+/// A provider at `addr` whose every answer is `response`, behind the route's primary.
+async fn canned_primary(response: String) -> (Rig, Route) {
+    let r = rig(Fault::None).await;
+    let addr = crate::support::canned(response).await;
+    let mut r = r;
+    r.endpoints[0] = Endpoint::new("primary", &format!("http://{addr}/v1"));
+    let route = r.route(policy().build().unwrap());
+    (r, route)
+}
+
+fn sse(events: &[&str]) -> String {
+    let body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+    crate::support::http("200 OK", "content-type: text/event-stream\r\n", &body)
+}
+
+#[tokio::test]
+async fn a_withheld_answer_is_a_content_filter_and_an_empty_one_fails_over() {
+    // Azure filters output: a 200 whose choice finished with "content_filter".
+    let filtered = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"content_filter"}]}"#;
+    let (r, route) = canned_primary(sse(&[filtered, "[DONE]"])).await;
+    let err = r.stream(&route).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        FailoverErrorKind::Returned(Reason::ContentFilter)
+    );
+    assert_eq!(r.seen().1, 0);
+    let body = json!({"choices":[{"index":0,"message":{"role":"assistant","content":null},"finish_reason":"content_filter"}]}).to_string();
+    let (r, route) = canned_primary(crate::support::http(
+        "200 OK",
+        "content-type: application/json\r\n",
+        &body,
+    ))
+    .await;
+    let err = r.call(&route).await.unwrap_err();
+    assert_eq!(
+        err.kind(),
+        FailoverErrorKind::Returned(Reason::ContentFilter)
+    );
+
+    // A stream that finishes before any token is empty: the fallback answers instead.
+    let role = r#"{"choices":[{"index":0,"delta":{"role":"assistant"},"finish_reason":null}]}"#;
+    let stop = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#;
+    let (r, route) = canned_primary(sse(&[role, "", stop, "[DONE]"])).await;
+    let a = r.stream(&route).await.unwrap();
+    assert_eq!(
+        a.trail.to_string(),
+        "primary/p=empty_response; fallback/f=ok"
+    );
+    let (text, err) = read(a.value).await;
+    assert!(err.is_none());
+    assert_eq!(text, ANSWER);
+}

@@ -8,4 +8,5 @@
 mod breaker;
 mod chain;
 mod classify;
+mod support;
 mod telemetry;

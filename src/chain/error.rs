@@ -84,9 +84,12 @@ impl AttemptFailure {
     /// the source. The URL is stripped from the kept error, since it may carry a key.
     #[must_use]
     pub fn from_reqwest(err: reqwest::Error) -> Self {
+        // Without its URL first: the classifier reads the error's text, and a key in a query
+        // has no business there.
+        let err = err.without_url();
         let c = classify(&Signal::from_reqwest(&err));
         let status = err.status().map(|s| s.as_u16());
-        let mut f = Self::classified(&c).with_source(err.without_url());
+        let mut f = Self::classified(&c).with_source(err);
         f.status = status;
         f
     }

@@ -60,7 +60,7 @@ impl fmt::Debug for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Endpoint")
             .field("provider", &self.provider)
-            .field("base_url", &self.base_url)
+            .field("base_url", &redacted_url(&self.base_url))
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field(
                 "query_key",
@@ -91,7 +91,7 @@ impl Endpoint {
     /// not a valid header value is ignored.
     #[must_use]
     pub fn api_key(mut self, key: impl AsRef<str>) -> Self {
-        self.api_key = HeaderValue::from_str(&format!("Bearer {}", key.as_ref()))
+        self.api_key = HeaderValue::from_str(&format!("Bearer {}", key.as_ref().trim()))
             .ok()
             .map(|mut v| {
                 v.set_sensitive(true);
@@ -113,6 +113,23 @@ impl Endpoint {
     #[must_use]
     pub fn provider(&self) -> &str {
         &self.provider
+    }
+}
+
+/// A URL without its user info and query, which may carry keys.
+fn redacted_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(mut u) => {
+            if !u.username().is_empty() || u.password().is_some() {
+                let _ = u.set_username("redacted");
+                let _ = u.set_password(None);
+            }
+            if u.query().is_some() {
+                u.set_query(Some("redacted"));
+            }
+            u.to_string()
+        }
+        Err(_) => "<unparsable>".to_owned(),
     }
 }
 
@@ -209,7 +226,12 @@ impl Client {
             );
             return Err(AttemptFailure::classified(&c).with_status(status));
         }
-        if !has_content(&answer["choices"][0]["message"]) {
+        let choice = &answer["choices"][0];
+        if choice["finish_reason"] == "content_filter" {
+            // Azure's output filter: a 200 whose content was withheld. Not for another model.
+            return Err(AttemptFailure::new(Reason::ContentFilter).with_status(status));
+        }
+        if !has_content(&choice["message"]) {
             return Err(AttemptFailure::new(Reason::EmptyResponse).with_status(status));
         }
         Ok(answer)
@@ -240,6 +262,7 @@ impl Client {
             provider: Arc::clone(&endpoint.provider),
             pending: Vec::new(),
             finished: false,
+            answered: false,
             done: false,
         })
     }
@@ -310,6 +333,8 @@ pub struct ChatStream {
     pending: Vec<String>,
     /// A `finish_reason` is among the pending events.
     finished: bool,
+    /// A token has arrived.
+    answered: bool,
     done: bool,
 }
 
@@ -326,7 +351,14 @@ impl ChatStream {
     /// Reads one event into the pending chunk; true when the chunk is ready to hand out (it
     /// carries a token, a finish reason or the `[DONE]` marker).
     fn take(&mut self, data: String) -> Result<bool, AttemptFailure> {
+        if data.trim().is_empty() {
+            return Ok(false);
+        }
         if data.trim() == "[DONE]" {
+            if !self.answered {
+                // The stream ended before any token: an empty answer, not a success.
+                return Err(AttemptFailure::new(Reason::EmptyResponse));
+            }
             self.pending.push(data);
             self.done = true;
             return Ok(true);
@@ -339,10 +371,17 @@ impl ChatStream {
             return Err(AttemptFailure::classified(&c));
         }
         let choice = &event["choices"][0];
+        if choice["finish_reason"] == "content_filter" {
+            return Err(AttemptFailure::new(Reason::ContentFilter));
+        }
         let finished = choice["finish_reason"]
             .as_str()
             .is_some_and(|r| !r.is_empty());
         let token = has_content(&choice["delta"]);
+        if finished && !token && !self.answered {
+            return Err(AttemptFailure::new(Reason::EmptyResponse));
+        }
+        self.answered |= token;
         self.pending.push(data);
         self.finished |= finished;
         Ok(finished || token)

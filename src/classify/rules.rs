@@ -163,7 +163,21 @@ pub(crate) fn refines(base: Reason, specific: Reason) -> bool {
         return true;
     }
     match base {
-        Format | Reason::Unknown => !matches!(
+        // A 400/422 is the request's fault unless the provider says which other failure it
+        // is: words echoed from the request ("timeout_ms", "overloading") must not turn it
+        // into a transport or server failure.
+        Format => matches!(
+            specific,
+            ContextOverflow
+                | ContentFilter
+                | ModelNotFound
+                | Billing
+                | Auth
+                | AuthPermanent
+                | RateLimit
+                | Reason::Unknown
+        ),
+        Reason::Unknown => !matches!(
             specific,
             ConnectionRefused | Dns | Unreachable | Tls | Cancelled
         ),
@@ -335,7 +349,7 @@ pub(crate) static RULES: &[Rule] = &[
         RateLimit,
         "rate_limit",
         concat!(
-            r"rate[ _-]?limit|too many (requests|concurrent|tokens)|spend limit reached|throttl(ed|ing)",
+            r"\brate[ _-]?limit|too many (requests|concurrent|tokens)|spend limit reached|throttl(ed|ing)",
             r"|reached (the |your |its )?(organi[sz]ation|org)('s)? usage limit|limit will reset",
         ),
     ),
@@ -378,7 +392,7 @@ pub(crate) static RULES: &[Rule] = &[
         concat!(
             r"invalid[ _-]?(x-)?(api[ _-]?)?key|incorrect api key|api key (is )?(not valid|invalid|missing|not found)|no api key|missing api key",
             r"|could not authenticate|authentication (failed|error|required)|unauthori[sz]ed|not authorized",
-            r"|(invalid|bad|incorrect|wrong|missing) ([\w-]+ ){0,3}credentials|insufficient permissions|permission denied|access denied|forbidden",
+            r"|(invalid|bad|incorrect|wrong|missing) ([\w-]+ ){0,3}credentials|insufficient permissions|permission denied|access denied",
             r"|missing scopes?|token refresh failed|re-?authenticate|not logged in|please run /login",
             r"|(invalid|expired) (access |bearer |oauth |auth )?token|token (is )?(invalid|expired)|extract \w+ from token",
             r"|认证失败|鉴权失败|未授权|无效的?(令牌|密钥)",
@@ -412,7 +426,7 @@ pub(crate) static RULES: &[Rule] = &[
     text(
         Timeout,
         "timeout",
-        r"timed? ?out|timeout|deadline exceeded|took too long|operation was aborted|reason: abort\b|finish_reason: abort\b|超时",
+        r"\btimed? ?out\b|timeout\b|deadline exceeded|took too long|operation was aborted|reason: abort\b|finish_reason: abort\b|超时",
     ),
     text(
         StreamInterrupted,

@@ -802,3 +802,43 @@ fn a_status_with_no_body_does_not_stop_failover() {
         Format
     );
 }
+
+#[test]
+fn words_echoed_from_the_request_do_not_move_a_400() {
+    let cases = [
+        (
+            400,
+            "'Forbidden City' is not of type 'object' - 'messages.0.content'",
+        ),
+        (
+            400,
+            "Invalid schema for function 'get_rate_limit': missing 'type'",
+        ),
+        (400, "Function overloading is not supported"),
+        (422, "field 'timeout_ms' must be an integer"),
+        (400, "tool 'server_error_report' has an invalid description"),
+    ];
+    for (status, message) in cases {
+        let got = classify(&Signal::new().status(status).message(message)).reason;
+        assert_eq!(got, Format, "{status} {message}");
+    }
+    // What a provider says about its own state still counts.
+    assert_eq!(
+        classify(
+            &Signal::new()
+                .status(400)
+                .message("HTTP 400: ThrottlingException: Too many concurrent requests")
+        )
+        .reason,
+        RateLimit
+    );
+    assert_eq!(
+        classify(
+            &Signal::new()
+                .status(400)
+                .message("API key not valid. Please pass a valid API key.")
+        )
+        .reason,
+        Auth
+    );
+}
