@@ -2,7 +2,6 @@
 //! reqwest error chains, and the `classify` command line.
 
 use std::io::Write as _;
-use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
