@@ -146,9 +146,15 @@ fn verdict(c: &Classification) -> String {
 }
 
 fn classify_line(line: &str) -> String {
-    match serde_json::from_str::<Case>(line) {
+    let error = |e: String| serde_json::json!({ "error": e }).to_string();
+    let value = match serde_json::from_str::<serde_json::Value>(line) {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        Ok(_) => return error("malformed input line: expected a JSON object".into()),
+        Err(e) => return error(format!("malformed input line: {e}")),
+    };
+    match serde_json::from_value::<Case>(value) {
         Ok(case) => verdict(&classify(&case.signal())),
-        Err(e) => serde_json::json!({ "error": format!("malformed input line: {e}") }).to_string(),
+        Err(e) => error(format!("malformed input line: {e}")),
     }
 }
 
@@ -180,12 +186,9 @@ fn run_classify(args: &ClassifyArgs) -> io::Result<()> {
         if input.read_until(b'\n', &mut line)? == 0 {
             break;
         }
+        // Every line gets its answer line, a blank one too, so outputs pair with inputs.
         let text = String::from_utf8_lossy(&line);
-        let text = text.trim();
-        if text.is_empty() {
-            continue;
-        }
-        writeln!(out, "{}", classify_line(text))?;
+        writeln!(out, "{}", classify_line(text.trim()))?;
     }
     out.flush()
 }

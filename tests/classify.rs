@@ -349,7 +349,7 @@ fn cli_flags_classify_one_case() {
 }
 
 #[test]
-fn cli_survives_invalid_utf8_and_empty_lines() {
+fn cli_answers_invalid_utf8_blank_lines_and_non_objects_with_error_lines() {
     let mut input = b"\n\xff\xfe{\"status\": 500}\n".to_vec();
     input.extend_from_slice(b"{\"status\": 500}\n");
     let mut child = Command::new(env!("CARGO_BIN_EXE_llm-failover"))
@@ -362,7 +362,20 @@ fn cli_survives_invalid_utf8_and_empty_lines() {
     let out = child.wait_with_output().unwrap();
     let out = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(lines.len(), 2, "{out}");
-    assert!(lines[0].contains("error"));
-    assert!(lines[1].contains("server_error"));
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(
+        lines[0].contains("error"),
+        "a blank line gets an error line"
+    );
+    assert!(lines[1].contains("error"));
+    assert!(lines[2].contains("server_error"));
+    // JSON that is not an object is an error line too.
+    let out = run_cli(&["classify"], "[503]\n\"x\"\n");
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.contains("expected a JSON object"))
+            .count(),
+        2,
+        "{out}"
+    );
 }

@@ -513,6 +513,26 @@ impl Breaker {
         reported_state(self.shared.word.load(Ordering::Acquire))
     }
 
+    /// How long until the breaker may admit a call again: `None` while it admits calls,
+    /// `Some(Duration::MAX)` when an operator holds it open with no end.
+    #[must_use]
+    pub fn closed_in(&self) -> Option<Duration> {
+        let s = &self.shared;
+        let w = s.word.load(Ordering::Acquire);
+        let until = match (w & MODE_MASK, w & AUTO_MASK) {
+            (FORCED_OPEN, _) => s.mode_until.load(Ordering::Acquire),
+            (NORMAL, OPEN) => s
+                .open_until
+                .load(Ordering::Acquire)
+                .max(s.floor_until.load(Ordering::Acquire)),
+            _ => return None,
+        };
+        if until == u64::MAX {
+            return Some(Duration::MAX);
+        }
+        Some(Duration::from_nanos(until.saturating_sub(s.clock.now())))
+    }
+
     /// A point-in-time view for status pages.
     #[must_use]
     pub fn snapshot(&self) -> Snapshot {

@@ -579,7 +579,7 @@ impl Route {
         // The target the request is leaving, and why: a failover event when it moves on.
         let mut leaving: Option<(Arc<str>, Reason)> = None;
         let fail = |kind, trail: Trail, last: Option<AttemptFailure>| {
-            let retry_after = trail.soonest_retry();
+            let retry_after = self.soonest_admit(&trail);
             Err(FailoverError {
                 kind,
                 route: Arc::clone(&self.name),
@@ -878,6 +878,33 @@ impl Route {
             Ok(v) => Race::Won(other.commit(v, Trail::default())),
             Err(f) => Race::Failed(other, f, 1),
         }
+    }
+
+    /// When the route may answer again: for each target the longer of its breakers' open time
+    /// and the wait its provider asked for in this request, and the soonest of those. `None`
+    /// when some target could be tried at once, or nothing is known.
+    fn soonest_admit(&self, trail: &Trail) -> Option<Duration> {
+        let mut soonest = Duration::MAX;
+        for t in self.targets.iter().chain(&self.larger_context) {
+            let Some(target) = self.registry.target(&t.provider, &t.model) else {
+                continue;
+            };
+            let open = [target.provider_breaker(), target.model_breaker()]
+                .into_iter()
+                .filter_map(crate::breaker::Breaker::closed_in)
+                .max();
+            let asked = trail
+                .0
+                .iter()
+                .filter(|a| a.provider == t.provider && a.model == t.model)
+                .filter_map(|a| a.retry_after)
+                .max();
+            match open.max(asked) {
+                Some(wait) => soonest = soonest.min(wait),
+                None => return None,
+            }
+        }
+        (soonest != Duration::MAX).then_some(soonest)
     }
 
     /// What the chain does after `failure`: the reason's policy, bounded by the route's.

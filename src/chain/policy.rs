@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+/// The longest any duration of a route policy may be.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
+
 /// The deadlines and retry rules of a route. Build one with [`RoutePolicy::builder`]; the
 /// default suits chat completions.
 ///
@@ -169,6 +172,22 @@ impl RoutePolicyBuilder {
                 return Err(RoutePolicyError {
                     field,
                     problem: "must be longer than zero",
+                });
+            }
+        }
+        for (field, d) in [
+            ("attempt_timeout", Some(p.attempt_timeout)),
+            ("ttft_timeout", Some(p.ttft_timeout)),
+            ("idle_timeout", Some(p.idle_timeout)),
+            ("total_deadline", Some(p.total_deadline)),
+            ("retry_backoff", Some(p.retry_backoff)),
+            ("max_retry_wait", Some(p.max_retry_wait)),
+            ("hedge_after", p.hedge_after),
+        ] {
+            if d.is_some_and(|d| d > MAX_DURATION) {
+                return Err(RoutePolicyError {
+                    field,
+                    problem: "must be at most one day",
                 });
             }
         }

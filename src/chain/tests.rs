@@ -239,16 +239,47 @@ async fn a_long_rate_limit_fails_over_at_once() {
     assert_eq!(a.value, OPENAI);
     assert_eq!(start.elapsed(), Duration::ZERO);
     assert_eq!(script.calls(LOCAL), 1);
-    // The error, had the fallback failed too, would say when to come back.
+    // The error, had the fallback failed too, says when the soonest target may answer.
     let script = Arc::new(Script::default())
         .on(
             LOCAL,
             &[Step::Fail(Reason::RateLimit, Some(Duration::from_secs(60)))],
         )
+        .on(
+            OPENAI,
+            &[Step::Fail(Reason::RateLimit, Some(Duration::from_secs(30)))],
+        );
+    let err = go(&route, &script).await.unwrap_err();
+    assert_eq!(err.kind(), FailoverErrorKind::Exhausted);
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(30)));
+    // A target that failed without a wait and whose breaker is closed could answer now.
+    script.on(OPENAI, &[Step::Fail(Reason::Overloaded, None)]);
+    assert_eq!(go(&route, &script).await.unwrap_err().retry_after(), None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn when_every_target_failed_the_error_says_when_a_breaker_admits_again() {
+    let r = rig(1);
+    let route = r.route(policy().build().unwrap());
+    let script = Arc::new(Script::default())
+        .on(LOCAL, &[Step::Fail(Reason::ConnectionRefused, None)])
         .on(OPENAI, &[Step::Fail(Reason::Overloaded, None)]);
     let err = go(&route, &script).await.unwrap_err();
     assert_eq!(err.kind(), FailoverErrorKind::Exhausted);
-    assert_eq!(err.retry_after(), Some(Duration::from_secs(60)));
+    let local = r
+        .registry
+        .breaker("local", "*")
+        .unwrap()
+        .closed_in()
+        .unwrap();
+    let openai = r
+        .registry
+        .breaker("openai", "gpt-4o-mini")
+        .unwrap()
+        .closed_in()
+        .unwrap();
+    assert_eq!(err.retry_after(), Some(local.min(openai)));
+    assert!(err.retry_after().unwrap() > Duration::ZERO);
 }
 
 #[tokio::test(start_paused = true)]

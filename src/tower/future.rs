@@ -13,6 +13,10 @@ use crate::breaker::{CallError, OwnedPermit, Rejected};
 pin_project! {
     /// Resolves to the inner service's response, or at once to a rejection. Dropping it
     /// before it resolves gives the breaker permit back without an outcome.
+    ///
+    /// # Panics
+    ///
+    /// When polled again after it resolved, as futures may.
     #[derive(Debug)]
     pub struct ResponseFuture<F, C> {
         #[pin]

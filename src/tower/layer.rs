@@ -10,7 +10,7 @@ use crate::breaker::Breaker;
 pub struct BreakerLayer<C = ByFailure> {
     breaker: Breaker,
     classify: C,
-    fail_in_poll_ready: bool,
+    not_ready_while_open: bool,
 }
 
 impl BreakerLayer {
@@ -23,7 +23,7 @@ impl BreakerLayer {
         Self {
             breaker,
             classify: ByFailure,
-            fail_in_poll_ready: false,
+            not_ready_while_open: false,
         }
     }
 }
@@ -35,16 +35,16 @@ impl<C> BreakerLayer<C> {
         BreakerLayer {
             breaker: self.breaker,
             classify,
-            fail_in_poll_ready: self.fail_in_poll_ready,
+            not_ready_while_open: self.not_ready_while_open,
         }
     }
 
-    /// Asks the breaker in `poll_ready`, which then fails while it is open; the permit it
-    /// grants is used by the next `call`. Default: off (`poll_ready` is the inner service's and
-    /// `call` rejects).
+    /// Asks the breaker in `poll_ready`, which stays pending while the breaker is open and
+    /// wakes when it may admit again; the permit it grants is used by the next `call`.
+    /// Default: off (`poll_ready` is the inner service's and `call` rejects).
     #[must_use]
-    pub fn fail_in_poll_ready(mut self, on: bool) -> Self {
-        self.fail_in_poll_ready = on;
+    pub fn not_ready_while_open(mut self, on: bool) -> Self {
+        self.not_ready_while_open = on;
         self
     }
 }
@@ -54,7 +54,7 @@ impl<S, C: Clone> Layer<S> for BreakerLayer<C> {
 
     fn layer(&self, inner: S) -> Self::Service {
         let mut svc = BreakerService::new(inner, self.breaker.clone(), self.classify.clone());
-        svc.fail_in_poll_ready = self.fail_in_poll_ready;
+        svc.not_ready_while_open = self.not_ready_while_open;
         svc
     }
 }

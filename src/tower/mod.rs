@@ -9,8 +9,10 @@
 //!
 //! A rejected call resolves at once with [`CallError::Rejected`] and allocates nothing, like
 //! tower's `LoadShed`. By default `poll_ready` is the inner service's; with
-//! [`BreakerLayer::fail_in_poll_ready`] the breaker is asked in `poll_ready`, which then fails
-//! while the breaker is open, and the permit it grants is used by the next `call`.
+//! [`BreakerLayer::not_ready_while_open`] the breaker is asked in `poll_ready`, which stays
+//! pending while the breaker is open (and wakes when it may admit again), and the permit it
+//! grants is used by the next `call`. It never fails `poll_ready`: tower treats a readiness
+//! error as the end of a service.
 //!
 //! ```
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
@@ -33,7 +35,8 @@
 mod future;
 mod layer;
 
-use std::task::{Context, Poll};
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use ::tower::Service;
@@ -75,10 +78,16 @@ pub struct BreakerService<S, C = ByFailure> {
     inner: S,
     breaker: Breaker,
     classify: C,
-    fail_in_poll_ready: bool,
+    not_ready_while_open: bool,
     /// A permit granted in `poll_ready`, for the next `call`.
     reserved: Option<OwnedPermit>,
+    /// While open: when to ask the breaker again.
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
 }
+
+/// How long `poll_ready` waits before asking again a breaker that gave no end time (forced
+/// open by an operator).
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// A clone shares the breaker but not a permit reserved by `poll_ready`: drive it to ready
 /// again before calling it.
@@ -88,8 +97,9 @@ impl<S: Clone, C: Clone> Clone for BreakerService<S, C> {
             inner: self.inner.clone(),
             breaker: self.breaker.clone(),
             classify: self.classify.clone(),
-            fail_in_poll_ready: self.fail_in_poll_ready,
+            not_ready_while_open: self.not_ready_while_open,
             reserved: None,
+            wait: None,
         }
     }
 }
@@ -101,8 +111,9 @@ impl<S, C> BreakerService<S, C> {
             inner,
             breaker,
             classify,
-            fail_in_poll_ready: false,
+            not_ready_while_open: false,
             reserved: None,
+            wait: None,
         }
     }
 
@@ -127,10 +138,20 @@ where
     type Future = ResponseFuture<S::Future, C>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        if self.fail_in_poll_ready && self.reserved.is_none() {
+        while self.not_ready_while_open && self.reserved.is_none() {
+            if let Some(wait) = self.wait.as_mut() {
+                ready!(wait.as_mut().poll(cx));
+                self.wait = None;
+            }
             match self.breaker.try_acquire_owned() {
                 Ok(permit) => self.reserved = Some(permit),
-                Err(rejected) => return Poll::Ready(Err(CallError::Rejected(rejected))),
+                Err(rejected) => {
+                    let again = rejected
+                        .retry_after()
+                        .unwrap_or(RECHECK)
+                        .max(Duration::from_millis(1));
+                    self.wait = Some(Box::pin(tokio::time::sleep(again)));
+                }
             }
         }
         self.inner.poll_ready(cx).map_err(CallError::Inner)
@@ -172,8 +193,8 @@ mod tests {
             .build_with_clock(clock.clock())
     }
 
-    #[tokio::test]
-    async fn poll_ready_fails_while_open_and_its_permit_serves_the_call() {
+    #[tokio::test(start_paused = true)]
+    async fn poll_ready_waits_while_open_and_its_permit_serves_the_call() {
         let clock = MockClock::new();
         let b = breaker(&clock);
         let inner = service_fn(|fail: bool| async move {
@@ -184,14 +205,17 @@ mod tests {
             }
         });
         let mut svc = BreakerLayer::new(b.clone())
-            .fail_in_poll_ready(true)
+            .not_ready_while_open(true)
             .layer(inner);
         assert_eq!(svc.ready().await.unwrap().call(false).await.unwrap(), "ok");
         assert!(svc.ready().await.unwrap().call(true).await.is_err());
         assert_eq!(b.state(), State::Open);
-        assert!(matches!(svc.ready().await, Err(CallError::Rejected(_))));
+        // While open the service is not ready (pending, not an error).
+        let wait = b.try_acquire().unwrap_err().retry_after().unwrap();
+        assert!(futures_util::FutureExt::now_or_never(svc.ready()).is_none());
         // After the open time the probe is reserved in poll_ready and used by call.
-        clock.advance(Duration::from_secs(3600));
+        clock.advance(wait);
+        tokio::time::advance(wait).await;
         let ready = svc.ready().await.unwrap();
         assert_eq!(b.state(), State::HalfOpen);
         assert_eq!(ready.call(false).await.unwrap(), "ok");
