@@ -8,5 +8,6 @@
 mod breaker;
 mod chain;
 mod classify;
+mod secrets;
 mod support;
 mod telemetry;

@@ -761,3 +761,192 @@ fn a_prometheus_scrape_of_a_scenario() {
     let mut file = std::fs::File::create(dir.join("telemetry-scrape.prom")).unwrap();
     file.write_all(scrape.as_bytes()).unwrap();
 }
+
+/// The real chain and breakers, not emitted by hand: a route whose attempts are scripted.
+mod real_route {
+    use std::sync::Arc;
+
+    use llm_failover::breaker::{BreakerPolicy, Registry};
+    use llm_failover::chain::{AttemptFailure, Route};
+    use llm_failover::classify::{Signal, classify};
+
+    use super::*;
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        // Paused time: retries' backoffs pass at once.
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .start_paused(true)
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn route() -> Route {
+        let registry = Registry::builder()
+            .policy(
+                BreakerPolicy::builder()
+                    .consecutive_failures(1)
+                    .build()
+                    .unwrap(),
+            )
+            .target("local", "llama3")
+            .target("openai", "gpt-4o-mini")
+            .build()
+            .unwrap();
+        Route::builder("chat", Arc::new(registry))
+            .target("local", "llama3")
+            .target("openai", "gpt-4o-mini")
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_refused_primary_then_a_fallback_answer_counts_exactly() {
+        let m = run(|layer| {
+            layer.register_breakers([
+                ("local", "*"),
+                ("local", "llama3"),
+                ("openai", "*"),
+                ("openai", "gpt-4o-mini"),
+            ]);
+            let route = route();
+            block_on(async {
+                for _ in 0..2 {
+                    route
+                        .call(|a| async move {
+                            if a.provider() == "local" {
+                                Err(AttemptFailure::new(Reason::ConnectionRefused))
+                            } else {
+                                Ok(())
+                            }
+                        })
+                        .await
+                        .unwrap();
+                }
+            });
+        });
+        let failures = "llm_failover_failures_total";
+        assert_eq!(
+            m.counter(
+                failures,
+                &[
+                    ("provider", "local"),
+                    ("model", "llama3"),
+                    ("role", "primary"),
+                    ("reason", "connection_refused")
+                ]
+            ),
+            1
+        );
+        assert_eq!(m.total(failures), 1);
+        let hops = [
+            ("route", "chat"),
+            ("from_provider", "local"),
+            ("to_provider", "openai"),
+            ("reason", "connection_refused"),
+        ];
+        // Once after the failure, once after the open breaker refused the primary.
+        assert_eq!(m.counter("llm_failover_failovers_total", &hops), 2);
+        let attempts = "llm_failover_attempts_total";
+        assert_eq!(
+            m.counter(
+                attempts,
+                &[
+                    ("route", "chat"),
+                    ("provider", "openai"),
+                    ("model", "gpt-4o-mini"),
+                    ("role", "fallback"),
+                    ("outcome", "ok")
+                ]
+            ),
+            2
+        );
+        assert_eq!(
+            m.counter(
+                attempts,
+                &[
+                    ("route", "chat"),
+                    ("provider", "local"),
+                    ("model", "llama3"),
+                    ("role", "primary"),
+                    ("outcome", "failure")
+                ]
+            ),
+            1
+        );
+        assert_eq!(
+            m.counter(
+                attempts,
+                &[
+                    ("route", "chat"),
+                    ("provider", "local"),
+                    ("model", "llama3"),
+                    ("role", "primary"),
+                    ("outcome", "rejected")
+                ]
+            ),
+            1
+        );
+        assert_eq!(
+            m.counter(
+                "llm_failover_requests_total",
+                &[("route", "chat"), ("outcome", "ok")]
+            ),
+            2
+        );
+        assert_eq!(
+            m.counter(
+                "llm_failover_breaker_transitions_total",
+                &[
+                    ("provider", "local"),
+                    ("model", "*"),
+                    ("from", "closed"),
+                    ("to", "open"),
+                    ("reason", "connection_refused")
+                ]
+            ),
+            1
+        );
+        m.assert_one_hot("local", "*", "open");
+        m.assert_one_hot("openai", "gpt-4o-mini", "closed");
+    }
+
+    #[test]
+    fn thousands_of_distinct_error_texts_add_no_series() {
+        let series = |n: usize| {
+            let m = run(|_| {
+                let route = route();
+                // Every failure must reach the classifier and the layer: no breaker may stop them.
+                for (p, model) in [
+                    ("local", "*"),
+                    ("local", "llama3"),
+                    ("openai", "*"),
+                    ("openai", "gpt-4o-mini"),
+                ] {
+                    route.registry().control(p, model).unwrap().disable(None);
+                }
+                block_on(async {
+                    for i in 0..n {
+                        let _ = route
+                            .call(|a| async move {
+                                // Random-looking text in the message and the body of every failure.
+                                let body = format!(r#"{{"error":{{"message":"upstream {i:x} said {} at {}","type":"weird_{i}"}}}}"#, i * 7919, a.number());
+                                let c = classify(&Signal::new().status(500 + (i % 5) as u16).body(body.as_str()).message(format!("req-{i}-{}", i * 31)));
+                                Err::<(), _>(AttemptFailure::classified(&c))
+                            })
+                            .await;
+                    }
+                });
+            });
+            m.0.len()
+        };
+        let few = series(20);
+        let many = series(2000);
+        assert!(few > 5, "{few}");
+        assert_eq!(
+            few, many,
+            "the number of series must not grow with distinct error texts"
+        );
+    }
+}

@@ -442,6 +442,12 @@ impl Route {
         &self.policy
     }
 
+    /// The breaker registry the route's targets live in.
+    #[must_use]
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Runs `attempt` against each target in turn until one answers.
     ///
     /// # Errors
