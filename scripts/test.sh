@@ -37,6 +37,9 @@ cargo test --all-targets --all-features
 step "cargo test --doc"
 cargo test --doc --all-features
 
+step "cargo doc (warnings are errors: broken links, missing docs)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --all-features --quiet
+
 # The scrape the telemetry test rendered from a small scenario (tests/telemetry.rs).
 step "promtool check metrics on a real scrape"
 scrape=target/telemetry-scrape.prom

@@ -41,12 +41,17 @@
 //! * [`classify`]: typed evidence (status, headers, body, `io::Error`, `reqwest` error chains,
 //!   codes, message text) in, one reason and the provider's requested wait out. One table of
 //!   rules decides, structured evidence before text.
+//! * [`breaker`]: a circuit breaker per provider and per model, driven by reasons only:
+//!   closed, open, half-open with bounded probes, and operator states; a lock-free closed path.
+//! * [`chain`]: routes of targets tried in order through their breakers, with deadlines,
+//!   retries by reason, hedging, and streams that commit at their first token; plus
+//!   OpenAI-compatible call helpers.
+//! * [`telemetry`]: the names of every span and event, and the `tracing-subscriber`
+//!   [`MetricsLayer`](telemetry::MetricsLayer) that turns them into Prometheus metrics.
+//! * [`tower`](mod@tower): the breaker as a `tower` layer.
 //! * [`sim`]: a simulated OpenAI-compatible provider whose faults (429, 529, resets, cut and
 //!   stalled streams, refused connections, ...) are chosen per model name; it serves the
 //!   tests, the demo and the benchmarks, never real traffic.
-//!
-//! The circuit breaker, the failover chain, telemetry and the OpenAI-compatible proxy build
-//! on these two modules.
 
 pub mod breaker;
 pub mod chain;
