@@ -950,3 +950,30 @@ mod real_route {
         );
     }
 }
+
+#[test]
+fn a_transition_that_arrives_after_a_later_one_does_not_move_the_gauge_back() {
+    let emit = |from: &str, to: &str, generation: u64| {
+        tracing::event!(
+            name: "breaker_transition",
+            target: "llm_failover::breaker",
+            tracing::Level::INFO,
+            provider = "p",
+            model = "m",
+            from = from,
+            to = to,
+            reason = "none",
+            origin = "local",
+            shadow = false,
+            generation = generation,
+        );
+    };
+    let m = run(|_| {
+        // The breaker opened (generation 8) after it closed (generation 7), but the two
+        // threads published in the other order.
+        emit("half_open", "open", 8);
+        emit("half_open", "closed", 7);
+    });
+    m.assert_one_hot("p", "m", "open");
+    assert_eq!(m.total("llm_failover_breaker_transitions_total"), 2, "both are counted");
+}

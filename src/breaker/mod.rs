@@ -781,6 +781,7 @@ impl Shared {
             open_for: open.map(|(now, until)| Duration::from_nanos(until.saturating_sub(now))),
             origin,
             shadow,
+            generation: generation(self.word.load(Ordering::Acquire)),
         }
     }
 

@@ -115,6 +115,9 @@ pub struct Transition {
     /// (metrics-only, forced open, disabled) decides admission: the reported state did not
     /// change. In metrics-only mode these are the transitions the breaker *would* have made.
     pub shadow: bool,
+    /// The breaker's generation after the transition: it grows with every transition of one
+    /// breaker, so an observer can drop a transition that reaches it after a later one.
+    pub generation: u64,
 }
 
 impl Transition {
@@ -145,6 +148,7 @@ impl Transition {
                     { field::OPEN_FOR_MS } = open_for_ms,
                     { field::ORIGIN } = self.origin.as_str(),
                     { field::SHADOW } = self.shadow,
+                    { field::GENERATION } = self.generation,
                     "circuit breaker {}/{} {} -> {}",
                     self.provider,
                     self.model,

@@ -279,6 +279,9 @@ struct BreakerHandles {
 #[derive(Default)]
 struct BreakerSeen {
     current: Option<usize>,
+    /// The generation of the transition the gauge shows: an older one arriving late (the
+    /// breaker publishes after releasing its lock) must not overwrite it.
+    generation: u64,
     /// By (from, to, reason). Transitions are rare; a small map is enough.
     transitions: HashMap<(usize, usize, usize), Counter>,
 }
@@ -307,7 +310,7 @@ impl BreakerHandles {
         seen.current = Some(state);
     }
 
-    fn transition(&self, from: usize, to: usize, reason: usize, shadow: bool) {
+    fn transition(&self, from: usize, to: usize, reason: usize, shadow: bool, generation: u64) {
         let mut seen = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         seen.transitions
             .entry((from, to, reason))
@@ -321,7 +324,8 @@ impl BreakerHandles {
                 ])
             })
             .increment(1);
-        if !shadow {
+        if !shadow && generation >= seen.generation {
+            seen.generation = generation;
             self.show(&mut seen, to);
         }
     }
@@ -484,6 +488,7 @@ struct TransitionVisitor<'a> {
     to: Option<usize>,
     reason: usize,
     shadow: bool,
+    generation: u64,
 }
 
 impl Visit for TransitionVisitor<'_> {
@@ -501,6 +506,11 @@ impl Visit for TransitionVisitor<'_> {
     fn record_bool(&mut self, field: &Field, value: bool) {
         if field.name() == bfield::SHADOW {
             self.shadow = value;
+        }
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        if field.name() == bfield::GENERATION {
+            self.generation = value;
         }
     }
     fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
@@ -618,16 +628,19 @@ impl Inner {
                 to: None,
                 reason: NO_REASON,
                 shadow: false,
+                generation: 0,
             };
             event.record(&mut v);
-            let (Some(from), Some(to), reason, shadow) = (v.from, v.to, v.reason, v.shadow) else {
+            let (Some(from), Some(to), reason, shadow, generation) =
+                (v.from, v.to, v.reason, v.shadow, v.generation)
+            else {
                 return;
             };
             encode(&mut s.key, &[&s.a, &s.b]);
             let h = self
                 .breakers
                 .get_or_insert(&s.key, || BreakerHandles::new(&s.a, &s.b));
-            h.transition(from, to, reason, shadow);
+            h.transition(from, to, reason, shadow, generation);
         });
     }
 }

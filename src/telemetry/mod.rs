@@ -130,6 +130,9 @@ pub mod names {
         /// True when the transition is the shadow state machine's (metrics-only mode, or
         /// under a forced or disabled override): the reported state did not change.
         pub const SHADOW: &str = "shadow";
+        /// The breaker's generation after the transition; it grows with every transition of
+        /// one breaker, so an observer drops a transition that arrives after a later one.
+        pub const GENERATION: &str = "generation";
 
         /// The `model` value of a provider-wide breaker.
         pub const PROVIDER_WIDE: &str = "*";
