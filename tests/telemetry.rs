@@ -975,5 +975,9 @@ fn a_transition_that_arrives_after_a_later_one_does_not_move_the_gauge_back() {
         emit("half_open", "closed", 7);
     });
     m.assert_one_hot("p", "m", "open");
-    assert_eq!(m.total("llm_failover_breaker_transitions_total"), 2, "both are counted");
+    assert_eq!(
+        m.total("llm_failover_breaker_transitions_total"),
+        2,
+        "both are counted"
+    );
 }

@@ -142,6 +142,22 @@ impl Outcome {
         }
     }
 
+    /// The outcome of a call that returned `result` after `duration`: a success, or a failure
+    /// for the error's reason with its Retry-After.
+    #[must_use]
+    pub fn of<T, E: Failure>(result: &Result<T, E>, duration: Duration) -> Self {
+        match result {
+            Ok(_) => Self::success(duration),
+            Err(e) => {
+                let failure = Self::failure(e.reason(), duration);
+                match e.retry_after() {
+                    Some(wait) => failure.with_retry_after(wait),
+                    None => failure,
+                }
+            }
+        }
+    }
+
     /// The first token arrived after `ttft` (checked against the policy's `slow_ttft`).
     #[must_use]
     pub const fn with_ttft(mut self, ttft: Duration) -> Self {
@@ -185,6 +201,16 @@ pub trait Failure {
     /// How long the provider asked to wait, if it said.
     fn retry_after(&self) -> Option<Duration> {
         None
+    }
+}
+
+impl<E: Failure + ?Sized> Failure for &E {
+    fn reason(&self) -> Reason {
+        (**self).reason()
+    }
+
+    fn retry_after(&self) -> Option<Duration> {
+        (**self).retry_after()
     }
 }
 
@@ -493,16 +519,7 @@ impl Breaker {
         let start = clock.now();
         let result = fut.await;
         let took = Duration::from_nanos(clock.now().saturating_sub(start));
-        match &result {
-            Ok(_) => permit.record(Outcome::success(took)),
-            Err(e) => {
-                let mut outcome = Outcome::failure(e.reason(), took);
-                if let Some(after) = e.retry_after() {
-                    outcome = outcome.with_retry_after(after);
-                }
-                permit.record(outcome)
-            }
-        };
+        permit.record(Outcome::of(&result, took));
         result.map_err(CallError::Inner)
     }
 

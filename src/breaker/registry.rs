@@ -285,16 +285,7 @@ impl<'a> Target<'a> {
         let start = clock.now();
         let result = fut.await;
         let took = Duration::from_nanos(clock.now().saturating_sub(start));
-        match &result {
-            Ok(_) => permit.record(Outcome::success(took)),
-            Err(e) => {
-                let mut outcome = Outcome::failure(e.reason(), took);
-                if let Some(after) = e.retry_after() {
-                    outcome = outcome.with_retry_after(after);
-                }
-                permit.record(outcome)
-            }
-        };
+        permit.record(Outcome::of(&result, took));
         result.map_err(CallError::Inner)
     }
 

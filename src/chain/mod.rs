@@ -313,12 +313,8 @@ impl Flight {
     fn fail(mut self, failure: &AttemptFailure, trail: &mut Trail) -> Reason {
         let took = self.started.elapsed();
         let reason = failure.reason();
-        let mut outcome = Outcome::failure(reason, took);
-        if let Some(wait) = failure.retry_after() {
-            outcome = outcome.with_retry_after(wait);
-        }
         if let Some(permit) = self.permit.take() {
-            permit.record(outcome);
+            permit.record(Outcome::of(&Err::<(), _>(failure), took));
         }
         telemetry::settled(
             &self.span,

@@ -59,16 +59,7 @@ pub struct ByFailure;
 
 impl<T, E: Failure> Classify<T, E> for ByFailure {
     fn outcome(&self, result: &Result<T, E>, took: Duration) -> Outcome {
-        match result {
-            Ok(_) => Outcome::success(took),
-            Err(e) => {
-                let o = Outcome::failure(e.reason(), took);
-                match e.retry_after() {
-                    Some(wait) => o.with_retry_after(wait),
-                    None => o,
-                }
-            }
-        }
+        Outcome::of(result, took)
     }
 }
 
