@@ -245,3 +245,38 @@ async fn target_call_records_by_scope_and_rejects_without_running() {
     assert_eq!(states["anthropic/claude-b"], State::Closed);
     assert_eq!(states["anthropic/*"], State::Closed);
 }
+
+#[test]
+fn the_closed_and_open_paths_allocate_nothing() {
+    let breaker = Breaker::new(
+        BreakerPolicy::builder()
+            .consecutive_failures(1)
+            .build()
+            .unwrap(),
+    );
+    let ms = Duration::from_millis(1);
+    // The counter counts: one vector is one allocation.
+    let one = allocation_counter::measure(|| {
+        std::hint::black_box(vec![0_u8; 16]);
+    });
+    assert_eq!(one.count_total, 1);
+    // Warm up: first-use initialisation is not the hot path.
+    breaker.try_acquire().unwrap().record(Outcome::success(ms));
+    let closed = allocation_counter::measure(|| {
+        for _ in 0..1000 {
+            breaker.try_acquire().unwrap().record(Outcome::success(ms));
+        }
+    });
+    assert_eq!(closed.count_total, 0, "closed path: {closed:?}");
+    breaker
+        .try_acquire()
+        .unwrap()
+        .record(Outcome::failure(Reason::ServerError, ms));
+    let _ = breaker.try_acquire();
+    let open = allocation_counter::measure(|| {
+        for _ in 0..1000 {
+            assert!(breaker.try_acquire().is_err());
+        }
+    });
+    assert_eq!(open.count_total, 0, "rejection path: {open:?}");
+}
