@@ -7,10 +7,17 @@
 //!
 //! The system clock reads `CLOCK_MONOTONIC_COARSE` through `coarsetime` (about 5 ns against
 //! about 18 ns for `std::time::Instant` on this machine). Its resolution of a few milliseconds
-//! is far below any breaker timing, and it keeps the open-state rejection path cheap.
+//! is far below any breaker timing.
+//!
+//! The open-state rejection path, which must cost no more than the closed path, reads the
+//! clock through [`Clock::recent`]: one relaxed load of a value that one background thread,
+//! started with the first breaker, refreshes every [`RECENT_PERIOD`]. A rejection may
+//! therefore outlast the open time by up to that period. If the thread cannot be started,
+//! `recent` reads the clock itself.
 
 #[cfg(test)]
 use std::sync::Arc;
+use std::sync::OnceLock;
 #[cfg(test)]
 use std::sync::atomic::{AtomicU64, Ordering};
 #[cfg(test)]
@@ -42,6 +49,16 @@ impl Clock {
     pub(crate) fn now(&self) -> Nanos {
         match self {
             Clock::System(c) => c.now(),
+            #[cfg(test)]
+            Clock::Mock(c) => c.now(),
+        }
+    }
+
+    /// As [`now`](Self::now), up to [`RECENT_PERIOD`] behind, for the rejection path.
+    #[inline]
+    pub(crate) fn recent(&self) -> Nanos {
+        match self {
+            Clock::System(c) => c.recent(),
             #[cfg(test)]
             Clock::Mock(c) => c.now(),
         }
@@ -88,16 +105,45 @@ pub(crate) fn nanos_of(d: Duration) -> Nanos {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct SystemClock {
     epoch: coarsetime::Instant,
+    /// The refreshing thread runs, so `recent` may read its value.
+    refreshed: bool,
 }
 
 /// Offset added to every reading so that 0 never means "now".
 const ORIGIN: Nanos = 1_000_000_000;
 
+/// How often the background thread refreshes the clock that [`Clock::recent`] reads.
+pub(crate) const RECENT_PERIOD: Duration = Duration::from_millis(5);
+
+/// Whether the refreshing thread runs (started once, with the first system clock).
+static UPDATER: OnceLock<bool> = OnceLock::new();
+
 impl SystemClock {
     pub(crate) fn new() -> Self {
+        let refreshed = *UPDATER.get_or_init(|| {
+            coarsetime::Instant::update();
+            let period = u64::try_from(RECENT_PERIOD.as_millis()).unwrap_or(5);
+            // The updater is kept for the life of the process: leak its handle.
+            coarsetime::Updater::new(period)
+                .start()
+                .map(std::mem::forget)
+                .is_ok()
+        });
         Self {
             epoch: coarsetime::Instant::now_without_cache_update(),
+            refreshed,
         }
+    }
+
+    #[inline]
+    fn recent(&self) -> Nanos {
+        if !self.refreshed {
+            return self.now();
+        }
+        ORIGIN
+            + coarsetime::Instant::recent()
+                .duration_since(self.epoch)
+                .as_nanos()
     }
 
     #[inline]

@@ -16,8 +16,11 @@ use super::State;
 #[error("{}", RejectedDisplay(self))]
 pub struct Rejected {
     pub(crate) state: State,
-    pub(crate) reason: Option<Reason>,
-    pub(crate) retry_after: Option<Duration>,
+    /// The reason's index in [`Reason::ALL`] (out of range: none), decoded on demand.
+    pub(crate) reason: u8,
+    /// Nanoseconds until the breaker may admit again (`u64::MAX`: no end), converted on
+    /// demand: the rejection path does no arithmetic it can leave to the caller.
+    pub(crate) retry_nanos: u64,
     pub(crate) provider_wide: bool,
 }
 
@@ -32,10 +35,10 @@ impl fmt::Display for RejectedDisplay<'_> {
             "circuit breaker"
         };
         write!(f, "{scope} is {}", r.state.as_str())?;
-        if let Some(reason) = r.reason {
+        if let Some(reason) = r.reason() {
             write!(f, " after {reason} failures")?;
         }
-        match r.retry_after {
+        match r.retry_after() {
             Some(d) => write!(f, "; try another target or retry in {d:?}"),
             None => write!(f, "; try another target (no end time is set)"),
         }
@@ -52,15 +55,19 @@ impl Rejected {
 
     /// The reason that opened the breaker, if a failure did.
     #[must_use]
-    pub const fn reason(&self) -> Option<Reason> {
-        self.reason
+    pub fn reason(&self) -> Option<Reason> {
+        Reason::ALL.get(usize::from(self.reason)).copied()
     }
 
     /// How long until the breaker may admit a call again; `None` when an operator forced it
     /// open without an end.
     #[must_use]
     pub const fn retry_after(&self) -> Option<Duration> {
-        self.retry_after
+        if self.retry_nanos == u64::MAX {
+            None
+        } else {
+            Some(Duration::from_nanos(self.retry_nanos))
+        }
     }
 
     /// True when the provider-wide breaker rejected the call (every model of the provider is

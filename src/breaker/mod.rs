@@ -93,6 +93,9 @@ pub use self::policy::{BreakerPolicy, BreakerPolicyBuilder, MAX_HALF_OPEN_PROBES
 pub use self::registry::{OwnedTargetPermit, Registry, RegistryBuilder, Target, TargetPermit};
 pub use self::state::{Origin, State, Transition};
 
+/// How far [`Clock::recent`] may lag the real clock, with a margin for scheduling.
+const RECENT_LAG: Nanos = 4 * clock::RECENT_PERIOD.as_nanos() as Nanos;
+
 /// A callback that observes every transition of a breaker (after the tracing event).
 ///
 /// It runs on the thread that caused the transition, outside the breaker's lock; keep it
@@ -464,11 +467,13 @@ impl Breaker {
             });
         }
         if w & (AUTO_MASK | MODE_MASK) == OPEN | NORMAL {
-            // Rejection while open: no lock, no allocation, no call out of line.
+            // Rejection while open: no lock, no allocation, no call out of line, and the
+            // refreshed clock rather than a clock read (see `clock.rs`). Near the end of the
+            // open time, where that clock may lag, the slow path reads the real one.
             let s = &*self.shared;
-            let now = s.clock.now();
+            let now = s.clock.recent();
             let until = s.open_until.load(Ordering::Acquire);
-            if now < until {
+            if now.saturating_add(RECENT_LAG) < until {
                 return Err(s.rejected(State::Open, Some(until - now)));
             }
         }
@@ -773,8 +778,8 @@ impl Shared {
     fn rejected(&self, state: State, retry_after: Option<Nanos>) -> Rejected {
         Rejected {
             state,
-            reason: reason_of(self.open_reason.load(Ordering::Relaxed)),
-            retry_after: retry_after.map(Duration::from_nanos),
+            reason: self.open_reason.load(Ordering::Relaxed),
+            retry_nanos: retry_after.map_or(u64::MAX, |n| n.min(u64::MAX - 1)),
             provider_wide: self.provider_wide,
         }
     }
