@@ -56,6 +56,7 @@
 pub mod breaker;
 pub mod chain;
 pub mod classify;
+mod duration;
 pub mod reason;
 pub mod sim;
 pub mod telemetry;

@@ -128,7 +128,7 @@ pub struct ReasonPolicy {
     /// Which breaker the failure indicts.
     pub scope: Scope,
     /// The base open time of a breaker tripped by this reason, before backoff and jitter.
-    #[serde(with = "humantime_serde_compat")]
+    #[serde(with = "crate::duration")]
     pub open_base: Duration,
 }
 
@@ -155,22 +155,6 @@ impl ReasonPolicy {
             scope,
             open_base,
         }
-    }
-}
-
-/// Durations in policies read and write as humantime strings ("30s", "10m").
-mod humantime_serde_compat {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_duration(*d))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        humantime::parse_duration(&s).map_err(|e| D::Error::custom(format!("{e} in {s:?}")))
     }
 }
 

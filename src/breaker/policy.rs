@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::Reason;
+use crate::duration::HumanDuration;
 use crate::reason::{BreakerEffect, ReasonPolicy, Scope};
 
 use super::clock::{Nanos, nanos_of};
@@ -426,20 +427,6 @@ impl BreakerPolicyBuilder {
     /// reason that counts with a zero open-time base.
     pub fn build(self) -> Result<BreakerPolicy, PolicyError> {
         self.policy.validate()
-    }
-}
-
-/// A duration written as a humantime string ("30s", "10m", "1h 30m").
-#[derive(Debug, Clone, Copy)]
-struct HumanDuration(Duration);
-
-impl<'de> Deserialize<'de> for HumanDuration {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        use serde::de::Error as _;
-        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(HumanDuration)
-            .map_err(|e| D::Error::custom(format!("{e} in {s:?} (write durations like \"30s\")")))
     }
 }
 

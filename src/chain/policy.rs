@@ -221,43 +221,24 @@ impl RoutePolicyError {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RoutePolicyConfig {
-    #[serde(default, with = "humantime_opt")]
+    #[serde(default, with = "crate::duration::option")]
     attempt_timeout: Option<Duration>,
-    #[serde(default, with = "humantime_opt")]
+    #[serde(default, with = "crate::duration::option")]
     ttft_timeout: Option<Duration>,
-    #[serde(default, with = "humantime_opt")]
+    #[serde(default, with = "crate::duration::option")]
     idle_timeout: Option<Duration>,
-    #[serde(default, with = "humantime_opt")]
+    #[serde(default, with = "crate::duration::option")]
     total_deadline: Option<Duration>,
     #[serde(default)]
     max_retries: Option<u32>,
-    #[serde(default, with = "humantime_opt")]
+    #[serde(default, with = "crate::duration::option")]
     retry_backoff: Option<Duration>,
-    #[serde(default, with = "humantime_opt")]
+    #[serde(default, with = "crate::duration::option")]
     max_retry_wait: Option<Duration>,
     #[serde(default)]
     last_resort: Option<bool>,
-    #[serde(default, with = "humantime_opt")]
+    #[serde(default, with = "crate::duration::option")]
     hedge_after: Option<Duration>,
-}
-
-mod humantime_opt {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, de::Error as _};
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        let Some(s) = Option::<String>::deserialize(d)? else {
-            return Ok(None);
-        };
-        humantime::parse_duration(&s).map(Some).map_err(|e| {
-            D::Error::custom(format!(
-                "{e} in {s:?} (write durations like \"30s\" or \"2m\")"
-            ))
-        })
-    }
 }
 
 impl<'de> Deserialize<'de> for RoutePolicy {
