@@ -918,7 +918,7 @@ impl Route {
         deadline: Instant,
     ) -> Next {
         let reason = failure.reason();
-        match reason.policy().action {
+        match self.policy.action(reason) {
             Action::FailOver => Next::FailOver,
             Action::ReturnError => Next::Return(FailoverErrorKind::Returned(reason)),
             Action::LargerContext => {

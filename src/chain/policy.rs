@@ -1,9 +1,13 @@
 //! How a route spends its time: deadlines, same-target retries, and what to do when every
 //! target is open.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::Deserialize;
+
+use crate::Reason;
+use crate::reason::Action;
 
 /// The longest any duration of a route policy may be.
 const MAX_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
@@ -33,6 +37,8 @@ pub struct RoutePolicy {
     pub(crate) max_retry_wait: Duration,
     pub(crate) last_resort: bool,
     pub(crate) hedge_after: Option<Duration>,
+    /// Per-reason overrides of what the chain does after a failure.
+    pub(crate) actions: BTreeMap<Reason, Action>,
 }
 
 impl Default for RoutePolicy {
@@ -47,6 +53,7 @@ impl Default for RoutePolicy {
             max_retry_wait: Duration::from_secs(5),
             last_resort: false,
             hedge_after: None,
+            actions: BTreeMap::new(),
         }
     }
 }
@@ -82,6 +89,16 @@ impl RoutePolicy {
     #[must_use]
     pub fn total_deadline(&self) -> Duration {
         self.total_deadline
+    }
+
+    /// What the chain does after a failure for `reason`: the route's override, else the
+    /// reason's default ([`Reason::policy`]).
+    #[must_use]
+    pub fn action(&self, reason: Reason) -> Action {
+        self.actions
+            .get(&reason)
+            .copied()
+            .unwrap_or(reason.policy().action)
     }
 }
 
@@ -151,6 +168,14 @@ impl RoutePolicyBuilder {
     /// and the other is cancelled without counting against its breakers. Default: off.
     pub fn hedge_after(mut self, delay: Option<Duration>) -> Self {
         self.policy.hedge_after = delay;
+        self
+    }
+
+    /// What the chain does after a failure for `reason`, instead of the reason's default
+    /// (for a provider whose 400s are transient, say: fail over on `format`). Default: each
+    /// reason's [`Reason::policy`].
+    pub fn action(mut self, reason: Reason, action: Action) -> Self {
+        self.policy.actions.insert(reason, action);
         self
     }
 
@@ -239,6 +264,8 @@ struct RoutePolicyConfig {
     last_resort: Option<bool>,
     #[serde(default, with = "crate::duration::option")]
     hedge_after: Option<Duration>,
+    #[serde(default)]
+    actions: BTreeMap<Reason, Action>,
 }
 
 impl<'de> Deserialize<'de> for RoutePolicy {
@@ -271,6 +298,9 @@ impl<'de> Deserialize<'de> for RoutePolicy {
         }
         if c.hedge_after.is_some() {
             b = b.hedge_after(c.hedge_after);
+        }
+        for (reason, action) in c.actions {
+            b = b.action(reason, action);
         }
         b.build().map_err(serde::de::Error::custom)
     }
@@ -310,6 +340,12 @@ mod tests {
         assert!(p.last_resort);
         let err = serde_json::from_str::<RoutePolicy>(r#"{"attempt_timeot":"15s"}"#).unwrap_err();
         assert!(err.to_string().contains("attempt_timeot"), "{err}");
+        let p: RoutePolicy = serde_json::from_str(r#"{"actions":{"format":"fail_over"}}"#).unwrap();
+        assert_eq!(p.action(Reason::Format), Action::FailOver);
+        assert_eq!(p.action(Reason::ContentFilter), Action::ReturnError);
+        let err = serde_json::from_str::<RoutePolicy>(r#"{"actions":{"formatt":"fail_over"}}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("formatt"), "{err}");
         let err = serde_json::from_str::<RoutePolicy>(r#"{"idle_timeout":"soon"}"#).unwrap_err();
         assert!(err.to_string().contains("soon"), "{err}");
     }
