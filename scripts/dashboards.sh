@@ -7,6 +7,7 @@
 #     `cargo run --example scenario` (a primary that refuses connections); every PromQL
 #     expression of the dashboard must return data and the headline alert must fire. The rules
 #     are loaded from alerts.yml with every `for:` shortened to 5s (sed), so it fires in seconds.
+# DASHBOARD_E2E_DEADLINE (seconds, default 60) bounds the polling.
 # Needs promtool/prometheus (Debian package prometheus), node and npm, python3. Called by
 # scripts/test.sh; runs alone too.
 set -euo pipefail
@@ -36,6 +37,7 @@ cleanup() {
     rm -rf "$tmp"
 }
 trap cleanup EXIT
+trap 'exit 130' INT TERM
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 app_port=$(free_port)
 prom_port=$(free_port)
@@ -79,7 +81,7 @@ until curl -fsS "http://127.0.0.1:$prom_port/-/ready" >/dev/null 2>&1; do
 done
 
 if ! python3 scripts/dashboard_e2e.py "http://127.0.0.1:$prom_port" dashboards/llm-failover.json \
-    LLMFailoverPrimaryConnectionRefused 60; then
+    LLMFailoverPrimaryConnectionRefused "${DASHBOARD_E2E_DEADLINE:-60}"; then
     tail -n 20 "$tmp/prometheus.log" >&2
     exit 1
 fi
