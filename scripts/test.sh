@@ -24,6 +24,9 @@ need() {
 
 need python3 python3
 need promtool prometheus
+need curl curl
+need node nodejs
+need npm npm
 
 step "cargo fmt --check"
 cargo fmt --all --check
@@ -50,6 +53,10 @@ if [ -n "$lint" ]; then
     echo "scripts/test.sh: promtool check metrics reported problems in $scrape" >&2
     exit 1
 fi
+
+# Alert rules (promtool unit tests), the dashboard against Grafana's schema, and the end-to-end
+# check with a real Prometheus scraping examples/scenario.rs.
+scripts/dashboards.sh
 
 step "examples run"
 cargo run --quiet --example classify >/dev/null
