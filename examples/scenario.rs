@@ -42,9 +42,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .unwrap_or_else(|| "127.0.0.1:9464".into())
         .parse()?;
     let _handle = install_prometheus(addr)?;
-    tracing_subscriber::registry()
-        .with(MetricsLayer::new())
-        .init();
+    let metrics = MetricsLayer::new();
+    tracing_subscriber::registry().with(metrics.clone()).init();
 
     let primary = Sim::builder().token_delay(Duration::ZERO).start().await?;
     let fallback = Sim::builder().token_delay(Duration::ZERO).start().await?;
@@ -65,6 +64,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .target("backup", "sim-529")
             .build()?,
     );
+    // Every breaker shows `closed` from the start, not only after its first transition.
+    let breakers: Vec<(String, String)> = registry
+        .iter()
+        .map(|b| (b.provider().to_owned(), b.model().to_owned()))
+        .collect();
+    metrics.register_breakers(breakers.iter().map(|(p, m)| (p.as_str(), m.as_str())));
     let chat = Route::builder("chat", Arc::clone(&registry))
         .target("local", "llama3")
         .target("cloud", "gpt-4o-mini")
