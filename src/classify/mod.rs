@@ -398,15 +398,39 @@ fn provider_matches(rule: &Rule, provider: Option<&str>) -> bool {
     }
 }
 
-/// The table rows whose code is `value`.
-fn code_rows(value: &str) -> impl Iterator<Item = usize> + '_ {
-    RULES
+/// Every code of the table, lowercased, with its row: sorted, for lookups by value.
+static CODES: LazyLock<Vec<(String, usize)>> = LazyLock::new(|| {
+    let mut codes: Vec<(String, usize)> = RULES
         .iter()
         .enumerate()
-        .filter_map(move |(i, r)| match r.matcher {
-            Matcher::Code(c) if c.eq_ignore_ascii_case(value) => Some(i),
-            Matcher::Code(_) | Matcher::Text(_) => None,
+        .filter_map(|(i, r)| match r.matcher {
+            Matcher::Code(c) => Some((c.to_ascii_lowercase(), i)),
+            Matcher::Text(_) => None,
         })
+        .collect();
+    codes.sort();
+    codes
+});
+
+/// The table rows whose code is `value` (ASCII case-insensitive), in table order.
+fn code_rows(value: &str) -> impl Iterator<Item = usize> + '_ {
+    // Codes are short: compare lowercased, without allocating.
+    let mut buf = [0_u8; 64];
+    let key = buf.get_mut(..value.len()).map(|b| {
+        b.copy_from_slice(value.as_bytes());
+        b.make_ascii_lowercase();
+        &*b
+    });
+    let rows: &[(String, usize)] = match key {
+        Some(key) => {
+            let codes = CODES.as_slice();
+            let start = codes.partition_point(|(c, _)| c.as_bytes() < key);
+            let end = start + codes[start..].partition_point(|(c, _)| c.as_bytes() == key);
+            &codes[start..end]
+        }
+        None => &[],
+    };
+    rows.iter().map(|(_, i)| *i)
 }
 
 impl Classifier {
