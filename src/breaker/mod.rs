@@ -646,8 +646,10 @@ impl fmt::Debug for Permit<'_> {
 impl Permit<'_> {
     /// Settles the attempt. Returns the transition it caused, if any (also emitted as a
     /// tracing event and given to the listener).
+    #[inline]
     pub fn record(mut self, outcome: Outcome) -> Option<Transition> {
-        self.shared.settle(&mut self.kind, Some(&outcome))
+        let kind = std::mem::replace(&mut self.kind, PermitKind::Settled);
+        self.shared.settle(kind, &outcome)
     }
 
     /// Gives the permit back without an outcome (same as dropping it).
@@ -670,7 +672,7 @@ impl Permit<'_> {
 impl Drop for Permit<'_> {
     #[inline]
     fn drop(&mut self) {
-        self.shared.settle(&mut self.kind, None);
+        self.shared.give_back(self.kind);
     }
 }
 
@@ -693,7 +695,8 @@ impl fmt::Debug for OwnedPermit {
 impl OwnedPermit {
     /// Settles the attempt, as [`Permit::record`].
     pub fn record(mut self, outcome: Outcome) -> Option<Transition> {
-        self.shared.settle(&mut self.kind, Some(&outcome))
+        let kind = std::mem::replace(&mut self.kind, PermitKind::Settled);
+        self.shared.settle(kind, &outcome)
     }
 
     /// Gives the permit back without an outcome (same as dropping it).
@@ -702,38 +705,36 @@ impl OwnedPermit {
 
 impl Drop for OwnedPermit {
     fn drop(&mut self) {
-        self.shared.settle(&mut self.kind, None);
+        self.shared.give_back(self.kind);
     }
 }
 
 impl Shared {
-    /// Settles a permit once: records `outcome`, or with none frees a probe slot. Leaves the
-    /// permit settled, so dropping it afterwards does nothing.
+    /// Records the outcome of a permit of `kind` (taken out of the permit, which is left
+    /// settled, so dropping it afterwards does nothing).
     #[inline]
-    fn settle(&self, kind: &mut PermitKind, outcome: Option<&Outcome>) -> Option<Transition> {
-        let kind = std::mem::replace(kind, PermitKind::Settled);
-        match (kind, outcome) {
-            (PermitKind::Closed { generation }, Some(o)) => self.record_closed(generation, o),
-            (
-                PermitKind::Probe {
-                    generation,
-                    slot,
-                    ticket,
-                },
-                Some(o),
-            ) => self.record_probe(generation, slot, ticket, o),
-            (
-                PermitKind::Probe {
-                    generation,
-                    slot,
-                    ticket,
-                },
-                None,
-            ) => {
-                self.release_probe(generation, slot, ticket);
-                None
-            }
-            (PermitKind::Closed { .. } | PermitKind::Untracked | PermitKind::Settled, _) => None,
+    fn settle(&self, kind: PermitKind, outcome: &Outcome) -> Option<Transition> {
+        match kind {
+            PermitKind::Closed { generation } => self.record_closed(generation, outcome),
+            PermitKind::Probe {
+                generation,
+                slot,
+                ticket,
+            } => self.record_probe(generation, slot, ticket, outcome),
+            PermitKind::Untracked | PermitKind::Settled => None,
+        }
+    }
+
+    /// A permit of `kind` is dropped unsettled: a probe frees its slot, nothing else happens.
+    #[inline]
+    fn give_back(&self, kind: PermitKind) {
+        if let PermitKind::Probe {
+            generation,
+            slot,
+            ticket,
+        } = kind
+        {
+            self.release_probe(generation, slot, ticket);
         }
     }
 }
