@@ -150,6 +150,20 @@ impl Metrics {
         }
     }
 
+    /// `llm_failover_breaker_transitions_total` for one breaker and transition.
+    fn transitions(&self, provider: &str, model: &str, from: &str, to: &str, reason: &str) -> u64 {
+        self.counter(
+            "llm_failover_breaker_transitions_total",
+            &[
+                ("provider", provider),
+                ("model", model),
+                ("from", from),
+                ("to", to),
+                ("reason", reason),
+            ],
+        )
+    }
+
     /// The sum of a counter over every label set.
     fn total(&self, name: &str) -> u64 {
         self.0
@@ -288,16 +302,7 @@ fn refused_primary_then_fallback_success() {
     );
     assert_eq!(m.total("llm_failover_requests_total"), 1);
     assert_eq!(
-        m.counter(
-            "llm_failover_breaker_transitions_total",
-            &[
-                ("provider", "local"),
-                ("model", "*"),
-                ("from", "closed"),
-                ("to", "open"),
-                ("reason", "connection_refused")
-            ]
-        ),
+        m.transitions("local", "*", "closed", "open", "connection_refused"),
         1
     );
     m.assert_one_hot("local", "*", "open");
@@ -532,19 +537,7 @@ fn free_text_never_becomes_a_label() {
         ),
         1
     );
-    assert_eq!(
-        m.counter(
-            "llm_failover_breaker_transitions_total",
-            &[
-                ("provider", "openai"),
-                ("model", "*"),
-                ("from", "closed"),
-                ("to", "open"),
-                ("reason", "unknown")
-            ]
-        ),
-        1
-    );
+    assert_eq!(m.transitions("openai", "*", "closed", "open", "unknown"), 1);
     assert_eq!(m.total("llm_failover_requests_total"), 0);
     let reasons: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
     for (k, ..) in &m.0 {
@@ -582,20 +575,14 @@ fn the_state_gauge_is_one_hot_and_follows_transitions() {
     m.assert_one_hot("openai", "gpt-4o", "half_open");
     m.assert_one_hot("openai", "*", "closed");
     m.assert_one_hot("local", "*", "closed");
-    let transitions = |from, to, reason| {
-        m.counter(
-            "llm_failover_breaker_transitions_total",
-            &[
-                ("provider", "openai"),
-                ("model", "gpt-4o"),
-                ("from", from),
-                ("to", to),
-                ("reason", reason),
-            ],
-        )
-    };
-    assert_eq!(transitions("closed", "open", "server_error"), 1);
-    assert_eq!(transitions("open", "half_open", "none"), 1);
+    assert_eq!(
+        m.transitions("openai", "gpt-4o", "closed", "open", "server_error"),
+        1
+    );
+    assert_eq!(
+        m.transitions("openai", "gpt-4o", "open", "half_open", "none"),
+        1
+    );
     assert_eq!(m.total("llm_failover_breaker_transitions_total"), 2);
 }
 
@@ -607,19 +594,7 @@ fn shadow_transitions_count_but_leave_the_gauge_on_the_reported_state() {
         emit::transition("openai", "*", "open", "half_open", "none", true);
     });
     m.assert_one_hot("openai", "*", "metrics_only");
-    assert_eq!(
-        m.counter(
-            "llm_failover_breaker_transitions_total",
-            &[
-                ("provider", "openai"),
-                ("model", "*"),
-                ("from", "closed"),
-                ("to", "open"),
-                ("reason", "timeout")
-            ]
-        ),
-        1
-    );
+    assert_eq!(m.transitions("openai", "*", "closed", "open", "timeout"), 1);
     assert_eq!(m.total("llm_failover_breaker_transitions_total"), 3);
 }
 
@@ -642,19 +617,7 @@ fn a_real_breaker_transition_moves_the_gauge() {
         assert!(breaker.try_acquire().is_err());
     });
     m.assert_one_hot("p", "m", "open");
-    assert_eq!(
-        m.counter(
-            "llm_failover_breaker_transitions_total",
-            &[
-                ("provider", "p"),
-                ("model", "m"),
-                ("from", "closed"),
-                ("to", "open"),
-                ("reason", "server_error")
-            ]
-        ),
-        1
-    );
+    assert_eq!(m.transitions("p", "m", "closed", "open", "server_error"), 1);
     assert_eq!(m.total("llm_failover_breaker_transitions_total"), 1);
 }
 
@@ -896,16 +859,7 @@ mod real_route {
             2
         );
         assert_eq!(
-            m.counter(
-                "llm_failover_breaker_transitions_total",
-                &[
-                    ("provider", "local"),
-                    ("model", "*"),
-                    ("from", "closed"),
-                    ("to", "open"),
-                    ("reason", "connection_refused")
-                ]
-            ),
+            m.transitions("local", "*", "closed", "open", "connection_refused"),
             1
         );
         m.assert_one_hot("local", "*", "open");

@@ -119,6 +119,15 @@ impl Rig {
     fn state(&self, provider: &str, model: &str) -> State {
         self.registry.breaker(provider, model).unwrap().state()
     }
+
+    /// The breaker's consecutive counted failures.
+    fn failures(&self, provider: &str, model: &str) -> u32 {
+        self.registry
+            .breaker(provider, model)
+            .unwrap()
+            .snapshot()
+            .consecutive_failures
+    }
 }
 
 fn policy() -> RoutePolicyBuilder {
@@ -190,14 +199,7 @@ async fn a_content_filter_is_returned_not_laundered() {
     );
     assert_eq!(script.calls(OPENAI), 0);
     assert_eq!(r.state("local", "llama3"), State::Closed);
-    assert_eq!(
-        r.registry
-            .breaker("local", "llama3")
-            .unwrap()
-            .snapshot()
-            .consecutive_failures,
-        0
-    );
+    assert_eq!(r.failures("local", "llama3"), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -327,22 +329,8 @@ async fn the_total_deadline_bounds_every_attempt() {
     assert_eq!(err.kind(), FailoverErrorKind::DeadlineExceeded);
     assert_eq!(start.elapsed(), Duration::from_secs(15));
     // The attempt our own deadline cut short does not count against the fallback.
-    assert_eq!(
-        r.registry
-            .breaker("openai", "gpt-4o-mini")
-            .unwrap()
-            .snapshot()
-            .consecutive_failures,
-        0
-    );
-    assert_eq!(
-        r.registry
-            .breaker("local", "llama3")
-            .unwrap()
-            .snapshot()
-            .consecutive_failures,
-        1
-    );
+    assert_eq!(r.failures("openai", "gpt-4o-mini"), 0);
+    assert_eq!(r.failures("local", "llama3"), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -410,14 +398,7 @@ async fn cancelling_a_request_never_counts_against_a_breaker() {
     );
     assert_eq!(script.calls(LOCAL), 1);
     assert_eq!(r.state("local", "llama3"), State::Closed);
-    assert_eq!(
-        r.registry
-            .breaker("local", "llama3")
-            .unwrap()
-            .snapshot()
-            .consecutive_failures,
-        0
-    );
+    assert_eq!(r.failures("local", "llama3"), 0);
 }
 
 #[test]
@@ -509,14 +490,7 @@ async fn a_stream_fails_over_before_its_first_token_and_finishes_on_its_final_ch
         Duration::ZERO,
         "no wait for a [DONE] that never comes"
     );
-    assert_eq!(
-        r.registry
-            .breaker("openai", "gpt-4o-mini")
-            .unwrap()
-            .snapshot()
-            .consecutive_failures,
-        0
-    );
+    assert_eq!(r.failures("openai", "gpt-4o-mini"), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -589,14 +563,7 @@ async fn dropping_a_committed_stream_counts_as_neither() {
     assert!(s.next().await.is_some());
     drop(s);
     assert_eq!(r.state("local", "llama3"), State::Closed);
-    assert_eq!(
-        r.registry
-            .breaker("local", "llama3")
-            .unwrap()
-            .snapshot()
-            .consecutive_failures,
-        0
-    );
+    assert_eq!(r.failures("local", "llama3"), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -618,14 +585,7 @@ async fn a_complete_stream_without_its_end_marker_finishes_promptly_and_counts_a
             start.elapsed()
         );
         assert_eq!(r.state("local", "llama3"), State::Closed);
-        assert_eq!(
-            r.registry
-                .breaker("local", "llama3")
-                .unwrap()
-                .snapshot()
-                .consecutive_failures,
-            0
-        );
+        assert_eq!(r.failures("local", "llama3"), 0);
     }
 }
 
@@ -653,14 +613,7 @@ async fn a_hedge_starts_the_next_target_after_the_delay_and_the_first_answer_win
     );
     // The loser was cancelled, not counted: its breaker (threshold 1) stays closed.
     assert_eq!(r.state("local", "llama3"), State::Closed);
-    assert_eq!(
-        r.registry
-            .breaker("local", "llama3")
-            .unwrap()
-            .snapshot()
-            .consecutive_failures,
-        0
-    );
+    assert_eq!(r.failures("local", "llama3"), 0);
 }
 
 #[tokio::test(start_paused = true)]
@@ -766,14 +719,7 @@ async fn a_providers_timeout_near_the_deadline_is_not_mistaken_for_ours() {
     );
     let a = go(&route, &script).await.unwrap();
     assert_eq!(a.value, "big/long-context");
-    assert_eq!(
-        r.registry
-            .breaker("openai", "gpt-4o-mini")
-            .unwrap()
-            .snapshot()
-            .consecutive_failures,
-        1
-    );
+    assert_eq!(r.failures("openai", "gpt-4o-mini"), 1);
 }
 
 #[tokio::test(start_paused = true)]
