@@ -57,6 +57,7 @@ pub mod breaker;
 pub mod chain;
 pub mod classify;
 mod duration;
+pub mod proxy;
 pub mod reason;
 pub mod sim;
 pub mod telemetry;

@@ -8,6 +8,7 @@
 mod breaker;
 mod chain;
 mod classify;
+mod proxy;
 mod secrets;
 mod support;
 mod telemetry;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::Reason;
 use crate::breaker::Failure;
-use crate::classify::{Classification, Signal, classify};
+use crate::classify::{Classification, Classifier, Signal};
 
 /// Why one attempt failed: the reason, the provider's requested wait, the HTTP status if
 /// there was one, and the underlying error.
@@ -84,10 +84,23 @@ impl AttemptFailure {
     /// the source. The URL is stripped from the kept error, since it may carry a key.
     #[must_use]
     pub fn from_reqwest(err: reqwest::Error) -> Self {
+        Self::from_reqwest_with(err, &Classifier::default(), None)
+    }
+
+    /// [`from_reqwest`](Self::from_reqwest) with `classifier` and its rules for `provider`.
+    pub(crate) fn from_reqwest_with(
+        err: reqwest::Error,
+        classifier: &Classifier,
+        provider: Option<&str>,
+    ) -> Self {
         // Without its URL first: the classifier reads the error's text, and a key in a query
         // has no business there.
         let err = err.without_url();
-        let c = classify(&Signal::from_reqwest(&err));
+        let mut signal = Signal::from_reqwest(&err);
+        if let Some(p) = provider {
+            signal = signal.provider(p);
+        }
+        let c = classifier.classify(&signal);
         let status = err.status().map(|s| s.as_u16());
         let mut f = Self::classified(&c).with_source(err);
         f.status = status;
@@ -98,6 +111,15 @@ impl AttemptFailure {
     /// end), and keeps them for the caller ([`AttemptFailure::response`]). `provider` selects
     /// provider-specific rules.
     pub async fn from_response(resp: reqwest::Response, provider: &str) -> Self {
+        Self::from_response_with(resp, provider, &Classifier::default()).await
+    }
+
+    /// [`from_response`](Self::from_response) with `classifier`.
+    pub(crate) async fn from_response_with(
+        resp: reqwest::Response,
+        provider: &str,
+        classifier: &Classifier,
+    ) -> Self {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         match resp.text().await {
@@ -107,7 +129,7 @@ impl AttemptFailure {
                     .headers(&headers)
                     .body(body.as_str())
                     .provider(provider);
-                let mut f = Self::classified(&classify(&signal)).with_status(status);
+                let mut f = Self::classified(&classifier.classify(&signal)).with_status(status);
                 f.response = Some(Arc::new(UpstreamResponse {
                     status,
                     headers,
@@ -115,7 +137,7 @@ impl AttemptFailure {
                 }));
                 f
             }
-            Err(e) => Self::from_reqwest(e).with_status(status),
+            Err(e) => Self::from_reqwest_with(e, classifier, Some(provider)).with_status(status),
         }
     }
 

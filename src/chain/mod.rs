@@ -438,6 +438,18 @@ impl Route {
         &self.policy
     }
 
+    /// The targets, in order, as (provider, model).
+    pub fn targets(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.targets.iter().map(|t| (&*t.provider, &*t.model))
+    }
+
+    /// The larger-context targets, in order, as (provider, model).
+    pub fn larger_context_targets(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.larger_context
+            .iter()
+            .map(|t| (&*t.provider, &*t.model))
+    }
+
     /// The breaker registry the route's targets live in.
     #[must_use]
     pub fn registry(&self) -> &Registry {

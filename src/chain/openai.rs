@@ -44,7 +44,7 @@ use serde_json::Value;
 
 use super::{AttemptFailure, Chunk};
 use crate::Reason;
-use crate::classify::{Signal, classify};
+use crate::classify::{Classifier, Signal};
 
 /// One provider's OpenAI-compatible base URL and key.
 #[derive(Clone)]
@@ -138,6 +138,7 @@ fn redacted_url(url: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
+    classifier: Arc<Classifier>,
 }
 
 impl Client {
@@ -161,7 +162,24 @@ impl Client {
             .connect_timeout(connect)
             .tcp_nodelay(true)
             .build()?;
-        Ok(Self { http })
+        Ok(Self {
+            http,
+            classifier: Arc::default(),
+        })
+    }
+
+    /// Classifies failures with `classifier` (its per-provider overrides apply to the
+    /// endpoint's provider). Default: the built-in rules ([`classify`](crate::classify::classify)).
+    #[must_use]
+    pub fn with_classifier(mut self, classifier: Arc<Classifier>) -> Self {
+        self.classifier = classifier;
+        self
+    }
+
+    fn transport(&self, endpoint: &Endpoint) -> impl Fn(reqwest::Error) -> AttemptFailure {
+        let classifier = Arc::clone(&self.classifier);
+        let provider = Arc::clone(&endpoint.provider);
+        move |e| AttemptFailure::from_reqwest_with(e, &classifier, Some(&provider))
     }
 
     fn post(
@@ -207,18 +225,23 @@ impl Client {
             .post(endpoint, model, request, false)
             .send()
             .await
-            .map_err(AttemptFailure::from_reqwest)?;
+            .map_err(self.transport(endpoint))?;
         if !resp.status().is_success() {
-            return Err(AttemptFailure::from_response(resp, &endpoint.provider).await);
+            return Err(AttemptFailure::from_response_with(
+                resp,
+                &endpoint.provider,
+                &self.classifier,
+            )
+            .await);
         }
         let status = resp.status().as_u16();
-        let body = resp.text().await.map_err(AttemptFailure::from_reqwest)?;
+        let body = resp.text().await.map_err(self.transport(endpoint))?;
         let Ok(answer) = serde_json::from_str::<Value>(&body) else {
             return Err(AttemptFailure::new(Reason::EmptyResponse).with_status(status));
         };
         if answer.get("error").is_some() {
             // Some gateways answer 200 with an error object.
-            let c = classify(
+            let c = self.classifier.classify(
                 &Signal::new()
                     .status(status)
                     .body(body.as_str())
@@ -253,13 +276,19 @@ impl Client {
             .post(endpoint, model, request, true)
             .send()
             .await
-            .map_err(AttemptFailure::from_reqwest)?;
+            .map_err(self.transport(endpoint))?;
         if !resp.status().is_success() {
-            return Err(AttemptFailure::from_response(resp, &endpoint.provider).await);
+            return Err(AttemptFailure::from_response_with(
+                resp,
+                &endpoint.provider,
+                &self.classifier,
+            )
+            .await);
         }
         Ok(ChatStream {
             events: Box::pin(resp.bytes_stream().eventsource()),
             provider: Arc::clone(&endpoint.provider),
+            classifier: Arc::clone(&self.classifier),
             pending: Vec::new(),
             finished: false,
             answered: false,
@@ -329,6 +358,7 @@ type Events = Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::
 pub struct ChatStream {
     events: Events,
     provider: Arc<str>,
+    classifier: Arc<Classifier>,
     /// Events that carry no token yet (role-only, empty), waiting for one that does.
     pending: Vec<String>,
     /// A `finish_reason` is among the pending events.
@@ -367,7 +397,9 @@ impl ChatStream {
             return Err(AttemptFailure::new(Reason::StreamInterrupted));
         };
         if event.get("error").is_some() {
-            let c = classify(&Signal::new().body(data.as_str()).provider(&*self.provider));
+            let c = self
+                .classifier
+                .classify(&Signal::new().body(data.as_str()).provider(&*self.provider));
             return Err(AttemptFailure::classified(&c));
         }
         let choice = &event["choices"][0];
@@ -405,7 +437,11 @@ impl Stream for ChatStream {
                 }
                 Poll::Ready(Some(Err(EventStreamError::Transport(e)))) => {
                     this.done = true;
-                    return Poll::Ready(Some(Err(AttemptFailure::from_reqwest(e))));
+                    return Poll::Ready(Some(Err(AttemptFailure::from_reqwest_with(
+                        e,
+                        &this.classifier,
+                        Some(&this.provider),
+                    ))));
                 }
                 Poll::Ready(Some(Err(_))) => {
                     this.done = true;

@@ -1,0 +1,116 @@
+//! `llm-failover serve` and `llm-failover check`.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+
+use llm_failover::proxy::{Config, Proxy};
+use llm_failover::telemetry::{self, MetricsLayer};
+
+use super::Failure;
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// The configuration file (see examples/failover.toml).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Listen here instead of the configured `server.listen`.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct CheckArgs {
+    /// The configuration file to check.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+/// Logs to stderr (`RUST_LOG`, default `info`) and metrics from the same spans.
+pub(crate) fn install_tracing(metrics: MetricsLayer) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(metrics)
+        .try_init();
+}
+
+use tracing_subscriber::Layer as _;
+
+/// Reads and checks the config; a bad file is a usage error naming line and field.
+fn load(path: &PathBuf) -> Result<Config, Failure> {
+    Config::from_file(path).map_err(|e| Failure::Usage(e.to_string()))
+}
+
+pub(crate) fn check(args: &CheckArgs) -> Result<(), Failure> {
+    let config = load(&args.config)?;
+    let mut err = std::io::stderr().lock();
+    for w in config.warnings() {
+        writeln!(err, "warning: {w}")?;
+    }
+    let routes = config.route_names().count();
+    let breakers = config.targets().count();
+    writeln!(
+        err,
+        "{}: ok ({routes} route{}, {breakers} model breaker{}, {} warning{}); serve listens on {}",
+        args.config.display(),
+        if routes == 1 { "" } else { "s" },
+        if breakers == 1 { "" } else { "s" },
+        config.warnings().len(),
+        if config.warnings().len() == 1 {
+            ""
+        } else {
+            "s"
+        },
+        config.listen(),
+    )?;
+    Ok(())
+}
+
+pub(crate) fn serve(args: &ServeArgs) -> Result<(), Failure> {
+    let mut config = load(&args.config)?;
+    if let Some(addr) = args.listen {
+        config.set_listen(addr);
+    }
+    let proxy = Proxy::new(&config).map_err(|e| Failure::Usage(e.to_string()))?;
+    let rt = super::runtime()?;
+    rt.block_on(async move {
+        let metrics = MetricsLayer::new();
+        metrics.register_breakers(proxy.registry().iter().map(|b| (b.provider(), b.model())));
+        install_tracing(metrics);
+        for w in config.warnings() {
+            tracing::warn!(target: "llm_failover::proxy", "{w}");
+        }
+        let proxy = match config.metrics_listen() {
+            Some(addr) => {
+                telemetry::install_prometheus(addr).map_err(|e| Failure::Other(e.to_string()))?;
+                tracing::info!(target: "llm_failover::proxy", "metrics on http://{addr}/metrics");
+                proxy
+            }
+            None => proxy.with_metrics(
+                telemetry::install_prometheus_recorder()
+                    .map_err(|e| Failure::Other(e.to_string()))?,
+            ),
+        };
+        let addr = config.listen();
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Failure::Other(format!("cannot listen on {addr}: {e}")))?;
+        let local = listener.local_addr()?;
+        tracing::info!(
+            target: "llm_failover::proxy",
+            routes = ?proxy.routes().iter().map(|r| r.name()).collect::<Vec<_>>(),
+            "serving the OpenAI-compatible API on http://{local}/v1"
+        );
+        proxy.serve(listener, super::stop_signal()).await?;
+        tracing::info!(target: "llm_failover::proxy", "stopped");
+        Ok(())
+    })
+}

@@ -1,0 +1,811 @@
+//! The proxy's configuration file: read, checked against everything it names, and turned
+//! into the parts the proxy runs on.
+//!
+//! Every error names the file, the line and column, and the field (`providers.openai.base_url`),
+//! and says what to write instead. Unknown fields are errors, not silently ignored: a typo in
+//! `atempt_timeout` must not leave a default in place that the operator thinks they changed.
+//!
+//! Breaker and route policies are layered: `[breaker]` and `[route]` hold the defaults,
+//! `[providers.NAME.breaker]` and `[routes.NAME.policy]` override them field by field (a
+//! `reasons` or `actions` table merges by reason).
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::Reason;
+use crate::breaker::BreakerPolicy;
+use crate::chain::RoutePolicy;
+use crate::classify::{Classifier, ClassifierBuilder};
+
+/// The address `serve` listens on when the configuration names none: loopback only.
+pub const DEFAULT_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+
+/// The largest request body accepted by default (4 MiB: long prompts and a few inline images).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
+
+/// How long in-flight requests may go on after a shutdown signal by default.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// A configuration that cannot be used: where and why.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid: a syntax error, an unknown or mistyped field, a value out of
+    /// range, or a name that points nowhere.
+    #[error("{}", Located::fmt_diagnostic(.0))]
+    Invalid(Box<Located>),
+}
+
+/// A problem at a place in the configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Located {
+    /// The file (or the name given to [`Config::parse`]).
+    pub path: PathBuf,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column.
+    pub column: usize,
+    /// The dotted path of the field (`routes.chat.targets`), when known.
+    pub field: Option<String>,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+impl Located {
+    fn fmt_diagnostic(&self) -> String {
+        let mut s = format!("{}:{}:{}: ", self.path.display(), self.line, self.column);
+        if let Some(field) = &self.field {
+            s.push_str(field);
+            s.push_str(": ");
+        }
+        s.push_str(&self.message);
+        s
+    }
+}
+
+impl std::fmt::Display for Located {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.fmt_diagnostic())
+    }
+}
+
+impl ConfigError {
+    /// The place of an [`Invalid`](Self::Invalid) error.
+    #[must_use]
+    pub fn location(&self) -> Option<&Located> {
+        match self {
+            Self::Invalid(l) => Some(l),
+            Self::Read { .. } => None,
+        }
+    }
+}
+
+/// A checked configuration: what `serve` runs and `check` reports on.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub(crate) path: PathBuf,
+    pub(crate) server: Server,
+    pub(crate) providers: BTreeMap<String, Provider>,
+    pub(crate) routes: Vec<RouteConfig>,
+    /// The built-in rules plus every provider's `[classify]` overrides.
+    pub(crate) classifier: Arc<Classifier>,
+    /// Problems that do not stop `check` but stop `serve` (a key variable that is not set).
+    pub(crate) warnings: Vec<Located>,
+}
+
+/// The `[server]` section.
+#[derive(Debug, Clone)]
+pub(crate) struct Server {
+    pub(crate) listen: SocketAddr,
+    pub(crate) metrics_listen: Option<SocketAddr>,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) shutdown_grace: Duration,
+}
+
+/// One `[providers.NAME]` section, checked.
+#[derive(Clone)]
+pub(crate) struct Provider {
+    pub(crate) base_url: String,
+    /// The key, read from the environment variable the configuration names.
+    pub(crate) api_key: Option<String>,
+    /// Send the key as this query parameter instead of `Authorization: Bearer`.
+    pub(crate) api_key_query: Option<String>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) attempt_timeout: Option<Duration>,
+    pub(crate) breaker: BreakerPolicy,
+    pub(crate) models: Vec<String>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("api_key_query", &self.api_key_query)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("attempt_timeout", &self.attempt_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One `[routes.NAME]` section, checked.
+#[derive(Debug, Clone)]
+pub(crate) struct RouteConfig {
+    pub(crate) name: String,
+    pub(crate) targets: Vec<(String, String)>,
+    pub(crate) larger_context: Vec<(String, String)>,
+    pub(crate) policy: RoutePolicy,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The file as written.
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    server: ServerFile,
+    breaker: Option<Spanned<toml::Table>>,
+    route: Option<Spanned<toml::Table>>,
+    #[serde(default)]
+    providers: BTreeMap<Spanned<String>, Spanned<ProviderFile>>,
+    #[serde(default)]
+    routes: BTreeMap<Spanned<String>, Spanned<RouteFile>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerFile {
+    listen: Option<Spanned<String>>,
+    metrics_listen: Option<Spanned<String>>,
+    max_body_bytes: Option<Spanned<usize>>,
+    #[serde(default, with = "crate::duration::option")]
+    shutdown_grace: Option<Duration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProviderFile {
+    base_url: Spanned<String>,
+    api_key_env: Option<Spanned<String>>,
+    api_key_query: Option<String>,
+    #[serde(default, with = "crate::duration::option")]
+    connect_timeout: Option<Duration>,
+    #[serde(default, with = "crate::duration::option")]
+    attempt_timeout: Option<Duration>,
+    breaker: Option<Spanned<toml::Table>>,
+    #[serde(default)]
+    classify: ClassifyFile,
+}
+
+/// `[providers.NAME.classify]`: this provider's own meanings for statuses, codes and wordings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClassifyFile {
+    #[serde(default)]
+    status: BTreeMap<Spanned<String>, Reason>,
+    #[serde(default)]
+    code: BTreeMap<String, Reason>,
+    #[serde(default)]
+    pattern: Vec<Spanned<PatternFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatternFile {
+    regex: String,
+    reason: Reason,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouteFile {
+    targets: Spanned<Vec<Spanned<String>>>,
+    #[serde(default)]
+    larger_context: Vec<Spanned<String>>,
+    policy: Option<Spanned<toml::Table>>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading and checking.
+
+/// Where a byte offset is: 1-based line and column.
+fn line_col(src: &str, offset: usize) -> (usize, usize) {
+    let before = src.get(..offset.min(src.len())).unwrap_or(src);
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rfind('\n')
+        .map_or(before.len(), |nl| before.len() - nl - 1)
+        + 1;
+    (line, column)
+}
+
+/// The dotted path of the key at `offset`: the last `[table]` header before it and the key
+/// that starts its line. Best effort, for messages only.
+fn field_at(src: &str, offset: usize) -> Option<String> {
+    let before = src.get(..offset.min(src.len()))?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = src.get(line_start..)?.lines().next()?.trim();
+    let table = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|h| h.trim_matches(|c| c == '[' || c == ']').trim().to_owned());
+    let key = line
+        .split_once('=')
+        .map(|(k, _)| k.trim().trim_matches('"').to_owned())
+        .filter(|k| !k.is_empty() && !k.starts_with('['));
+    match (table, key) {
+        (Some(t), Some(k)) => Some(format!("{t}.{k}")),
+        (Some(t), None) => Some(t),
+        (None, Some(k)) => Some(k),
+        (None, None) => None,
+    }
+}
+
+/// Errors of one file, with its text at hand to place them.
+struct Checker<'a> {
+    path: &'a Path,
+    src: &'a str,
+}
+
+impl Checker<'_> {
+    fn at(
+        &self,
+        span: &Range<usize>,
+        field: Option<String>,
+        message: impl Into<String>,
+    ) -> Located {
+        let (line, column) = line_col(self.src, span.start);
+        Located {
+            path: self.path.to_owned(),
+            line,
+            column,
+            field,
+            message: message.into(),
+        }
+    }
+
+    fn error(
+        &self,
+        span: &Range<usize>,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
+        ConfigError::Invalid(Box::new(self.at(span, Some(field.into()), message)))
+    }
+
+    /// Deserializes the merge of `layers` (later ones override earlier ones, sub-tables merge
+    /// key by key) into `T`. An error is placed on the key it concerns, in the last layer that
+    /// sets it (else at the start of the last layer).
+    fn layered<T: serde::de::DeserializeOwned>(
+        &self,
+        section: &str,
+        layers: &[&Spanned<toml::Table>],
+    ) -> Result<T, ConfigError> {
+        let mut merged = toml::Table::new();
+        for layer in layers {
+            merge(&mut merged, layer.get_ref());
+        }
+        let e = match toml::Value::Table(merged).try_into::<T>() {
+            Ok(v) => return Ok(v),
+            Err(e) => e,
+        };
+        let message = e.message().trim().to_owned();
+        // The key: the one the message names, else the first key that fails on its own.
+        let named = named_field(&message).or_else(|| {
+            layers.iter().rev().find_map(|l| {
+                l.get_ref().iter().find_map(|(k, v)| {
+                    let alone: toml::Table = std::iter::once((k.clone(), v.clone())).collect();
+                    toml::Value::Table(alone)
+                        .try_into::<T>()
+                        .is_err()
+                        .then(|| k.clone())
+                })
+            })
+        });
+        let found = named.as_deref().and_then(|n| {
+            layers
+                .iter()
+                .rev()
+                .find_map(|l| key_path(l.get_ref(), n).map(|path| (*l, path)))
+        });
+        let (span, field) = match (found, layers.last()) {
+            (Some((layer, path)), _) => (
+                self.key_span(layer.span(), section, &path),
+                format!("{section}.{path}"),
+            ),
+            (None, Some(layer)) => (layer.span(), section.to_owned()),
+            (None, None) => (0..0, section.to_owned()),
+        };
+        Err(self.error(&span, field, message))
+    }
+
+    /// The span of the line that sets `path` (`reasons.dns.effect`) in the section starting
+    /// at `within`, or `within` when it cannot be found.
+    fn key_span(&self, within: Range<usize>, section: &str, path: &str) -> Range<usize> {
+        let (table, key) = match path.rsplit_once('.') {
+            Some((t, k)) => (format!("{section}.{t}"), k),
+            None => (section.to_owned(), path),
+        };
+        // From the start of the line the section starts on (a dotted header's span starts
+        // inside it).
+        let line_start = self
+            .src
+            .get(..within.start)
+            .and_then(|b| b.rfind('\n'))
+            .map_or(0, |i| i + 1);
+        let text = self.src.get(line_start..).unwrap_or_default();
+        let mut current = String::new();
+        let mut offset = line_start;
+        for line in text.split_inclusive('\n') {
+            let t = line.trim();
+            if let Some(header) = t.strip_prefix('[') {
+                let name: String = header
+                    .trim_matches(|c| c == '[' || c == ']')
+                    .chars()
+                    .filter(|c| *c != '"' && *c != '\'' && !c.is_whitespace())
+                    .collect();
+                if !name.starts_with(section) {
+                    if offset > line_start {
+                        break;
+                    }
+                } else {
+                    current = name;
+                }
+            } else if current == table
+                && t.strip_prefix(key)
+                    .is_some_and(|rest| rest.trim_start().starts_with('='))
+            {
+                let start = offset + (line.len() - line.trim_start().len());
+                return start..start + key.len();
+            }
+            offset += line.len();
+        }
+        within
+    }
+}
+
+/// The dotted path to `key` in `t`: `key` itself at the top, else the first nested table
+/// that holds it (`reasons.dns.effect`).
+fn key_path(t: &toml::Table, key: &str) -> Option<String> {
+    if t.contains_key(key) {
+        return Some(key.to_owned());
+    }
+    t.iter().find_map(|(k, v)| {
+        v.as_table()
+            .and_then(|sub| key_path(sub, key))
+            .map(|p| format!("{k}.{p}"))
+    })
+}
+
+/// The field an error message names: serde's "unknown field `x`" / "missing field `x`", or a
+/// policy error's leading field name.
+fn named_field(message: &str) -> Option<String> {
+    if let Some(rest) = message.split_once("field `").map(|(_, r)| r) {
+        return rest.split_once('`').map(|(f, _)| f.to_owned());
+    }
+    let first = message.split([' ', ':']).next()?;
+    (first.contains('_') || first.contains('.')).then(|| first.trim_matches('`').to_owned())
+}
+
+/// `over` onto `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut toml::Table, over: &toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            _ => {
+                base.insert(k.clone(), v.clone());
+            }
+        }
+    }
+}
+
+/// `provider/model`: the provider is everything before the first `/` (model names may hold
+/// more, like `meta-llama/llama-3.1-8b`).
+fn split_target(s: &str) -> Option<(&str, &str)> {
+    let (p, m) = s.split_once('/')?;
+    (!p.is_empty() && !m.is_empty()).then_some((p, m))
+}
+
+fn parse_addr(s: &str) -> Option<SocketAddr> {
+    s.parse().ok()
+}
+
+impl Config {
+    /// Reads and checks the configuration file at `path`.
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Read`] when the file cannot be read, [`ConfigError::Invalid`] naming the
+    /// line and field of the first problem.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let src = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&src, path)
+    }
+
+    /// Checks a configuration given as text; `path` names it in errors.
+    ///
+    /// ```
+    /// use llm_failover::proxy::Config;
+    ///
+    /// let config = Config::parse(r#"
+    ///     [providers.local]
+    ///     base_url = "http://127.0.0.1:11434/v1"
+    ///
+    ///     [routes.chat]
+    ///     targets = ["local/llama3"]
+    /// "#, "inline.toml")?;
+    /// assert_eq!(config.route_names().collect::<Vec<_>>(), ["chat"]);
+    ///
+    /// let err = Config::parse("[routes.chat]\ntargets = [\"nowhere/x\"]\n", "bad.toml").unwrap_err();
+    /// assert!(err.to_string().starts_with("bad.toml:2:"), "{err}");
+    /// assert!(err.to_string().contains("routes.chat.targets"), "{err}");
+    /// # Ok::<(), llm_failover::proxy::ConfigError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`ConfigError::Invalid`] naming the line and field of the first problem.
+    pub fn parse(src: &str, path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        Self::parse_with_env(src, path.as_ref(), &|var| std::env::var(var).ok())
+    }
+
+    pub(crate) fn parse_with_env(
+        src: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let c = Checker { path, src };
+        let file: File = toml::from_str(src).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            let message = e.message().trim().to_owned();
+            let field = named_field(&message)
+                .filter(|_| message.contains("field `"))
+                .map(|n| match field_at(src, span.start) {
+                    Some(t) if !t.ends_with(&n) => format!("{t}.{n}"),
+                    Some(t) => t,
+                    None => n,
+                })
+                .or_else(|| field_at(src, span.start));
+            ConfigError::Invalid(Box::new(c.at(&span, field, message)))
+        })?;
+        let server = Self::server(&c, file.server)?;
+        let mut warnings = Vec::new();
+        let empty = Spanned::new(0..0, toml::Table::new());
+        let default_breaker = file.breaker.as_ref().unwrap_or(&empty);
+        let default_route = file.route.as_ref().unwrap_or(&empty);
+        // Checked alone first, so an error in the defaults is reported there.
+        c.layered::<BreakerPolicy>("breaker", &[default_breaker])?;
+        c.layered::<RoutePolicy>("route", &[default_route])?;
+
+        let mut providers = BTreeMap::new();
+        for (name, p) in file.providers {
+            let (name_span, name) = (name.span(), name.into_inner());
+            let p = p.into_inner();
+            if name.is_empty() || name.contains('/') || name == "*" {
+                return Err(c.error(
+                    &name_span,
+                    format!("providers.{name}"),
+                    "a provider name must be non-empty and contain no '/' and not be '*'",
+                ));
+            }
+            let field = |f: &str| format!("providers.{name}.{f}");
+            let url = p.base_url.get_ref();
+            match reqwest::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {
+                    if !u.username().is_empty() || u.password().is_some() || u.query().is_some() {
+                        return Err(c.error(
+                            &p.base_url.span(),
+                            field("base_url"),
+                            "put no credentials or query in base_url; name the key's environment variable in api_key_env",
+                        ));
+                    }
+                }
+                _ => {
+                    return Err(c.error(
+                        &p.base_url.span(),
+                        field("base_url"),
+                        format!("{url:?} is not an http(s) URL; write it like \"https://api.openai.com/v1\""),
+                    ));
+                }
+            }
+            let api_key = match &p.api_key_env {
+                None => None,
+                Some(var) => match env(var.get_ref()).filter(|k| !k.trim().is_empty()) {
+                    Some(key) => Some(key),
+                    None => {
+                        warnings.push(c.at(
+                            &var.span(),
+                            Some(field("api_key_env")),
+                            format!(
+                                "environment variable {} is not set; export it before `serve`, or remove api_key_env if {name} needs no key",
+                                var.get_ref()
+                            ),
+                        ));
+                        None
+                    }
+                },
+            };
+            let mut layers = vec![default_breaker];
+            if let Some(b) = &p.breaker {
+                layers.push(b);
+            }
+            let breaker = c.layered::<BreakerPolicy>(&field("breaker"), &layers)?;
+            providers.insert(
+                name.clone(),
+                (
+                    Provider {
+                        base_url: p.base_url.into_inner(),
+                        api_key,
+                        api_key_query: p.api_key_query,
+                        connect_timeout: p.connect_timeout.unwrap_or(Duration::from_secs(5)),
+                        attempt_timeout: p.attempt_timeout,
+                        breaker,
+                        models: Vec::new(),
+                    },
+                    p.classify,
+                ),
+            );
+        }
+
+        let mut routes = Vec::new();
+        for (name, r) in file.routes {
+            let (name_span, name) = (name.span(), name.into_inner());
+            let r = r.into_inner();
+            let field = |f: &str| format!("routes.{name}.{f}");
+            if name.is_empty() {
+                return Err(c.error(&name_span, "routes", "a route name must not be empty"));
+            }
+            if r.targets.get_ref().is_empty() {
+                return Err(c.error(
+                    &r.targets.span(),
+                    field("targets"),
+                    "a route needs at least one target, written \"provider/model\"",
+                ));
+            }
+            let mut resolve = |list: &[Spanned<String>], f: &str| {
+                let mut out = Vec::new();
+                for t in list {
+                    let Some((p, m)) = split_target(t.get_ref()) else {
+                        return Err(c.error(
+                            &t.span(),
+                            field(f),
+                            format!("{:?} is not \"provider/model\"", t.get_ref()),
+                        ));
+                    };
+                    let Some((provider, _)) = providers.get_mut(p) else {
+                        let known: Vec<&str> = providers.keys().map(String::as_str).collect();
+                        return Err(c.error(
+                            &t.span(),
+                            field(f),
+                            format!(
+                                "no provider {p:?}; add a [providers.{p}] section or use one of {known:?}"
+                            ),
+                        ));
+                    };
+                    let target = (p.to_owned(), m.to_owned());
+                    if out.contains(&target) {
+                        return Err(c.error(
+                            &t.span(),
+                            field(f),
+                            format!("{p}/{m} is listed twice"),
+                        ));
+                    }
+                    if !provider.models.iter().any(|x| x == m) {
+                        provider.models.push(m.to_owned());
+                    }
+                    out.push(target);
+                }
+                Ok(out)
+            };
+            let targets = resolve(r.targets.get_ref(), "targets")?;
+            let larger_context = resolve(&r.larger_context, "larger_context")?;
+            let mut layers = vec![default_route];
+            if let Some(p) = &r.policy {
+                layers.push(p);
+            }
+            let policy = c.layered::<RoutePolicy>(&field("policy"), &layers)?;
+            routes.push(RouteConfig {
+                name,
+                targets,
+                larger_context,
+                policy,
+            });
+        }
+        if routes.is_empty() {
+            return Err(ConfigError::Invalid(Box::new(c.at(
+                &(0..0),
+                Some("routes".into()),
+                "no route is configured; add a [routes.NAME] section with targets = [\"provider/model\", ...]",
+            ))));
+        }
+
+        let mut checked = BTreeMap::new();
+        let mut classifier = Classifier::builder();
+        for (name, (mut provider, classify)) in providers {
+            classifier = add_overrides(&c, classifier, &name, classify)?;
+            if provider.models.is_empty() {
+                warnings.push(c.at(
+                    &(0..0),
+                    Some(format!("providers.{name}")),
+                    "no route uses this provider",
+                ));
+            }
+            provider.models.sort();
+            checked.insert(name, provider);
+        }
+        Ok(Config {
+            path: path.to_owned(),
+            server,
+            providers: checked,
+            routes,
+            classifier: Arc::new(classifier.build()),
+            warnings,
+        })
+    }
+
+    fn server(c: &Checker<'_>, s: ServerFile) -> Result<Server, ConfigError> {
+        let addr =
+            |v: &Option<Spanned<String>>, f: &str| -> Result<Option<SocketAddr>, ConfigError> {
+                match v {
+                    None => Ok(None),
+                    Some(v) => parse_addr(v.get_ref()).map(Some).ok_or_else(|| {
+                        c.error(
+                            &v.span(),
+                            format!("server.{f}"),
+                            format!(
+                                "{:?} is not an address; write it like \"127.0.0.1:8080\"",
+                                v.get_ref()
+                            ),
+                        )
+                    }),
+                }
+            };
+        let listen = addr(&s.listen, "listen")?.unwrap_or(DEFAULT_LISTEN);
+        let metrics_listen = addr(&s.metrics_listen, "metrics_listen")?;
+        if let Some(m) = &s.metrics_listen
+            && metrics_listen == Some(listen)
+        {
+            return Err(c.error(
+                &m.span(),
+                "server.metrics_listen",
+                "is the same address as listen; leave it out to serve /metrics on listen",
+            ));
+        }
+        let max_body_bytes = match s.max_body_bytes {
+            Some(v) if *v.get_ref() < 1024 => {
+                return Err(c.error(
+                    &v.span(),
+                    "server.max_body_bytes",
+                    "must be at least 1024 bytes",
+                ));
+            }
+            Some(v) => v.into_inner(),
+            None => DEFAULT_MAX_BODY_BYTES,
+        };
+        Ok(Server {
+            listen,
+            metrics_listen,
+            max_body_bytes,
+            shutdown_grace: s.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
+        })
+    }
+
+    /// The file this configuration came from.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The address the proxy listens on (loopback unless the configuration says otherwise).
+    #[must_use]
+    pub fn listen(&self) -> SocketAddr {
+        self.server.listen
+    }
+
+    /// Listen on `addr` instead of the configured address (`serve --listen`).
+    pub fn set_listen(&mut self, addr: SocketAddr) {
+        self.server.listen = addr;
+    }
+
+    /// The separate address for `/metrics`, if one is configured; else `/metrics` is served on
+    /// [`listen`](Self::listen).
+    #[must_use]
+    pub fn metrics_listen(&self) -> Option<SocketAddr> {
+        self.server.metrics_listen
+    }
+
+    /// How long in-flight requests may go on after a shutdown signal.
+    #[must_use]
+    pub fn shutdown_grace(&self) -> Duration {
+        self.server.shutdown_grace
+    }
+
+    /// The client-facing model names, in the order of the file.
+    pub fn route_names(&self) -> impl Iterator<Item = &str> {
+        self.routes.iter().map(|r| r.name.as_str())
+    }
+
+    /// Every (provider, model) pair a route names: the breakers the proxy keeps.
+    pub fn targets(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.providers
+            .iter()
+            .flat_map(|(p, c)| c.models.iter().map(move |m| (p.as_str(), m.as_str())))
+    }
+
+    /// Problems that `check` reports and `serve` refuses: an API key variable that is not
+    /// set, a provider no route uses.
+    #[must_use]
+    pub fn warnings(&self) -> &[Located] {
+        &self.warnings
+    }
+
+    /// The warnings that stop `serve`: keys that are not set.
+    pub(crate) fn missing_keys(&self) -> impl Iterator<Item = &Located> {
+        self.warnings.iter().filter(|w| {
+            w.field
+                .as_deref()
+                .is_some_and(|f| f.ends_with(".api_key_env"))
+        })
+    }
+}
+
+/// Adds one provider's `[classify]` overrides to the classifier being built.
+fn add_overrides(
+    c: &Checker<'_>,
+    mut b: ClassifierBuilder,
+    provider: &str,
+    f: ClassifyFile,
+) -> Result<ClassifierBuilder, ConfigError> {
+    for (status, reason) in f.status {
+        match status.get_ref().parse::<u16>() {
+            Ok(s) if (100..=599).contains(&s) => b = b.status(provider, s, reason),
+            _ => {
+                return Err(c.error(
+                    &status.span(),
+                    format!("providers.{provider}.classify.status"),
+                    format!("{:?} is not an HTTP status (100 to 599)", status.get_ref()),
+                ));
+            }
+        }
+    }
+    for (code, reason) in f.code {
+        b = b.code(provider, code, reason);
+    }
+    for p in f.pattern {
+        let span = p.span();
+        let p = p.into_inner();
+        b = b.pattern(provider, p.regex, p.reason).map_err(|e| {
+            c.error(
+                &span,
+                format!("providers.{provider}.classify.pattern.regex"),
+                e.to_string(),
+            )
+        })?;
+    }
+    Ok(b)
+}

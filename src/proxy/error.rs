@@ -1,0 +1,199 @@
+//! What the proxy answers when it cannot answer: OpenAI-style error bodies with the status
+//! that says what happened, for client mistakes and for routes that gave no answer.
+
+use std::time::Duration;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::headers;
+use crate::Reason;
+use crate::chain::{AttemptOutcome, FailoverError, FailoverErrorKind, Trail};
+
+/// An error answer: status, OpenAI-style body, and the headers that go with it.
+#[derive(Debug)]
+pub(super) struct ApiError {
+    status: StatusCode,
+    body: Value,
+    retry_after: Option<Duration>,
+    trail: Option<(usize, String)>,
+}
+
+impl ApiError {
+    /// A mistake in the client's request: nothing was sent upstream.
+    pub(super) fn client(
+        status: StatusCode,
+        code: &'static str,
+        param: Option<&str>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            body: json!({"error": {
+                "message": message.into(),
+                "type": "invalid_request_error",
+                "param": param,
+                "code": code,
+            }}),
+            retry_after: None,
+            trail: None,
+        }
+    }
+
+    /// The proxy is shutting down and the grace period for this request has passed.
+    pub(super) fn shutting_down() -> Self {
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            body: shutdown_body(),
+            retry_after: Some(Duration::from_secs(1)),
+            trail: None,
+        }
+    }
+
+    /// A route gave no answer. `scrub` removes the providers' keys from upstream text.
+    pub(super) fn failover(e: &FailoverError, scrub: &dyn Fn(&str) -> String) -> Self {
+        Self {
+            status: status_of(e),
+            body: failover_body(e, scrub),
+            retry_after: e.retry_after(),
+            trail: Some((e.trail().attempts().len(), e.trail().to_string())),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, axum::Json(self.body)).into_response();
+        let h = resp.headers_mut();
+        if let Some(wait) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(retry_seconds(wait)));
+        }
+        if let Some((attempts, trail)) = self.trail {
+            h.insert(headers::ATTEMPTS, HeaderValue::from(attempts));
+            if let Ok(v) = HeaderValue::from_str(&trail) {
+                h.insert(headers::TRAIL, v);
+            }
+        }
+        resp
+    }
+}
+
+/// Whole seconds, rounded up, at least 1: `Retry-After: 0` invites a retry storm.
+pub(super) fn retry_seconds(wait: Duration) -> u64 {
+    wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
+}
+
+/// The status for a route that gave no answer.
+fn status_of(e: &FailoverError) -> StatusCode {
+    match e.kind() {
+        FailoverErrorKind::Returned(Reason::Cancelled) => {
+            StatusCode::from_u16(499).unwrap_or(StatusCode::BAD_REQUEST)
+        }
+        FailoverErrorKind::Returned(_) => e
+            .last_failure()
+            .and_then(|f| f.status())
+            .filter(|s| (400..500).contains(s))
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::BAD_REQUEST),
+        FailoverErrorKind::AllOpen => StatusCode::SERVICE_UNAVAILABLE,
+        FailoverErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        FailoverErrorKind::Exhausted => match e.reason() {
+            Some(Reason::RateLimit) => StatusCode::TOO_MANY_REQUESTS,
+            Some(Reason::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            Some(Reason::Overloaded) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::BAD_GATEWAY,
+        },
+        _ => StatusCode::BAD_GATEWAY,
+    }
+}
+
+/// The `failover` member of an error body: the route, the reason, each attempt.
+fn details(e: &FailoverError) -> Value {
+    json!({
+        "route": e.route(),
+        "reason": e.reason().map(Reason::as_str),
+        "retry_after_ms": e.retry_after().map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        "attempts": attempts(e.trail()),
+    })
+}
+
+/// Each attempt of a trail as JSON.
+pub(super) fn attempts(trail: &Trail) -> Vec<Value> {
+    trail
+        .attempts()
+        .iter()
+        .map(|a| {
+            let (outcome, reason) = match a.outcome {
+                AttemptOutcome::Ok => ("ok", None),
+                AttemptOutcome::Failed(r) => ("failed", Some(r)),
+                AttemptOutcome::Rejected(r) => ("breaker_open", r),
+                AttemptOutcome::Cancelled => ("cancelled", None),
+            };
+            json!({
+                "provider": &*a.provider,
+                "model": &*a.model,
+                "outcome": outcome,
+                "reason": reason.map(Reason::as_str),
+                "status": a.status,
+                "duration_ms": u64::try_from(a.duration.as_millis()).unwrap_or(u64::MAX),
+                "retry_after_ms": a.retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            })
+        })
+        .collect()
+}
+
+/// The body for a route that gave no answer. A failure returned as it is (a request no
+/// target can serve) keeps the provider's own error object, so clients that read its `code`
+/// (`context_length_exceeded`, `content_filter`) keep working.
+pub(super) fn failover_body(e: &FailoverError, scrub: &dyn Fn(&str) -> String) -> Value {
+    let reason = e.reason().map_or("unknown", Reason::as_str);
+    let upstream = match e.kind() {
+        FailoverErrorKind::Returned(_) => e
+            .last_failure()
+            .and_then(|f| f.response())
+            .and_then(|r| serde_json::from_str::<Value>(&r.body).ok())
+            .and_then(|v| v.get("error").filter(|e| e.is_object()).cloned()),
+        _ => None,
+    };
+    let mut error = match upstream {
+        Some(mut obj) => {
+            if let Some(m) = obj.get("message").and_then(Value::as_str) {
+                let m = scrub(m);
+                obj["message"] = Value::from(m);
+            }
+            obj
+        }
+        None => json!({
+            "message": scrub(&e.to_string()),
+            "type": "failover_error",
+            "param": null,
+            "code": reason,
+        }),
+    };
+    error["failover"] = details(e);
+    json!({ "error": error })
+}
+
+/// The body for a request cut short by shutdown.
+pub(super) fn shutdown_body() -> Value {
+    json!({"error": {
+        "message": "the proxy is shutting down and this request ran past its grace period; retry it",
+        "type": "server_error",
+        "param": null,
+        "code": "shutting_down",
+    }})
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up_and_is_never_zero() {
+        assert_eq!(retry_seconds(Duration::ZERO), 1);
+        assert_eq!(retry_seconds(Duration::from_millis(1)), 1);
+        assert_eq!(retry_seconds(Duration::from_secs(2)), 2);
+        assert_eq!(retry_seconds(Duration::from_millis(2001)), 3);
+    }
+}

@@ -1,0 +1,355 @@
+//! The endpoints: requests are checked here, before anything is sent upstream.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use super::error::ApiError;
+use super::{Shared, Upstream, headers, sse};
+use crate::Reason;
+use crate::chain::openai::ChatStream;
+use crate::chain::{AttemptContext, AttemptFailure, Route, Trail};
+
+impl Upstream {
+    /// Bounds an attempt by the provider's own attempt timeout, if it has one.
+    async fn bounded<T>(
+        &self,
+        fut: impl Future<Output = Result<T, AttemptFailure>>,
+    ) -> Result<T, AttemptFailure> {
+        match self.attempt_timeout {
+            Some(limit) => tokio::time::timeout(limit, fut)
+                .await
+                .unwrap_or_else(|_| Err(AttemptFailure::new(Reason::Timeout))),
+            None => fut.await,
+        }
+    }
+
+    async fn chat(&self, ctx: &AttemptContext, request: &Value) -> Result<Value, AttemptFailure> {
+        self.bounded(self.client.chat(&self.endpoint, ctx.model(), request))
+            .await
+    }
+
+    async fn chat_stream(
+        &self,
+        ctx: &AttemptContext,
+        request: &Value,
+    ) -> Result<ChatStream, AttemptFailure> {
+        self.bounded(
+            self.client
+                .chat_stream(&self.endpoint, ctx.model(), request),
+        )
+        .await
+    }
+}
+
+impl Shared {
+    /// `text` with every provider key replaced: upstream error text may quote the key.
+    pub(super) fn scrub(&self, text: &str) -> String {
+        let mut out = text.to_owned();
+        for key in self.upstreams.values().filter_map(|u| u.key.as_deref()) {
+            if !key.is_empty() && out.contains(key) {
+                out = out.replace(key, "<redacted>");
+            }
+        }
+        out
+    }
+
+    fn upstream(&self, ctx: &AttemptContext) -> Result<Upstream, AttemptFailure> {
+        // Routes are built from the same configuration as the upstreams: every target's
+        // provider is here. A miss would be a bug; it fails the attempt, not the process.
+        self.upstreams
+            .get(ctx.provider())
+            .cloned()
+            .ok_or_else(|| AttemptFailure::new(Reason::Unknown))
+    }
+}
+
+/// The headers that say who answered.
+fn answer_headers(h: &mut HeaderMap, provider: &str, model: &str, trail: &Trail) {
+    if let Ok(v) = HeaderValue::from_str(provider) {
+        h.insert(headers::PROVIDER, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(model) {
+        h.insert(headers::MODEL, v);
+    }
+    h.insert(headers::ATTEMPTS, HeaderValue::from(trail.attempts().len()));
+    if let Ok(v) = HeaderValue::from_str(&trail.to_string()) {
+        h.insert(headers::TRAIL, v);
+    }
+}
+
+/// A checked chat request: its route, the body to forward, and whether it streams.
+struct ChatRequest {
+    route: Arc<Route>,
+    body: Arc<Value>,
+    stream: bool,
+}
+
+/// Reads and checks the body of a chat request; every problem is a 4xx.
+async fn read_chat(shared: &Shared, req: Request) -> Result<ChatRequest, ApiError> {
+    let limit = shared.max_body_bytes;
+    let too_large = || {
+        ApiError::client(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request_too_large",
+            None,
+            format!(
+                "the request body is larger than this proxy accepts ({limit} bytes; server.max_body_bytes)"
+            ),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let bytes = match axum::body::to_bytes(req.into_body(), limit).await {
+        Ok(b) => b,
+        Err(e) => {
+            let over = std::error::Error::source(&e)
+                .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+            return Err(if over {
+                too_large()
+            } else {
+                ApiError::client(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_body",
+                    None,
+                    "the request body could not be read to its end",
+                )
+            });
+        }
+    };
+    let body: Value = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::client(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            None,
+            format!("the request body is not valid JSON: {e}"),
+        )
+    })?;
+    let Some(obj) = body.as_object() else {
+        return Err(ApiError::client(
+            StatusCode::BAD_REQUEST,
+            "invalid_json",
+            None,
+            "the request body must be a JSON object",
+        ));
+    };
+    let names = || {
+        shared
+            .routes
+            .iter()
+            .map(|r| r.name())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let model = match obj.get("model") {
+        Some(Value::String(m)) if !m.is_empty() => m,
+        Some(_) => {
+            return Err(ApiError::client(
+                StatusCode::BAD_REQUEST,
+                "invalid_type",
+                Some("model"),
+                "`model` must be a non-empty string naming a route",
+            ));
+        }
+        None => {
+            return Err(ApiError::client(
+                StatusCode::BAD_REQUEST,
+                "missing_required_parameter",
+                Some("model"),
+                format!("`model` is required; this proxy serves: {}", names()),
+            ));
+        }
+    };
+    if obj
+        .get("messages")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty)
+    {
+        return Err(ApiError::client(
+            StatusCode::BAD_REQUEST,
+            "invalid_type",
+            Some("messages"),
+            "`messages` must be a non-empty array of chat messages",
+        ));
+    }
+    let stream = match obj.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::client(
+                StatusCode::BAD_REQUEST,
+                "invalid_type",
+                Some("stream"),
+                "`stream` must be true or false",
+            ));
+        }
+    };
+    let Some(&i) = shared.by_name.get(model.as_str()) else {
+        return Err(ApiError::client(
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+            Some("model"),
+            format!(
+                "the model `{model}` does not exist on this proxy; it serves: {}",
+                names()
+            ),
+        ));
+    };
+    let route = Arc::clone(&shared.routes[i]);
+    Ok(ChatRequest {
+        route,
+        body: Arc::new(body),
+        stream,
+    })
+}
+
+/// `POST /v1/chat/completions`.
+pub(super) async fn chat(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let chat = match read_chat(&shared, req).await {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let mut cut = shared.cut.subscribe();
+    if chat.stream {
+        let opening = chat.route.stream(|ctx| {
+            let (shared, body) = (Arc::clone(&shared), Arc::clone(&chat.body));
+            async move { shared.upstream(&ctx)?.chat_stream(&ctx, &body).await }
+        });
+        let answer = tokio::select! {
+            r = opening => r,
+            Ok(_) = cut.wait_for(|c| *c) => return ApiError::shutting_down().into_response(),
+        };
+        match answer {
+            Ok(a) => {
+                let mut resp = Response::new(Body::from_stream(sse::body(
+                    a.value,
+                    cut,
+                    Arc::clone(&shared),
+                )));
+                let h = resp.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/event-stream"),
+                );
+                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+                h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+                answer_headers(h, &a.provider, &a.model, &a.trail);
+                resp
+            }
+            Err(e) => ApiError::failover(&e, &|t| shared.scrub(t)).into_response(),
+        }
+    } else {
+        let call = chat.route.call(|ctx| {
+            let (shared, body) = (Arc::clone(&shared), Arc::clone(&chat.body));
+            async move { shared.upstream(&ctx)?.chat(&ctx, &body).await }
+        });
+        let answer = tokio::select! {
+            r = call => r,
+            Ok(_) = cut.wait_for(|c| *c) => return ApiError::shutting_down().into_response(),
+        };
+        match answer {
+            Ok(a) => {
+                let mut resp = Json(a.value).into_response();
+                answer_headers(resp.headers_mut(), &a.provider, &a.model, &a.trail);
+                resp
+            }
+            Err(e) => ApiError::failover(&e, &|t| shared.scrub(t)).into_response(),
+        }
+    }
+}
+
+/// `GET /v1/models`: the routes, as OpenAI models.
+pub(super) async fn models(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let data: Vec<Value> = shared
+        .routes
+        .iter()
+        .map(|r| json!({"id": r.name(), "object": "model", "created": 0, "owned_by": "llm-failover"}))
+        .collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+/// `GET /healthz`: the process is up and serving.
+pub(super) async fn healthz() -> Json<Value> {
+    Json(json!({"status": "ok"}))
+}
+
+/// `GET /v1/failover/status`: every route and every breaker.
+pub(super) async fn status(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let routes: Vec<Value> = shared
+        .routes
+        .iter()
+        .map(|r| {
+            let list = |l: Vec<(&str, &str)>| -> Vec<String> {
+                l.into_iter().map(|(p, m)| format!("{p}/{m}")).collect()
+            };
+            json!({
+                "name": r.name(),
+                "targets": list(r.targets().collect()),
+                "larger_context": list(r.larger_context_targets().collect()),
+            })
+        })
+        .collect();
+    let breakers: Vec<Value> = shared
+        .registry
+        .iter()
+        .map(|b| {
+            let s = b.snapshot();
+            json!({
+                "provider": b.provider(),
+                "model": b.model(),
+                "state": s.state.as_str(),
+                "automatic_state": s.automatic.as_str(),
+                "reason": s.reason.map(Reason::as_str),
+                "open_until": s.open_until.map(|t| humantime::format_rfc3339_millis(t).to_string()),
+                "retry_after_ms": b.closed_in().map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                "consecutive_failures": s.consecutive_failures,
+                "window_calls": s.window_calls,
+                "window_failures": s.window_failures,
+            })
+        })
+        .collect();
+    Json(json!({"routes": routes, "breakers": breakers}))
+}
+
+/// `GET /metrics`: the Prometheus scrape.
+pub(super) async fn metrics(State(shared): State<Arc<Shared>>) -> Response {
+    let text = shared
+        .metrics
+        .as_ref()
+        .map(metrics_exporter_prometheus::PrometheusHandle::render)
+        .unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// Any other path.
+pub(super) async fn not_found(req: Request) -> Response {
+    ApiError::client(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        None,
+        format!(
+            "no endpoint {} {}; this proxy serves POST /v1/chat/completions, GET /v1/models, GET /v1/failover/status, GET /healthz and GET /metrics",
+            req.method(),
+            req.uri().path()
+        ),
+    )
+    .into_response()
+}

@@ -1,0 +1,75 @@
+//! A committed stream as server-sent events: the upstream's events as they come, then
+//! `[DONE]`, or an `error` event and no `[DONE]` when the answer broke.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use futures_core::Stream;
+use futures_util::StreamExt as _;
+use tokio::sync::watch;
+
+use super::Shared;
+use super::error::{failover_body, shutdown_body};
+use crate::chain::FailoverStream;
+use crate::chain::openai::{ChatChunk, ChatStream};
+
+/// A stream being relayed.
+struct Relay {
+    upstream: FailoverStream<ChatChunk, ChatStream>,
+    cut: watch::Receiver<bool>,
+    shared: Arc<Shared>,
+    /// The upstream's `[DONE]` has gone out.
+    done_sent: bool,
+}
+
+fn event(data: &str) -> Bytes {
+    let mut b = String::with_capacity(data.len() + 8);
+    b.push_str("data: ");
+    b.push_str(data);
+    b.push_str("\n\n");
+    Bytes::from(b)
+}
+
+/// The SSE body of a committed stream. It ends with `[DONE]` only when the answer is
+/// complete (the proxy sends it if the upstream ended with a `finish_reason` but without
+/// one); a break ends it with one `error` event whose body names the attempts; the end of
+/// the shutdown grace period ends it with a `shutting_down` error.
+pub(super) fn body(
+    upstream: FailoverStream<ChatChunk, ChatStream>,
+    cut: watch::Receiver<bool>,
+    shared: Arc<Shared>,
+) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
+    let start = Some(Relay {
+        upstream,
+        cut,
+        shared,
+        done_sent: false,
+    });
+    futures_util::stream::unfold(start, |relay| async move {
+        let mut r = relay?;
+        let next = tokio::select! {
+            biased;
+            Ok(_) = r.cut.wait_for(|c| *c) => {
+                return Some((Ok(event(&shutdown_body().to_string())), None));
+            }
+            next = r.upstream.next() => next,
+        };
+        match next {
+            Some(Ok(chunk)) => {
+                let mut out = Vec::new();
+                for d in chunk.data() {
+                    r.done_sent |= d.trim() == "[DONE]";
+                    out.extend_from_slice(&event(d));
+                }
+                Some((Ok(Bytes::from(out)), Some(r)))
+            }
+            Some(Err(e)) => {
+                let body = failover_body(&e, &|t| r.shared.scrub(t));
+                Some((Ok(event(&body.to_string())), None))
+            }
+            None if r.done_sent => None,
+            None => Some((Ok(event("[DONE]")), None)),
+        }
+    })
+}

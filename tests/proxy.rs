@@ -1,0 +1,282 @@
+//! The proxy end to end: real sockets on loopback, simulated providers, a real HTTP client.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use llm_failover::proxy::{Config, Proxy};
+use llm_failover::sim::{ANSWER, Sim};
+use serde_json::{Value, json};
+use tokio::sync::oneshot;
+
+/// A proxy serving on loopback; dropping it (or [`Running::stop`]) shuts it down.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub proxy: Proxy,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Running {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// Signals shutdown and waits for the server to return.
+    pub async fn stop(mut self) -> std::io::Result<()> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        (&mut self.task).await.unwrap()
+    }
+}
+
+/// Starts the proxy for `toml` on 127.0.0.1, a port the OS picks.
+pub async fn start(toml: &str) -> Running {
+    let config = Config::parse(toml, "test.toml").unwrap();
+    let proxy = Proxy::new(&config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel();
+    let task = tokio::spawn(proxy.clone().serve(listener, async move {
+        let _ = rx.await;
+    }));
+    Running {
+        addr,
+        proxy,
+        stop: Some(tx),
+        task,
+    }
+}
+
+/// A config with providers `a` and `b` at the given sims and one route `chat` over
+/// `targets`; `extra` is appended (policies, more routes).
+pub fn config(a: &Sim, b: &Sim, targets: &[&str], extra: &str) -> String {
+    let targets: Vec<String> = targets.iter().map(|t| format!("{t:?}")).collect();
+    format!(
+        r#"
+[route]
+attempt_timeout = "2s"
+ttft_timeout = "1s"
+idle_timeout = "500ms"
+total_deadline = "10s"
+retry_backoff = "10ms"
+
+[providers.a]
+base_url = "{}"
+[providers.b]
+base_url = "{}"
+
+[routes.chat]
+targets = [{}]
+{extra}
+"#,
+        a.base_url(),
+        b.base_url(),
+        targets.join(", ")
+    )
+}
+
+pub fn chat_body(model: &str, stream: bool) -> Value {
+    json!({"model": model, "stream": stream, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+/// The `data:` payloads of an SSE body, in order.
+pub fn sse_data(body: &str) -> Vec<String> {
+    body.split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The text of the streamed answer.
+pub fn streamed_text(events: &[String]) -> String {
+    events
+        .iter()
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| {
+            v["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+fn header<'a>(resp: &'a reqwest::Response, name: &str) -> &'a str {
+    resp.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+}
+
+#[tokio::test]
+async fn a_refusing_primary_fails_over_and_the_headers_say_so() {
+    let a = Sim::builder()
+        .down_for(Duration::from_secs(3600))
+        .start()
+        .await
+        .unwrap();
+    let b = Sim::builder().start().await.unwrap();
+    let p = start(&config(&a, &b, &["a/llama3", "b/gpt-4o-mini"], "")).await;
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(p.url("/v1/chat/completions"))
+        .json(&chat_body("chat", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "x-failover-provider"), "b");
+    assert_eq!(header(&resp, "x-failover-model"), "gpt-4o-mini");
+    assert_eq!(header(&resp, "x-failover-attempts"), "2");
+    assert_eq!(
+        header(&resp, "x-failover-trail"),
+        "a/llama3=connection_refused; b/gpt-4o-mini=ok"
+    );
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], ANSWER);
+    assert_eq!(b.attempts("gpt-4o-mini"), 1);
+    p.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_stream_passes_through_chunk_by_chunk_and_ends_with_done() {
+    let a = Sim::builder().start().await.unwrap();
+    let b = Sim::builder().start().await.unwrap();
+    let p = start(&config(&a, &b, &["a/llama3", "b/gpt-4o-mini"], "")).await;
+    let resp = reqwest::Client::new()
+        .post(p.url("/v1/chat/completions"))
+        .json(&chat_body("chat", true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(header(&resp, "content-type"), "text/event-stream");
+    assert_eq!(header(&resp, "x-failover-trail"), "a/llama3=ok");
+    let events = sse_data(&resp.text().await.unwrap());
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    assert_eq!(streamed_text(&events), ANSWER);
+    assert_eq!((a.attempts("llama3"), b.attempts("gpt-4o-mini")), (1, 0));
+}
+
+#[tokio::test]
+async fn client_mistakes_are_4xx_and_never_reach_an_upstream() {
+    let a = Sim::builder().start().await.unwrap();
+    let b = Sim::builder().start().await.unwrap();
+    let p = start(&config(
+        &a,
+        &b,
+        &["a/llama3"],
+        "[server]\nmax_body_bytes = 2048\n",
+    ))
+    .await;
+    let http = reqwest::Client::new();
+    let post = |body: String| {
+        http.post(p.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    let cases = [
+        ("{not json".to_owned(), 400, "invalid_json"),
+        ("[1,2]".to_owned(), 400, "invalid_json"),
+        (json!({"messages": [{"role": "user", "content": "x"}]}).to_string(), 400, "missing_required_parameter"),
+        (json!({"model": 7, "messages": []}).to_string(), 400, "invalid_type"),
+        (json!({"model": "chat"}).to_string(), 400, "invalid_type"),
+        (json!({"model": "chat", "stream": "yes", "messages": [{"role": "user", "content": "x"}]}).to_string(), 400, "invalid_type"),
+        (chat_body("nope", false).to_string(), 404, "model_not_found"),
+        (chat_body(&"x".repeat(4096), false).to_string(), 413, "request_too_large"),
+    ];
+    for (body, status, code) in cases {
+        let resp = post(body.clone()).await.unwrap();
+        assert_eq!(resp.status(), status, "{body:.80}");
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["error"]["code"], code, "{body:.80}: {err}");
+        assert_eq!(err["error"]["type"], "invalid_request_error");
+        assert!(
+            err["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+    }
+    assert_eq!(a.total_attempts(), 0);
+    // The server is still up.
+    let ok = post(chat_body("chat", false).to_string()).await.unwrap();
+    assert_eq!(ok.status(), 200);
+}
+
+#[tokio::test]
+async fn when_every_target_fails_the_body_names_each_attempt() {
+    let a = Sim::builder().start().await.unwrap();
+    let b = Sim::builder().start().await.unwrap();
+    let p = start(&config(&a, &b, &["a/sim-401", "b/sim-429-retry-30"], "")).await;
+    let resp = reqwest::Client::new()
+        .post(p.url("/v1/chat/completions"))
+        .json(&chat_body("chat", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    // The soonest target to admit again: a's key is refused (its breaker opens for a long
+    // time), b asked for 30 s.
+    assert_eq!(header(&resp, "retry-after"), "30");
+    let err: Value = resp.json().await.unwrap();
+    let attempts = err["error"]["failover"]["attempts"].as_array().unwrap();
+    let reasons: Vec<&str> = attempts
+        .iter()
+        .map(|a| a["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(reasons, ["auth", "rate_limit"]);
+    assert_eq!(err["error"]["failover"]["route"], "chat");
+    assert_eq!(err["error"]["code"], "rate_limit");
+}
+
+#[tokio::test]
+async fn models_status_and_health_describe_the_proxy() {
+    let a = Sim::builder().start().await.unwrap();
+    let b = Sim::builder().start().await.unwrap();
+    let p = start(&config(
+        &a,
+        &b,
+        &["a/llama3", "b/gpt-4o-mini"],
+        "[routes.fast]\ntargets = [\"b/gpt-4o-mini\"]\n",
+    ))
+    .await;
+    let http = reqwest::Client::new();
+    let models: Value = http
+        .get(p.url("/v1/models"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["chat", "fast"]);
+    let health = http.get(p.url("/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let control = p.proxy.registry().control("a", "*").unwrap();
+    control.force_open(Some(Duration::from_secs(60)));
+    let status: Value = http
+        .get(p.url("/v1/failover/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let breakers = status["breakers"].as_array().unwrap();
+    assert_eq!(breakers.len(), 4, "{status}");
+    let a_wide = breakers
+        .iter()
+        .find(|b| b["provider"] == "a" && b["model"] == "*")
+        .unwrap();
+    assert_eq!(a_wide["state"], "forced_open");
+    assert!(a_wide["open_until"].as_str().is_some());
+    let unknown = http.get(p.url("/v2/nothing")).send().await.unwrap();
+    assert_eq!(unknown.status(), 404);
+}
