@@ -777,12 +777,12 @@ impl Shared {
 
     #[inline]
     fn rejected(&self, state: State, retry_after: Option<Nanos>) -> Rejected {
-        Rejected {
+        Rejected::new(
             state,
-            reason: self.open_reason.load(Ordering::Relaxed),
-            retry_nanos: retry_after.map_or(u64::MAX, |n| n.min(u64::MAX - 1)),
-            provider_wide: self.provider_wide,
-        }
+            self.open_reason.load(Ordering::Relaxed),
+            retry_after.map_or(u64::MAX, |n| n.min(u64::MAX - 1)),
+            self.provider_wide,
+        )
     }
 
     fn transition(
