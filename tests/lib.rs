@@ -10,5 +10,6 @@ mod chain;
 mod classify;
 mod proxy;
 mod secrets;
+mod serve;
 mod support;
 mod telemetry;

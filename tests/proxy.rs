@@ -280,3 +280,113 @@ async fn models_status_and_health_describe_the_proxy() {
     let unknown = http.get(p.url("/v2/nothing")).send().await.unwrap();
     assert_eq!(unknown.status(), 404);
 }
+
+/// An upstream that holds each request until the test releases it: `arrived` says a request
+/// is in, `release` lets it answer. Non-streaming requests get a whole chat completion;
+/// streaming ones get one token at once, the rest after the release.
+struct Gate {
+    base_url: String,
+    arrived: tokio::sync::mpsc::UnboundedReceiver<()>,
+    release: tokio::sync::watch::Sender<bool>,
+}
+
+async fn gate() -> Gate {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (arrived_tx, arrived) = tokio::sync::mpsc::unbounded_channel();
+    let (release, released) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let (arrived_tx, mut released) = (arrived_tx.clone(), released.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0_u8; 16384];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let streaming = String::from_utf8_lossy(&buf[..n]).contains(r#""stream":true"#);
+                let _ = arrived_tx.send(());
+                let chunk = |content: &str, finish: Option<&str>| {
+                    let c = json!({"id": "g", "object": "chat.completion.chunk", "choices": [
+                        {"index": 0, "delta": {"content": content}, "finish_reason": finish}]});
+                    let data = format!("data: {c}\n\n");
+                    format!("{:x}\r\n{data}\r\n", data.len())
+                };
+                if streaming {
+                    let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+                    let _ = sock.write_all(format!("{head}{}", chunk("first ", None)).as_bytes()).await;
+                    let _ = released.wait_for(|r| *r).await;
+                    let done = "data: [DONE]\n\n";
+                    let tail = format!("{}{:x}\r\n{done}\r\n0\r\n\r\n", chunk("last", Some("stop")), done.len());
+                    let _ = sock.write_all(tail.as_bytes()).await;
+                } else {
+                    let _ = released.wait_for(|r| *r).await;
+                    let body = json!({"id": "g", "object": "chat.completion", "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": "held answer"}, "finish_reason": "stop"}]})
+                    .to_string();
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = sock.write_all(resp.as_bytes()).await;
+                }
+            });
+        }
+    });
+    Gate {
+        base_url: format!("http://{addr}/v1"),
+        arrived,
+        release,
+    }
+}
+
+fn gate_config(g: &Gate, grace: &str) -> String {
+    format!(
+        "[server]\nshutdown_grace = \"{grace}\"\n[providers.g]\nbase_url = \"{}\"\n[routes.chat]\ntargets = [\"g/m\"]\n",
+        g.base_url
+    )
+}
+
+#[tokio::test]
+async fn shutdown_lets_requests_in_flight_finish_and_refuses_new_ones() {
+    let mut g = gate().await;
+    let p = start(&gate_config(&g, "60s")).await;
+    let url = p.url("/v1/chat/completions");
+    let http = reqwest::Client::new();
+    let in_flight = tokio::spawn(http.post(&url).json(&chat_body("chat", false)).send());
+    g.arrived.recv().await.unwrap();
+    let stopped = tokio::spawn(p.stop());
+    // Stopping does not wait for the grace period to pass: the request is let go now.
+    g.release.send_replace(true);
+    let resp = in_flight.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], "held answer");
+    stopped.await.unwrap().unwrap();
+    let after = reqwest::Client::new().post(&url).json(&chat_body("chat", false)).send().await;
+    assert!(after.is_err_and(|e| e.is_connect()), "the listener is closed after shutdown");
+}
+
+#[tokio::test]
+async fn past_the_grace_period_requests_end_with_a_clean_error() {
+    let mut g = gate().await;
+    let p = start(&gate_config(&g, "50ms")).await;
+    let url = p.url("/v1/chat/completions");
+    let http = reqwest::Client::new();
+    let stream = http.post(&url).json(&chat_body("chat", true)).send().await.unwrap();
+    g.arrived.recv().await.unwrap();
+    assert_eq!(stream.status(), 200);
+    let plain = tokio::spawn(http.post(&url).json(&chat_body("chat", false)).send());
+    g.arrived.recv().await.unwrap();
+    // Never released: both requests outlive the grace period.
+    p.stop().await.unwrap();
+    let events = sse_data(&stream.text().await.unwrap());
+    assert_eq!(streamed_text(&events), "first ");
+    let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
+    assert_eq!(last["error"]["code"], "shutting_down", "{events:?}");
+    assert!(!events.iter().any(|e| e == "[DONE]"), "a cut stream is not complete");
+    let plain = plain.await.unwrap().unwrap();
+    assert_eq!(plain.status(), 503);
+    assert!(plain.headers().contains_key("retry-after"));
+    let body: Value = plain.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "shutting_down");
+    drop(g.release);
+}

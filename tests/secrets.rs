@@ -34,19 +34,33 @@ impl Write for Logs {
 /// A provider that answers 401 with an OpenAI error body quoting the request it received,
 /// headers and all, as some gateways do.
 async fn echoing_provider() -> std::net::SocketAddr {
+    echoing_provider_with("401 Unauthorized", "invalid_api_key", None).await
+}
+
+/// A provider that answers `status` with an OpenAI error body (`code`) quoting the request it
+/// received; `saw` turns true when a request carried the sentinel.
+async fn echoing_provider_with(
+    status: &'static str,
+    code: &'static str,
+    saw: Option<Arc<std::sync::atomic::AtomicBool>>,
+) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
+            let saw = saw.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0_u8; 8192];
                 let n = sock.read(&mut buf).await.unwrap_or(0);
                 let seen = String::from_utf8_lossy(&buf[..n]).replace(['"', '\\', '\r', '\n'], " ");
+                if let Some(saw) = &saw {
+                    saw.fetch_or(seen.contains(SENTINEL), std::sync::atomic::Ordering::SeqCst);
+                }
                 let body = format!(
-                    r#"{{"error":{{"message":"Incorrect API key provided. We received: {seen}","type":"invalid_request_error","code":"invalid_api_key"}}}}"#
+                    r#"{{"error":{{"message":"Request rejected. We received: {seen}","type":"invalid_request_error","code":"{code}"}}}}"#
                 );
                 let resp = format!(
-                    "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
                     body.len()
                 );
                 let _ = sock.write_all(resp.as_bytes()).await;
@@ -174,4 +188,134 @@ fn the_sentinel_key_appears_nowhere() {
             "the key leaked into a returned error: {r}"
         );
     }
+}
+
+/// The proxy: keys from the environment, sent upstream as header and query, echoed back by a
+/// provider in an error the proxy returns; none of it reaches the client, the logs, the scrape,
+/// the status endpoint or a `Debug` print.
+#[test]
+fn the_proxy_never_shows_a_providers_key() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    let logs = Logs::default();
+    let recorder = prometheus_builder().build_recorder();
+    let scrape = recorder.handle();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::registry()
+        .with(MetricsLayer::new())
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || writer.clone())
+                .with_span_events(FmtSpan::FULL)
+                .with_ansi(false),
+        );
+    let saw = Arc::new(AtomicBool::new(false));
+    let mut seen_by_client = Vec::new();
+    metrics::with_local_recorder(&recorder, || {
+        tracing::subscriber::with_default(subscriber, || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    let sim = Sim::builder().start().await.unwrap();
+                    let echo = echoing_provider().await;
+                    let format =
+                        echoing_provider_with("400 Bad Request", "invalid_value", Some(Arc::clone(&saw)))
+                            .await;
+                    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+                        .unwrap()
+                        .local_addr()
+                        .unwrap();
+                    let toml = format!(
+                        r#"
+[providers.query]
+base_url = "http://{closed}/v1"
+api_key_env = "KEY"
+api_key_query = "key"
+[providers.echo]
+base_url = "http://{echo}/v1"
+api_key_env = "KEY"
+[providers.format]
+base_url = "http://{format}/v1"
+api_key_env = "KEY"
+[providers.sim]
+base_url = "{}"
+api_key_env = "KEY"
+[routes.chat]
+targets = ["query/m", "echo/m", "sim/m"]
+[routes.returned]
+targets = ["format/m", "sim/m"]
+[routes.broken]
+targets = ["echo/m"]
+"#,
+                        sim.base_url()
+                    );
+                    let config = llm_failover::proxy::Config::parse_with_env(&toml, "t.toml", |v| {
+                        (v == "KEY").then(|| SENTINEL.to_owned())
+                    })
+                    .unwrap();
+                    seen_by_client.push(format!("{config:?}"));
+                    let proxy = llm_failover::proxy::Proxy::new(&config).unwrap();
+                    seen_by_client.push(format!("{proxy:?}"));
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                    let addr = listener.local_addr().unwrap();
+                    tokio::spawn(proxy.serve(listener, std::future::pending()));
+                    let http = reqwest::Client::new();
+                    for (route, stream) in [
+                        ("chat", false),
+                        ("chat", true),
+                        ("returned", false),
+                        ("broken", false),
+                        ("broken", true),
+                    ] {
+                        let resp = http
+                            .post(format!("http://{addr}/v1/chat/completions"))
+                            .json(&serde_json::json!({
+                                "model": route,
+                                "stream": stream,
+                                "messages": [{"role": "user", "content": "hi"}],
+                            }))
+                            .send()
+                            .await
+                            .unwrap();
+                        seen_by_client.push(format!("{:?}", resp.headers()));
+                        seen_by_client.push(resp.text().await.unwrap());
+                    }
+                    for path in ["/v1/failover/status", "/v1/models", "/healthz"] {
+                        let body = http
+                            .get(format!("http://{addr}{path}"))
+                            .send()
+                            .await
+                            .unwrap()
+                            .text()
+                            .await
+                            .unwrap();
+                        seen_by_client.push(body);
+                    }
+                });
+        });
+    });
+    assert!(
+        saw.load(Ordering::SeqCst),
+        "the provider received the key, and echoed it back, so the test means something"
+    );
+    let returned = seen_by_client
+        .iter()
+        .find(|b| b.contains("invalid_value"))
+        .expect("the returned 400 reached the client");
+    assert!(returned.contains("<redacted>"), "{returned}");
+    assert!(
+        seen_by_client.iter().any(|b| b.contains(llm_failover::sim::ANSWER)),
+        "the chat route answered"
+    );
+    for s in &seen_by_client {
+        assert!(!s.contains(SENTINEL), "the key reached the client or a Debug print: {s}");
+    }
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("gen_ai.provider.name"), "spans were logged");
+    assert!(!logs.contains(SENTINEL), "the key leaked into logs or spans");
+    let scrape = scrape.render();
+    assert!(scrape.contains("llm_failover_requests_total"), "{scrape}");
+    assert!(!scrape.contains(SENTINEL), "the key leaked into the scrape");
 }

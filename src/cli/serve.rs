@@ -35,6 +35,7 @@ pub(crate) fn install_tracing(metrics: MetricsLayer) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_filter(filter);
     let _ = tracing_subscriber::registry()
         .with(fmt)
@@ -82,16 +83,11 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<(), Failure> {
     let proxy = Proxy::new(&config).map_err(|e| Failure::Usage(e.to_string()))?;
     let rt = super::runtime()?;
     rt.block_on(async move {
-        let metrics = MetricsLayer::new();
-        metrics.register_breakers(proxy.registry().iter().map(|b| (b.provider(), b.model())));
-        install_tracing(metrics);
-        for w in config.warnings() {
-            tracing::warn!(target: "llm_failover::proxy", "{w}");
-        }
+        // The recorder first: the layer registers its breaker-state gauges with the recorder
+        // that is installed when it does.
         let proxy = match config.metrics_listen() {
             Some(addr) => {
                 telemetry::install_prometheus(addr).map_err(|e| Failure::Other(e.to_string()))?;
-                tracing::info!(target: "llm_failover::proxy", "metrics on http://{addr}/metrics");
                 proxy
             }
             None => proxy.with_metrics(
@@ -99,6 +95,15 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<(), Failure> {
                     .map_err(|e| Failure::Other(e.to_string()))?,
             ),
         };
+        let metrics = MetricsLayer::new();
+        metrics.register_breakers(proxy.registry().iter().map(|b| (b.provider(), b.model())));
+        install_tracing(metrics);
+        for w in config.warnings() {
+            tracing::warn!(target: "llm_failover::proxy", "{w}");
+        }
+        if let Some(addr) = config.metrics_listen() {
+            tracing::info!(target: "llm_failover::proxy", "metrics on http://{addr}/metrics");
+        }
         let addr = config.listen();
         let listener = tokio::net::TcpListener::bind(addr)
             .await

@@ -313,21 +313,27 @@ impl Checker<'_> {
         let message = e.message().trim().to_owned();
         // The key: the one the message names, else the first key that fails on its own.
         let named = named_field(&message).or_else(|| {
-            layers.iter().rev().find_map(|l| {
-                l.get_ref().iter().find_map(|(k, v)| {
-                    let alone: toml::Table = std::iter::once((k.clone(), v.clone())).collect();
-                    toml::Value::Table(alone)
-                        .try_into::<T>()
-                        .is_err()
-                        .then(|| k.clone())
-                })
-            })
-        });
-        let found = named.as_deref().and_then(|n| {
             layers
                 .iter()
                 .rev()
-                .find_map(|l| key_path(l.get_ref(), n).map(|path| (*l, path)))
+                .find_map(|l| culprit::<T>(l.get_ref(), &[]))
+        });
+        let found = named.as_deref().and_then(|n| {
+            layers.iter().rev().find_map(|l| {
+                if n.contains('.') {
+                    // A full path from `culprit`.
+                    let mut cur = Some(l.get_ref());
+                    let parts: Vec<&str> = n.split('.').collect();
+                    for p in &parts[..parts.len() - 1] {
+                        cur = cur.and_then(|t| t.get(*p)).and_then(toml::Value::as_table);
+                    }
+                    let last = parts.last().copied().unwrap_or_default();
+                    cur.filter(|t| t.contains_key(last))
+                        .map(|_| (*l, n.to_owned()))
+                } else {
+                    key_path(l.get_ref(), n).map(|path| (*l, path))
+                }
+            })
         });
         let (span, field) = match (found, layers.last()) {
             (Some((layer, path)), _) => (
@@ -383,6 +389,30 @@ impl Checker<'_> {
         }
         within
     }
+}
+
+/// The dotted path of the first key of `t` that fails to deserialize into `T` on its own
+/// (descending into sub-tables to the deepest failing key); `prefix` is where `t` sits.
+fn culprit<T: serde::de::DeserializeOwned>(t: &toml::Table, prefix: &[&str]) -> Option<String> {
+    // `value` placed at `prefix.key` in an otherwise empty table.
+    let alone = |key: &str, value: &toml::Value| {
+        let mut v = toml::Value::Table(std::iter::once((key.to_owned(), value.clone())).collect());
+        for p in prefix.iter().rev() {
+            v = toml::Value::Table(std::iter::once(((*p).to_owned(), v)).collect());
+        }
+        v
+    };
+    t.iter().find_map(|(k, v)| {
+        alone(k, v).try_into::<T>().is_err().then(|| {
+            let mut path = prefix.to_vec();
+            path.push(k);
+            // Descend only when the key itself is fine (an empty table there is accepted).
+            v.as_table()
+                .filter(|_| alone(k, &toml::Value::Table(toml::Table::new())).try_into::<T>().is_ok())
+                .and_then(|sub| culprit::<T>(sub, &path))
+                .unwrap_or_else(|| path.join("."))
+        })
+    })
 }
 
 /// The dotted path to `key` in `t`: `key` itself at the top, else the first nested table
@@ -471,14 +501,31 @@ impl Config {
     ///
     /// [`ConfigError::Invalid`] naming the line and field of the first problem.
     pub fn parse(src: &str, path: impl AsRef<Path>) -> Result<Self, ConfigError> {
-        Self::parse_with_env(src, path.as_ref(), &|var| std::env::var(var).ok())
+        Self::parse_with_env(src, path, |var| std::env::var(var).ok())
     }
 
-    pub(crate) fn parse_with_env(
+    /// [`Config::parse`] with `env` in place of the process environment for `api_key_env`
+    /// (for tests, and for embedding applications that keep keys elsewhere).
+    ///
+    /// ```
+    /// use llm_failover::proxy::Config;
+    ///
+    /// let src = "[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\napi_key_env = \"P_KEY\"\n\
+    ///            [routes.chat]\ntargets = [\"p/m\"]\n";
+    /// let config = Config::parse_with_env(src, "inline.toml", |var| (var == "P_KEY").then(|| "k".into()))?;
+    /// assert!(config.warnings().is_empty());
+    /// # Ok::<(), llm_failover::proxy::ConfigError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Config::parse`].
+    pub fn parse_with_env(
         src: &str,
-        path: &Path,
-        env: &dyn Fn(&str) -> Option<String>,
+        path: impl AsRef<Path>,
+        env: impl Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
         let c = Checker { path, src };
         let file: File = toml::from_str(src).map_err(|e| {
             let span = e.span().unwrap_or(0..0);

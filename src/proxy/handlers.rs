@@ -51,7 +51,8 @@ impl Shared {
     /// `text` with every provider key replaced: upstream error text may quote the key.
     pub(super) fn scrub(&self, text: &str) -> String {
         let mut out = text.to_owned();
-        for key in self.upstreams.values().filter_map(|u| u.key.as_deref()) {
+        for key in self.upstreams.values().filter_map(|u| u.key.as_ref()) {
+            let key = &*key.0;
             if !key.is_empty() && out.contains(key) {
                 out = out.replace(key, "<redacted>");
             }

@@ -99,6 +99,16 @@ pub enum ProxyError {
     Client(#[source] reqwest::Error),
 }
 
+/// A key kept to scrub it from upstream text; never printed.
+#[derive(Clone)]
+struct Secret(Arc<str>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// One provider as the proxy calls it.
 #[derive(Debug, Clone)]
 struct Upstream {
@@ -106,7 +116,7 @@ struct Upstream {
     client: Client,
     attempt_timeout: Option<Duration>,
     /// The provider's key, to scrub from anything its errors say.
-    key: Option<Arc<str>>,
+    key: Option<Secret>,
 }
 
 /// What every request handler shares.
@@ -171,7 +181,7 @@ impl Proxy {
                     endpoint,
                     client,
                     attempt_timeout: p.attempt_timeout,
-                    key: p.api_key.as_deref().map(Arc::from),
+                    key: p.api_key.as_deref().map(|k| Secret(Arc::from(k))),
                 },
             );
         }
@@ -264,6 +274,10 @@ impl Proxy {
                 shared.cut.send_replace(true);
             });
         };
+        // No Nagle delay: stream events are small writes that must leave at once.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         axum::serve(listener, router)
             .with_graceful_shutdown(signal)
             .await

@@ -1,1 +1,143 @@
-//! Proxy tests.
+//! Configuration checks: every problem names its file, line and field.
+
+use std::path::Path;
+
+use super::{Config, ConfigError};
+
+fn env_none(_: &str) -> Option<String> {
+    None
+}
+
+fn err(src: &str) -> ConfigError {
+    Config::parse_with_env(src, Path::new("t.toml"), env_none).unwrap_err()
+}
+
+const BASE: &str = r#"
+[providers.a]
+base_url = "http://127.0.0.1:9/v1"
+
+[routes.chat]
+targets = ["a/m"]
+"#;
+
+/// Each bad configuration, the line the error must name, and its field.
+#[test]
+fn errors_name_line_and_field() {
+    let cases: &[(&str, usize, &str)] = &[
+        ("[server]\nlisten = \"everywhere\"\n", 2, "server.listen"),
+        ("[server]\nmax_body_bytes = 10\n", 2, "server.max_body_bytes"),
+        ("[server]\nshutdown_grace = \"soon\"\n", 2, "server.shutdown_grace"),
+        ("[server]\nlisten = \"127.0.0.1:1\"\nmetrics_listen = \"127.0.0.1:1\"\n", 3, "server.metrics_listen"),
+        ("[server]\nport = 1\n", 2, "server.port"),
+        ("[route]\nmax_retries = 1\natempt_timeout = \"5s\"\n", 3, "route.atempt_timeout"),
+        ("[route]\nidle_timeout = \"5 parsecs\"\n", 2, "route.idle_timeout"),
+        ("[breaker]\nfailure_rate = 1.5\n", 2, "breaker.failure_rate"),
+        ("[breaker.reasons.dns]\neffect = \"sometimes\"\n", 2, "breaker.reasons.dns.effect"),
+        ("[breaker.reasons.nonsense]\neffect = \"count\"\n", 1, "breaker.reasons"),
+        ("[providers.a.breaker]\nmin_calls = 3\nhalf_open_probes = 0\n", 3, "providers.a.breaker.half_open_probes"),
+        ("[providers.b]\nbase_url = \"ftp://x\"\n", 2, "providers.b.base_url"),
+        ("[providers.b]\nbase_url = \"https://u:p@x/v1\"\n", 2, "providers.b.base_url"),
+        ("[providers.b]\nbase_url = \"http://x/v1\"\nbogus = true\n", 3, "providers.b.bogus"),
+        ("[providers.a.classify]\nstatus = { \"99\" = \"overloaded\" }\n", 2, "providers.a.classify.status"),
+        ("[providers.a.classify]\npattern = [{ regex = \"(\", reason = \"overloaded\" }]\n", 2, "providers.a.classify.pattern.regex"),
+        ("[routes.more]\ntargets = [\"a/m\", \"c/m\"]\n", 2, "routes.more.targets"),
+        ("[routes.more]\ntargets = [\"nomodel\"]\n", 2, "routes.more.targets"),
+        ("[routes.more]\ntargets = [\"a/m\", \"a/m\"]\n", 2, "routes.more.targets"),
+        ("[routes.more]\ntargets = []\n", 2, "routes.more.targets"),
+        ("[routes.more]\ntargets = [\"a/m\"]\n[routes.more.policy]\nhedge_after = 5\n", 4, "routes.more.policy.hedge_after"),
+        ("[routes.more]\ntargets = [\"a/m\"]\n[routes.more.policy.actions]\nformat = \"shrug\"\n", 4, "routes.more.policy.actions"),
+    ];
+    for (extra, line, field) in cases {
+        // Each case comes after BASE, so its lines are offset by BASE's.
+        let src = format!("{BASE}{extra}");
+        let offset = BASE.lines().count();
+        let e = err(&src);
+        let Some(at) = e.location() else {
+            panic!("{extra:?}: no location in {e}");
+        };
+        assert_eq!(at.line, offset + line, "{extra:?}: {e}");
+        assert!(
+            at.field.as_deref().is_some_and(|f| f.starts_with(field)),
+            "{extra:?}: field {:?}, want {field}: {e}",
+            at.field
+        );
+        let text = e.to_string();
+        assert!(text.starts_with(&format!("t.toml:{}:", offset + line)), "{text}");
+    }
+}
+
+#[test]
+fn syntax_errors_and_missing_routes_are_located() {
+    let e = err("[providers.a]\nbase_url = \n");
+    assert_eq!(e.location().map(|l| l.line), Some(2), "{e}");
+    let e = err("[providers.a]\nbase_url = \"http://x/v1\"\n");
+    assert!(e.to_string().contains("no route"), "{e}");
+    let e = err("[routes.chat]\n");
+    assert!(e.to_string().contains("targets"), "{e}");
+}
+
+#[test]
+fn provider_breakers_override_the_defaults_field_by_field() {
+    let src = r#"
+[breaker]
+consecutive_failures = 7
+max_open = "2m"
+[breaker.reasons.rate_limit]
+open_base = "20s"
+
+[providers.a]
+base_url = "http://127.0.0.1:9/v1"
+[providers.a.breaker]
+consecutive_failures = 2
+[providers.a.breaker.reasons.rate_limit]
+scope = "provider"
+
+[providers.b]
+base_url = "http://127.0.0.1:9/v1"
+
+[route]
+attempt_timeout = "9s"
+max_retries = 3
+
+[routes.chat]
+targets = ["a/m", "b/m"]
+[routes.chat.policy]
+max_retries = 0
+"#;
+    let c = Config::parse_with_env(src, Path::new("t.toml"), env_none).unwrap();
+    let a = &c.providers["a"].breaker;
+    let b = &c.providers["b"].breaker;
+    assert_eq!(a.consecutive_failures(), 2);
+    assert_eq!(b.consecutive_failures(), 7);
+    assert_eq!(a.max_open, std::time::Duration::from_secs(120));
+    let rl = |p: &crate::breaker::BreakerPolicy| p.reasons[crate::Reason::RateLimit as usize];
+    assert_eq!(rl(a).open_base, std::time::Duration::from_secs(20));
+    assert_eq!(rl(a).scope, crate::reason::Scope::Provider);
+    assert_eq!(rl(b).scope, crate::reason::Scope::Model);
+    let policy = &c.routes[0].policy;
+    assert_eq!(policy.attempt_timeout(), std::time::Duration::from_secs(9));
+    assert_eq!(policy.max_retries, 0);
+}
+
+#[test]
+fn a_missing_key_is_a_warning_for_check_and_located() {
+    let src = "[providers.a]\nbase_url = \"http://x/v1\"\napi_key_env = \"NOT_SET_ANYWHERE\"\n[routes.chat]\ntargets = [\"a/m\"]\n";
+    let c = Config::parse_with_env(src, Path::new("t.toml"), env_none).unwrap();
+    let missing: Vec<_> = c.missing_keys().collect();
+    assert_eq!(missing.len(), 1);
+    assert_eq!(missing[0].line, 3);
+    assert!(missing[0].message.contains("NOT_SET_ANYWHERE"));
+    let set = Config::parse_with_env(src, Path::new("t.toml"), |_| Some("k".into())).unwrap();
+    assert_eq!(set.missing_keys().count(), 0);
+}
+
+#[test]
+fn the_example_config_is_valid() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/failover.toml");
+    let src = std::fs::read_to_string(path).unwrap();
+    let c = Config::parse_with_env(&src, Path::new(path), env_none).unwrap();
+    assert_eq!(c.route_names().collect::<Vec<_>>(), ["chat", "fast"]);
+    assert!(c.listen().ip().is_loopback());
+    // Only the OpenAI key is missing on a bare machine.
+    assert_eq!(c.missing_keys().count(), 1);
+}
