@@ -9,6 +9,7 @@ mod breaker;
 mod chain;
 mod classify;
 mod proxy;
+mod proxy_faults;
 mod secrets;
 mod serve;
 mod support;

@@ -4,8 +4,8 @@
 //! speak the OpenAI chat-completions protocol. These helpers make one call to one
 //! [`Endpoint`] and turn every way it can fail into an [`AttemptFailure`]: transport errors
 //! through the `reqwest` error chain, non-2xx answers through their status, headers and body,
-//! a 2xx without content as `empty_response`, a malformed stream chunk as
-//! `stream_interrupted`, and an error event inside a stream as the reason its body gives.
+//! a 2xx without content as `empty_response`, a 2xx body cut short or a malformed stream chunk
+//! as `stream_interrupted`, and an error event inside a stream as the reason its body gives.
 //!
 //! Streams are cut into [`ChatChunk`]s so that the chain commits on the first *token*: the
 //! role-only and empty chunks some servers send first travel with the first chunk that carries
@@ -235,7 +235,10 @@ impl Client {
             .await);
         }
         let status = resp.status().as_u16();
-        let body = resp.text().await.map_err(self.transport(endpoint))?;
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| cut_short(e).with_status(status))?;
         let Ok(answer) = serde_json::from_str::<Value>(&body) else {
             return Err(AttemptFailure::new(Reason::EmptyResponse).with_status(status));
         };
@@ -295,6 +298,16 @@ impl Client {
             done: false,
         })
     }
+}
+
+/// A transport failure while reading the body of a 2xx answer. The answer had started, so it
+/// was cut short: `stream_interrupted`, which fails over. The classifier would call the same
+/// error ("connection closed before message completed") `connection_reset`, which is for a
+/// request that got no response and is retried on the same target: a retry that would pay for
+/// a cut answer twice. The client sets no read timeout (the route's deadlines bound attempts),
+/// so a body error here is never a timeout.
+fn cut_short(err: reqwest::Error) -> AttemptFailure {
+    AttemptFailure::new(Reason::StreamInterrupted).with_source(err.without_url())
 }
 
 /// Does a message or delta carry content (text, a refusal or a tool call)?
@@ -437,11 +450,7 @@ impl Stream for ChatStream {
                 }
                 Poll::Ready(Some(Err(EventStreamError::Transport(e)))) => {
                     this.done = true;
-                    return Poll::Ready(Some(Err(AttemptFailure::from_reqwest_with(
-                        e,
-                        &this.classifier,
-                        Some(&this.provider),
-                    ))));
+                    return Poll::Ready(Some(Err(cut_short(e))));
                 }
                 Poll::Ready(Some(Err(_))) => {
                     this.done = true;

@@ -53,7 +53,8 @@
 //!
 //! Refusing connections is not a fault of a model, since a refused connection carries no
 //! model name: it is the server's state. [`Sim::set_down`] closes the listening socket
-//! (connections are refused, and open connections are closed) and [`Sim::down_for`] does so for
+//! (connections are refused, and open connections are closed; the port stays bound, so no
+//! other server is given it meanwhile) and [`Sim::down_for`] does so for
 //! a while, then binds the same port again: a host that is powered off, then back. A test that
 //! needs one provider down and another up runs two sims; a sim is cheap.
 //!
@@ -232,13 +233,17 @@ impl SimBuilder {
     ///
     /// Outside a Tokio runtime.
     pub async fn start(self) -> io::Result<Sim> {
-        let listener = server::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
-        let addr = listener.local_addr()?;
-        let (power, listener) = if self.down_for.is_zero() {
-            (Power::Up, Some(listener))
+        let socket = server::reserve(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+        let addr = socket.local_addr()?;
+        let (power, listener, held) = if self.down_for.is_zero() {
+            (Power::Up, Some(socket.listen(1024)?), None)
         } else {
-            drop(listener);
-            (Power::DownUntil(Instant::now() + self.down_for), None)
+            // Bound, not listening: connections are refused and the port stays ours.
+            (
+                Power::DownUntil(Instant::now() + self.down_for),
+                None,
+                Some(socket),
+            )
         };
         let shared = Arc::new(Shared {
             faults: Mutex::new(self.faults),
@@ -256,7 +261,14 @@ impl SimBuilder {
             listening: listener.is_some(),
         });
         let router = respond::router(Arc::clone(&shared));
-        let task = tokio::spawn(server::run(addr, listener, router, commands_rx, applied_tx));
+        let task = tokio::spawn(server::run(
+            addr,
+            listener,
+            held,
+            router,
+            commands_rx,
+            applied_tx,
+        ));
         Ok(Sim {
             addr,
             shared,

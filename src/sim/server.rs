@@ -48,6 +48,15 @@ const RETRY: Duration = Duration::from_millis(10);
 /// Binds a listener with `SO_REUSEADDR`, so the same port can be bound again while closed
 /// connections linger in `TIME_WAIT`.
 pub(super) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    reserve(addr)?.listen(1024)
+}
+
+/// A socket bound to `addr` with `SO_REUSEADDR` and not listening. While the sim is down it
+/// holds the port: connections to it are refused, and the kernel does not hand the port to
+/// another socket that binds port 0 meanwhile (another sim, a proxy under test), so "down"
+/// never turns into "some other server answers" in tests that run side by side. A listener
+/// can bind the same port while it is held.
+pub(super) fn reserve(addr: SocketAddr) -> io::Result<TcpSocket> {
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
@@ -55,14 +64,15 @@ pub(super) fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
-    socket.listen(1024)
+    Ok(socket)
 }
 
-/// The accept loop. It owns the listener and every connection task, so aborting it closes
-/// the port and every connection.
+/// The accept loop. It owns the listener (or, while down, the socket that holds the port) and
+/// every connection task, so aborting it closes the port and every connection.
 pub(super) async fn run(
     addr: SocketAddr,
     mut listener: Option<TcpListener>,
+    mut held: Option<TcpSocket>,
     router: Router,
     mut commands: watch::Receiver<Command>,
     applied: watch::Sender<Applied>,
@@ -81,7 +91,11 @@ pub(super) async fn run(
         };
         if want_up && listener.is_none() {
             match bind(addr) {
-                Ok(l) => listener = Some(l),
+                Ok(l) => {
+                    listener = Some(l);
+                    // Listening now: the port is held by the listener.
+                    drop(held.take());
+                }
                 Err(e) => {
                     tracing::warn!(%addr, error = %e, "sim: re-binding the listener failed; retrying");
                     tokio::time::sleep(RETRY).await;
@@ -92,6 +106,8 @@ pub(super) async fn run(
             // Nothing listening: new connections are refused, open ones are closed.
             listener = None;
             conns.abort_all();
+            // Hold the port until the sim comes back (if this fails, it is merely unheld).
+            held = reserve(addr).ok();
         }
         let now = Applied {
             generation,
