@@ -8,6 +8,7 @@
 mod breaker;
 mod chain;
 mod classify;
+mod demo;
 mod proxy;
 mod secrets;
 mod support;
