@@ -27,6 +27,13 @@ enum Command {
     Serve(cli::serve::ServeArgs),
     /// Check a config file and report every warning, without serving.
     Check(cli::serve::CheckArgs),
+    /// Watch failover happen: simulated providers, the proxy, live traffic and /metrics.
+    ///
+    /// Needs no network, no keys and no config. A primary provider's host refuses
+    /// connections for a while and then recovers; the screen shows each circuit breaker's
+    /// state, where requests are served, and why they failed over. Ends by itself after
+    /// --duration, or on Ctrl-C.
+    Demo(cli::demo::DemoArgs),
 }
 
 fn main() -> ExitCode {
@@ -35,6 +42,7 @@ fn main() -> ExitCode {
         Command::Classify(args) => cli::classify::run(args).map_err(cli::Failure::from),
         Command::Serve(args) => cli::serve::serve(args),
         Command::Check(args) => cli::serve::check(args),
+        Command::Demo(args) => cli::demo::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

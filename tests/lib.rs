@@ -8,6 +8,7 @@
 mod breaker;
 mod chain;
 mod classify;
+mod demo;
 mod proxy;
 mod proxy_faults;
 mod secrets;
