@@ -312,10 +312,16 @@ async fn gate() -> Gate {
                 };
                 if streaming {
                     let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
-                    let _ = sock.write_all(format!("{head}{}", chunk("first ", None)).as_bytes()).await;
+                    let _ = sock
+                        .write_all(format!("{head}{}", chunk("first ", None)).as_bytes())
+                        .await;
                     let _ = released.wait_for(|r| *r).await;
                     let done = "data: [DONE]\n\n";
-                    let tail = format!("{}{:x}\r\n{done}\r\n0\r\n\r\n", chunk("last", Some("stop")), done.len());
+                    let tail = format!(
+                        "{}{:x}\r\n{done}\r\n0\r\n\r\n",
+                        chunk("last", Some("stop")),
+                        done.len()
+                    );
                     let _ = sock.write_all(tail.as_bytes()).await;
                 } else {
                     let _ = released.wait_for(|r| *r).await;
@@ -361,8 +367,15 @@ async fn shutdown_lets_requests_in_flight_finish_and_refuses_new_ones() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["choices"][0]["message"]["content"], "held answer");
     stopped.await.unwrap().unwrap();
-    let after = reqwest::Client::new().post(&url).json(&chat_body("chat", false)).send().await;
-    assert!(after.is_err_and(|e| e.is_connect()), "the listener is closed after shutdown");
+    let after = reqwest::Client::new()
+        .post(&url)
+        .json(&chat_body("chat", false))
+        .send()
+        .await;
+    assert!(
+        after.is_err_and(|e| e.is_connect()),
+        "the listener is closed after shutdown"
+    );
 }
 
 #[tokio::test]
@@ -371,7 +384,12 @@ async fn past_the_grace_period_requests_end_with_a_clean_error() {
     let p = start(&gate_config(&g, "50ms")).await;
     let url = p.url("/v1/chat/completions");
     let http = reqwest::Client::new();
-    let stream = http.post(&url).json(&chat_body("chat", true)).send().await.unwrap();
+    let stream = http
+        .post(&url)
+        .json(&chat_body("chat", true))
+        .send()
+        .await
+        .unwrap();
     g.arrived.recv().await.unwrap();
     assert_eq!(stream.status(), 200);
     let plain = tokio::spawn(http.post(&url).json(&chat_body("chat", false)).send());
@@ -382,7 +400,10 @@ async fn past_the_grace_period_requests_end_with_a_clean_error() {
     assert_eq!(streamed_text(&events), "first ");
     let last: Value = serde_json::from_str(events.last().unwrap()).unwrap();
     assert_eq!(last["error"]["code"], "shutting_down", "{events:?}");
-    assert!(!events.iter().any(|e| e == "[DONE]"), "a cut stream is not complete");
+    assert!(
+        !events.iter().any(|e| e == "[DONE]"),
+        "a cut stream is not complete"
+    );
     let plain = plain.await.unwrap().unwrap();
     assert_eq!(plain.status(), 503);
     assert!(plain.headers().contains_key("retry-after"));

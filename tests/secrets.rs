@@ -220,9 +220,12 @@ fn the_proxy_never_shows_a_providers_key() {
                 .block_on(async {
                     let sim = Sim::builder().start().await.unwrap();
                     let echo = echoing_provider().await;
-                    let format =
-                        echoing_provider_with("400 Bad Request", "invalid_value", Some(Arc::clone(&saw)))
-                            .await;
+                    let format = echoing_provider_with(
+                        "400 Bad Request",
+                        "invalid_value",
+                        Some(Arc::clone(&saw)),
+                    )
+                    .await;
                     let closed = std::net::TcpListener::bind("127.0.0.1:0")
                         .unwrap()
                         .local_addr()
@@ -251,10 +254,11 @@ targets = ["echo/m"]
 "#,
                         sim.base_url()
                     );
-                    let config = llm_failover::proxy::Config::parse_with_env(&toml, "t.toml", |v| {
-                        (v == "KEY").then(|| SENTINEL.to_owned())
-                    })
-                    .unwrap();
+                    let config =
+                        llm_failover::proxy::Config::parse_with_env(&toml, "t.toml", |v| {
+                            (v == "KEY").then(|| SENTINEL.to_owned())
+                        })
+                        .unwrap();
                     seen_by_client.push(format!("{config:?}"));
                     let proxy = llm_failover::proxy::Proxy::new(&config).unwrap();
                     seen_by_client.push(format!("{proxy:?}"));
@@ -306,15 +310,23 @@ targets = ["echo/m"]
         .expect("the returned 400 reached the client");
     assert!(returned.contains("<redacted>"), "{returned}");
     assert!(
-        seen_by_client.iter().any(|b| b.contains(llm_failover::sim::ANSWER)),
+        seen_by_client
+            .iter()
+            .any(|b| b.contains(llm_failover::sim::ANSWER)),
         "the chat route answered"
     );
     for s in &seen_by_client {
-        assert!(!s.contains(SENTINEL), "the key reached the client or a Debug print: {s}");
+        assert!(
+            !s.contains(SENTINEL),
+            "the key reached the client or a Debug print: {s}"
+        );
     }
     let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
     assert!(logs.contains("gen_ai.provider.name"), "spans were logged");
-    assert!(!logs.contains(SENTINEL), "the key leaked into logs or spans");
+    assert!(
+        !logs.contains(SENTINEL),
+        "the key leaked into logs or spans"
+    );
     let scrape = scrape.render();
     assert!(scrape.contains("llm_failover_requests_total"), "{scrape}");
     assert!(!scrape.contains(SENTINEL), "the key leaked into the scrape");

@@ -78,7 +78,10 @@ fn a_bad_config_is_rejected_with_file_line_and_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serve_answers_exports_metrics_and_stops_on_sigterm() {
     let sim = Sim::builder().start().await.unwrap();
-    let down = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let down = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let path = temp_config(
         "serve.toml",
         &format!(

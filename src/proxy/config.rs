@@ -408,7 +408,11 @@ fn culprit<T: serde::de::DeserializeOwned>(t: &toml::Table, prefix: &[&str]) -> 
             path.push(k);
             // Descend only when the key itself is fine (an empty table there is accepted).
             v.as_table()
-                .filter(|_| alone(k, &toml::Value::Table(toml::Table::new())).try_into::<T>().is_ok())
+                .filter(|_| {
+                    alone(k, &toml::Value::Table(toml::Table::new()))
+                        .try_into::<T>()
+                        .is_ok()
+                })
                 .and_then(|sub| culprit::<T>(sub, &path))
                 .unwrap_or_else(|| path.join("."))
         })

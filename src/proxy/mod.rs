@@ -150,11 +150,6 @@ impl Proxy {
         if let Some(missing) = config.missing_keys().next() {
             return Err(ProxyError::MissingKey(Box::new(missing.clone())));
         }
-        Self::build(config)
-    }
-
-    /// [`Proxy::new`] without the check for keys (the demo's providers need none).
-    pub(crate) fn build(config: &Config) -> Result<Self, ProxyError> {
         let mut registry = Registry::builder();
         for (name, p) in &config.providers {
             registry = registry.provider_policy(name, p.breaker.clone());

@@ -25,27 +25,99 @@ targets = ["a/m"]
 fn errors_name_line_and_field() {
     let cases: &[(&str, usize, &str)] = &[
         ("[server]\nlisten = \"everywhere\"\n", 2, "server.listen"),
-        ("[server]\nmax_body_bytes = 10\n", 2, "server.max_body_bytes"),
-        ("[server]\nshutdown_grace = \"soon\"\n", 2, "server.shutdown_grace"),
-        ("[server]\nlisten = \"127.0.0.1:1\"\nmetrics_listen = \"127.0.0.1:1\"\n", 3, "server.metrics_listen"),
+        (
+            "[server]\nmax_body_bytes = 10\n",
+            2,
+            "server.max_body_bytes",
+        ),
+        (
+            "[server]\nshutdown_grace = \"soon\"\n",
+            2,
+            "server.shutdown_grace",
+        ),
+        (
+            "[server]\nlisten = \"127.0.0.1:1\"\nmetrics_listen = \"127.0.0.1:1\"\n",
+            3,
+            "server.metrics_listen",
+        ),
         ("[server]\nport = 1\n", 2, "server.port"),
-        ("[route]\nmax_retries = 1\natempt_timeout = \"5s\"\n", 3, "route.atempt_timeout"),
-        ("[route]\nidle_timeout = \"5 parsecs\"\n", 2, "route.idle_timeout"),
+        (
+            "[route]\nmax_retries = 1\natempt_timeout = \"5s\"\n",
+            3,
+            "route.atempt_timeout",
+        ),
+        (
+            "[route]\nidle_timeout = \"5 parsecs\"\n",
+            2,
+            "route.idle_timeout",
+        ),
         ("[breaker]\nfailure_rate = 1.5\n", 2, "breaker.failure_rate"),
-        ("[breaker.reasons.dns]\neffect = \"sometimes\"\n", 2, "breaker.reasons.dns.effect"),
-        ("[breaker.reasons.nonsense]\neffect = \"count\"\n", 1, "breaker.reasons"),
-        ("[providers.a.breaker]\nmin_calls = 3\nhalf_open_probes = 0\n", 3, "providers.a.breaker.half_open_probes"),
-        ("[providers.b]\nbase_url = \"ftp://x\"\n", 2, "providers.b.base_url"),
-        ("[providers.b]\nbase_url = \"https://u:p@x/v1\"\n", 2, "providers.b.base_url"),
-        ("[providers.b]\nbase_url = \"http://x/v1\"\nbogus = true\n", 3, "providers.b.bogus"),
-        ("[providers.a.classify]\nstatus = { \"99\" = \"overloaded\" }\n", 2, "providers.a.classify.status"),
-        ("[providers.a.classify]\npattern = [{ regex = \"(\", reason = \"overloaded\" }]\n", 2, "providers.a.classify.pattern.regex"),
-        ("[routes.more]\ntargets = [\"a/m\", \"c/m\"]\n", 2, "routes.more.targets"),
-        ("[routes.more]\ntargets = [\"nomodel\"]\n", 2, "routes.more.targets"),
-        ("[routes.more]\ntargets = [\"a/m\", \"a/m\"]\n", 2, "routes.more.targets"),
+        (
+            "[breaker.reasons.dns]\neffect = \"sometimes\"\n",
+            2,
+            "breaker.reasons.dns.effect",
+        ),
+        (
+            "[breaker.reasons.nonsense]\neffect = \"count\"\n",
+            1,
+            "breaker.reasons",
+        ),
+        (
+            "[providers.a.breaker]\nmin_calls = 3\nhalf_open_probes = 0\n",
+            3,
+            "providers.a.breaker.half_open_probes",
+        ),
+        (
+            "[providers.b]\nbase_url = \"ftp://x\"\n",
+            2,
+            "providers.b.base_url",
+        ),
+        (
+            "[providers.b]\nbase_url = \"https://u:p@x/v1\"\n",
+            2,
+            "providers.b.base_url",
+        ),
+        (
+            "[providers.b]\nbase_url = \"http://x/v1\"\nbogus = true\n",
+            3,
+            "providers.b.bogus",
+        ),
+        (
+            "[providers.a.classify]\nstatus = { \"99\" = \"overloaded\" }\n",
+            2,
+            "providers.a.classify.status",
+        ),
+        (
+            "[providers.a.classify]\npattern = [{ regex = \"(\", reason = \"overloaded\" }]\n",
+            2,
+            "providers.a.classify.pattern.regex",
+        ),
+        (
+            "[routes.more]\ntargets = [\"a/m\", \"c/m\"]\n",
+            2,
+            "routes.more.targets",
+        ),
+        (
+            "[routes.more]\ntargets = [\"nomodel\"]\n",
+            2,
+            "routes.more.targets",
+        ),
+        (
+            "[routes.more]\ntargets = [\"a/m\", \"a/m\"]\n",
+            2,
+            "routes.more.targets",
+        ),
         ("[routes.more]\ntargets = []\n", 2, "routes.more.targets"),
-        ("[routes.more]\ntargets = [\"a/m\"]\n[routes.more.policy]\nhedge_after = 5\n", 4, "routes.more.policy.hedge_after"),
-        ("[routes.more]\ntargets = [\"a/m\"]\n[routes.more.policy.actions]\nformat = \"shrug\"\n", 4, "routes.more.policy.actions"),
+        (
+            "[routes.more]\ntargets = [\"a/m\"]\n[routes.more.policy]\nhedge_after = 5\n",
+            4,
+            "routes.more.policy.hedge_after",
+        ),
+        (
+            "[routes.more]\ntargets = [\"a/m\"]\n[routes.more.policy.actions]\nformat = \"shrug\"\n",
+            4,
+            "routes.more.policy.actions",
+        ),
     ];
     for (extra, line, field) in cases {
         // Each case comes after BASE, so its lines are offset by BASE's.
@@ -62,7 +134,10 @@ fn errors_name_line_and_field() {
             at.field
         );
         let text = e.to_string();
-        assert!(text.starts_with(&format!("t.toml:{}:", offset + line)), "{text}");
+        assert!(
+            text.starts_with(&format!("t.toml:{}:", offset + line)),
+            "{text}"
+        );
     }
 }
 
