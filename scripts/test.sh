@@ -61,6 +61,56 @@ scripts/dashboards.sh
 step "examples run"
 cargo run --quiet --example classify >/dev/null
 
+# The official OpenAI Python SDK through a real proxy in front of the simulated provider
+# (examples/sdk_fixture.rs): answers, typed errors with the upstream's code, a broken stream.
+step "the OpenAI Python SDK against the proxy (scripts/sdk/openai_sdk_check.py)"
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "scripts/test.sh: python3 cannot make a virtualenv; install the Debian package python3-venv" >&2
+        exit 1
+    fi
+    [ -n "${APT_UPDATED:-}" ] || { apt-get update -qq; APT_UPDATED=1; }
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+fi
+venv=target/sdk-venv
+if ! cmp -s scripts/sdk/requirements.txt "$venv/requirements.txt"; then
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r scripts/sdk/requirements.txt
+    cp scripts/sdk/requirements.txt "$venv/requirements.txt"
+fi
+cargo build --quiet --example sdk_fixture
+sdk_tmp=$(mktemp -d)
+mkfifo "$sdk_tmp/stdin"
+# The fixture serves until its stdin closes: fd 3 holds the fifo open, so it also stops when
+# this script exits for any reason.
+target/debug/examples/sdk_fixture <"$sdk_tmp/stdin" >"$sdk_tmp/out" 2>"$sdk_tmp/err" &
+sdk_pid=$!
+exec 3>"$sdk_tmp/stdin"
+stop_fixture() {
+    exec 3>&-
+    kill "$sdk_pid" 2>/dev/null || true
+    wait "$sdk_pid" 2>/dev/null || true
+    rm -rf "$sdk_tmp"
+}
+trap stop_fixture EXIT
+deadline=$((SECONDS + 20))
+until [ -s "$sdk_tmp/out" ]; do
+    if [ $SECONDS -ge $deadline ] || ! kill -0 "$sdk_pid" 2>/dev/null; then
+        cat "$sdk_tmp/err" >&2
+        echo "scripts/test.sh: examples/sdk_fixture did not start" >&2
+        exit 1
+    fi
+    sleep 0.2
+done
+"$venv/bin/python" scripts/sdk/openai_sdk_check.py "$(head -n 1 "$sdk_tmp/out")" || {
+    cat "$sdk_tmp/err" >&2
+    echo "scripts/test.sh: the OpenAI SDK check failed" >&2
+    exit 1
+}
+stop_fixture
+trap - EXIT
+
 # The classifier against the replaced system's own cases (shared/ sits beside the checkout).
 parity=../shared/tools/parity
 corpus=../shared/conformance/openclaw-parity.jsonl

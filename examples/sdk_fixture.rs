@@ -1,0 +1,98 @@
+//! Servers for the official-SDK check (`scripts/sdk/openai_sdk_check.py`, run by
+//! `scripts/test.sh`): simulated providers and a real proxy in front of them, on loopback.
+//!
+//! ```text
+//! cargo run --example sdk_fixture        # prints http://127.0.0.1:PORT/v1
+//! ```
+//!
+//! It prints the proxy's base URL (for an SDK's `base_url`) as its only stdout line, then
+//! serves until its stdin closes or it is killed. The routes (the model names a client asks for):
+//!
+//! | route | targets | what a client sees |
+//! |---|---|---|
+//! | `chat` | `down/llama3` (refuses connections) → `sim/gpt-4o-mini` | the sim's answer, after a failover |
+//! | `context` | `sim/sim-context` | 400 as the upstream sent it: `context_length_exceeded` |
+//! | `filter` | `sim/sim-filter` | 400 as the upstream sent it: `content_filter` |
+//! | `overloaded` | `sim/sim-503` | 503 from the proxy: `overloaded`, with `failover` details |
+//! | `dead` | `gone/llama3` (refuses connections) | 502 from the proxy: `connection_refused` |
+//! | `limited` | `sim/sim-429` | 429 from the proxy: `rate_limit`, with `failover` details |
+//! | `cut` | `sim/sim-cut-3` | a stream that breaks after three tokens: an `error` event, no `[DONE]` |
+
+use std::io::Write as _;
+use std::time::Duration;
+
+use llm_failover::proxy::{Config, Proxy};
+use llm_failover::sim::Sim;
+use tokio::io::AsyncReadExt as _;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let sim = Sim::builder().token_delay(Duration::ZERO).start().await?;
+    // Two hosts that are powered off: every connection is refused.
+    let down = Sim::builder()
+        .down_for(Duration::from_secs(24 * 3600))
+        .start()
+        .await?;
+    let gone = Sim::builder()
+        .down_for(Duration::from_secs(24 * 3600))
+        .start()
+        .await?;
+    let toml = format!(
+        r#"
+[server]
+shutdown_grace = "1s"
+
+[route]
+attempt_timeout = "5s"
+ttft_timeout = "5s"
+idle_timeout = "2s"
+total_deadline = "15s"
+
+[providers.sim]
+base_url = "{sim}"
+[providers.down]
+base_url = "{down}"
+connect_timeout = "1s"
+[providers.gone]
+base_url = "{gone}"
+connect_timeout = "1s"
+
+[routes.chat]
+targets = ["down/llama3", "sim/gpt-4o-mini"]
+[routes.context]
+targets = ["sim/sim-context"]
+[routes.filter]
+targets = ["sim/sim-filter"]
+[routes.overloaded]
+targets = ["sim/sim-503"]
+[routes.dead]
+targets = ["gone/llama3"]
+[routes.limited]
+targets = ["sim/sim-429"]
+[routes.cut]
+targets = ["sim/sim-cut-3"]
+"#,
+        sim = sim.base_url(),
+        down = down.base_url(),
+        gone = gone.base_url(),
+    );
+    let config = Config::parse(&toml, "sdk_fixture.toml")?;
+    let proxy = Proxy::new(&config)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let server = tokio::spawn(proxy.serve(listener, std::future::pending()));
+
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "http://{addr}/v1")?;
+    out.flush()?;
+    drop(out);
+
+    // Serve until stdin reaches its end (the caller closed it or exited), or the server fails.
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0_u8; 256];
+    let wait_for_eof = async { while stdin.read(&mut buf).await.unwrap_or(0) > 0 {} };
+    tokio::select! {
+        () = wait_for_eof => Ok(()),
+        served = server => Ok(served??),
+    }
+}

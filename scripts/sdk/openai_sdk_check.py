@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""The official OpenAI Python SDK against the proxy: what an application sees.
+
+Usage: openai_sdk_check.py BASE_URL
+
+BASE_URL is the proxy's `/v1` URL printed by `cargo run --example sdk_fixture`, whose routes
+this script knows (see examples/sdk_fixture.rs). scripts/test.sh runs it in a virtualenv with
+the pinned `openai` package (scripts/sdk/requirements.txt). Every check asserts; the first
+failure ends the run with a non-zero status.
+"""
+
+import sys
+
+import openai
+
+# The simulated provider's whole answer (llm_failover::sim::ANSWER).
+ANSWER = "The simulated provider answered this request in full, ending here."
+MESSAGES = [{"role": "user", "content": "hi"}]
+
+
+def check(name, cond, detail=""):
+    if not cond:
+        raise AssertionError(f"{name}: {detail}")
+
+
+def expect_status_error(client, model, cls, status, code, etype, reason):
+    """A non-streaming request to `model` raises `cls` with the proxy's status and body."""
+    try:
+        client.chat.completions.create(model=model, messages=MESSAGES)
+    except openai.APIStatusError as e:
+        check(model, type(e) is cls, f"raised {type(e).__name__}, expected {cls.__name__}")
+        check(model, e.status_code == status, f"status {e.status_code}, expected {status}")
+        check(model, e.code == code, f"e.code {e.code!r}, expected {code!r}")
+        check(model, e.type == etype, f"e.type {e.type!r}, expected {etype!r}")
+        failover = e.body.get("failover") if isinstance(e.body, dict) else None
+        check(model, isinstance(failover, dict), f"no failover details in {e.body!r}")
+        check(model, failover["route"] == model, f"failover.route {failover['route']!r}")
+        check(model, failover["reason"] == reason, f"failover.reason {failover['reason']!r}")
+        check(model, failover["attempts"], "failover.attempts is empty")
+        check(model, e.response.headers.get("x-failover-trail"), "no x-failover-trail header")
+        return e
+    raise AssertionError(f"{model}: no error raised")
+
+
+def main():
+    base_url = sys.argv[1]
+    # max_retries=0: the SDK's own retries would hide the proxy's answer behind a second one.
+    client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=30)
+    print(f"openai {openai.__version__} against {base_url}")
+
+    # The routes are the models.
+    models = {m.id for m in client.models.list()}
+    check("models", {"chat", "context", "cut"} <= models, f"listed {sorted(models)}")
+
+    # A plain request: the primary refuses connections, the fallback answers.
+    raw = client.chat.completions.with_raw_response.create(model="chat", messages=MESSAGES)
+    completion = raw.parse()
+    check("plain", completion.choices[0].message.content == ANSWER, repr(completion))
+    check("plain", raw.headers.get("x-failover-provider") == "sim", dict(raw.headers))
+    print("ok  plain request: the sim's answer, served by the fallback")
+
+    # A streaming request: every token, a finish_reason, then a normal end.
+    text, finish = "", None
+    for chunk in client.chat.completions.create(model="chat", messages=MESSAGES, stream=True):
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+            finish = choice.finish_reason or finish
+    check("stream", text == ANSWER, repr(text))
+    check("stream", finish == "stop", f"finish_reason {finish!r}")
+    print("ok  streaming request: the whole answer, finish_reason stop")
+
+    # Errors the proxy returns as the upstream sent them: the upstream's code and type.
+    expect_status_error(client, "context", openai.BadRequestError, 400,
+                        "context_length_exceeded", "invalid_request_error", "context_overflow")
+    print("ok  context overflow: BadRequestError 400, e.code context_length_exceeded")
+    expect_status_error(client, "filter", openai.BadRequestError, 400,
+                        "content_filter", "invalid_request_error", "content_filter")
+    print("ok  content filter: BadRequestError 400, e.code content_filter")
+
+    # Routes that gave no answer: the proxy's status, e.code = the failover reason.
+    expect_status_error(client, "overloaded", openai.InternalServerError, 503,
+                        "overloaded", "failover_error", "overloaded")
+    print("ok  only target overloaded: InternalServerError 503, e.code overloaded")
+    expect_status_error(client, "dead", openai.InternalServerError, 502,
+                        "connection_refused", "failover_error", "connection_refused")
+    print("ok  only target refusing connections: InternalServerError 502, e.code connection_refused")
+    expect_status_error(client, "limited", openai.RateLimitError, 429,
+                        "rate_limit", "failover_error", "rate_limit")
+    print("ok  only target rate-limited: RateLimitError 429, e.code rate_limit")
+
+    # A stream cut upstream after three tokens raises instead of ending as a short answer.
+    text = ""
+    try:
+        for chunk in client.chat.completions.create(model="cut", messages=MESSAGES, stream=True):
+            for choice in chunk.choices:
+                text += choice.delta.content or ""
+    except openai.APIStatusError as e:
+        raise AssertionError(f"cut: a status error ({e.status_code}) instead of a broken stream")
+    except openai.APIError as e:
+        check("cut", text and ANSWER.startswith(text) and text != ANSWER, f"text before: {text!r}")
+        check("cut", e.code == "stream_interrupted", f"e.code {e.code!r}, body {e.body!r}")
+        check("cut", e.body["failover"]["reason"] == "stream_interrupted", repr(e.body))
+        print(f"ok  stream cut after {text!r}: APIError, e.code stream_interrupted")
+    else:
+        raise AssertionError(f"cut: the stream ended normally with {text!r}")
+
+    print("all SDK checks passed")
+
+
+if __name__ == "__main__":
+    main()
