@@ -111,6 +111,41 @@ done
 stop_fixture
 trap - EXIT
 
+# The systemd unit: `verify` needs ExecStart's binary to exist, so a copy of the unit runs the
+# binary just built; SYSTEMD_UNIT_PATH keeps the host's own units out of it. verify reports an
+# unknown key or a bad value as a warning on the unit's line, so any line naming the unit fails.
+unit=examples/llm-failover.service
+if command -v systemd-analyze >/dev/null 2>&1; then
+    step "systemd-analyze verify $unit"
+    cargo build --quiet --bin llm-failover
+    unit_tmp=$(mktemp -d)
+    sed "s#^ExecStart=/usr/local/bin/llm-failover #ExecStart=$PWD/target/debug/llm-failover #" \
+        "$unit" >"$unit_tmp/llm-failover.service"
+    grep -q "^ExecStart=$PWD/target/debug/llm-failover serve " "$unit_tmp/llm-failover.service" || {
+        echo "scripts/test.sh: $unit: ExecStart is not /usr/local/bin/llm-failover serve ..." >&2
+        exit 1
+    }
+    out=$(SYSTEMD_UNIT_PATH="$unit_tmp:" systemd-analyze verify --man=no \
+        "$unit_tmp/llm-failover.service" 2>&1) || { echo "$out" >&2; exit 1; }
+    if echo "$out" | grep -F llm-failover.service >&2; then
+        echo "scripts/test.sh: systemd-analyze verify warned about $unit" >&2
+        exit 1
+    fi
+    # The sandbox stays tight: exposure at most 2.0 of 10 ("OK"), where systemd can score it.
+    if systemd-analyze security --help 2>/dev/null | grep -q -- --offline; then
+        sec=$(systemd-analyze security --offline=yes --threshold=20 \
+            "$unit_tmp/llm-failover.service" 2>&1) || {
+            echo "$sec" >&2
+            echo "scripts/test.sh: $unit: the sandbox's exposure is above 2.0" >&2
+            exit 1
+        }
+        echo "$sec" | tail -n 1
+    fi
+    rm -rf "$unit_tmp"
+else
+    step "systemd-analyze verify skipped: systemd-analyze is not installed (Debian package systemd)"
+fi
+
 # The classifier against the replaced system's own cases (shared/ sits beside the checkout).
 parity=../shared/tools/parity
 corpus=../shared/conformance/openclaw-parity.jsonl
