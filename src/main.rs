@@ -34,6 +34,12 @@ enum Command {
     /// state, where requests are served, and why they failed over. Ends by itself after
     /// --duration, or on Ctrl-C.
     Demo(cli::demo::DemoArgs),
+    /// Steer a running proxy: breaker status, force-open, disable, metrics-only, reset, reload.
+    ///
+    /// Calls the proxy's admin endpoints. The URL comes from --url or LLM_FAILOVER_URL
+    /// (default http://127.0.0.1:8080); the admin key from the environment variable
+    /// LLM_FAILOVER_ADMIN_KEY (or the one --key-env names), never from a flag.
+    Ctl(cli::ctl::CtlArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +49,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => cli::serve::serve(args),
         Command::Check(args) => cli::serve::check(args),
         Command::Demo(args) => cli::demo::run(args),
+        Command::Ctl(args) => cli::ctl::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

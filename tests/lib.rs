@@ -5,6 +5,7 @@
     reason = "helpers of tests fail the test loudly, as the tests do"
 )]
 
+mod auth;
 mod breaker;
 mod chain;
 mod classify;

@@ -32,8 +32,12 @@ impl Running {
 
 /// Starts the proxy for `toml` on 127.0.0.1, a port the OS picks.
 pub async fn start(toml: &str) -> Running {
-    let config = Config::parse(toml, "test.toml").unwrap();
-    let proxy = Proxy::new(&config).unwrap();
+    start_config(&Config::parse(toml, "test.toml").unwrap()).await
+}
+
+/// Starts the proxy for a checked `config` on 127.0.0.1, a port the OS picks.
+pub async fn start_config(config: &Config) -> Running {
+    let proxy = Proxy::new(config).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = oneshot::channel();

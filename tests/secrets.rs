@@ -44,6 +44,16 @@ async fn echoing_provider_with(
     code: &'static str,
     saw: Option<Arc<std::sync::atomic::AtomicBool>>,
 ) -> std::net::SocketAddr {
+    echoing_provider_seeing(status, code, saw, SENTINEL).await
+}
+
+/// [`echoing_provider_with`], where `saw` turns true when a request carried `needle`.
+async fn echoing_provider_seeing(
+    status: &'static str,
+    code: &'static str,
+    saw: Option<Arc<std::sync::atomic::AtomicBool>>,
+    needle: &'static str,
+) -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
@@ -54,7 +64,7 @@ async fn echoing_provider_with(
                 let n = sock.read(&mut buf).await.unwrap_or(0);
                 let seen = String::from_utf8_lossy(&buf[..n]).replace(['"', '\\', '\r', '\n'], " ");
                 if let Some(saw) = &saw {
-                    saw.fetch_or(seen.contains(SENTINEL), std::sync::atomic::Ordering::SeqCst);
+                    saw.fetch_or(seen.contains(needle), std::sync::atomic::Ordering::SeqCst);
                 }
                 let body = format!(
                     r#"{{"error":{{"message":"Request rejected. We received: {seen}","type":"invalid_request_error","code":"{code}"}}}}"#
@@ -330,4 +340,207 @@ targets = ["echo/m"]
     let scrape = scrape.render();
     assert!(scrape.contains("llm_failover_requests_total"), "{scrape}");
     assert!(!scrape.contains(SENTINEL), "the key leaked into the scrape");
+}
+
+/// Client keys, the admin key and key hashes: used in every way a caller can (right, wrong,
+/// on the wrong endpoint, forwarded to a provider that echoes it back), none of them, nor the
+/// hashes, reaches logs, spans, the scrape, a response, the status endpoint, a `Debug` print
+/// or `check`'s output.
+#[test]
+fn client_and_admin_keys_and_their_hashes_appear_nowhere() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    const CLIENT: &str = "sk-CLIENT-SENTINEL-2b7e151628aed2a6";
+    const HASHED: &str = "sk-HASHED-SENTINEL-abf7158809cf4f3c";
+    const ADMIN: &str = "sk-ADMIN-SENTINEL-762e7160f38b4da5";
+    let hex = |k: &str| -> String {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(k.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let mut sentinels = vec![CLIENT.to_owned(), HASHED.to_owned(), ADMIN.to_owned()];
+    for k in [CLIENT, HASHED, ADMIN] {
+        sentinels.push(hex(k));
+        sentinels.push(hex(k).to_uppercase());
+    }
+    let env = |v: &str| match v {
+        "CLIENT_KEY" => Some(CLIENT.to_owned()),
+        "ADMIN_KEY" => Some(ADMIN.to_owned()),
+        "PROVIDER_KEY" => Some("provider-key".to_owned()),
+        _ => None,
+    };
+
+    let logs = Logs::default();
+    let recorder = prometheus_builder().build_recorder();
+    let scrape = recorder.handle();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::registry()
+        .with(MetricsLayer::new())
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || writer.clone())
+                .with_span_events(FmtSpan::FULL)
+                .with_ansi(false),
+        );
+    let saw = Arc::new(AtomicBool::new(false));
+    let mut seen = Vec::new();
+    let mut toml = String::new();
+    metrics::with_local_recorder(&recorder, || {
+        tracing::subscriber::with_default(subscriber, || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    let sim = Sim::builder().start().await.unwrap();
+                    let echo = echoing_provider_seeing(
+                        "400 Bad Request",
+                        "invalid_value",
+                        Some(Arc::clone(&saw)),
+                        CLIENT,
+                    )
+                    .await;
+                    toml = format!(
+                        r#"
+[providers.sim]
+base_url = "{}"
+api_key_env = "PROVIDER_KEY"
+[providers.byok]
+base_url = "http://{echo}/v1"
+forward_client_key = true
+[routes.chat]
+targets = ["sim/m"]
+[routes.echo]
+targets = ["byok/m"]
+[[clients]]
+name = "web"
+key_env = "CLIENT_KEY"
+routes = ["*"]
+[[clients]]
+name = "batch"
+key_sha256 = "{}"
+routes = ["chat"]
+[admin]
+key_env = "ADMIN_KEY"
+"#,
+                        sim.base_url(),
+                        hex(HASHED).to_uppercase()
+                    );
+                    let config =
+                        llm_failover::proxy::Config::parse_with_env(&toml, "t.toml", env).unwrap();
+                    seen.push(format!("{config:?}"));
+                    let proxy = llm_failover::proxy::Proxy::new(&config).unwrap();
+                    seen.push(format!("{proxy:?}"));
+                    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                    let addr = listener.local_addr().unwrap();
+                    tokio::spawn(proxy.serve(listener, std::future::pending()));
+                    let http = reqwest::Client::new();
+                    let wrong = format!("{CLIENT}x");
+                    for key in [CLIENT, HASHED, ADMIN, wrong.as_str()] {
+                        for (route, stream) in [
+                            ("chat", false),
+                            ("chat", true),
+                            ("echo", false),
+                            ("echo", true),
+                        ] {
+                            let resp = http
+                                .post(format!("http://{addr}/v1/chat/completions"))
+                                .bearer_auth(key)
+                                .json(&serde_json::json!({
+                                    "model": route,
+                                    "stream": stream,
+                                    "messages": [{"role": "user", "content": "hi"}],
+                                }))
+                                .send()
+                                .await
+                                .unwrap();
+                            seen.push(format!("{:?}", resp.headers()));
+                            seen.push(resp.text().await.unwrap());
+                        }
+                        for path in ["/v1/failover/status", "/v1/models", "/healthz"] {
+                            let resp = http
+                                .get(format!("http://{addr}{path}"))
+                                .header("x-api-key", key)
+                                .send()
+                                .await
+                                .unwrap();
+                            seen.push(format!("{:?}", resp.headers()));
+                            seen.push(resp.text().await.unwrap());
+                        }
+                        for action in ["force_open", "reset"] {
+                            let resp = http
+                                .post(format!("http://{addr}/v1/failover/breakers/sim/*"))
+                                .bearer_auth(key)
+                                .json(&serde_json::json!({"action": action}))
+                                .send()
+                                .await
+                                .unwrap();
+                            seen.push(resp.text().await.unwrap());
+                        }
+                    }
+                });
+        });
+    });
+    assert!(
+        saw.load(Ordering::SeqCst),
+        "the provider that forwards the client key received it and echoed it back"
+    );
+    assert!(
+        seen.iter()
+            .any(|b| b.contains("invalid_value") && b.contains("<redacted>")),
+        "the echoed key came back to the client, scrubbed"
+    );
+    assert!(
+        seen.iter().any(|b| b.contains(llm_failover::sim::ANSWER)),
+        "the chat route answered"
+    );
+    assert!(
+        seen.iter().any(|b| b.contains("forced_open")),
+        "the admin action went through"
+    );
+    // `check` on the same file, with the variables set and not set.
+    let dir = std::env::temp_dir().join(format!("llm-failover-secrets-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("keys.toml");
+    std::fs::write(&path, &toml).unwrap();
+    for set in [true, false] {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_llm-failover"));
+        cmd.args(["check", "--config"]).arg(&path);
+        if set {
+            cmd.env("CLIENT_KEY", CLIENT)
+                .env("ADMIN_KEY", ADMIN)
+                .env("PROVIDER_KEY", "p");
+        } else {
+            cmd.env_remove("CLIENT_KEY").env_remove("ADMIN_KEY");
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success());
+        seen.push(String::from_utf8_lossy(&out.stdout).into_owned());
+        seen.push(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    assert!(
+        seen.iter()
+            .any(|s| s.contains("2 client keys, an admin key")),
+        "check ran: {seen:?}"
+    );
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("gen_ai.provider.name"), "spans were logged");
+    assert!(logs.contains("turned away"), "rejections were logged");
+    let scrape = scrape.render();
+    assert!(
+        scrape.contains("llm_failover_client_rejections_total"),
+        "{scrape}"
+    );
+    for s in &sentinels {
+        assert!(!logs.contains(s.as_str()), "{s} leaked into logs or spans");
+        assert!(!scrape.contains(s.as_str()), "{s} leaked into the scrape");
+        for text in &seen {
+            assert!(
+                !text.contains(s.as_str()),
+                "{s} reached a response, check or a Debug print: {text}"
+            );
+        }
+    }
 }

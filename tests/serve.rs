@@ -148,3 +148,228 @@ async fn serve_answers_exports_metrics_and_stops_on_sigterm() {
     let log = rest.join().unwrap().join("\n");
     assert!(log.contains("shutting down"), "{log}");
 }
+
+/// `serve` in a child process with `--listen`; returns it, the address it logged, and a
+/// thread collecting the rest of its log.
+fn spawn_serve(
+    path: &std::path::Path,
+    listen: &str,
+    env: &[(&str, &str)],
+) -> (
+    std::process::Child,
+    String,
+    std::thread::JoinHandle<Vec<String>>,
+) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", listen, "--config"])
+        .arg(path)
+        .env("RUST_LOG", "info")
+        .envs(env.iter().copied())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let addr = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .inspect(|l| seen.push(l.clone()))
+        .find_map(|l| {
+            l.split("API on http://")
+                .nth(1)
+                .and_then(|r| r.split('/').next())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| panic!("serve did not start: {seen:?}"));
+    let rest = std::thread::spawn(move || {
+        seen.extend(lines.map_while(Result::ok));
+        seen
+    });
+    (child, addr, rest)
+}
+
+fn sigterm(child: &mut std::process::Child) {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit after SIGTERM: {status}");
+}
+
+#[test]
+fn a_non_loopback_listen_without_client_keys_refuses_to_start() {
+    let path = temp_config(
+        "open.toml",
+        "[providers.a]\nbase_url = \"http://127.0.0.1:9/v1\"\n[routes.chat]\ntargets = [\"a/m\"]\n",
+    );
+    // Refused before anything is bound.
+    let out = Command::new(BIN)
+        .args(["serve", "--listen", "0.0.0.0:0", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    for part in [
+        "refusing to serve on 0.0.0.0:0 without client keys",
+        "[[clients]]",
+        "key_env",
+        "key_sha256",
+        "allow_unauthenticated = true",
+    ] {
+        assert!(stderr.contains(part), "missing {part:?} in {stderr}");
+    }
+    // `check` says so too, for the configured address.
+    let path = temp_config(
+        "open-check.toml",
+        "[server]\nlisten = \"0.0.0.0:8080\"\n[providers.a]\nbase_url = \"http://127.0.0.1:9/v1\"\n[routes.chat]\ntargets = [\"a/m\"]\n",
+    );
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr
+            .contains("warning: serve will refuse this config: refusing to serve on 0.0.0.0:8080"),
+        "{stderr}"
+    );
+}
+
+/// With `allow_unauthenticated = true` it starts on a non-loopback address and warns. (The
+/// one test that binds the wildcard address, on a port the OS picks, for a moment: starting
+/// there is what it tests. Its only upstream is a sim on loopback.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_unauthenticated_starts_on_a_non_loopback_address_and_warns() {
+    let sim = Sim::builder().start().await.unwrap();
+    let path = temp_config(
+        "allowed.toml",
+        &format!(
+            "[server]\nallow_unauthenticated = true\n[providers.sim]\nbase_url = \"{}\"\n[routes.chat]\ntargets = [\"sim/m\"]\n",
+            sim.base_url()
+        ),
+    );
+    let (mut child, addr, rest) = spawn_serve(&path, "0.0.0.0:0", &[]);
+    let port = addr.rsplit(':').next().unwrap();
+    let resp = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
+        .json(&json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    sigterm(&mut child);
+    let log = rest.join().unwrap().join("\n");
+    assert!(
+        log.contains("WARN") && log.contains("without client keys (allow_unauthenticated = true)"),
+        "{log}"
+    );
+}
+
+/// `ctl` against a running proxy: status, force-open, reset, reload; the admin key from the
+/// environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_steers_a_running_proxy_with_the_admin_key_from_the_environment() {
+    const ADMIN: &str = "ctl-admin-key-5555";
+    let sim = Sim::builder().start().await.unwrap();
+    let path = temp_config(
+        "ctl.toml",
+        &format!(
+            "[providers.sim]\nbase_url = \"{}\"\n[routes.chat]\ntargets = [\"sim/gpt-4o-mini\"]\n[admin]\nname = \"ops\"\nkey_env = \"CTL_TEST_ADMIN_KEY\"\n",
+            sim.base_url()
+        ),
+    );
+    let (mut child, addr, rest) =
+        spawn_serve(&path, "127.0.0.1:0", &[("CTL_TEST_ADMIN_KEY", ADMIN)]);
+    let url = format!("http://{addr}");
+    let ctl = |args: &[&str], key: Option<&str>| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("ctl").args(args).env("LLM_FAILOVER_URL", &url);
+        match key {
+            Some(k) => cmd.env("LLM_FAILOVER_ADMIN_KEY", k),
+            None => cmd.env_remove("LLM_FAILOVER_ADMIN_KEY"),
+        };
+        let out = cmd.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, _, stderr) = ctl(&["status"], None);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("401") && stderr.contains("export LLM_FAILOVER_ADMIN_KEY"),
+        "{stderr}"
+    );
+
+    let (code, stdout, stderr) = ctl(&["status"], Some(ADMIN));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.starts_with("BREAKER"), "{stdout}");
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("sim/gpt-4o-mini") && l.contains("closed")),
+        "{stdout}"
+    );
+
+    let (code, stdout, stderr) = ctl(
+        &["force-open", "sim", "gpt-4o-mini", "--duration", "10m"],
+        Some(ADMIN),
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.starts_with("force_open sim/gpt-4o-mini: now forced_open until "),
+        "{stdout}"
+    );
+    let (_, stdout, _) = ctl(&["status", "--json"], Some(ADMIN));
+    let status: Value = serde_json::from_str(&stdout).unwrap();
+    assert!(
+        status["breakers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["model"] == "gpt-4o-mini" && b["state"] == "forced_open"),
+        "{status}"
+    );
+    // The forced-open breaker holds: the request is not sent upstream.
+    let resp = reqwest::Client::new()
+        .post(format!("{url}/v1/chat/completions"))
+        .json(&json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(sim.total_attempts(), 0);
+
+    let (code, stdout, stderr) = ctl(&["reset", "sim", "gpt-4o-mini"], Some(ADMIN));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(stdout.trim(), "reset sim/gpt-4o-mini: now closed");
+    let (code, stdout, stderr) = ctl(&["force-open", "sim", "*"], Some(ADMIN));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stdout.starts_with("force_open sim/*: now forced_open"),
+        "{stdout}"
+    );
+    let (code, _, stderr) = ctl(&["reload"], Some(ADMIN));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("501") && stderr.contains("restart"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = ctl(&["reset", "sim", "*"], Some("not-the-admin-key"));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("401"), "{stderr}");
+
+    sigterm(&mut child);
+    let log = rest.join().unwrap().join("\n");
+    assert!(
+        log.contains("admin ops: force_open sim/gpt-4o-mini: ok"),
+        "{log}"
+    );
+    assert!(!log.contains(ADMIN), "the admin key was logged");
+}

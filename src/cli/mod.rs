@@ -1,6 +1,7 @@
 //! The subcommands, one module each.
 
 pub(crate) mod classify;
+pub(crate) mod ctl;
 pub(crate) mod demo;
 pub(crate) mod serve;
 

@@ -56,14 +56,20 @@ pub(crate) fn check(args: &CheckArgs) -> Result<(), Failure> {
     for w in config.warnings() {
         writeln!(err, "warning: {w}")?;
     }
+    if let Some(exposure) = config.exposure() {
+        writeln!(err, "warning: serve will refuse this config: {exposure}")?;
+    }
     let routes = config.route_names().count();
     let breakers = config.targets().count();
+    let clients = config.client_names().count();
     writeln!(
         err,
-        "{}: ok ({routes} route{}, {breakers} model breaker{}, {} warning{}); serve listens on {}",
+        "{}: ok ({routes} route{}, {breakers} model breaker{}, {clients} client key{}, {}admin key, {} warning{}); serve listens on {}",
         args.config.display(),
         if routes == 1 { "" } else { "s" },
         if breakers == 1 { "" } else { "s" },
+        if clients == 1 { "" } else { "s" },
+        if config.has_admin() { "an " } else { "no " },
         config.warnings().len(),
         if config.warnings().len() == 1 {
             ""

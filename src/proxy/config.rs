@@ -24,6 +24,11 @@ use crate::breaker::BreakerPolicy;
 use crate::chain::RoutePolicy;
 use crate::classify::{Classifier, ClassifierBuilder};
 
+mod access;
+
+pub(crate) use self::access::{AdminConfig, ClientConfig, KeyHash};
+use self::access::{AdminFile, ClientFile};
+
 /// The address `serve` listens on when the configuration names none: loopback only.
 pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
@@ -33,6 +38,21 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 
 /// How long in-flight requests may go on after a shutdown signal by default.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// The largest request head (request line and headers) accepted by default; a larger one gets
+/// a 431 and the connection is closed.
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// How long a client may take to send a request's headers by default (this also closes a
+/// keep-alive connection idle for that long). A slow client is cut off here.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a client may take to send a request's body by default (a 408 after that).
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How many client connections are served at once by default; further connections wait in
+/// the listen backlog until one closes.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 
 /// A configuration that cannot be used: where and why.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +129,10 @@ pub struct Config {
     pub(crate) classifier: Arc<Classifier>,
     /// Problems that do not stop `check` but stop `serve` (a key variable that is not set).
     pub(crate) warnings: Vec<Located>,
+    /// `[[clients]]`: who may use the proxy. Empty: no client key is asked for.
+    pub(crate) clients: Vec<ClientConfig>,
+    /// `[admin]`: who may steer the breakers.
+    pub(crate) admin: Option<AdminConfig>,
 }
 
 /// The `[server]` section.
@@ -118,6 +142,11 @@ pub(crate) struct Server {
     pub(crate) metrics_listen: Option<SocketAddr>,
     pub(crate) max_body_bytes: usize,
     pub(crate) shutdown_grace: Duration,
+    pub(crate) allow_unauthenticated: bool,
+    pub(crate) max_header_bytes: usize,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) body_read_timeout: Duration,
+    pub(crate) max_connections: usize,
 }
 
 /// One `[providers.NAME]` section, checked.
@@ -132,6 +161,8 @@ pub(crate) struct Provider {
     pub(crate) attempt_timeout: Option<Duration>,
     pub(crate) breaker: BreakerPolicy,
     pub(crate) models: Vec<String>,
+    /// Send the calling client's own key upstream instead of `api_key` (bring your own key).
+    pub(crate) forward_client_key: bool,
 }
 
 impl std::fmt::Debug for Provider {
@@ -142,6 +173,7 @@ impl std::fmt::Debug for Provider {
             .field("api_key_query", &self.api_key_query)
             .field("connect_timeout", &self.connect_timeout)
             .field("attempt_timeout", &self.attempt_timeout)
+            .field("forward_client_key", &self.forward_client_key)
             .finish_non_exhaustive()
     }
 }
@@ -169,6 +201,9 @@ struct File {
     providers: BTreeMap<Spanned<String>, Spanned<ProviderFile>>,
     #[serde(default)]
     routes: BTreeMap<Spanned<String>, Spanned<RouteFile>>,
+    #[serde(default)]
+    clients: Vec<Spanned<ClientFile>>,
+    admin: Option<Spanned<AdminFile>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -179,6 +214,13 @@ struct ServerFile {
     max_body_bytes: Option<Spanned<usize>>,
     #[serde(default, with = "crate::duration::option")]
     shutdown_grace: Option<Duration>,
+    allow_unauthenticated: Option<bool>,
+    max_header_bytes: Option<Spanned<usize>>,
+    #[serde(default, with = "crate::duration::option")]
+    header_read_timeout: Option<Duration>,
+    #[serde(default, with = "crate::duration::option")]
+    body_read_timeout: Option<Duration>,
+    max_connections: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,6 +236,8 @@ struct ProviderFile {
     breaker: Option<Spanned<toml::Table>>,
     #[serde(default)]
     classify: ClassifyFile,
+    #[serde(default)]
+    forward_client_key: bool,
 }
 
 /// `[providers.NAME.classify]`: this provider's own meanings for statuses, codes and wordings.
@@ -617,6 +661,7 @@ impl Config {
                         attempt_timeout: p.attempt_timeout,
                         breaker,
                         models: Vec::new(),
+                        forward_client_key: p.forward_client_key,
                     },
                     p.classify,
                 ),
@@ -709,6 +754,8 @@ impl Config {
             provider.models.sort();
             checked.insert(name, provider);
         }
+        let (clients, admin) =
+            access::check(&c, file.clients, file.admin, &routes, &env, &mut warnings)?;
         Ok(Config {
             path: path.to_owned(),
             server,
@@ -716,6 +763,8 @@ impl Config {
             routes,
             classifier: Arc::new(classifier.build()),
             warnings,
+            clients,
+            admin,
         })
     }
 
@@ -758,11 +807,36 @@ impl Config {
             Some(v) => v.into_inner(),
             None => DEFAULT_MAX_BODY_BYTES,
         };
+        let max_header_bytes = match s.max_header_bytes {
+            Some(v) if *v.get_ref() < 8192 => {
+                return Err(c.error(
+                    &v.span(),
+                    "server.max_header_bytes",
+                    "must be at least 8192 bytes",
+                ));
+            }
+            Some(v) => v.into_inner(),
+            None => DEFAULT_MAX_HEADER_BYTES,
+        };
+        let max_connections = match s.max_connections {
+            Some(v) if *v.get_ref() == 0 => {
+                return Err(c.error(&v.span(), "server.max_connections", "must be at least 1"));
+            }
+            Some(v) => v.into_inner(),
+            None => DEFAULT_MAX_CONNECTIONS,
+        };
+        let positive =
+            |d: Option<Duration>, default: Duration| d.filter(|d| !d.is_zero()).unwrap_or(default);
         Ok(Server {
             listen,
             metrics_listen,
             max_body_bytes,
             shutdown_grace: s.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE),
+            allow_unauthenticated: s.allow_unauthenticated.unwrap_or(false),
+            max_header_bytes,
+            header_read_timeout: positive(s.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT),
+            body_read_timeout: positive(s.body_read_timeout, DEFAULT_BODY_READ_TIMEOUT),
+            max_connections,
         })
     }
 
@@ -815,13 +889,53 @@ impl Config {
         &self.warnings
     }
 
-    /// The warnings that stop `serve`: keys that are not set.
+    /// The warnings that stop `serve`: keys that are not set (providers', clients', the
+    /// admin's).
     pub(crate) fn missing_keys(&self) -> impl Iterator<Item = &Located> {
         self.warnings.iter().filter(|w| {
             w.field
                 .as_deref()
-                .is_some_and(|f| f.ends_with(".api_key_env"))
+                .is_some_and(|f| f.ends_with(".api_key_env") || f.ends_with(".key_env"))
         })
+    }
+
+    /// The configured clients' names, in the order of the file.
+    pub fn client_names(&self) -> impl Iterator<Item = &str> {
+        self.clients.iter().map(|c| c.name.as_str())
+    }
+
+    /// Whether an admin key is configured (`[admin]`).
+    #[must_use]
+    pub fn has_admin(&self) -> bool {
+        self.admin.is_some()
+    }
+
+    /// Whether the configuration says `allow_unauthenticated = true` under `[server]`.
+    #[must_use]
+    pub fn allow_unauthenticated(&self) -> bool {
+        self.server.allow_unauthenticated
+    }
+
+    /// Why serving on [`listen`](Self::listen) would be unsafe: a non-loopback address, no
+    /// `[[clients]]`, and no `allow_unauthenticated = true`. `serve` refuses to start then;
+    /// `check` reports it.
+    ///
+    /// ```
+    /// use llm_failover::proxy::Config;
+    ///
+    /// let src = "[server]\nlisten = \"0.0.0.0:8080\"\n[providers.p]\nbase_url = \"http://127.0.0.1:9/v1\"\n\
+    ///            [routes.chat]\ntargets = [\"p/m\"]\n";
+    /// let config = Config::parse(src, "open.toml")?;
+    /// assert!(config.exposure().unwrap().to_string().contains("[[clients]]"));
+    /// # Ok::<(), llm_failover::proxy::ConfigError>(())
+    /// ```
+    #[must_use]
+    pub fn exposure(&self) -> Option<Exposure> {
+        exposure(
+            self.server.listen,
+            !self.clients.is_empty(),
+            self.server.allow_unauthenticated,
+        )
     }
 }
 
@@ -859,4 +973,26 @@ fn add_overrides(
         })?;
     }
     Ok(b)
+}
+
+/// A listen address that anyone on the network may reach, with no client keys to keep them
+/// out: `serve` refuses it (see [`Config::exposure`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "refusing to serve on {addr} without client keys: anyone who can reach it could spend your \
+     provider keys and steer the breakers. Add a [[clients]] section per application (name, \
+     key_env = \"VAR_HOLDING_ITS_KEY\" or key_sha256 = \"<hex of sha256(key)>\", routes = \
+     [\"*\"]), or listen on 127.0.0.1, or write allow_unauthenticated = true under [server] if \
+     something in front of the proxy already checks who calls it"
+)]
+#[non_exhaustive]
+pub struct Exposure {
+    /// The address that would be served.
+    pub addr: SocketAddr,
+}
+
+/// [`Exposure`] when `addr` is not loopback, there are no client keys and it is not allowed.
+pub(crate) fn exposure(addr: SocketAddr, has_clients: bool, allowed: bool) -> Option<Exposure> {
+    let loopback = addr.ip().to_canonical().is_loopback();
+    (!loopback && !has_clients && !allowed).then_some(Exposure { addr })
 }

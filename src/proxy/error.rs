@@ -18,6 +18,8 @@ pub(super) struct ApiError {
     body: Value,
     retry_after: Option<Duration>,
     trail: Option<(usize, String)>,
+    /// A client's request for a route it may not use (answered like an unknown route).
+    forbidden: bool,
 }
 
 impl ApiError {
@@ -38,7 +40,52 @@ impl ApiError {
             }}),
             retry_after: None,
             trail: None,
+            forbidden: false,
         }
+    }
+
+    /// An answer of the proxy's own with an OpenAI error `type` and `code` (401, 403, 429,
+    /// admin endpoints): nothing was sent upstream.
+    pub(super) fn typed(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            status,
+            body: json!({"error": {
+                "message": message.into(),
+                "type": kind,
+                "param": null,
+                "code": code,
+            }}),
+            retry_after: None,
+            trail: None,
+            forbidden: false,
+        }
+    }
+
+    /// Adds `Retry-After` (whole seconds, rounded up).
+    pub(super) fn with_retry_after(mut self, wait: Duration) -> Self {
+        self.retry_after = Some(wait);
+        self
+    }
+
+    /// Marks a route the client may not use (see [`Self::is_forbidden`]).
+    pub(super) fn forbidden(mut self, forbidden: bool) -> Self {
+        self.forbidden = forbidden;
+        self
+    }
+
+    /// Whether this answers a request for a route the client may not use.
+    pub(super) fn is_forbidden(&self) -> bool {
+        self.forbidden
+    }
+
+    /// The HTTP status.
+    pub(super) fn status(&self) -> StatusCode {
+        self.status
     }
 
     /// The proxy is shutting down and the grace period for this request has passed.
@@ -48,6 +95,7 @@ impl ApiError {
             body: shutdown_body(),
             retry_after: Some(Duration::from_secs(1)),
             trail: None,
+            forbidden: false,
         }
     }
 
@@ -58,6 +106,7 @@ impl ApiError {
             body: failover_body(e, scrub),
             retry_after: e.retry_after(),
             trail: Some((e.trail().attempts().len(), e.trail().to_string())),
+            forbidden: false,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -9,11 +10,14 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::auth::{Caller, rejected};
 use super::error::ApiError;
-use super::{Shared, Upstream, headers, sse};
+use super::{Secret, Shared, Upstream, headers, sse};
 use crate::Reason;
-use crate::chain::openai::ChatStream;
+use crate::breaker::Breaker;
+use crate::chain::openai::{ChatStream, Endpoint};
 use crate::chain::{AttemptContext, AttemptFailure, Route, Trail};
+use crate::telemetry::names::access;
 
 impl Upstream {
     /// Bounds an attempt by the provider's own attempt timeout, if it has one.
@@ -29,8 +33,29 @@ impl Upstream {
         }
     }
 
-    async fn chat(&self, ctx: &AttemptContext, request: &Value) -> Result<Value, AttemptFailure> {
-        self.bounded(self.client.chat(&self.endpoint, ctx.model(), request))
+    /// The endpoint for one request: the provider's own key, or the caller's when this
+    /// provider forwards it (`forward_client_key`) and the caller sent one.
+    fn endpoint_for(&self, caller_key: Option<&Secret>) -> std::borrow::Cow<'_, Endpoint> {
+        match caller_key.filter(|_| self.forward_client_key) {
+            Some(key) => {
+                let e = self.bare.clone();
+                std::borrow::Cow::Owned(match &self.api_key_query {
+                    Some(param) => e.api_key_query(param, &*key.0),
+                    None => e.api_key(&*key.0),
+                })
+            }
+            None => std::borrow::Cow::Borrowed(&self.endpoint),
+        }
+    }
+
+    async fn chat(
+        &self,
+        ctx: &AttemptContext,
+        request: &Value,
+        caller_key: Option<&Secret>,
+    ) -> Result<Value, AttemptFailure> {
+        let endpoint = self.endpoint_for(caller_key);
+        self.bounded(self.client.chat(&endpoint, ctx.model(), request))
             .await
     }
 
@@ -38,12 +63,11 @@ impl Upstream {
         &self,
         ctx: &AttemptContext,
         request: &Value,
+        caller_key: Option<&Secret>,
     ) -> Result<ChatStream, AttemptFailure> {
-        self.bounded(
-            self.client
-                .chat_stream(&self.endpoint, ctx.model(), request),
-        )
-        .await
+        let endpoint = self.endpoint_for(caller_key);
+        self.bounded(self.client.chat_stream(&endpoint, ctx.model(), request))
+            .await
     }
 }
 
@@ -92,7 +116,11 @@ struct ChatRequest {
 }
 
 /// Reads and checks the body of a chat request; every problem is a 4xx.
-async fn read_chat(shared: &Shared, req: Request) -> Result<ChatRequest, ApiError> {
+async fn read_chat(
+    shared: &Shared,
+    caller: &Caller,
+    req: Request,
+) -> Result<ChatRequest, ApiError> {
     let limit = shared.max_body_bytes;
     let too_large = || {
         ApiError::client(
@@ -112,7 +140,23 @@ async fn read_chat(shared: &Shared, req: Request) -> Result<ChatRequest, ApiErro
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let bytes = match axum::body::to_bytes(req.into_body(), limit).await {
+    let read = tokio::time::timeout(
+        shared.body_read_timeout,
+        axum::body::to_bytes(req.into_body(), limit),
+    )
+    .await;
+    let Ok(read) = read else {
+        return Err(ApiError::client(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            None,
+            format!(
+                "the request body did not arrive within {} (server.body_read_timeout)",
+                humantime::format_duration(shared.body_read_timeout)
+            ),
+        ));
+    };
+    let bytes = match read {
         Ok(b) => b,
         Err(e) => {
             let over = std::error::Error::source(&e)
@@ -150,6 +194,7 @@ async fn read_chat(shared: &Shared, req: Request) -> Result<ChatRequest, ApiErro
             .routes
             .iter()
             .map(|r| r.name())
+            .filter(|r| caller.client.as_ref().is_none_or(|c| c.may_use(r)))
             .collect::<Vec<_>>()
             .join(", ")
     };
@@ -196,16 +241,26 @@ async fn read_chat(shared: &Shared, req: Request) -> Result<ChatRequest, ApiErro
             ));
         }
     };
-    let Some(&i) = shared.by_name.get(model.as_str()) else {
+    let allowed = shared.by_name.get(model.as_str()).copied().filter(|_| {
+        caller
+            .client
+            .as_ref()
+            .is_none_or(|c| c.may_use(model.as_str()))
+    });
+    let Some(i) = allowed else {
+        // A route the client may not use reads exactly like one that does not exist (see
+        // the auth module): no other route's existence leaks.
+        let forbidden = shared.by_name.contains_key(model.as_str());
         return Err(ApiError::client(
             StatusCode::NOT_FOUND,
             "model_not_found",
             Some("model"),
             format!(
-                "the model `{model}` does not exist on this proxy; it serves: {}",
+                "the model `{model}` does not exist or you do not have access to it; you may use: {}",
                 names()
             ),
-        ));
+        )
+        .forbidden(forbidden));
     };
     let route = Arc::clone(&shared.routes[i]);
     Ok(ChatRequest {
@@ -216,16 +271,49 @@ async fn read_chat(shared: &Shared, req: Request) -> Result<ChatRequest, ApiErro
 }
 
 /// `POST /v1/chat/completions`.
-pub(super) async fn chat(State(shared): State<Arc<Shared>>, req: Request) -> Response {
-    let chat = match read_chat(&shared, req).await {
+pub(super) async fn chat(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    req: Request,
+) -> Response {
+    let chat = match read_chat(&shared, &caller, req).await {
         Ok(c) => c,
-        Err(e) => return e.into_response(),
+        Err(e) => {
+            let reason = if e.is_forbidden() {
+                access::REASON_FORBIDDEN
+            } else {
+                match e.status() {
+                    StatusCode::PAYLOAD_TOO_LARGE => access::REASON_TOO_LARGE,
+                    StatusCode::REQUEST_TIMEOUT => access::REASON_TIMEOUT,
+                    _ => access::REASON_BAD_REQUEST,
+                }
+            };
+            rejected(caller.label(), reason);
+            return e.into_response();
+        }
+    };
+    let key = caller.key.clone();
+    // Upstream text may quote a forwarded key: scrub it with the providers' own.
+    let scrub = {
+        let (shared, key) = (Arc::clone(&shared), key.clone());
+        move |t: &str| {
+            let t = shared.scrub(t);
+            match &key {
+                Some(k) if !k.0.is_empty() && t.contains(&*k.0) => t.replace(&*k.0, "<redacted>"),
+                _ => t,
+            }
+        }
     };
     let mut cut = shared.cut.subscribe();
     if chat.stream {
         let opening = chat.route.stream(|ctx| {
-            let (shared, body) = (Arc::clone(&shared), Arc::clone(&chat.body));
-            async move { shared.upstream(&ctx)?.chat_stream(&ctx, &body).await }
+            let (shared, body, key) = (Arc::clone(&shared), Arc::clone(&chat.body), key.clone());
+            async move {
+                shared
+                    .upstream(&ctx)?
+                    .chat_stream(&ctx, &body, key.as_ref())
+                    .await
+            }
         });
         let answer = tokio::select! {
             r = opening => r,
@@ -233,11 +321,8 @@ pub(super) async fn chat(State(shared): State<Arc<Shared>>, req: Request) -> Res
         };
         match answer {
             Ok(a) => {
-                let mut resp = Response::new(Body::from_stream(sse::body(
-                    a.value,
-                    cut,
-                    Arc::clone(&shared),
-                )));
+                let mut resp =
+                    Response::new(Body::from_stream(sse::body(a.value, cut, Arc::new(scrub))));
                 let h = resp.headers_mut();
                 h.insert(
                     header::CONTENT_TYPE,
@@ -248,12 +333,12 @@ pub(super) async fn chat(State(shared): State<Arc<Shared>>, req: Request) -> Res
                 answer_headers(h, &a.provider, &a.model, &a.trail);
                 resp
             }
-            Err(e) => ApiError::failover(&e, &|t| shared.scrub(t)).into_response(),
+            Err(e) => ApiError::failover(&e, &scrub).into_response(),
         }
     } else {
         let call = chat.route.call(|ctx| {
-            let (shared, body) = (Arc::clone(&shared), Arc::clone(&chat.body));
-            async move { shared.upstream(&ctx)?.chat(&ctx, &body).await }
+            let (shared, body, key) = (Arc::clone(&shared), Arc::clone(&chat.body), key.clone());
+            async move { shared.upstream(&ctx)?.chat(&ctx, &body, key.as_ref()).await }
         });
         let answer = tokio::select! {
             r = call => r,
@@ -265,16 +350,20 @@ pub(super) async fn chat(State(shared): State<Arc<Shared>>, req: Request) -> Res
                 answer_headers(resp.headers_mut(), &a.provider, &a.model, &a.trail);
                 resp
             }
-            Err(e) => ApiError::failover(&e, &|t| shared.scrub(t)).into_response(),
+            Err(e) => ApiError::failover(&e, &scrub).into_response(),
         }
     }
 }
 
-/// `GET /v1/models`: the routes, as OpenAI models.
-pub(super) async fn models(State(shared): State<Arc<Shared>>) -> Json<Value> {
+/// `GET /v1/models`: the routes the caller may use, as OpenAI models.
+pub(super) async fn models(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+) -> Json<Value> {
     let data: Vec<Value> = shared
         .routes
         .iter()
+        .filter(|r| caller.client.as_ref().is_none_or(|c| c.may_use(r.name())))
         .map(|r| json!({"id": r.name(), "object": "model", "created": 0, "owned_by": "llm-failover"}))
         .collect();
     Json(json!({"object": "list", "data": data}))
@@ -301,26 +390,25 @@ pub(super) async fn status(State(shared): State<Arc<Shared>>) -> Json<Value> {
             })
         })
         .collect();
-    let breakers: Vec<Value> = shared
-        .registry
-        .iter()
-        .map(|b| {
-            let s = b.snapshot();
-            json!({
-                "provider": b.provider(),
-                "model": b.model(),
-                "state": s.state.as_str(),
-                "automatic_state": s.automatic.as_str(),
-                "reason": s.reason.map(Reason::as_str),
-                "open_until": s.open_until.map(|t| humantime::format_rfc3339_millis(t).to_string()),
-                "retry_after_ms": b.closed_in().map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
-                "consecutive_failures": s.consecutive_failures,
-                "window_calls": s.window_calls,
-                "window_failures": s.window_failures,
-            })
-        })
-        .collect();
+    let breakers: Vec<Value> = shared.registry.iter().map(breaker_json).collect();
     Json(json!({"routes": routes, "breakers": breakers}))
+}
+
+/// One breaker as the status endpoint shows it.
+pub(super) fn breaker_json(b: &Breaker) -> Value {
+    let s = b.snapshot();
+    json!({
+        "provider": b.provider(),
+        "model": b.model(),
+        "state": s.state.as_str(),
+        "automatic_state": s.automatic.as_str(),
+        "reason": s.reason.map(Reason::as_str),
+        "open_until": s.open_until.map(|t| humantime::format_rfc3339_millis(t).to_string()),
+        "retry_after_ms": b.closed_in().map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        "consecutive_failures": s.consecutive_failures,
+        "window_calls": s.window_calls,
+        "window_failures": s.window_failures,
+    })
 }
 
 /// `GET /metrics`: the Prometheus scrape.
@@ -347,7 +435,7 @@ pub(super) async fn not_found(req: Request) -> Response {
         "not_found",
         None,
         format!(
-            "no endpoint {} {}; this proxy serves POST /v1/chat/completions, GET /v1/models, GET /v1/failover/status, GET /healthz and GET /metrics",
+            "no endpoint {} {}; this proxy serves POST /v1/chat/completions, GET /v1/models, GET /v1/failover/status, POST /v1/failover/breakers/{{provider}}/{{model}}, GET /healthz and GET /metrics",
             req.method(),
             req.uri().path()
         ),

@@ -21,8 +21,35 @@
 //! answered with a 4xx before anything reaches an upstream.
 //!
 //! Endpoints: `POST /v1/chat/completions`, `GET /v1/models`, `GET /healthz`,
-//! `GET /v1/failover/status` (every breaker: state, reason, open until) and `GET /metrics`
-//! (when a Prometheus handle is given and metrics have no address of their own).
+//! `GET /v1/failover/status` (every breaker: state, reason, open until), `GET /metrics`
+//! (when a Prometheus handle is given and metrics have no address of their own), and for
+//! operators `POST /v1/failover/breakers/{provider}/{model}` and `POST /v1/failover/reload`.
+//!
+//! # Keys and admin control
+//!
+//! `[[clients]]` in the config give each application a key (as an environment variable's name,
+//! `key_env`, or as the key's SHA-256 hash, `key_sha256`), the routes it may use (names or
+//! `*` globs) and optional limits (`requests_per_minute`, `max_concurrent`). `[admin]` gives
+//! the operator a key of its own for the breaker control endpoints. Who may call what, how
+//! keys are compared, what a rejection looks like and how the limits count: see the `auth`
+//! module (`src/proxy/auth.rs`); the control endpoints' contract: the `admin` module
+//! (`src/proxy/admin.rs`). `llm-failover ctl` calls them.
+//!
+//! With no `[[clients]]`, anyone who reaches the port may use every route, so the proxy only
+//! serves a loopback address then, unless `[server] allow_unauthenticated = true` says in so
+//! many words that something in front of it checks callers ([`Config::exposure`]).
+//!
+//! # Request limits
+//!
+//! Each connection is served by hyper's HTTP/1.1 server with the `[server]` limits:
+//! `max_header_bytes` (the request line and headers; larger gets a 431 and the connection
+//! closes; default [`DEFAULT_MAX_HEADER_BYTES`]), `header_read_timeout` (the headers must
+//! arrive within it, so a client trickling one byte a second is cut off there while others
+//! are served; an idle keep-alive connection is closed after it too; default
+//! [`DEFAULT_HEADER_READ_TIMEOUT`]), `body_read_timeout` (a 408; default
+//! [`DEFAULT_BODY_READ_TIMEOUT`]), `max_body_bytes` (a 413) and `max_connections` (connections
+//! beyond it wait in the listen backlog until one closes; default
+//! [`DEFAULT_MAX_CONNECTIONS`]). Accepted sockets get `TCP_NODELAY`.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -42,6 +69,8 @@
 //! ends those still running with a clean error: a 503 JSON body, or an `error` event on a
 //! stream. It returns when every connection has closed.
 
+mod admin;
+mod auth;
 mod config;
 mod error;
 mod handlers;
@@ -57,16 +86,21 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt as _;
 
 use crate::breaker::{Registry, RegistryError};
 use crate::chain::openai::{Client, Endpoint};
 use crate::chain::{Route, RouteError};
 
 pub use self::config::{
-    Config, ConfigError, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_SHUTDOWN_GRACE, Located,
+    Config, ConfigError, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_LISTEN,
+    DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES,
+    DEFAULT_SHUTDOWN_GRACE, Exposure, Located,
 };
+use crate::telemetry::names::access;
 
 /// The response headers that say who answered.
 pub mod headers {
@@ -88,6 +122,10 @@ pub enum ProxyError {
     /// requests.
     #[error("{0}")]
     MissingKey(Box<Located>),
+    /// The listen address is not loopback, no `[[clients]]` are configured, and
+    /// `allow_unauthenticated = true` is not set: anyone could spend the provider keys.
+    #[error(transparent)]
+    Unauthenticated(#[from] Exposure),
     /// The breakers could not be built.
     #[error(transparent)]
     Registry(#[from] RegistryError),
@@ -112,7 +150,14 @@ impl std::fmt::Debug for Secret {
 /// One provider as the proxy calls it.
 #[derive(Debug, Clone)]
 struct Upstream {
+    /// With the provider's own key.
     endpoint: Endpoint,
+    /// Without a key: the base for forwarding a caller's key.
+    bare: Endpoint,
+    /// Send a key as this query parameter instead of `Authorization: Bearer`.
+    api_key_query: Option<String>,
+    /// Send the caller's key instead of the provider's, when the caller sent one.
+    forward_client_key: bool,
     client: Client,
     attempt_timeout: Option<Duration>,
     /// The provider's key, to scrub from anything its errors say.
@@ -131,6 +176,15 @@ struct Shared {
     grace: Duration,
     /// Turns true when the grace period after a shutdown signal has passed.
     cut: Arc<watch::Sender<bool>>,
+    /// Client and admin keys, per-client limits.
+    access: Arc<auth::Access>,
+    /// Some provider sends the caller's key upstream (so it is kept per request).
+    forwards_client_key: bool,
+    allow_unauthenticated: bool,
+    body_read_timeout: Duration,
+    header_read_timeout: Duration,
+    max_header_bytes: usize,
+    max_connections: usize,
 }
 
 /// The failover proxy: routes, breakers and upstreams built from a [`Config`].
@@ -144,11 +198,16 @@ impl Proxy {
     ///
     /// # Errors
     ///
-    /// [`ProxyError::MissingKey`] when a provider's `api_key_env` names a variable that is not
-    /// set (`check` only warns about it; serving without the key would fail every request).
+    /// [`ProxyError::MissingKey`] when a provider's, a client's or the admin's `key_env` /
+    /// `api_key_env` names a variable that is not set (`check` only warns about it; serving
+    /// without the key would fail every request). [`ProxyError::Unauthenticated`] when the
+    /// configured listen address is exposed without client keys ([`Config::exposure`]).
     pub fn new(config: &Config) -> Result<Self, ProxyError> {
         if let Some(missing) = config.missing_keys().next() {
             return Err(ProxyError::MissingKey(Box::new(missing.clone())));
+        }
+        if let Some(exposure) = config.exposure() {
+            return Err(exposure.into());
         }
         let mut registry = Registry::builder();
         for (name, p) in &config.providers {
@@ -163,7 +222,8 @@ impl Proxy {
             let client = Client::with_connect_timeout(p.connect_timeout)
                 .map_err(ProxyError::Client)?
                 .with_classifier(Arc::clone(&config.classifier));
-            let mut endpoint = Endpoint::new(name, &p.base_url);
+            let bare = Endpoint::new(name, &p.base_url);
+            let mut endpoint = bare.clone();
             if let Some(key) = &p.api_key {
                 endpoint = match &p.api_key_query {
                     Some(param) => endpoint.api_key_query(param, key.clone()),
@@ -174,6 +234,9 @@ impl Proxy {
                 name.clone(),
                 Upstream {
                     endpoint,
+                    bare,
+                    api_key_query: p.api_key_query.clone(),
+                    forward_client_key: p.forward_client_key,
                     client,
                     attempt_timeout: p.attempt_timeout,
                     key: p.api_key.as_deref().map(|k| Secret(Arc::from(k))),
@@ -203,6 +266,13 @@ impl Proxy {
                 max_body_bytes: config.server.max_body_bytes,
                 grace: config.server.shutdown_grace,
                 cut: Arc::new(watch::channel(false).0),
+                access: Arc::new(auth::Access::new(&config.clients, config.admin.as_ref())),
+                forwards_client_key: config.providers.values().any(|p| p.forward_client_key),
+                allow_unauthenticated: config.server.allow_unauthenticated,
+                body_read_timeout: config.server.body_read_timeout,
+                header_read_timeout: config.server.header_read_timeout,
+                max_header_bytes: config.server.max_header_bytes,
+                max_connections: config.server.max_connections,
             }),
         })
     }
@@ -228,13 +298,30 @@ impl Proxy {
         &self.shared.routes
     }
 
-    /// The HTTP service: every endpoint of the proxy.
+    /// The HTTP service: every endpoint of the proxy, each behind its key check (see
+    /// [the access table](self#keys-and-admin-control)).
     pub fn router(&self) -> Router {
-        let mut router = Router::new()
+        use axum::middleware::from_fn_with_state;
+        let shared = Arc::clone(&self.shared);
+        let client = Router::new()
             .route("/v1/chat/completions", post(handlers::chat))
             .route("/v1/models", get(handlers::models))
-            .route("/healthz", get(handlers::healthz))
-            .route("/v1/failover/status", get(handlers::status));
+            .route_layer(from_fn_with_state(Arc::clone(&shared), auth::client_gate));
+        let status = Router::new()
+            .route("/v1/failover/status", get(handlers::status))
+            .route_layer(from_fn_with_state(Arc::clone(&shared), auth::any_gate));
+        let admin = Router::new()
+            .route(
+                "/v1/failover/breakers/{provider}/{*model}",
+                post(admin::breaker),
+            )
+            .route("/v1/failover/reload", post(admin::reload))
+            .route_layer(from_fn_with_state(Arc::clone(&shared), auth::admin_gate));
+        let mut router = Router::new()
+            .merge(client)
+            .merge(status)
+            .merge(admin)
+            .route("/healthz", get(handlers::healthz));
         if self.shared.metrics.is_some() {
             router = router.route("/metrics", get(handlers::metrics));
         }
@@ -244,18 +331,37 @@ impl Proxy {
     }
 
     /// Serves on `listener` until `shutdown` completes, then drains as the
-    /// [module docs](self#shutdown) say.
+    /// [module docs](self#shutdown) say. Connections are served with the configured request
+    /// limits (see [the limits](self#request-limits)).
     ///
     /// # Errors
     ///
-    /// The listener's I/O error.
+    /// The listener's I/O error; [`std::io::ErrorKind::PermissionDenied`] when the listener is
+    /// not on loopback, no `[[clients]]` are configured and `allow_unauthenticated` is not set
+    /// (the same rule [`Proxy::new`] applies to the configured address).
     pub async fn serve(
         self,
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let router = self.router();
+        let local = listener.local_addr()?;
         let shared = Arc::clone(&self.shared);
+        let clients = shared.access.clients_required();
+        if let Some(exposure) = config::exposure(local, clients, shared.allow_unauthenticated) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                exposure,
+            ));
+        }
+        if !clients && !local.ip().to_canonical().is_loopback() {
+            tracing::warn!(
+                target: "llm_failover::proxy",
+                "serving on {local} without client keys (allow_unauthenticated = true): anyone who \
+                 can reach it can use every route with your provider keys; add [[clients]] unless \
+                 something in front of the proxy checks who calls"
+            );
+        }
+        let router = self.router();
         let signal = async move {
             shutdown.await;
             tracing::info!(
@@ -269,12 +375,64 @@ impl Proxy {
                 shared.cut.send_replace(true);
             });
         };
-        // No Nagle delay: stream events are small writes that must leave at once.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new())
+            .header_read_timeout(self.shared.header_read_timeout)
+            .max_buf_size(self.shared.max_header_bytes.max(8192));
+        let slots = Arc::new(Semaphore::new(self.shared.max_connections));
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        tokio::pin!(signal);
+        loop {
+            // At most `max_connections` at once: further ones wait in the listen backlog.
+            let slot = tokio::select! {
+                s = Arc::clone(&slots).acquire_owned() => s,
+                () = &mut signal => break,
+            };
+            let Ok(slot) = slot else { break };
+            let tcp = tokio::select! {
+                a = listener.accept() => a,
+                () = &mut signal => break,
+            };
+            let tcp = match tcp {
+                Ok((tcp, _)) => tcp,
+                Err(e) if is_connection_error(&e) => continue,
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, as axum::serve does.
+                    tracing::error!(target: "llm_failover::proxy", "accept failed: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            // No Nagle delay: stream events are small writes that must leave at once.
             let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, router)
-            .with_graceful_shutdown(signal)
-            .await
+            let router = router.clone();
+            let service = hyper::service::service_fn(move |req| router.clone().oneshot(req));
+            let conn = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
+            tokio::spawn(async move {
+                if let Err(e) = conn.await {
+                    // Turned away by hyper itself: too slow or too large a request head.
+                    if e.is_timeout() {
+                        auth::rejected(access::UNKNOWN_CLIENT, access::REASON_TIMEOUT);
+                    } else if e.is_parse_too_large() {
+                        auth::rejected(access::UNKNOWN_CLIENT, access::REASON_TOO_LARGE);
+                    }
+                }
+                drop(slot);
+            });
+        }
+        // Closed now: new connections are refused while those open finish.
+        drop(listener);
+        graceful.shutdown().await;
+        Ok(())
     }
+}
+
+/// Accept errors that concern one connection only (as `axum::serve` sorts them).
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
 }

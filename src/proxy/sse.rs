@@ -9,7 +9,6 @@ use futures_core::Stream;
 use futures_util::StreamExt as _;
 use tokio::sync::watch;
 
-use super::Shared;
 use super::error::{failover_body, shutdown_body};
 use crate::chain::FailoverStream;
 use crate::chain::openai::{ChatChunk, ChatStream};
@@ -18,7 +17,7 @@ use crate::chain::openai::{ChatChunk, ChatStream};
 struct Relay {
     upstream: FailoverStream<ChatChunk, ChatStream>,
     cut: watch::Receiver<bool>,
-    shared: Arc<Shared>,
+    scrub: Arc<dyn Fn(&str) -> String + Send + Sync>,
     /// The upstream's `[DONE]` has gone out.
     done_sent: bool,
 }
@@ -34,16 +33,17 @@ fn event(data: &str) -> Bytes {
 /// The SSE body of a committed stream. It ends with `[DONE]` only when the answer is
 /// complete (the proxy sends it if the upstream ended with a `finish_reason` but without
 /// one); a break ends it with one `error` event whose body names the attempts; the end of
-/// the shutdown grace period ends it with a `shutting_down` error.
+/// the shutdown grace period ends it with a `shutting_down` error. `scrub` removes keys from
+/// upstream text.
 pub(super) fn body(
     upstream: FailoverStream<ChatChunk, ChatStream>,
     cut: watch::Receiver<bool>,
-    shared: Arc<Shared>,
+    scrub: Arc<dyn Fn(&str) -> String + Send + Sync>,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send {
     let start = Some(Relay {
         upstream,
         cut,
-        shared,
+        scrub,
         done_sent: false,
     });
     futures_util::stream::unfold(start, |relay| async move {
@@ -65,7 +65,7 @@ pub(super) fn body(
                 Some((Ok(Bytes::from(out)), Some(r)))
             }
             Some(Err(e)) => {
-                let body = failover_body(&e, &|t| r.shared.scrub(t));
+                let body = failover_body(&e, &*r.scrub);
                 Some((Ok(event(&body.to_string())), None))
             }
             None if r.done_sent => None,

@@ -216,3 +216,131 @@ fn the_example_config_is_valid() {
     // Only the OpenAI key is missing on a bare machine.
     assert_eq!(c.missing_keys().count(), 1);
 }
+
+/// `[[clients]]` and `[admin]` mistakes, each at its line and field; no error shows a key or
+/// a hash.
+#[test]
+fn client_and_admin_mistakes_name_line_and_field() {
+    let hash = "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824";
+    let cases: Vec<(String, usize, &str)> = vec![
+        (
+            "[[clients]]\nname = \"web\"\nroutes = [\"chat\"]\n".into(),
+            1,
+            "clients.web",
+        ),
+        (
+            "[[clients]]\nname = \"web\"\nkey_env = \"K\"\nkey_sha256 = \"ab\"\nroutes = [\"chat\"]\n"
+                .into(),
+            3,
+            "clients.web",
+        ),
+        (
+            "[[clients]]\nname = \"web\"\nkey_sha256 = \"sk-live-not-a-hash\"\nroutes = [\"chat\"]\n"
+                .into(),
+            3,
+            "clients.web.key_sha256",
+        ),
+        (
+            format!("[[clients]]\nname = \"web\"\nkey_sha256 = \"{hash}\"\nroutes = [\"chat\", \"cha*x\"]\n"),
+            4,
+            "clients.web.routes",
+        ),
+        (
+            format!("[[clients]]\nname = \"web\"\nkey_sha256 = \"{hash}\"\nroutes = []\n"),
+            4,
+            "clients.web.routes",
+        ),
+        (
+            format!("[[clients]]\nname = \"unknown\"\nkey_sha256 = \"{hash}\"\nroutes = [\"*\"]\n"),
+            2,
+            "clients.name",
+        ),
+        (
+            format!("[[clients]]\nname = \"a b\"\nkey_sha256 = \"{hash}\"\nroutes = [\"*\"]\n"),
+            2,
+            "clients.name",
+        ),
+        (
+            format!("[[clients]]\nname = \"web\"\nkey_sha256 = \"{hash}\"\nroutes = [\"*\"]\nrequests_per_minute = 0\n"),
+            5,
+            "clients.web.requests_per_minute",
+        ),
+        (
+            format!("[[clients]]\nname = \"web\"\nkey_sha256 = \"{hash}\"\nroutes = [\"*\"]\nkye_env = \"X\"\n"),
+            5,
+            "clients.kye_env",
+        ),
+        (
+            format!("[[clients]]\nname = \"web\"\nkey_sha256 = \"{hash}\"\nroutes = [\"*\"]\n[[clients]]\nname = \"web\"\nkey_sha256 = \"{}\"\nroutes = [\"*\"]\n", hash.replace('2', "3")),
+            6,
+            "clients.name",
+        ),
+        (
+            format!("[[clients]]\nname = \"web\"\nkey_sha256 = \"{hash}\"\nroutes = [\"*\"]\n[[clients]]\nname = \"app\"\nkey_sha256 = \"{}\"\nroutes = [\"*\"]\n", hash.to_uppercase()),
+            5,
+            "clients.app",
+        ),
+        (
+            format!("[[clients]]\nname = \"web\"\nkey_sha256 = \"{hash}\"\nroutes = [\"*\"]\n[admin]\nkey_sha256 = \"{hash}\"\n"),
+            5,
+            "admin",
+        ),
+        ("[admin]\nname = \"ops\"\n".into(), 1, "admin"),
+        (
+            "[server]\nmax_header_bytes = 100\n".into(),
+            2,
+            "server.max_header_bytes",
+        ),
+        (
+            "[server]\nmax_connections = 0\n".into(),
+            2,
+            "server.max_connections",
+        ),
+        (
+            "[server]\nheader_read_timeout = \"slow\"\n".into(),
+            2,
+            "server.header_read_timeout",
+        ),
+    ];
+    for (extra, line, field) in &cases {
+        let src = format!("{BASE}{extra}");
+        let offset = BASE.lines().count();
+        let e = err(&src);
+        let Some(at) = e.location() else {
+            panic!("{extra:?}: no location in {e}");
+        };
+        assert_eq!(at.line, offset + line, "{extra:?}: {e}");
+        assert!(
+            at.field.as_deref().is_some_and(|f| f.starts_with(field)),
+            "{extra:?}: field {:?}, want {field}: {e}",
+            at.field
+        );
+        let text = e.to_string();
+        assert!(!text.contains(hash), "{text}");
+        assert!(!text.contains(&hash.to_uppercase()), "{text}");
+        assert!(!text.contains("sk-live-not-a-hash"), "{text}");
+    }
+}
+
+#[test]
+fn client_keys_resolve_routes_and_missing_key_variables_stop_serve() {
+    let src = format!(
+        "{BASE}[routes.fast-1]\ntargets = [\"a/m\"]\n[routes.fast-2]\ntargets = [\"a/m\"]\n\
+         [[clients]]\nname = \"web\"\nkey_env = \"WEB_KEY\"\nroutes = [\"fast-*\", \"fast-1\"]\n\
+         requests_per_minute = 10\nmax_concurrent = 2\n[admin]\nkey_env = \"ADMIN_KEY\"\n"
+    );
+    let c = Config::parse_with_env(&src, Path::new("t.toml"), env_none).unwrap();
+    assert_eq!(c.clients[0].routes, ["fast-1", "fast-2"]);
+    assert_eq!(c.client_names().collect::<Vec<_>>(), ["web"]);
+    assert!(c.has_admin());
+    let missing: Vec<String> = c.missing_keys().filter_map(|w| w.field.clone()).collect();
+    assert_eq!(missing, ["clients.web.key_env", "admin.key_env"]);
+    assert!(matches!(
+        super::Proxy::new(&c),
+        Err(super::ProxyError::MissingKey(_))
+    ));
+    let set = Config::parse_with_env(&src, Path::new("t.toml"), |_| Some("k".into()));
+    // The same key for a client and the admin is refused.
+    let e = set.unwrap_err().to_string();
+    assert!(e.contains("admin key is also client \"web\"'s key"), "{e}");
+}

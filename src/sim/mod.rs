@@ -34,7 +34,9 @@
 //! Every healthy answer is the same text, [`ANSWER`], streamed as one chunk per word
 //! ([`answer_tokens`]); a test that reassembles a response can tell a complete answer from a
 //! truncated one by comparing it with [`ANSWER`]. The sim counts the requests it sees per model
-//! ([`Sim::attempts`]), so a test can assert how many attempts a chain made on each target.
+//! ([`Sim::attempts`]), so a test can assert how many attempts a chain made on each target,
+//! and keeps the `Authorization` header of the last request per model
+//! ([`Sim::last_authorization`]), so a test can assert which key reached the provider.
 //!
 //! # Endpoints
 //!
@@ -144,6 +146,8 @@ struct Shared {
 #[derive(Debug, Default)]
 struct ModelState {
     attempts: u64,
+    /// The `Authorization` header of the last chat request for this model.
+    authorization: Option<String>,
     /// A [`Fault::ServerErrorOnce`] has answered its 500.
     failed_once: bool,
 }
@@ -164,7 +168,7 @@ impl Shared {
 
     /// Counts an attempt on `model` and says what to do with it. [`Fault::ServerErrorOnce`]
     /// is resolved here: `Status(500)` the first time, `None` afterwards.
-    fn attempt(&self, model: &str) -> Fault {
+    fn attempt(&self, model: &str, authorization: Option<String>) -> Fault {
         let configured = lock(&self.faults).get(model).cloned();
         let fault = configured
             .or_else(|| Fault::from_model_name(model))
@@ -172,6 +176,7 @@ impl Shared {
         let mut models = lock(&self.models);
         let state = models.entry(model.to_owned()).or_default();
         state.attempts += 1;
+        state.authorization = authorization;
         match fault {
             Fault::ServerErrorOnce if !state.failed_once => {
                 state.failed_once = true;
@@ -318,6 +323,32 @@ impl Sim {
         lock(&self.shared.models)
             .get(model)
             .map_or(0, |state| state.attempts)
+    }
+
+    /// The `Authorization` header of the last chat request seen for `model`, as it arrived
+    /// (`"Bearer sk-..."`): `None` when no request was seen or the last one had no such
+    /// header. For tests of which key a proxy sends upstream.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let sim = llm_failover::sim::Sim::builder().start().await?;
+    /// reqwest::Client::new()
+    ///     .post(format!("{}/chat/completions", sim.base_url()))
+    ///     .bearer_auth("provider-key")
+    ///     .json(&serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+    ///     .send()
+    ///     .await?;
+    /// assert_eq!(sim.last_authorization("m").as_deref(), Some("Bearer provider-key"));
+    /// assert_eq!(sim.last_authorization("other"), None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn last_authorization(&self, model: &str) -> Option<String> {
+        lock(&self.shared.models)
+            .get(model)
+            .and_then(|state| state.authorization.clone())
     }
 
     /// Every chat request seen, including those whose body was not a valid request.

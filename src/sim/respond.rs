@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Extension, State};
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -70,9 +70,13 @@ impl ChatRequest {
 async fn chat(
     State(shared): State<Arc<Shared>>,
     Extension(conn): Extension<Arc<Conn>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     shared.count_request();
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
     let req = match body {
         Ok(body) => ChatRequest::parse(&body).map_err(|m| (StatusCode::BAD_REQUEST, m)),
         // The body could not be read (too large, or the client went away).
@@ -87,7 +91,7 @@ async fn chat(
             );
         }
     };
-    let fault = shared.attempt(&req.model);
+    let fault = shared.attempt(&req.model, authorization);
     respond(&fault, &req, &conn, shared.token_delay, shared.next_id()).await
 }
 

@@ -123,6 +123,30 @@ pub const TIME_TO_FIRST_TOKEN_SECONDS: Metric = Metric {
     help: "Time from sending a streaming attempt to its first token.",
 };
 
+/// `llm_failover_client_rejections_total{client,reason}`: requests the proxy turned away
+/// before they reached an upstream (the `client_rejected` event). `client` is the configured
+/// name, `unknown` without a valid key; never the key.
+pub const CLIENT_REJECTIONS_TOTAL: Metric = Metric {
+    name: "llm_failover_client_rejections_total",
+    kind: MetricKind::Counter,
+    labels: &["client", "reason"],
+    unit: None,
+    help: "Client requests turned away before reaching a provider, by configured client name \
+           (unknown without a valid key) and reason (unauthenticated, forbidden, rate_limited, \
+           concurrency, too_large, bad_request, timeout).",
+};
+
+/// `llm_failover_admin_actions_total{action,outcome}`: breaker control actions and reloads
+/// asked for by an admin (the `admin_action` event).
+pub const ADMIN_ACTIONS_TOTAL: Metric = Metric {
+    name: "llm_failover_admin_actions_total",
+    kind: MetricKind::Counter,
+    labels: &["action", "outcome"],
+    unit: None,
+    help: "Admin actions (force_open, disable, metrics_only, reset, reload), by outcome (ok, \
+           error).",
+};
+
 /// Every metric the layer produces, in the order of the design contract.
 pub const METRICS: &[Metric] = &[
     REQUESTS_TOTAL,
@@ -133,6 +157,8 @@ pub const METRICS: &[Metric] = &[
     BREAKER_TRANSITIONS_TOTAL,
     ATTEMPT_DURATION_SECONDS,
     TIME_TO_FIRST_TOKEN_SECONDS,
+    CLIENT_REJECTIONS_TOTAL,
+    ADMIN_ACTIONS_TOTAL,
 ];
 
 /// Describes every metric of [`METRICS`] (help text and unit) to the current recorder: the

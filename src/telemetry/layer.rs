@@ -14,10 +14,13 @@ use tracing_subscriber::layer::Context;
 use tracing_subscriber::registry::LookupSpan;
 
 use super::catalog::{
-    ATTEMPT_DURATION_SECONDS, ATTEMPTS_TOTAL, BREAKER_STATE, BREAKER_TRANSITIONS_TOTAL,
-    FAILOVERS_TOTAL, FAILURES_TOTAL, REQUESTS_TOTAL, TIME_TO_FIRST_TOKEN_SECONDS,
+    ADMIN_ACTIONS_TOTAL, ATTEMPT_DURATION_SECONDS, ATTEMPTS_TOTAL, BREAKER_STATE,
+    BREAKER_TRANSITIONS_TOTAL, CLIENT_REJECTIONS_TOTAL, FAILOVERS_TOTAL, FAILURES_TOTAL,
+    REQUESTS_TOTAL, TIME_TO_FIRST_TOKEN_SECONDS,
 };
-use super::names::{self, breaker as bfield, chain as cfield, states};
+use super::names::{
+    self, access as afield, admin as dfield, breaker as bfield, chain as cfield, states,
+};
 use crate::Reason;
 
 /// Every target the crate emits under starts with this; anything else is the application's.
@@ -124,6 +127,15 @@ struct Inner {
     failovers: Cache<FailoverHandles>,
     /// By provider and model.
     breakers: Cache<BreakerHandles>,
+    /// By client name, then reason.
+    rejections: Cache<RejectionHandles>,
+    /// By action, then outcome.
+    admin_actions: [[OnceLock<Counter>; 2]; dfield::ACTIONS.len()],
+}
+
+struct RejectionHandles {
+    client: Box<str>,
+    reasons: [OnceLock<Counter>; afield::REASONS.len()],
 }
 
 impl MetricsLayer {
@@ -481,6 +493,24 @@ impl Visit for HopVisitor<'_> {
     fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
 }
 
+/// Reads the `&str` fields of an event into `a` (the first named) and `b` (the second).
+struct PairVisitor<'a> {
+    names: [&'static str; 2],
+    a: &'a mut String,
+    b: &'a mut String,
+}
+
+impl Visit for PairVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == self.names[0] {
+            self.a.push_str(value);
+        } else if field.name() == self.names[1] {
+            self.b.push_str(value);
+        }
+    }
+    fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
+}
+
 struct TransitionVisitor<'a> {
     provider: &'a mut String,
     model: &'a mut String,
@@ -645,6 +675,58 @@ impl Inner {
     }
 }
 
+impl Inner {
+    /// `client_rejected`: counted by client name and reason; a reason outside the closed set
+    /// is not counted.
+    fn client_rejected(&self, event: &Event<'_>) {
+        let handles = with_scratch(|s| {
+            event.record(&mut PairVisitor {
+                names: [afield::CLIENT, afield::REASON],
+                a: &mut s.a,
+                b: &mut s.b,
+            });
+            let reason = index_of(&afield::REASONS, &s.b)?;
+            if s.a.is_empty() {
+                s.a.push_str(afield::UNKNOWN_CLIENT);
+            }
+            let h = self.rejections.get_or_insert(&s.a, || RejectionHandles {
+                client: s.a.as_str().into(),
+                reasons: Default::default(),
+            });
+            Some((h, reason))
+        });
+        if let Some((h, r)) = handles {
+            lazy_counter(&h.reasons[r], || {
+                CLIENT_REJECTIONS_TOTAL.counter([&h.client, afield::REASONS[r]])
+            })
+            .increment(1);
+        }
+    }
+
+    /// `admin_action`: counted by action and outcome, both from closed sets.
+    fn admin_action(&self, event: &Event<'_>) {
+        let found = with_scratch(|s| {
+            event.record(&mut PairVisitor {
+                names: [dfield::ACTION, dfield::OUTCOME],
+                a: &mut s.a,
+                b: &mut s.b,
+            });
+            let action = index_of(&dfield::ACTIONS, &s.a)?;
+            let outcome = index_of(&[dfield::OUTCOME_OK, dfield::OUTCOME_ERROR], &s.b)?;
+            Some((action, outcome))
+        });
+        if let Some((a, o)) = found {
+            lazy_counter(&self.admin_actions[a][o], || {
+                ADMIN_ACTIONS_TOTAL.counter([
+                    dfield::ACTIONS[a],
+                    [dfield::OUTCOME_OK, dfield::OUTCOME_ERROR][o],
+                ])
+            })
+            .increment(1);
+        }
+    }
+}
+
 impl<S> Layer<S> for MetricsLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -696,6 +778,10 @@ where
                 self.inner.breaker_transition(event);
             }
             (names::CHAIN_TARGET, names::FAILOVER_EVENT) => self.inner.failover_hop(event, &ctx),
+            (names::PROXY_TARGET, names::CLIENT_REJECTED_EVENT) => {
+                self.inner.client_rejected(event);
+            }
+            (names::PROXY_TARGET, names::ADMIN_ACTION_EVENT) => self.inner.admin_action(event),
             _ => {}
         }
     }

@@ -44,6 +44,8 @@
 //! | `llm_failover_failovers_total` | `failover_hop` event (inside the request span) | `route`, `from_provider`, `to_provider`, `reason` |
 //! | `llm_failover_breaker_state` | `breaker_transition` event (not shadow), [`MetricsLayer::register_breakers`] | `provider`, `model`, `state` |
 //! | `llm_failover_breaker_transitions_total` | `breaker_transition` event (shadow too) | `provider`, `model`, `from`, `to`, `reason` |
+//! | `llm_failover_client_rejections_total` | `client_rejected` event | `client`, `reason` |
+//! | `llm_failover_admin_actions_total` | `admin_action` event | `action`, `outcome` |
 //!
 //! Label values come only from configuration names (route, provider, model) and closed sets.
 //! A reason field holding anything outside [`Reason::ALL`](crate::Reason::ALL) counts as
@@ -89,9 +91,9 @@ mod exporter;
 mod layer;
 
 pub use self::catalog::{
-    ATTEMPT_DURATION_SECONDS, ATTEMPTS_TOTAL, BREAKER_STATE, BREAKER_TRANSITIONS_TOTAL,
-    FAILOVERS_TOTAL, FAILURES_TOTAL, METRICS, Metric, MetricKind, REQUESTS_TOTAL,
-    TIME_TO_FIRST_TOKEN_SECONDS, describe_metrics,
+    ADMIN_ACTIONS_TOTAL, ATTEMPT_DURATION_SECONDS, ATTEMPTS_TOTAL, BREAKER_STATE,
+    BREAKER_TRANSITIONS_TOTAL, CLIENT_REJECTIONS_TOTAL, FAILOVERS_TOTAL, FAILURES_TOTAL, METRICS,
+    Metric, MetricKind, REQUESTS_TOTAL, TIME_TO_FIRST_TOKEN_SECONDS, describe_metrics,
 };
 pub use self::exporter::{
     ExporterError, LATENCY_BUCKETS, install_prometheus, install_prometheus_recorder,
@@ -160,6 +162,93 @@ pub mod names {
         pub const DISABLED: &str = "disabled";
         /// Outcomes are recorded and reported, calls are never rejected.
         pub const METRICS_ONLY: &str = "metrics_only";
+    }
+
+    /// The tracing target of the proxy's events (access control, admin actions, logs).
+    pub const PROXY_TARGET: &str = "llm_failover::proxy";
+
+    /// The event emitted when the proxy turns a client's request away before it reaches an
+    /// upstream. Fields: [`access::CLIENT`], [`access::REASON`].
+    pub const CLIENT_REJECTED_EVENT: &str = "client_rejected";
+
+    /// The event emitted for every breaker control action (and reload) an admin asks for.
+    /// Fields: [`admin::ADMIN`], [`admin::ACTION`], [`admin::OUTCOME`], [`admin::PROVIDER`],
+    /// [`admin::MODEL`], [`admin::DURATION`].
+    pub const ADMIN_ACTION_EVENT: &str = "admin_action";
+
+    /// Field names and values of [`CLIENT_REJECTED_EVENT`].
+    pub mod access {
+        /// The client's configured name, or [`UNKNOWN_CLIENT`] without a valid key. Never
+        /// the key.
+        pub const CLIENT: &str = "client";
+        /// Why it was turned away: one of the `REASON_*` values.
+        pub const REASON: &str = "reason";
+
+        /// `client` of a request without a valid key (or when no keys are configured).
+        pub const UNKNOWN_CLIENT: &str = "unknown";
+        /// No key, or a key the proxy does not know (401).
+        pub const REASON_UNAUTHENTICATED: &str = "unauthenticated";
+        /// A valid key on a route or endpoint it may not use (403, or 404 for a route).
+        pub const REASON_FORBIDDEN: &str = "forbidden";
+        /// Over the client's requests per minute (429).
+        pub const REASON_RATE_LIMITED: &str = "rate_limited";
+        /// Over the client's concurrent requests (429).
+        pub const REASON_CONCURRENCY: &str = "concurrency";
+        /// A body or head over the server's limit (413, 431).
+        pub const REASON_TOO_LARGE: &str = "too_large";
+        /// A request the proxy cannot serve as written (400, unknown route 404).
+        pub const REASON_BAD_REQUEST: &str = "bad_request";
+        /// The client took too long to send its request (408, or the connection closed).
+        pub const REASON_TIMEOUT: &str = "timeout";
+        /// Every `reason` value, in the order of the design contract.
+        pub const REASONS: [&str; 7] = [
+            REASON_UNAUTHENTICATED,
+            REASON_FORBIDDEN,
+            REASON_RATE_LIMITED,
+            REASON_CONCURRENCY,
+            REASON_TOO_LARGE,
+            REASON_BAD_REQUEST,
+            REASON_TIMEOUT,
+        ];
+    }
+
+    /// Field names and values of [`ADMIN_ACTION_EVENT`].
+    pub mod admin {
+        /// The admin's configured name (`[admin] name`), for the log; not a label.
+        pub const ADMIN: &str = "admin";
+        /// What was asked: one of the `ACTION_*` values.
+        pub const ACTION: &str = "action";
+        /// [`OUTCOME_OK`] or [`OUTCOME_ERROR`].
+        pub const OUTCOME: &str = "outcome";
+        /// The breaker's provider (breaker actions only).
+        pub const PROVIDER: &str = "provider";
+        /// The breaker's model, `*` for the provider-wide one (breaker actions only).
+        pub const MODEL: &str = "model";
+        /// How long the override lasts, in seconds (absent: until another action).
+        pub const DURATION: &str = "duration_s";
+
+        /// Hold the breaker open.
+        pub const ACTION_FORCE_OPEN: &str = "force_open";
+        /// Let every call through and record nothing.
+        pub const ACTION_DISABLE: &str = "disable";
+        /// Record and report, never reject.
+        pub const ACTION_METRICS_ONLY: &str = "metrics_only";
+        /// Back to closed with empty counters and no override.
+        pub const ACTION_RESET: &str = "reset";
+        /// Re-read the configuration file.
+        pub const ACTION_RELOAD: &str = "reload";
+        /// Every `action` value, in the order of the design contract.
+        pub const ACTIONS: [&str; 5] = [
+            ACTION_FORCE_OPEN,
+            ACTION_DISABLE,
+            ACTION_METRICS_ONLY,
+            ACTION_RESET,
+            ACTION_RELOAD,
+        ];
+        /// The action was carried out.
+        pub const OUTCOME_OK: &str = "ok";
+        /// It was not (unknown breaker, bad duration, not available).
+        pub const OUTCOME_ERROR: &str = "error";
     }
 
     /// The tracing target of every chain span and event.
