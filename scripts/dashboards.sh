@@ -45,7 +45,7 @@ prom_port=$(free_port)
 target/debug/examples/scenario "127.0.0.1:$app_port" >"$tmp/scenario.out" 2>"$tmp/scenario.err" &
 pids+=($!)
 deadline=$((SECONDS + 20))
-until grep -q '^ready$' "$tmp/scenario.out"; do
+until grep -qs '^ready$' "$tmp/scenario.out"; do
     if [ $SECONDS -ge $deadline ] || ! kill -0 "${pids[0]}" 2>/dev/null; then
         cat "$tmp/scenario.err" >&2
         echo "scripts/dashboards.sh: the scenario example did not start" >&2
