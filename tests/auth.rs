@@ -1,18 +1,13 @@
 //! Who may use the proxy: client keys, the admin key, per-client limits, request limits, and
 //! which key reaches the upstream. Real sockets on loopback, simulated providers.
 
-use std::future::Future;
-use std::io::Write;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use llm_failover::proxy::Config;
 use llm_failover::sim::{ANSWER, Sim};
-use llm_failover::telemetry::{MetricsLayer, prometheus_builder};
 use serde_json::{Value, json};
 use sha2::Digest as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tracing_subscriber::layer::SubscriberExt as _;
 
 use crate::proxy::{chat_body, start_config};
 
@@ -73,47 +68,6 @@ key_env = "ADMIN_KEY"
     Config::parse_with_env(&toml, "auth.toml", env).unwrap()
 }
 
-/// Everything the fmt layer writes.
-#[derive(Clone, Default)]
-struct Logs(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Logs {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Runs `f` on a current-thread runtime with the metrics layer and a log capture installed;
-/// returns the Prometheus scrape and the logs.
-fn observed<F: Future<Output = ()>>(f: impl FnOnce() -> F) -> (String, String) {
-    let logs = Logs::default();
-    let recorder = prometheus_builder().build_recorder();
-    let scrape = recorder.handle();
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::registry()
-        .with(MetricsLayer::new())
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(move || writer.clone())
-                .with_ansi(false),
-        );
-    metrics::with_local_recorder(&recorder, || {
-        tracing::subscriber::with_default(subscriber, || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(f());
-        });
-    });
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    (scrape.render(), logs)
-}
-
 /// Status, `error.code` and the body of a response.
 async fn answer(resp: reqwest::Response) -> (u16, String, Value) {
     let status = resp.status().as_u16();
@@ -124,7 +78,7 @@ async fn answer(resp: reqwest::Response) -> (u16, String, Value) {
 
 #[test]
 fn the_auth_matrix_turns_away_everyone_it_should_before_any_upstream() {
-    let (scrape, logs) = observed(|| async {
+    let (scrape, logs) = crate::support::observed(|| async {
         let sim = Sim::builder().start().await.unwrap();
         let p = start_config(&keyed(&sim, "")).await;
         let http = reqwest::Client::new();
@@ -448,7 +402,7 @@ async fn over_its_concurrent_requests_a_client_gets_429_until_a_stream_ends() {
 
 #[test]
 fn admin_actions_take_effect_at_once_and_are_counted() {
-    let (scrape, logs) = observed(|| async {
+    let (scrape, logs) = crate::support::observed(|| async {
         let sim = Sim::builder().start().await.unwrap();
         let p = start_config(&keyed(&sim, "")).await;
         let http = reqwest::Client::new();
