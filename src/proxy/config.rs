@@ -109,6 +109,8 @@ pub struct Config {
     pub(crate) classifier: Arc<Classifier>,
     /// Problems that do not stop `check` but stop `serve` (a key variable that is not set).
     pub(crate) warnings: Vec<Located>,
+    /// The `[state]` section with `backend = "redis"` and its URL variable set.
+    pub(crate) state: Option<crate::state::StateConfig>,
 }
 
 /// The `[server]` section.
@@ -169,6 +171,26 @@ struct File {
     providers: BTreeMap<Spanned<String>, Spanned<ProviderFile>>,
     #[serde(default)]
     routes: BTreeMap<Spanned<String>, Spanned<RouteFile>>,
+    state: Option<Spanned<StateFile>>,
+}
+
+/// The default `[state] url_env`.
+pub const DEFAULT_STATE_URL_ENV: &str = "LLM_FAILOVER_REDIS_URL";
+
+/// `[state]`: the shared breaker-state backend.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    backend: Spanned<String>,
+    url_env: Option<Spanned<String>>,
+    namespace: Option<Spanned<String>>,
+    #[serde(default, with = "crate::duration::option")]
+    timeout: Option<Duration>,
+    #[serde(default, with = "crate::duration::option")]
+    connect_timeout: Option<Duration>,
+    #[serde(default, with = "crate::duration::option")]
+    reconcile_interval: Option<Duration>,
+    replica: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -546,6 +568,10 @@ impl Config {
         })?;
         let server = Self::server(&c, file.server)?;
         let mut warnings = Vec::new();
+        let state = match file.state {
+            Some(st) => Self::check_state(&c, st, &env, &mut warnings)?,
+            None => None,
+        };
         let empty = Spanned::new(0..0, toml::Table::new());
         let default_breaker = file.breaker.as_ref().unwrap_or(&empty);
         let default_route = file.route.as_ref().unwrap_or(&empty);
@@ -716,6 +742,86 @@ impl Config {
             routes,
             classifier: Arc::new(classifier.build()),
             warnings,
+            state,
+        })
+    }
+
+    /// Checks `[state]`; `None` for the local backend or when the URL variable is not set
+    /// (a warning that stops `serve`).
+    fn check_state(
+        c: &Checker<'_>,
+        st: Spanned<StateFile>,
+        env: &impl Fn(&str) -> Option<String>,
+        warnings: &mut Vec<Located>,
+    ) -> Result<Option<crate::state::StateConfig>, ConfigError> {
+        let section = st.span();
+        let st = st.into_inner();
+        match st.backend.get_ref().as_str() {
+            "local" => return Ok(None),
+            "redis" if cfg!(feature = "redis") => {}
+            "redis" => {
+                return Err(c.error(
+                    &st.backend.span(),
+                    "state.backend",
+                    "this build has no Redis support: rebuild with `--features redis`, or \
+                     write backend = \"local\"",
+                ));
+            }
+            other => {
+                return Err(c.error(
+                    &st.backend.span(),
+                    "state.backend",
+                    format!("{other:?} is not a backend; write \"redis\" or \"local\""),
+                ));
+            }
+        }
+        let (var, var_span) = match &st.url_env {
+            Some(v) => (v.get_ref().clone(), v.span()),
+            None => (DEFAULT_STATE_URL_ENV.to_owned(), section),
+        };
+        let Some(url) = env(&var).filter(|u| !u.trim().is_empty()) else {
+            warnings.push(c.at(
+                &var_span,
+                Some("state.url_env".into()),
+                format!(
+                    "environment variable {var} is not set; export the Redis URL \
+                     (redis://[:PASSWORD@]HOST:PORT) in it before `serve`"
+                ),
+            ));
+            return Ok(None);
+        };
+        let mut b = crate::state::StateConfig::builder(url);
+        if let Some(ns) = &st.namespace {
+            if ns.get_ref().is_empty() || ns.get_ref().contains(char::is_whitespace) {
+                return Err(c.error(
+                    &ns.span(),
+                    "state.namespace",
+                    "must be a non-empty prefix without spaces, like \"llm-failover\"",
+                ));
+            }
+            b = b.namespace(ns.get_ref().clone());
+        }
+        if let Some(t) = st.timeout {
+            b = b.timeout(t);
+        }
+        if let Some(t) = st.connect_timeout {
+            b = b.connect_timeout(t);
+        }
+        if let Some(t) = st.reconcile_interval {
+            b = b.reconcile_interval(t);
+        }
+        if let Some(r) = st.replica {
+            b = b.replica(r);
+        }
+        b.build().map(Some).map_err(|e| {
+            let field = match &e {
+                crate::state::StateError::Invalid { field, .. } => format!("state.{field}"),
+                crate::state::StateError::BadUrl | crate::state::StateError::NoRuntime => {
+                    "state.url_env".to_owned()
+                }
+            };
+            // The message never quotes the URL: it may hold a password.
+            c.error(&var_span, field, format!("{e} (in {var})"))
         })
     }
 
@@ -796,6 +902,13 @@ impl Config {
         self.server.shutdown_grace
     }
 
+    /// The shared breaker-state settings (`[state] backend = "redis"`), if configured and
+    /// its URL variable is set.
+    #[must_use]
+    pub fn state(&self) -> Option<&crate::state::StateConfig> {
+        self.state.as_ref()
+    }
+
     /// The client-facing model names, in the order of the file.
     pub fn route_names(&self) -> impl Iterator<Item = &str> {
         self.routes.iter().map(|r| r.name.as_str())
@@ -820,7 +933,7 @@ impl Config {
         self.warnings.iter().filter(|w| {
             w.field
                 .as_deref()
-                .is_some_and(|f| f.ends_with(".api_key_env"))
+                .is_some_and(|f| f.ends_with(".api_key_env") || f == "state.url_env")
         })
     }
 }

@@ -65,7 +65,8 @@ use crate::chain::openai::{Client, Endpoint};
 use crate::chain::{Route, RouteError};
 
 pub use self::config::{
-    Config, ConfigError, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_SHUTDOWN_GRACE, Located,
+    Config, ConfigError, DEFAULT_LISTEN, DEFAULT_MAX_BODY_BYTES, DEFAULT_SHUTDOWN_GRACE,
+    DEFAULT_STATE_URL_ENV, Located,
 };
 
 /// The response headers that say who answered.
@@ -97,6 +98,9 @@ pub enum ProxyError {
     /// The HTTP client could not be built (TLS backend).
     #[error("cannot build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    /// The shared-state backend (`[state]`) could not be started.
+    #[error("[state]: {0}")]
+    State(#[from] crate::state::StateError),
 }
 
 /// A key kept to scrub it from upstream text; never printed.
@@ -131,6 +135,9 @@ struct Shared {
     grace: Duration,
     /// Turns true when the grace period after a shutdown signal has passed.
     cut: Arc<watch::Sender<bool>>,
+    /// The shared breaker-state backend, when `[state] backend = "redis"`.
+    #[cfg(feature = "redis")]
+    state: Option<crate::state::StateHandle>,
 }
 
 /// The failover proxy: routes, breakers and upstreams built from a [`Config`].
@@ -140,7 +147,8 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Builds the proxy's routes, breakers and upstream clients.
+    /// Builds the proxy's routes, breakers and upstream clients, and starts the shared-state
+    /// backend when `[state] backend = "redis"` (that needs a Tokio runtime).
     ///
     /// # Errors
     ///
@@ -151,6 +159,15 @@ impl Proxy {
             return Err(ProxyError::MissingKey(Box::new(missing.clone())));
         }
         let mut registry = Registry::builder();
+        #[cfg(feature = "redis")]
+        let state = match config.state() {
+            Some(c) => {
+                let state = crate::state::RedisState::new(c.clone())?;
+                registry = registry.on_transition(state.listener());
+                Some(state)
+            }
+            None => None,
+        };
         for (name, p) in &config.providers {
             registry = registry.provider_policy(name, p.breaker.clone());
             for model in &p.models {
@@ -158,6 +175,11 @@ impl Proxy {
             }
         }
         let registry = Arc::new(registry.build()?);
+        #[cfg(feature = "redis")]
+        let state = match state {
+            Some(s) => Some(s.start(Arc::clone(&registry))?),
+            None => None,
+        };
         let mut upstreams = HashMap::new();
         for (name, p) in &config.providers {
             let client = Client::with_connect_timeout(p.connect_timeout)
@@ -203,6 +225,8 @@ impl Proxy {
                 max_body_bytes: config.server.max_body_bytes,
                 grace: config.server.shutdown_grace,
                 cut: Arc::new(watch::channel(false).0),
+                #[cfg(feature = "redis")]
+                state,
             }),
         })
     }
@@ -220,6 +244,13 @@ impl Proxy {
     #[must_use]
     pub fn registry(&self) -> &Arc<Registry> {
         &self.shared.registry
+    }
+
+    /// The shared breaker-state backend, when `[state] backend = "redis"` (feature `redis`).
+    #[cfg(feature = "redis")]
+    #[must_use]
+    pub fn state(&self) -> Option<&crate::state::StateHandle> {
+        self.shared.state.as_ref()
     }
 
     /// The routes, in the order of the configuration.
@@ -254,6 +285,18 @@ impl Proxy {
         listener: tokio::net::TcpListener,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        #[cfg(feature = "redis")]
+        if let Some(state) = &self.shared.state {
+            // Learn the fleet's open breakers before the first request (bounded: with Redis
+            // away the proxy serves on its local breakers).
+            let c = &state_config_timeouts(state);
+            if !state.synced(*c).await {
+                tracing::warn!(
+                    target: "llm_failover::proxy",
+                    "shared breaker state not synchronised yet; serving on local breakers"
+                );
+            }
+        }
         let router = self.router();
         let shared = Arc::clone(&self.shared);
         let signal = async move {
@@ -277,4 +320,10 @@ impl Proxy {
             .with_graceful_shutdown(signal)
             .await
     }
+}
+
+/// How long `serve` waits for the first synchronisation with the shared-state backend.
+#[cfg(feature = "redis")]
+fn state_config_timeouts(state: &crate::state::StateHandle) -> Duration {
+    state.first_sync_limit()
 }

@@ -123,6 +123,27 @@ pub const TIME_TO_FIRST_TOKEN_SECONDS: Metric = Metric {
     help: "Time from sending a streaming attempt to its first token.",
 };
 
+/// `llm_failover_state_sync_total{op,outcome}`: operations of the shared-state backend
+/// (`publish`, `adopt`, `reconcile`, `lease`) by outcome (`ok`, `error`, `timeout`).
+pub const STATE_SYNC_TOTAL: Metric = Metric {
+    name: "llm_failover_state_sync_total",
+    kind: MetricKind::Counter,
+    labels: &["op", "outcome"],
+    unit: None,
+    help: "Operations of the shared breaker-state backend (publish, adopt, reconcile, lease) \
+           by outcome (ok, error, timeout).",
+};
+
+/// `llm_failover_state_backend_up`: 1 while the shared-state backend answers, else 0.
+pub const STATE_BACKEND_UP: Metric = Metric {
+    name: "llm_failover_state_backend_up",
+    kind: MetricKind::Gauge,
+    labels: &[],
+    unit: None,
+    help: "1 while the shared breaker-state backend (Redis) answers, 0 while this replica runs \
+           on its local breakers alone.",
+};
+
 /// Every metric the layer produces, in the order of the design contract.
 pub const METRICS: &[Metric] = &[
     REQUESTS_TOTAL,
@@ -133,6 +154,8 @@ pub const METRICS: &[Metric] = &[
     BREAKER_TRANSITIONS_TOTAL,
     ATTEMPT_DURATION_SECONDS,
     TIME_TO_FIRST_TOKEN_SECONDS,
+    STATE_SYNC_TOTAL,
+    STATE_BACKEND_UP,
 ];
 
 /// Describes every metric of [`METRICS`] (help text and unit) to the current recorder: the

@@ -44,6 +44,8 @@
 //! | `llm_failover_failovers_total` | `failover_hop` event (inside the request span) | `route`, `from_provider`, `to_provider`, `reason` |
 //! | `llm_failover_breaker_state` | `breaker_transition` event (not shadow), [`MetricsLayer::register_breakers`] | `provider`, `model`, `state` |
 //! | `llm_failover_breaker_transitions_total` | `breaker_transition` event (shadow too) | `provider`, `model`, `from`, `to`, `reason` |
+//! | `llm_failover_state_sync_total` | `state_sync` event (shared-state backend) | `op`, `outcome` |
+//! | `llm_failover_state_backend_up` | `state_backend` event | none |
 //!
 //! Label values come only from configuration names (route, provider, model) and closed sets.
 //! A reason field holding anything outside [`Reason::ALL`](crate::Reason::ALL) counts as
@@ -90,8 +92,8 @@ mod layer;
 
 pub use self::catalog::{
     ATTEMPT_DURATION_SECONDS, ATTEMPTS_TOTAL, BREAKER_STATE, BREAKER_TRANSITIONS_TOTAL,
-    FAILOVERS_TOTAL, FAILURES_TOTAL, METRICS, Metric, MetricKind, REQUESTS_TOTAL,
-    TIME_TO_FIRST_TOKEN_SECONDS, describe_metrics,
+    FAILOVERS_TOTAL, FAILURES_TOTAL, METRICS, Metric, MetricKind, REQUESTS_TOTAL, STATE_BACKEND_UP,
+    STATE_SYNC_TOTAL, TIME_TO_FIRST_TOKEN_SECONDS, describe_metrics,
 };
 pub use self::exporter::{
     ExporterError, LATENCY_BUCKETS, install_prometheus, install_prometheus_recorder,
@@ -160,6 +162,43 @@ pub mod names {
         pub const DISABLED: &str = "disabled";
         /// Outcomes are recorded and reported, calls are never rejected.
         pub const METRICS_ONLY: &str = "metrics_only";
+    }
+
+    /// The tracing target of the shared-state backend's events (feature `redis`).
+    pub const STATE_TARGET: &str = "llm_failover::state";
+
+    /// The event emitted after every operation of the shared-state backend. Fields:
+    /// [`state::OP`], [`state::OUTCOME`].
+    pub const STATE_SYNC_EVENT: &str = "state_sync";
+
+    /// The event emitted when the shared-state backend starts or stops answering. Field:
+    /// [`state::UP`].
+    pub const STATE_BACKEND_EVENT: &str = "state_backend";
+
+    /// Field names and values of the shared-state backend's events.
+    pub mod state {
+        /// Sync event: the operation, one of [`OP_PUBLISH`], [`OP_ADOPT`], [`OP_RECONCILE`],
+        /// [`OP_LEASE`].
+        pub const OP: &str = "op";
+        /// Sync event: [`OUTCOME_OK`], [`OUTCOME_ERROR`] or [`OUTCOME_TIMEOUT`].
+        pub const OUTCOME: &str = "outcome";
+        /// Backend event: true while the backend answers.
+        pub const UP: &str = "up";
+
+        /// `op`: a local transition written to the backend.
+        pub const OP_PUBLISH: &str = "publish";
+        /// `op`: another replica's transition applied here.
+        pub const OP_ADOPT: &str = "adopt";
+        /// `op`: the periodic (or reconnecting) read of every breaker's key.
+        pub const OP_RECONCILE: &str = "reconcile";
+        /// `op`: a request for the fleet's half-open probe lease.
+        pub const OP_LEASE: &str = "lease";
+        /// `outcome`: done.
+        pub const OUTCOME_OK: &str = "ok";
+        /// `outcome`: the backend answered with an error, or could not be reached.
+        pub const OUTCOME_ERROR: &str = "error";
+        /// `outcome`: no answer within the configured timeout.
+        pub const OUTCOME_TIMEOUT: &str = "timeout";
     }
 
     /// The tracing target of every chain span and event.
