@@ -521,3 +521,139 @@ async fn manual_control_applies_fleet_wide() {
     .await;
     assert_eq!(r1.breaker("p", "*").unwrap().state(), State::Closed);
 }
+
+/// A writer that keeps everything the subscriber prints.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_password_never_leaks_and_the_sync_metrics_are_produced() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    const SENTINEL: &str = "sentinel-pw-8d1f0c";
+    let redis = RedisServer::start(&["--requirepass", SENTINEL]);
+    let logs = Captured::default();
+    let recorder = llm_failover::telemetry::prometheus_builder().build_recorder();
+    let scrape = recorder.handle();
+    let _recorder = metrics::set_default_local_recorder(&recorder);
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::registry()
+        .with(llm_failover::telemetry::MetricsLayer::new())
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || writer.clone())
+                .with_ansi(false),
+        )
+        .with(tracing_subscriber::filter::LevelFilter::TRACE);
+    let _subscriber = tracing::subscriber::set_default(subscriber);
+
+    // The right password: the fleet works.
+    let url = format!("redis://:{SENTINEL}@127.0.0.1:{}", redis.port);
+    let config = StateConfig::builder(&url).namespace("pw").build().unwrap();
+    let shown = vec![format!("{config:?}")];
+    let state = RedisState::new(config).unwrap();
+    let registry = Arc::new(
+        Registry::builder()
+            .policy(
+                BreakerPolicy::builder()
+                    .consecutive_failures(1)
+                    .build()
+                    .unwrap(),
+            )
+            .target("p", "m")
+            .on_transition(state.listener())
+            .build()
+            .unwrap(),
+    );
+    let mut shown = shown;
+    shown.push(format!("{state:?}"));
+    let handle = state.start(Arc::clone(&registry)).unwrap();
+    assert!(handle.synced(Duration::from_secs(5)).await);
+    let _ = registry
+        .target("p", "m")
+        .unwrap()
+        .try_acquire()
+        .unwrap()
+        .record(Outcome::failure(
+            Reason::ModelNotFound,
+            Duration::from_millis(1),
+        ));
+    let mut c = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let ping: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut c).await;
+    assert!(ping.is_err(), "the server asks for the password");
+    let authed = redis::Client::open(url.as_str()).unwrap();
+    let mut c = authed.get_multiplexed_async_connection().await.unwrap();
+    until_async("the open key", || {
+        let mut c = c.clone();
+        async move {
+            let n: i64 = redis::cmd("EXISTS")
+                .arg("pw:open:p:m")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            n == 1
+        }
+    })
+    .await;
+    shown.push(format!("{handle:?}"));
+    drop(handle);
+    let _: () = redis::cmd("PING").query_async(&mut c).await.unwrap();
+
+    // A wrong password: errors, and still nothing shows it.
+    let wrong = format!("redis://:{SENTINEL}-wrong@127.0.0.1:{}", redis.port);
+    let state = RedisState::new(StateConfig::builder(&wrong).build().unwrap()).unwrap();
+    let registry = Arc::new(Registry::builder().target("p", "m").build().unwrap());
+    let handle = state.start(registry).unwrap();
+    assert!(!handle.synced(Duration::from_millis(500)).await);
+    assert!(!handle.is_up());
+    shown.push(format!("{handle:?}"));
+    shown.push(
+        StateConfig::builder(format!("http://:{SENTINEL}@x"))
+            .build()
+            .unwrap_err()
+            .to_string(),
+    );
+    drop(handle);
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = scrape.render();
+    for s in shown.iter().chain([&logs, &text]) {
+        assert!(!s.contains(SENTINEL), "the password leaked: {s}");
+    }
+    assert!(!logs.is_empty());
+    assert!(
+        text.contains(r#"llm_failover_state_sync_total{op="publish",outcome="ok"}"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"llm_failover_state_sync_total{op="reconcile",outcome="ok"}"#));
+    assert!(text.contains("llm_failover_state_sync_total{op=\"reconcile\",outcome=\"error\"}"));
+    assert!(text.contains("llm_failover_state_backend_up 0"), "{text}");
+}
+
+/// As [`until`], for an async condition.
+async fn until_async<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut cond: impl FnMut() -> F,
+) {
+    let start = Instant::now();
+    while !cond().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
