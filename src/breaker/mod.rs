@@ -102,6 +102,7 @@ pub(crate) mod gate {
     /// No gate: the breaker leaves the open state on its own (no backend, or it is down).
     pub(crate) const LOCAL: u64 = 0;
     /// Held: stay open after the open time until the backend grants the probe lease.
+    #[cfg(feature = "redis")]
     pub(crate) const HELD: u64 = u64::MAX;
     /// What a held rejection tells the caller to wait: the lease holder's probe settles, or
     /// this replica is granted the lease, within about this long.
@@ -632,18 +633,21 @@ impl Breaker {
     }
 
     /// Lets the breaker leave the open state on its own (no shared backend, or it is down).
+    #[cfg(feature = "redis")]
     pub(crate) fn gate_local(&self) {
         self.shared.gate.store(gate::LOCAL, Ordering::Release);
     }
 
     /// Holds the breaker open past its open time until [`grant`](Self::grant) (the shared
     /// backend is up and owns the half-open step).
+    #[cfg(feature = "redis")]
     pub(crate) fn gate_hold(&self) {
         self.shared.gate.store(gate::HELD, Ordering::Release);
     }
 
     /// The generation of the automatic open state when this replica should ask for the
     /// fleet's probe lease: open (no override but metrics-only), open time over, held.
+    #[cfg(feature = "redis")]
     pub(crate) fn lease_wanted(&self) -> Option<u64> {
         let s = &self.shared;
         let w = s.word.load(Ordering::Acquire);
@@ -657,6 +661,7 @@ impl Breaker {
 
     /// This replica holds the fleet's probe lease for the open state of `generation`: let
     /// it go half-open. False when the breaker has moved on.
+    #[cfg(feature = "redis")]
     pub(crate) fn grant(&self, generation_: u64) -> bool {
         let s = &self.shared;
         let w = s.word.load(Ordering::Acquire);
@@ -669,6 +674,7 @@ impl Breaker {
     }
 
     /// The lease for `generation` ran out without a half-open cycle starting: hold again.
+    #[cfg(feature = "redis")]
     pub(crate) fn revoke(&self, generation_: u64) {
         let _ = self.shared.gate.compare_exchange(
             generation_,
@@ -680,6 +686,7 @@ impl Breaker {
 
     /// The current automatic open state: its reason and remaining time (`None` unless open
     /// with time left).
+    #[cfg(feature = "redis")]
     pub(crate) fn open_remaining(&self) -> Option<(Reason, Duration)> {
         let s = &self.shared;
         let w = s.word.load(Ordering::Acquire);
@@ -695,11 +702,13 @@ impl Breaker {
     }
 
     /// The backoff level: how many consecutive opens the next open time grows by.
+    #[cfg(feature = "redis")]
     pub(crate) fn backoff_level(&self) -> u32 {
         self.shared.lock().level
     }
 
     /// As [`ControlHandle::adopt_open`], raising the backoff level to `level`.
+    #[cfg(feature = "redis")]
     pub(crate) fn adopt_open_at(
         &self,
         reason: Reason,
@@ -710,6 +719,7 @@ impl Breaker {
     }
 
     /// How long the current override lasts: `None` without one, `Some(None)` with no end.
+    #[cfg(feature = "redis")]
     pub(crate) fn override_remaining(&self) -> Option<Option<Duration>> {
         let s = &self.shared;
         if s.word.load(Ordering::Acquire) & MODE_MASK == NORMAL {
