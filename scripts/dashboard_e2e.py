@@ -7,6 +7,10 @@ Every PromQL expression of the dashboard (panel queries, with the template varia
 "All" and $__rate_interval to 15s) must return at least one series, every query variable
 (label_values) at least one value, and ALERT_NAME must reach the firing state; all polled
 until the deadline (default 60 s). Used by scripts/dashboards.sh.
+
+Queries of the shared-state metrics (llm_failover_state_*) are skipped: the scenario runs a
+single replica without Redis, so they have no series there. tests/state.rs checks that the
+layer produces them from a run against a real redis-server.
 """
 import json
 import sys
@@ -39,6 +43,9 @@ def checks(dashboard):
     for p in panels:
         for t in p.get("targets", []):
             expr = resolve(t["expr"])
+            if "llm_failover_state_" in expr:
+                print(f'skipped (needs the Redis backend): panel "{p["title"]}" {t["refId"]}')
+                continue
             out.append((f'panel "{p["title"]}" {t["refId"]}: {expr}', ("query", expr)))
     for v in dashboard["templating"]["list"]:
         if v["type"] != "query":

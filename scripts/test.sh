@@ -27,6 +27,7 @@ need promtool prometheus
 need curl curl
 need node nodejs
 need npm npm
+need redis-server redis-server
 
 step "cargo fmt --check"
 cargo fmt --all --check

@@ -60,6 +60,7 @@ mod duration;
 pub mod proxy;
 pub mod reason;
 pub mod sim;
+pub mod state;
 pub mod telemetry;
 pub mod tower;
 

@@ -14,5 +14,7 @@ mod proxy;
 mod proxy_faults;
 mod secrets;
 mod serve;
+#[cfg(feature = "redis")]
+mod state;
 mod support;
 mod telemetry;

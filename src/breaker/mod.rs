@@ -93,6 +93,22 @@ pub use self::policy::{BreakerPolicy, BreakerPolicyBuilder, MAX_HALF_OPEN_PROBES
 pub use self::registry::{OwnedTargetPermit, Registry, RegistryBuilder, Target, TargetPermit};
 pub use self::state::{Origin, State, Transition};
 
+/// The fleet gate: how a shared-state backend holds a breaker open while another replica
+/// holds the half-open probe lease.
+///
+/// It is read only where the open time has ended (the slow path of an open breaker), never
+/// on the closed path or the fast rejection path.
+pub(crate) mod gate {
+    /// No gate: the breaker leaves the open state on its own (no backend, or it is down).
+    pub(crate) const LOCAL: u64 = 0;
+    /// Held: stay open after the open time until the backend grants the probe lease.
+    #[cfg(feature = "redis")]
+    pub(crate) const HELD: u64 = u64::MAX;
+    /// What a held rejection tells the caller to wait: the lease holder's probe settles, or
+    /// this replica is granted the lease, within about this long.
+    pub(crate) const RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+}
+
 /// How far [`Clock::recent`] may lag the real clock, with a margin for scheduling.
 const RECENT_LAG: Nanos = 4 * clock::RECENT_PERIOD.as_nanos() as Nanos;
 
@@ -292,6 +308,11 @@ pub(crate) struct Shared {
     probes_full_until: AtomicU64,
     /// The reason of the current open state (`NO_REASON` when none).
     open_reason: AtomicU8,
+    /// The fleet gate on leaving the open state (see [`gate`]): [`gate::LOCAL`] (no shared
+    /// backend, or it is down: the breaker goes half-open on its own), [`gate::HELD`] (another
+    /// replica may be probing: stay open) or the generation of the open state whose
+    /// half-open cycle this replica was granted.
+    gate: AtomicU64,
     consecutive: AtomicU32,
     window: Window,
     slow: Mutex<Slow>,
@@ -398,6 +419,7 @@ impl BreakerBuilder {
                 floor_until: AtomicU64::new(0),
                 probes_full_until: AtomicU64::new(0),
                 open_reason: AtomicU8::new(NO_REASON),
+                gate: AtomicU64::new(gate::LOCAL),
                 consecutive: AtomicU32::new(0),
                 window,
                 slow: Mutex::new(slow),
@@ -608,6 +630,103 @@ impl Breaker {
 
     pub(crate) fn shared(&self) -> &Shared {
         &self.shared
+    }
+
+    /// Lets the breaker leave the open state on its own (no shared backend, or it is down).
+    #[cfg(feature = "redis")]
+    pub(crate) fn gate_local(&self) {
+        self.shared.gate.store(gate::LOCAL, Ordering::Release);
+    }
+
+    /// Holds the breaker open past its open time until [`grant`](Self::grant) (the shared
+    /// backend is up and owns the half-open step).
+    #[cfg(feature = "redis")]
+    pub(crate) fn gate_hold(&self) {
+        self.shared.gate.store(gate::HELD, Ordering::Release);
+    }
+
+    /// The generation of the automatic open state when this replica should ask for the
+    /// fleet's probe lease: open (no override but metrics-only), open time over, held.
+    #[cfg(feature = "redis")]
+    pub(crate) fn lease_wanted(&self) -> Option<u64> {
+        let s = &self.shared;
+        let w = s.word.load(Ordering::Acquire);
+        let mode = w & MODE_MASK;
+        let eligible = w & AUTO_MASK == OPEN
+            && (mode == NORMAL || mode == METRICS_ONLY)
+            && s.clock.now() >= s.open_until.load(Ordering::Acquire)
+            && s.held(w);
+        eligible.then(|| generation(w))
+    }
+
+    /// This replica holds the fleet's probe lease for the open state of `generation`: let
+    /// it go half-open. False when the breaker has moved on.
+    #[cfg(feature = "redis")]
+    pub(crate) fn grant(&self, generation_: u64) -> bool {
+        let s = &self.shared;
+        let w = s.word.load(Ordering::Acquire);
+        if w & AUTO_MASK != OPEN || generation(w) != generation_ {
+            return false;
+        }
+        s.gate
+            .compare_exchange(gate::HELD, generation_, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The lease for `generation` ran out without a half-open cycle starting: hold again.
+    #[cfg(feature = "redis")]
+    pub(crate) fn revoke(&self, generation_: u64) {
+        let _ = self.shared.gate.compare_exchange(
+            generation_,
+            gate::HELD,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+
+    /// The current automatic open state: its reason and remaining time (`None` unless open
+    /// with time left).
+    #[cfg(feature = "redis")]
+    pub(crate) fn open_remaining(&self) -> Option<(Reason, Duration)> {
+        let s = &self.shared;
+        let w = s.word.load(Ordering::Acquire);
+        if w & AUTO_MASK != OPEN {
+            return None;
+        }
+        let left = s
+            .open_until
+            .load(Ordering::Acquire)
+            .saturating_sub(s.clock.now());
+        let reason = reason_of(s.open_reason.load(Ordering::Relaxed))?;
+        (left > 0).then(|| (reason, Duration::from_nanos(left)))
+    }
+
+    /// The backoff level: how many consecutive opens the next open time grows by.
+    #[cfg(feature = "redis")]
+    pub(crate) fn backoff_level(&self) -> u32 {
+        self.shared.lock().level
+    }
+
+    /// As [`ControlHandle::adopt_open`], raising the backoff level to `level`.
+    #[cfg(feature = "redis")]
+    pub(crate) fn adopt_open_at(
+        &self,
+        reason: Reason,
+        until: SystemTime,
+        level: u32,
+    ) -> Option<Transition> {
+        self.shared.adopt_open_at(reason, until, Some(level))
+    }
+
+    /// How long the current override lasts: `None` without one, `Some(None)` with no end.
+    #[cfg(feature = "redis")]
+    pub(crate) fn override_remaining(&self) -> Option<Option<Duration>> {
+        let s = &self.shared;
+        if s.word.load(Ordering::Acquire) & MODE_MASK == NORMAL {
+            return None;
+        }
+        let until = s.mode_until.load(Ordering::Acquire);
+        Some((until != u64::MAX).then(|| Duration::from_nanos(until.saturating_sub(s.clock.now()))))
     }
 }
 
@@ -850,6 +969,10 @@ impl Shared {
                     let until = self.open_until.load(Ordering::Acquire);
                     if now < until {
                         Err(self.rejected(State::Open, Some(until - now)))
+                    } else if self.held(w) {
+                        // Another replica may be probing: stay open until the backend grants
+                        // this replica the fleet's probe lease (or gives up the gate).
+                        Err(self.rejected(State::Open, Some(nanos_of(gate::RETRY))))
                     } else {
                         self.open_to_half_open(w);
                         w = self.word.load(Ordering::Acquire);
@@ -874,10 +997,17 @@ impl Shared {
         }
     }
 
+    /// True when the fleet gate keeps the open state of word `w` from going half-open.
+    #[inline]
+    fn held(&self, w: u64) -> bool {
+        let g = self.gate.load(Ordering::Acquire);
+        g != gate::LOCAL && g != generation(w)
+    }
+
     /// Open time is over: start a half-open cycle (unless another thread already moved on).
     fn open_to_half_open(&self, w: u64) {
         let mut slow = self.lock();
-        if self.word.load(Ordering::Acquire) != w {
+        if self.word.load(Ordering::Acquire) != w || self.held(w) {
             return;
         }
         let now = self.clock.now();
@@ -1209,7 +1339,21 @@ impl Shared {
     }
 
     fn adopt_open(&self, reason: Reason, until: SystemTime) -> Option<Transition> {
+        self.adopt_open_at(reason, until, None)
+    }
+
+    /// As `adopt_open`; with `level`, the backoff level of the replica that opened it, which
+    /// this breaker's level rises to (so whichever replica probes next backs off as far).
+    pub(crate) fn adopt_open_at(
+        &self,
+        reason: Reason,
+        until: SystemTime,
+        level: Option<u32>,
+    ) -> Option<Transition> {
         let mut slow = self.lock();
+        if let Some(level) = level {
+            slow.level = slow.level.max(level);
+        }
         let now = self.clock.now();
         let deadline = self.clock.mono_at(until);
         if deadline <= now {

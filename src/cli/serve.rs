@@ -86,8 +86,12 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<(), Failure> {
     if let Some(addr) = args.listen {
         config.set_listen(addr);
     }
-    let proxy = Proxy::new(&config).map_err(|e| Failure::Usage(e.to_string()))?;
     let rt = super::runtime()?;
+    // Inside the runtime: the shared-state backend starts its tasks on it.
+    let proxy = {
+        let _runtime = rt.enter();
+        Proxy::new(&config).map_err(|e| Failure::Usage(e.to_string()))?
+    };
     rt.block_on(async move {
         // The recorder first: the layer registers its breaker-state gauges with the recorder
         // that is installed when it does.
@@ -104,6 +108,11 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<(), Failure> {
         let metrics = MetricsLayer::new();
         metrics.register_breakers(proxy.registry().iter().map(|b| (b.provider(), b.model())));
         install_tracing(metrics);
+        #[cfg(feature = "redis")]
+        if let Some(state) = proxy.state() {
+            // The gauge shows the backend's state from the first scrape on.
+            state.report();
+        }
         for w in config.warnings() {
             tracing::warn!(target: "llm_failover::proxy", "{w}");
         }

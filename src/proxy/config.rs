@@ -133,6 +133,8 @@ pub struct Config {
     pub(crate) clients: Vec<ClientConfig>,
     /// `[admin]`: who may steer the breakers.
     pub(crate) admin: Option<AdminConfig>,
+    /// The `[state]` section with `backend = "redis"` and its URL variable set.
+    pub(crate) state: Option<crate::state::StateConfig>,
 }
 
 /// The `[server]` section.
@@ -204,6 +206,26 @@ struct File {
     #[serde(default)]
     clients: Vec<Spanned<ClientFile>>,
     admin: Option<Spanned<AdminFile>>,
+    state: Option<Spanned<StateFile>>,
+}
+
+/// The default `[state] url_env`.
+pub const DEFAULT_STATE_URL_ENV: &str = "LLM_FAILOVER_REDIS_URL";
+
+/// `[state]`: the shared breaker-state backend.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StateFile {
+    backend: Spanned<String>,
+    url_env: Option<Spanned<String>>,
+    namespace: Option<Spanned<String>>,
+    #[serde(default, with = "crate::duration::option")]
+    timeout: Option<Duration>,
+    #[serde(default, with = "crate::duration::option")]
+    connect_timeout: Option<Duration>,
+    #[serde(default, with = "crate::duration::option")]
+    reconcile_interval: Option<Duration>,
+    replica: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -590,6 +612,10 @@ impl Config {
         })?;
         let server = Self::server(&c, file.server)?;
         let mut warnings = Vec::new();
+        let state = match file.state {
+            Some(st) => Self::check_state(&c, st, &env, &mut warnings)?,
+            None => None,
+        };
         let empty = Spanned::new(0..0, toml::Table::new());
         let default_breaker = file.breaker.as_ref().unwrap_or(&empty);
         let default_route = file.route.as_ref().unwrap_or(&empty);
@@ -765,6 +791,86 @@ impl Config {
             warnings,
             clients,
             admin,
+            state,
+        })
+    }
+
+    /// Checks `[state]`; `None` for the local backend or when the URL variable is not set
+    /// (a warning that stops `serve`).
+    fn check_state(
+        c: &Checker<'_>,
+        st: Spanned<StateFile>,
+        env: &impl Fn(&str) -> Option<String>,
+        warnings: &mut Vec<Located>,
+    ) -> Result<Option<crate::state::StateConfig>, ConfigError> {
+        let section = st.span();
+        let st = st.into_inner();
+        match st.backend.get_ref().as_str() {
+            "local" => return Ok(None),
+            "redis" if cfg!(feature = "redis") => {}
+            "redis" => {
+                return Err(c.error(
+                    &st.backend.span(),
+                    "state.backend",
+                    "this build has no Redis support: rebuild with `--features redis`, or \
+                     write backend = \"local\"",
+                ));
+            }
+            other => {
+                return Err(c.error(
+                    &st.backend.span(),
+                    "state.backend",
+                    format!("{other:?} is not a backend; write \"redis\" or \"local\""),
+                ));
+            }
+        }
+        let (var, var_span) = match &st.url_env {
+            Some(v) => (v.get_ref().clone(), v.span()),
+            None => (DEFAULT_STATE_URL_ENV.to_owned(), section),
+        };
+        let Some(url) = env(&var).filter(|u| !u.trim().is_empty()) else {
+            warnings.push(c.at(
+                &var_span,
+                Some("state.url_env".into()),
+                format!(
+                    "environment variable {var} is not set; export the Redis URL \
+                     (redis://[:PASSWORD@]HOST:PORT) in it before `serve`"
+                ),
+            ));
+            return Ok(None);
+        };
+        let mut b = crate::state::StateConfig::builder(url);
+        if let Some(ns) = &st.namespace {
+            if ns.get_ref().is_empty() || ns.get_ref().contains(char::is_whitespace) {
+                return Err(c.error(
+                    &ns.span(),
+                    "state.namespace",
+                    "must be a non-empty prefix without spaces, like \"llm-failover\"",
+                ));
+            }
+            b = b.namespace(ns.get_ref().clone());
+        }
+        if let Some(t) = st.timeout {
+            b = b.timeout(t);
+        }
+        if let Some(t) = st.connect_timeout {
+            b = b.connect_timeout(t);
+        }
+        if let Some(t) = st.reconcile_interval {
+            b = b.reconcile_interval(t);
+        }
+        if let Some(r) = st.replica {
+            b = b.replica(r);
+        }
+        b.build().map(Some).map_err(|e| {
+            let field = match &e {
+                crate::state::StateError::Invalid { field, .. } => format!("state.{field}"),
+                crate::state::StateError::BadUrl | crate::state::StateError::NoRuntime => {
+                    "state.url_env".to_owned()
+                }
+            };
+            // The message never quotes the URL: it may hold a password.
+            c.error(&var_span, field, format!("{e} (in {var})"))
         })
     }
 
@@ -870,6 +976,13 @@ impl Config {
         self.server.shutdown_grace
     }
 
+    /// The shared breaker-state settings (`[state] backend = "redis"`), if configured and
+    /// its URL variable is set.
+    #[must_use]
+    pub fn state(&self) -> Option<&crate::state::StateConfig> {
+        self.state.as_ref()
+    }
+
     /// The client-facing model names, in the order of the file.
     pub fn route_names(&self) -> impl Iterator<Item = &str> {
         self.routes.iter().map(|r| r.name.as_str())
@@ -893,9 +1006,9 @@ impl Config {
     /// admin's).
     pub(crate) fn missing_keys(&self) -> impl Iterator<Item = &Located> {
         self.warnings.iter().filter(|w| {
-            w.field
-                .as_deref()
-                .is_some_and(|f| f.ends_with(".api_key_env") || f.ends_with(".key_env"))
+            w.field.as_deref().is_some_and(|f| {
+                f.ends_with(".api_key_env") || f.ends_with(".key_env") || f == "state.url_env"
+            })
         })
     }
 

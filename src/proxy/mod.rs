@@ -98,7 +98,7 @@ use crate::chain::{Route, RouteError};
 pub use self::config::{
     Config, ConfigError, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_LISTEN,
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES,
-    DEFAULT_SHUTDOWN_GRACE, Exposure, Located,
+    DEFAULT_SHUTDOWN_GRACE, DEFAULT_STATE_URL_ENV, Exposure, Located,
 };
 use crate::telemetry::names::access;
 
@@ -135,6 +135,9 @@ pub enum ProxyError {
     /// The HTTP client could not be built (TLS backend).
     #[error("cannot build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+    /// The shared-state backend (`[state]`) could not be started.
+    #[error("[state]: {0}")]
+    State(#[from] crate::state::StateError),
 }
 
 /// A key kept to scrub it from upstream text; never printed.
@@ -185,6 +188,9 @@ struct Shared {
     header_read_timeout: Duration,
     max_header_bytes: usize,
     max_connections: usize,
+    /// The shared breaker-state backend, when `[state] backend = "redis"`.
+    #[cfg(feature = "redis")]
+    state: Option<crate::state::StateHandle>,
 }
 
 /// The failover proxy: routes, breakers and upstreams built from a [`Config`].
@@ -194,7 +200,8 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Builds the proxy's routes, breakers and upstream clients.
+    /// Builds the proxy's routes, breakers and upstream clients, and starts the shared-state
+    /// backend when `[state] backend = "redis"` (that needs a Tokio runtime).
     ///
     /// # Errors
     ///
@@ -210,6 +217,15 @@ impl Proxy {
             return Err(exposure.into());
         }
         let mut registry = Registry::builder();
+        #[cfg(feature = "redis")]
+        let state = match config.state() {
+            Some(c) => {
+                let state = crate::state::RedisState::new(c.clone())?;
+                registry = registry.on_transition(state.listener());
+                Some(state)
+            }
+            None => None,
+        };
         for (name, p) in &config.providers {
             registry = registry.provider_policy(name, p.breaker.clone());
             for model in &p.models {
@@ -217,6 +233,11 @@ impl Proxy {
             }
         }
         let registry = Arc::new(registry.build()?);
+        #[cfg(feature = "redis")]
+        let state = match state {
+            Some(s) => Some(s.start(Arc::clone(&registry))?),
+            None => None,
+        };
         let mut upstreams = HashMap::new();
         for (name, p) in &config.providers {
             let client = Client::with_connect_timeout(p.connect_timeout)
@@ -273,6 +294,8 @@ impl Proxy {
                 header_read_timeout: config.server.header_read_timeout,
                 max_header_bytes: config.server.max_header_bytes,
                 max_connections: config.server.max_connections,
+                #[cfg(feature = "redis")]
+                state,
             }),
         })
     }
@@ -290,6 +313,13 @@ impl Proxy {
     #[must_use]
     pub fn registry(&self) -> &Arc<Registry> {
         &self.shared.registry
+    }
+
+    /// The shared breaker-state backend, when `[state] backend = "redis"` (feature `redis`).
+    #[cfg(feature = "redis")]
+    #[must_use]
+    pub fn state(&self) -> Option<&crate::state::StateHandle> {
+        self.shared.state.as_ref()
     }
 
     /// The routes, in the order of the configuration.
@@ -345,6 +375,18 @@ impl Proxy {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let local = listener.local_addr()?;
+        #[cfg(feature = "redis")]
+        if let Some(state) = &self.shared.state {
+            // Learn the fleet's open breakers before the first request (bounded: with Redis
+            // away the proxy serves on its local breakers).
+            let c = &state_config_timeouts(state);
+            if !state.synced(*c).await {
+                tracing::warn!(
+                    target: "llm_failover::proxy",
+                    "shared breaker state not synchronised yet; serving on local breakers"
+                );
+            }
+        }
         let shared = Arc::clone(&self.shared);
         let clients = shared.access.clients_required();
         if let Some(exposure) = config::exposure(local, clients, shared.allow_unauthenticated) {
@@ -435,4 +477,10 @@ fn is_connection_error(e: &std::io::Error) -> bool {
             | std::io::ErrorKind::ConnectionAborted
             | std::io::ErrorKind::ConnectionReset
     )
+}
+
+/// How long `serve` waits for the first synchronisation with the shared-state backend.
+#[cfg(feature = "redis")]
+fn state_config_timeouts(state: &crate::state::StateHandle) -> Duration {
+    state.first_sync_limit()
 }

@@ -147,6 +147,27 @@ pub const ADMIN_ACTIONS_TOTAL: Metric = Metric {
            error).",
 };
 
+/// `llm_failover_state_sync_total{op,outcome}`: operations of the shared-state backend
+/// (`publish`, `adopt`, `reconcile`, `lease`) by outcome (`ok`, `error`, `timeout`).
+pub const STATE_SYNC_TOTAL: Metric = Metric {
+    name: "llm_failover_state_sync_total",
+    kind: MetricKind::Counter,
+    labels: &["op", "outcome"],
+    unit: None,
+    help: "Operations of the shared breaker-state backend (publish, adopt, reconcile, lease) \
+           by outcome (ok, error, timeout).",
+};
+
+/// `llm_failover_state_backend_up`: 1 while the shared-state backend answers, else 0.
+pub const STATE_BACKEND_UP: Metric = Metric {
+    name: "llm_failover_state_backend_up",
+    kind: MetricKind::Gauge,
+    labels: &[],
+    unit: None,
+    help: "1 while the shared breaker-state backend (Redis) answers, 0 while this replica runs \
+           on its local breakers alone.",
+};
+
 /// Every metric the layer produces, in the order of the design contract.
 pub const METRICS: &[Metric] = &[
     REQUESTS_TOTAL,
@@ -159,6 +180,8 @@ pub const METRICS: &[Metric] = &[
     TIME_TO_FIRST_TOKEN_SECONDS,
     CLIENT_REJECTIONS_TOTAL,
     ADMIN_ACTIONS_TOTAL,
+    STATE_SYNC_TOTAL,
+    STATE_BACKEND_UP,
 ];
 
 /// Describes every metric of [`METRICS`] (help text and unit) to the current recorder: the

@@ -16,10 +16,11 @@ use tracing_subscriber::registry::LookupSpan;
 use super::catalog::{
     ADMIN_ACTIONS_TOTAL, ATTEMPT_DURATION_SECONDS, ATTEMPTS_TOTAL, BREAKER_STATE,
     BREAKER_TRANSITIONS_TOTAL, CLIENT_REJECTIONS_TOTAL, FAILOVERS_TOTAL, FAILURES_TOTAL,
-    REQUESTS_TOTAL, TIME_TO_FIRST_TOKEN_SECONDS,
+    REQUESTS_TOTAL, STATE_BACKEND_UP, STATE_SYNC_TOTAL, TIME_TO_FIRST_TOKEN_SECONDS,
 };
 use super::names::{
-    self, access as afield, admin as dfield, breaker as bfield, chain as cfield, states,
+    self, access as afield, admin as dfield, breaker as bfield, chain as cfield, state as sfield,
+    states,
 };
 use crate::Reason;
 
@@ -131,11 +132,54 @@ struct Inner {
     rejections: Cache<RejectionHandles>,
     /// By action, then outcome.
     admin_actions: [[OnceLock<Counter>; 2]; dfield::ACTIONS.len()],
+    /// Shared-state sync operations, by op and outcome.
+    sync: [[OnceLock<Counter>; SYNC_OUTCOMES.len()]; SYNC_OPS.len()],
+    /// Whether the shared-state backend answers.
+    backend_up: OnceLock<Gauge>,
 }
 
 struct RejectionHandles {
     client: Box<str>,
     reasons: [OnceLock<Counter>; afield::REASONS.len()],
+}
+
+/// Shared-state sync op label values, indexed.
+const SYNC_OPS: [&str; 4] = [
+    sfield::OP_PUBLISH,
+    sfield::OP_ADOPT,
+    sfield::OP_RECONCILE,
+    sfield::OP_LEASE,
+];
+
+/// Shared-state sync outcome label values, indexed.
+const SYNC_OUTCOMES: [&str; 3] = [
+    sfield::OUTCOME_OK,
+    sfield::OUTCOME_ERROR,
+    sfield::OUTCOME_TIMEOUT,
+];
+
+/// Reads a `state_sync` or `state_backend` event: op and outcome indices, the up flag.
+#[derive(Default)]
+struct SyncVisitor {
+    op: Option<usize>,
+    outcome: Option<usize>,
+    up: Option<bool>,
+}
+
+impl Visit for SyncVisitor {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            sfield::OP => self.op = index_of(&SYNC_OPS, value),
+            sfield::OUTCOME => self.outcome = index_of(&SYNC_OUTCOMES, value),
+            _ => {}
+        }
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if field.name() == sfield::UP {
+            self.up = Some(value);
+        }
+    }
+    fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
 }
 
 impl MetricsLayer {
@@ -782,6 +826,31 @@ where
                 self.inner.client_rejected(event);
             }
             (names::PROXY_TARGET, names::ADMIN_ACTION_EVENT) => self.inner.admin_action(event),
+            (names::STATE_TARGET, names::STATE_SYNC_EVENT) => {
+                let mut v = SyncVisitor::default();
+                event.record(&mut v);
+                if let (Some(op), Some(outcome)) = (v.op, v.outcome)
+                    && let Some(cell) = self.inner.sync.get(op).and_then(|o| o.get(outcome))
+                {
+                    lazy_counter(cell, || {
+                        STATE_SYNC_TOTAL.counter([
+                            SYNC_OPS.get(op).copied().unwrap_or_default(),
+                            SYNC_OUTCOMES.get(outcome).copied().unwrap_or_default(),
+                        ])
+                    })
+                    .increment(1);
+                }
+            }
+            (names::STATE_TARGET, names::STATE_BACKEND_EVENT) => {
+                let mut v = SyncVisitor::default();
+                event.record(&mut v);
+                if let Some(up) = v.up {
+                    self.inner
+                        .backend_up
+                        .get_or_init(|| STATE_BACKEND_UP.gauge([]))
+                        .set(if up { 1.0 } else { 0.0 });
+                }
+            }
             _ => {}
         }
     }

@@ -46,6 +46,8 @@
 //! | `llm_failover_breaker_transitions_total` | `breaker_transition` event (shadow too) | `provider`, `model`, `from`, `to`, `reason` |
 //! | `llm_failover_client_rejections_total` | `client_rejected` event | `client`, `reason` |
 //! | `llm_failover_admin_actions_total` | `admin_action` event | `action`, `outcome` |
+//! | `llm_failover_state_sync_total` | `state_sync` event (shared-state backend) | `op`, `outcome` |
+//! | `llm_failover_state_backend_up` | `state_backend` event | none |
 //!
 //! Label values come only from configuration names (route, provider, model) and closed sets.
 //! A reason field holding anything outside [`Reason::ALL`](crate::Reason::ALL) counts as
@@ -93,7 +95,8 @@ mod layer;
 pub use self::catalog::{
     ADMIN_ACTIONS_TOTAL, ATTEMPT_DURATION_SECONDS, ATTEMPTS_TOTAL, BREAKER_STATE,
     BREAKER_TRANSITIONS_TOTAL, CLIENT_REJECTIONS_TOTAL, FAILOVERS_TOTAL, FAILURES_TOTAL, METRICS,
-    Metric, MetricKind, REQUESTS_TOTAL, TIME_TO_FIRST_TOKEN_SECONDS, describe_metrics,
+    Metric, MetricKind, REQUESTS_TOTAL, STATE_BACKEND_UP, STATE_SYNC_TOTAL,
+    TIME_TO_FIRST_TOKEN_SECONDS, describe_metrics,
 };
 pub use self::exporter::{
     ExporterError, LATENCY_BUCKETS, install_prometheus, install_prometheus_recorder,
@@ -249,6 +252,43 @@ pub mod names {
         pub const OUTCOME_OK: &str = "ok";
         /// It was not (unknown breaker, bad duration, not available).
         pub const OUTCOME_ERROR: &str = "error";
+    }
+
+    /// The tracing target of the shared-state backend's events (feature `redis`).
+    pub const STATE_TARGET: &str = "llm_failover::state";
+
+    /// The event emitted after every operation of the shared-state backend. Fields:
+    /// [`state::OP`], [`state::OUTCOME`].
+    pub const STATE_SYNC_EVENT: &str = "state_sync";
+
+    /// The event emitted when the shared-state backend starts or stops answering. Field:
+    /// [`state::UP`].
+    pub const STATE_BACKEND_EVENT: &str = "state_backend";
+
+    /// Field names and values of the shared-state backend's events.
+    pub mod state {
+        /// Sync event: the operation, one of [`OP_PUBLISH`], [`OP_ADOPT`], [`OP_RECONCILE`],
+        /// [`OP_LEASE`].
+        pub const OP: &str = "op";
+        /// Sync event: [`OUTCOME_OK`], [`OUTCOME_ERROR`] or [`OUTCOME_TIMEOUT`].
+        pub const OUTCOME: &str = "outcome";
+        /// Backend event: true while the backend answers.
+        pub const UP: &str = "up";
+
+        /// `op`: a local transition written to the backend.
+        pub const OP_PUBLISH: &str = "publish";
+        /// `op`: another replica's transition applied here.
+        pub const OP_ADOPT: &str = "adopt";
+        /// `op`: the periodic (or reconnecting) read of every breaker's key.
+        pub const OP_RECONCILE: &str = "reconcile";
+        /// `op`: a request for the fleet's half-open probe lease.
+        pub const OP_LEASE: &str = "lease";
+        /// `outcome`: done.
+        pub const OUTCOME_OK: &str = "ok";
+        /// `outcome`: the backend answered with an error, or could not be reached.
+        pub const OUTCOME_ERROR: &str = "error";
+        /// `outcome`: no answer within the configured timeout.
+        pub const OUTCOME_TIMEOUT: &str = "timeout";
     }
 
     /// The tracing target of every chain span and event.

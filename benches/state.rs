@@ -1,0 +1,195 @@
+//! Shared breaker state through Redis: how fast a trip reaches another replica, what the
+//! closed path costs with the backend on, and what Redis being unreachable adds per request.
+//!
+//! `cargo bench --bench state --features redis` measures; under `cargo test` it runs a few
+//! iterations as a smoke test. Needs `redis-server` on the PATH (skipped otherwise).
+#![expect(clippy::print_stdout, reason = "a benchmark prints its numbers")]
+#![expect(clippy::unwrap_used, reason = "a benchmark fails loudly")]
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use llm_failover::Reason;
+use llm_failover::breaker::{BreakerPolicy, Outcome, Registry, State};
+use llm_failover::proxy::{Config, Proxy};
+use llm_failover::sim::Sim;
+use llm_failover::state::{RedisState, StateConfig, StateHandle};
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn registry(url: &str) -> (Arc<Registry>, StateHandle) {
+    let state = RedisState::new(
+        StateConfig::builder(url)
+            .namespace("bench")
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let policy = BreakerPolicy::builder()
+        .consecutive_failures(1)
+        .open_base(Reason::ModelNotFound, Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let registry = Arc::new(
+        Registry::builder()
+            .policy(policy)
+            .target("p", "m")
+            .on_transition(state.listener())
+            .build()
+            .unwrap(),
+    );
+    let handle = state.start(Arc::clone(&registry)).unwrap();
+    (registry, handle)
+}
+
+fn closed_path_ns(registry: &Registry, n: u32) -> f64 {
+    let target = registry.target("p", "m").unwrap();
+    let start = Instant::now();
+    for _ in 0..n {
+        let permit = target.try_acquire().unwrap();
+        std::hint::black_box(permit.record(Outcome::success(Duration::from_millis(5))));
+    }
+    start.elapsed().as_nanos() as f64 / f64::from(n)
+}
+
+async fn proxy_latency(toml: &str, url: &str, n: usize) -> (Duration, Duration) {
+    let config = Config::parse_with_env(toml, "bench.toml", |v| {
+        (v == "BENCH_REDIS_URL").then(|| url.to_owned())
+    })
+    .unwrap();
+    let proxy = Proxy::new(&config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(proxy.clone().serve(listener, std::future::pending()));
+    let http = reqwest::Client::new();
+    let body =
+        serde_json::json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]});
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n + 10 {
+        let t = Instant::now();
+        let r = http
+            .post(format!("http://{addr}/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let _ = r.bytes().await.unwrap();
+        if i >= 10 {
+            times.push(t.elapsed());
+        }
+    }
+    times.sort();
+    (percentile(&times, 0.5), percentile(&times, 0.99))
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    if Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        println!("state bench skipped: redis-server is not installed");
+        return;
+    }
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = std::env::temp_dir().join(format!("llm-failover-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut redis = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+        ])
+        .args(["--appendonly", "no", "--dir"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("redis://127.0.0.1:{port}");
+    let (a, ha) = registry(&url);
+    let (b, hb) = registry(&url);
+    let limit = Duration::from_secs(10);
+    let start = Instant::now();
+    while !(ha.synced(limit).await && hb.synced(limit).await) {
+        assert!(start.elapsed() < limit, "redis-server did not answer");
+    }
+
+    // 1. Propagation: A trips, B treats it as open.
+    let rounds = if full { 300 } else { 5 };
+    let mut delays = Vec::with_capacity(rounds);
+    let bb = b.breaker("p", "m").unwrap().clone();
+    for _ in 0..rounds {
+        let t = Instant::now();
+        let permit = a.target("p", "m").unwrap().try_acquire().unwrap();
+        let _ = permit.record(Outcome::failure(
+            Reason::ModelNotFound,
+            Duration::from_millis(1),
+        ));
+        while bb.state() != State::Open {
+            assert!(t.elapsed() < limit, "the trip never arrived");
+            tokio::task::yield_now().await;
+        }
+        delays.push(t.elapsed());
+        // Reset fleet-wide and wait until B is closed again.
+        let _ = a.control("p", "m").unwrap().reset();
+        while bb.state() != State::Closed {
+            assert!(t.elapsed() < limit, "the reset never arrived");
+            tokio::task::yield_now().await;
+        }
+    }
+    delays.sort();
+    println!(
+        "propagation (A opens -> B open), {rounds} trips over loopback: p50 {:?}, p99 {:?}, max {:?}",
+        percentile(&delays, 0.5),
+        percentile(&delays, 0.99),
+        delays.last().unwrap()
+    );
+
+    // 2. The closed path (try_acquire + record success) with the backend on, and without.
+    let n = if full { 20_000_000 } else { 1000 };
+    let plain = Registry::builder().target("p", "m").build().unwrap();
+    let with = closed_path_ns(&a, n);
+    let without = closed_path_ns(&plain, n);
+    println!("closed path: {with:.2} ns/op with the Redis backend, {without:.2} ns/op without");
+
+    // 3. Per request through a proxy: no [state], and [state] pointing at a dead Redis.
+    let primary = Sim::builder().start().await.unwrap();
+    let base = format!(
+        "[providers.a]\nbase_url = \"{}\"\n[routes.chat]\ntargets = [\"a/m\"]\n",
+        primary.base_url()
+    );
+    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead = format!("redis://127.0.0.1:{dead_port}");
+    let with_state = format!(
+        "{base}[state]\nbackend = \"redis\"\nurl_env = \"BENCH_REDIS_URL\"\ntimeout = \"100ms\"\n"
+    );
+    let reqs = if full { 2000 } else { 10 };
+    let (p50_local, p99_local) = proxy_latency(&base, &dead, reqs).await;
+    let (p50_down, p99_down) = proxy_latency(&with_state, &dead, reqs).await;
+    println!(
+        "per request, {reqs} requests: without [state] p50 {p50_local:?} p99 {p99_local:?}; \
+         with Redis unreachable p50 {p50_down:?} p99 {p99_down:?}"
+    );
+    drop((ha, hb));
+    let _ = redis.kill();
+    let _ = redis.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,659 @@
+//! Shared breaker state through a real `redis-server` (feature `redis`): every test starts its
+//! own server on a free loopback port in a temporary directory and stops it at the end.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use llm_failover::Reason;
+use llm_failover::breaker::{BreakerPolicy, Outcome, Registry, State};
+use llm_failover::proxy::{Config, Proxy};
+use llm_failover::sim::{Fault, Sim};
+use llm_failover::state::{RedisState, StateConfig, StateHandle};
+use tokio::sync::oneshot;
+
+use crate::proxy::chat_body;
+
+/// A `redis-server` of the test's own; killed on drop.
+pub struct RedisServer {
+    child: Option<Child>,
+    port: u16,
+    dir: std::path::PathBuf,
+    args: Vec<String>,
+}
+
+static SEQ: AtomicU64 = AtomicU64::new(0);
+
+impl RedisServer {
+    pub fn start(extra: &[&str]) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!(
+            "llm-failover-redis-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut s = Self {
+            child: None,
+            port,
+            dir,
+            args: extra.iter().map(|a| (*a).to_owned()).collect(),
+        };
+        s.spawn();
+        s
+    }
+
+    /// Starts the server (again, on the same port) and waits for its "ready" log line.
+    pub fn spawn(&mut self) {
+        let mut child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--dir"])
+            .arg(&self.dir)
+            .args(&self.args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("redis-server (scripts/test.sh installs it): {e}"));
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("Ready to accept connections") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        assert!(
+            rx.recv_timeout(Duration::from_secs(20)).is_ok(),
+            "redis-server did not become ready"
+        );
+        self.child = Some(child);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn client(&self) -> redis::Client {
+        redis::Client::open(self.url()).unwrap()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Polls `cond` every few milliseconds until it holds; panics after `limit`.
+pub async fn until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+struct Replica {
+    addr: std::net::SocketAddr,
+    proxy: Proxy,
+    _stop: oneshot::Sender<()>,
+}
+
+impl Replica {
+    fn url(&self) -> String {
+        format!("http://{}/v1/chat/completions", self.addr)
+    }
+    fn state_of(&self, provider: &str, model: &str) -> State {
+        self.proxy
+            .registry()
+            .breaker(provider, model)
+            .unwrap()
+            .state()
+    }
+    fn backend(&self) -> &StateHandle {
+        self.proxy.state().unwrap()
+    }
+}
+
+/// Providers `a` (primary) and `b` (fallback), route `chat` = a/m, b/m; a model-not-found
+/// trips `a/m` at once for `open`, and re-opens for far longer.
+fn fleet_config(a: &Sim, b: &Sim, open: &str, extra: &str) -> String {
+    format!(
+        r#"
+[route]
+attempt_timeout = "2s"
+total_deadline = "10s"
+retry_backoff = "10ms"
+
+[breaker]
+consecutive_failures = 1
+half_open_probes = 1
+probe_lease = "3s"
+backoff_multiplier = 50.0
+jitter = 0.0
+max_open = "1m"
+[breaker.reasons.model_not_found]
+open_base = "{open}"
+
+[providers.a]
+base_url = "{}"
+[providers.b]
+base_url = "{}"
+
+[routes.chat]
+targets = ["a/m", "b/m"]
+
+[state]
+backend = "redis"
+url_env = "TEST_REDIS_URL"
+namespace = "t"
+timeout = "2s"
+connect_timeout = "2s"
+reconcile_interval = "200ms"
+{extra}
+"#,
+        a.base_url(),
+        b.base_url()
+    )
+}
+
+async fn replica(toml: &str, redis: &RedisServer) -> Replica {
+    let url = redis.url();
+    let config = Config::parse_with_env(toml, "fleet.toml", |v| {
+        (v == "TEST_REDIS_URL").then(|| url.clone())
+    })
+    .unwrap();
+    let proxy = Proxy::new(&config).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = oneshot::channel();
+    // `serve` synchronises with Redis before it accepts the first connection.
+    tokio::spawn(proxy.clone().serve(listener, async move {
+        let _ = rx.await;
+    }));
+    assert!(proxy.state().unwrap().synced(Duration::from_secs(5)).await);
+    Replica {
+        addr,
+        proxy,
+        _stop: tx,
+    }
+}
+
+async fn ask(http: &reqwest::Client, r: &Replica) -> (u16, String) {
+    let resp = http
+        .post(r.url())
+        .json(&chat_body("chat", false))
+        .send()
+        .await
+        .unwrap();
+    let provider = resp
+        .headers()
+        .get("x-failover-provider")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    (resp.status().as_u16(), provider)
+}
+
+async fn sims() -> (Sim, Sim) {
+    let a = Sim::builder()
+        .fault("m", Fault::Status(404))
+        .start()
+        .await
+        .unwrap();
+    let b = Sim::builder().start().await.unwrap();
+    (a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trip_on_one_replica_sends_the_others_straight_to_the_fallback() {
+    let redis = RedisServer::start(&[]);
+    let (a, b) = sims().await;
+    let toml = fleet_config(&a, &b, "30s", "");
+    let (r1, r2, r3) = (
+        replica(&toml, &redis).await,
+        replica(&toml, &redis).await,
+        replica(&toml, &redis).await,
+    );
+    let http = reqwest::Client::new();
+    assert_eq!(ask(&http, &r1).await, (200, "b".into()));
+    assert_eq!(a.attempts("m"), 1);
+    assert_eq!(r1.state_of("a", "m"), State::Open);
+    until(
+        "the trip to reach the others",
+        Duration::from_secs(5),
+        || r2.state_of("a", "m") == State::Open && r3.state_of("a", "m") == State::Open,
+    )
+    .await;
+    for r in [&r2, &r3, &r2, &r3] {
+        assert_eq!(ask(&http, r).await, (200, "b".into()));
+    }
+    assert_eq!(
+        a.attempts("m"),
+        1,
+        "no replica sent a single attempt to the open target"
+    );
+    // The key's expiry is the open time, on the server's clock.
+    let mut c = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let ttl: i64 = redis::cmd("PTTL")
+        .arg("t:open:a:m")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(ttl > 20_000 && ttl <= 30_000, "{ttl}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_racing_through_half_open_send_exactly_the_configured_probes() {
+    let redis = RedisServer::start(&[]);
+    let (a, b) = sims().await;
+    let toml = fleet_config(&a, &b, "400ms", "");
+    let replicas = [
+        replica(&toml, &redis).await,
+        replica(&toml, &redis).await,
+        replica(&toml, &redis).await,
+    ];
+    let http = reqwest::Client::new();
+    assert_eq!(ask(&http, &replicas[0]).await.0, 200);
+    until("every replica open", Duration::from_secs(5), || {
+        replicas.iter().all(|r| r.state_of("a", "m") == State::Open)
+    })
+    .await;
+    // Every replica sends requests concurrently through the end of the open time, the probe,
+    // and the re-opening (400 ms × 50 = 20 s: far beyond this loop).
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(1500) {
+        let round = replicas.iter().map(|r| ask(&http, r));
+        for (status, _) in futures_util::future::join_all(round).await {
+            assert_eq!(status, 200);
+        }
+    }
+    assert_eq!(
+        a.attempts("m"),
+        2,
+        "one trip, then exactly one probe fleet-wide"
+    );
+    for r in &replicas {
+        assert_eq!(r.state_of("a", "m"), State::Open);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_started_after_the_trip_knows_it_before_its_first_request() {
+    let redis = RedisServer::start(&[]);
+    let (a, b) = sims().await;
+    let toml = fleet_config(&a, &b, "30s", "");
+    let r1 = replica(&toml, &redis).await;
+    let http = reqwest::Client::new();
+    assert_eq!(ask(&http, &r1).await, (200, "b".into()));
+    // Wait for the publish to land (the key is there), then start the late replica.
+    let mut c = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let n: i64 = redis::cmd("EXISTS")
+            .arg("t:open:a:m")
+            .query_async(&mut c)
+            .await
+            .unwrap();
+        if n == 1 {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let late = replica(&toml, &redis).await;
+    assert_eq!(late.state_of("a", "m"), State::Open);
+    assert_eq!(ask(&http, &late).await, (200, "b".into()));
+    assert_eq!(a.attempts("m"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_mid_run_leaves_local_breakers_and_a_restart_resynchronises() {
+    let mut redis = RedisServer::start(&[]);
+    let (a, b) = sims().await;
+    a.set_fault("m2", Fault::Status(404));
+    let toml = fleet_config(&a, &b, "30s", "").replace(
+        r#"targets = ["a/m", "b/m"]"#,
+        r#"targets = ["a/m", "b/m"]
+[routes.chat2]
+targets = ["a/m2", "b/m"]"#,
+    );
+    let (r1, r2) = (replica(&toml, &redis).await, replica(&toml, &redis).await);
+    assert!(r1.backend().is_up() && r2.backend().is_up());
+    redis.kill();
+    until(
+        "both replicas to see Redis down",
+        Duration::from_secs(10),
+        || !r1.backend().is_up() && !r2.backend().is_up(),
+    )
+    .await;
+    // Every request answers through the local breakers, none waiting on Redis (timeout 2 s).
+    let http = reqwest::Client::new();
+    for r in [&r1, &r1, &r2, &r2] {
+        let t = Instant::now();
+        assert_eq!(ask(&http, r).await, (200, "b".into()));
+        assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    }
+    // Each replica tripped on its own: the trip could not be shared.
+    assert_eq!(a.attempts("m"), 2);
+    redis.spawn();
+    until(
+        "both replicas to reconnect",
+        Duration::from_secs(15),
+        || r1.backend().is_up() && r2.backend().is_up(),
+    )
+    .await;
+    // The restarted (empty) server learned the open breakers back from the replicas...
+    let mut c = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let n: i64 = redis::cmd("EXISTS")
+        .arg("t:open:a:m")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    // ...and trips are shared again.
+    let resp = http
+        .post(r1.url())
+        .json(&chat_body("chat2", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    until(
+        "the new trip to reach the other replica",
+        Duration::from_secs(5),
+        || r2.state_of("a", "m2") == State::Open,
+    )
+    .await;
+}
+
+fn registry_with_state(
+    redis: &RedisServer,
+    open: Duration,
+    lease: Duration,
+) -> (Arc<Registry>, StateHandle) {
+    let policy = BreakerPolicy::builder()
+        .consecutive_failures(1)
+        .half_open_probes(1)
+        .probe_lease(lease)
+        .open_base(Reason::ModelNotFound, open)
+        .build()
+        .unwrap();
+    let state = RedisState::new(
+        StateConfig::builder(redis.url())
+            .namespace("lib")
+            .reconcile_interval(Duration::from_millis(100))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let registry = Arc::new(
+        Registry::builder()
+            .policy(policy)
+            .target("p", "m")
+            .on_transition(state.listener())
+            .build()
+            .unwrap(),
+    );
+    let handle = state.start(Arc::clone(&registry)).unwrap();
+    (registry, handle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_held_by_a_dead_replica_expires_and_another_replica_probes() {
+    let redis = RedisServer::start(&[]);
+    let (r1, h1) = registry_with_state(&redis, Duration::from_millis(300), Duration::from_secs(1));
+    let (r2, h2) = registry_with_state(&redis, Duration::from_millis(300), Duration::from_secs(1));
+    assert!(h1.synced(Duration::from_secs(5)).await && h2.synced(Duration::from_secs(5)).await);
+    let t = r1.target("p", "m").unwrap();
+    let _ = t.try_acquire().unwrap().record(Outcome::failure(
+        Reason::ModelNotFound,
+        Duration::from_millis(1),
+    ));
+    until(
+        "the trip to reach the second replica",
+        Duration::from_secs(5),
+        || r2.breaker("p", "m").unwrap().state() == State::Open,
+    )
+    .await;
+    // A replica took the lease and died before its probe settled.
+    let mut c = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg(&["lib:lease:p:m", "dead-replica", "PX", "1000"][..])
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    // Both replicas ask for a probe until one is admitted; the lease must have expired by
+    // then, and only one replica may hold a probe.
+    let mut probes = Vec::new();
+    let start = Instant::now();
+    while probes.is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no replica took the lease over"
+        );
+        for r in [&r1, &r2] {
+            if let Ok(p) = r.target("p", "m").unwrap().try_acquire_owned() {
+                probes.push(p);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let holder: Option<String> = redis::cmd("GET")
+        .arg("lib:lease:p:m")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert_ne!(holder.as_deref(), Some("dead-replica"));
+    let deadline = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < deadline {
+        for r in [&r1, &r2] {
+            if let Ok(p) = r.target("p", "m").unwrap().try_acquire_owned() {
+                probes.push(p);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(probes.len(), 1, "exactly one probe fleet-wide");
+    // The probe succeeds: the other replica adopts the close.
+    let probe = probes.pop().unwrap();
+    let _ = probe.record(Outcome::success(Duration::from_millis(1)));
+    until("both replicas closed", Duration::from_secs(5), || {
+        r1.breaker("p", "m").unwrap().state() == State::Closed
+            && r2.breaker("p", "m").unwrap().state() == State::Closed
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manual_control_applies_fleet_wide() {
+    let redis = RedisServer::start(&[]);
+    let (r1, h1) = registry_with_state(&redis, Duration::from_secs(30), Duration::from_secs(1));
+    let (r2, h2) = registry_with_state(&redis, Duration::from_secs(30), Duration::from_secs(1));
+    assert!(h1.synced(Duration::from_secs(5)).await && h2.synced(Duration::from_secs(5)).await);
+    let b2 = || r2.breaker("p", "*").unwrap().state();
+    r1.control("p", "*")
+        .unwrap()
+        .force_open(Some(Duration::from_secs(60)));
+    until("forced open everywhere", Duration::from_secs(5), || {
+        b2() == State::ForcedOpen
+    })
+    .await;
+    r1.control("p", "*").unwrap().disable(None);
+    until("disabled everywhere", Duration::from_secs(5), || {
+        b2() == State::Disabled
+    })
+    .await;
+    r1.control("p", "*").unwrap().reset();
+    until("reset everywhere", Duration::from_secs(5), || {
+        b2() == State::Closed
+    })
+    .await;
+    assert_eq!(r1.breaker("p", "*").unwrap().state(), State::Closed);
+}
+
+/// A writer that keeps everything the subscriber prints.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_password_never_leaks_and_the_sync_metrics_are_produced() {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    const SENTINEL: &str = "sentinel-pw-8d1f0c";
+    let redis = RedisServer::start(&["--requirepass", SENTINEL]);
+    let logs = Captured::default();
+    let recorder = llm_failover::telemetry::prometheus_builder().build_recorder();
+    let scrape = recorder.handle();
+    let _recorder = metrics::set_default_local_recorder(&recorder);
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::registry()
+        .with(llm_failover::telemetry::MetricsLayer::new())
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(move || writer.clone())
+                .with_ansi(false),
+        )
+        .with(tracing_subscriber::filter::LevelFilter::TRACE);
+    let _subscriber = tracing::subscriber::set_default(subscriber);
+
+    // The right password: the fleet works.
+    let url = format!("redis://:{SENTINEL}@127.0.0.1:{}", redis.port);
+    let config = StateConfig::builder(&url).namespace("pw").build().unwrap();
+    let shown = vec![format!("{config:?}")];
+    let state = RedisState::new(config).unwrap();
+    let registry = Arc::new(
+        Registry::builder()
+            .policy(
+                BreakerPolicy::builder()
+                    .consecutive_failures(1)
+                    .build()
+                    .unwrap(),
+            )
+            .target("p", "m")
+            .on_transition(state.listener())
+            .build()
+            .unwrap(),
+    );
+    let mut shown = shown;
+    shown.push(format!("{state:?}"));
+    let handle = state.start(Arc::clone(&registry)).unwrap();
+    assert!(handle.synced(Duration::from_secs(5)).await);
+    let _ = registry
+        .target("p", "m")
+        .unwrap()
+        .try_acquire()
+        .unwrap()
+        .record(Outcome::failure(
+            Reason::ModelNotFound,
+            Duration::from_millis(1),
+        ));
+    let mut c = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let ping: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut c).await;
+    assert!(ping.is_err(), "the server asks for the password");
+    let authed = redis::Client::open(url.as_str()).unwrap();
+    let mut c = authed.get_multiplexed_async_connection().await.unwrap();
+    until_async("the open key", || {
+        let mut c = c.clone();
+        async move {
+            let n: i64 = redis::cmd("EXISTS")
+                .arg("pw:open:p:m")
+                .query_async(&mut c)
+                .await
+                .unwrap();
+            n == 1
+        }
+    })
+    .await;
+    shown.push(format!("{handle:?}"));
+    drop(handle);
+    let _: () = redis::cmd("PING").query_async(&mut c).await.unwrap();
+
+    // A wrong password: errors, and still nothing shows it.
+    let wrong = format!("redis://:{SENTINEL}-wrong@127.0.0.1:{}", redis.port);
+    let state = RedisState::new(StateConfig::builder(&wrong).build().unwrap()).unwrap();
+    let registry = Arc::new(Registry::builder().target("p", "m").build().unwrap());
+    let handle = state.start(registry).unwrap();
+    assert!(!handle.synced(Duration::from_millis(500)).await);
+    assert!(!handle.is_up());
+    shown.push(format!("{handle:?}"));
+    shown.push(
+        StateConfig::builder(format!("http://:{SENTINEL}@x"))
+            .build()
+            .unwrap_err()
+            .to_string(),
+    );
+    drop(handle);
+
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let text = scrape.render();
+    for s in shown.iter().chain([&logs, &text]) {
+        assert!(!s.contains(SENTINEL), "the password leaked: {s}");
+    }
+    assert!(!logs.is_empty());
+    assert!(
+        text.contains(r#"llm_failover_state_sync_total{op="publish",outcome="ok"}"#),
+        "{text}"
+    );
+    assert!(text.contains(r#"llm_failover_state_sync_total{op="reconcile",outcome="ok"}"#));
+    assert!(text.contains("llm_failover_state_sync_total{op=\"reconcile\",outcome=\"error\"}"));
+    assert!(text.contains("llm_failover_state_backend_up 0"), "{text}");
+}
+
+/// As [`until`], for an async condition.
+async fn until_async<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut cond: impl FnMut() -> F,
+) {
+    let start = Instant::now();
+    while !cond().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
