@@ -96,7 +96,9 @@ fn status_of(e: &FailoverError) -> StatusCode {
             .filter(|s| (400..500).contains(s))
             .and_then(|s| StatusCode::from_u16(s).ok())
             .unwrap_or(StatusCode::BAD_REQUEST),
-        FailoverErrorKind::AllOpen => StatusCode::SERVICE_UNAVAILABLE,
+        FailoverErrorKind::AllOpen | FailoverErrorKind::Saturated => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         FailoverErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         FailoverErrorKind::Exhausted => match e.reason() {
             Some(Reason::RateLimit) => StatusCode::TOO_MANY_REQUESTS,
@@ -129,6 +131,10 @@ pub(super) fn attempts(trail: &Trail) -> Vec<Value> {
                 AttemptOutcome::Failed(r) => ("failed", Some(r)),
                 AttemptOutcome::Rejected(r) => ("breaker_open", r),
                 AttemptOutcome::Cancelled => ("cancelled", None),
+                AttemptOutcome::Shed(crate::chain::ShedCause::RetryBudget) => {
+                    ("budget_exhausted", None)
+                }
+                AttemptOutcome::Shed(_) => ("shed", None),
             };
             json!({
                 "provider": &*a.provider,
