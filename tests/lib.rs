@@ -13,5 +13,6 @@ mod proxy;
 mod proxy_faults;
 mod secrets;
 mod serve;
+mod shaping;
 mod support;
 mod telemetry;

@@ -380,8 +380,9 @@ pub enum FailoverErrorKind {
     Exhausted,
     /// Every target's breaker was open: nothing was sent.
     AllOpen,
-    /// Nothing was sent: every target was open or at its limits, and at least one at its
-    /// limits (the route is out of capacity for now).
+    /// No target answered and at least one was skipped at its own limits (see
+    /// [`ShedCause`]): the route is out of capacity for now. Its reason is the shed one
+    /// (`overloaded` or `rate_limit`).
     Saturated,
     /// A failure that another target cannot fix or must not see (format, content filter,
     /// context overflow without a larger target, cancellation): returned as it is.
@@ -416,9 +417,16 @@ impl FailoverError {
         match self.kind {
             FailoverErrorKind::Returned(r) | FailoverErrorKind::StreamBroken(r) => Some(r),
             FailoverErrorKind::DeadlineExceeded => Some(Reason::Timeout),
-            FailoverErrorKind::Exhausted
-            | FailoverErrorKind::AllOpen
-            | FailoverErrorKind::Saturated => {
+            FailoverErrorKind::Saturated => {
+                self.trail.0.iter().rev().find_map(|a| match a.outcome {
+                    AttemptOutcome::Shed(c) => Some(c.reason()),
+                    AttemptOutcome::Ok
+                    | AttemptOutcome::Failed(_)
+                    | AttemptOutcome::Rejected(_)
+                    | AttemptOutcome::Cancelled => None,
+                })
+            }
+            FailoverErrorKind::Exhausted | FailoverErrorKind::AllOpen => {
                 self.last.as_ref().map(AttemptFailure::reason).or_else(|| {
                     self.trail.0.iter().rev().find_map(|a| match a.outcome {
                         AttemptOutcome::Rejected(r) => r,

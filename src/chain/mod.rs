@@ -870,7 +870,16 @@ impl Route {
         let mut leaving: Option<(Arc<str>, Reason)> = None;
         let mut cursor = Cursor::default();
         let fail = |kind, trail: Trail, last: Option<AttemptFailure>| {
-            let retry_after = self.soonest_admit(&trail);
+            let mut retry_after = self.soonest_admit(&trail);
+            if kind == FailoverErrorKind::Saturated && retry_after.is_none() {
+                // Out of capacity: a place frees up on a shed target soon.
+                retry_after = trail
+                    .0
+                    .iter()
+                    .filter(|a| matches!(a.outcome, AttemptOutcome::Shed(_)))
+                    .filter_map(|a| a.retry_after)
+                    .min();
+            }
             Err(FailoverError {
                 kind,
                 route: Arc::clone(&self.name),
@@ -1024,6 +1033,9 @@ impl Route {
                     fail(kind, trail, Some(failure))
                 }
             };
+        }
+        if trail.shed() {
+            return fail(FailoverErrorKind::Saturated, trail, last);
         }
         fail(FailoverErrorKind::Exhausted, trail, last)
     }
