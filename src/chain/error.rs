@@ -345,12 +345,25 @@ impl Trail {
             .count()
     }
 
-    /// True when some target was skipped at one of its limits.
+    /// True when some target was skipped at one of its own limits (concurrency or rate; the
+    /// route's retry budget is not a target's limit).
     #[must_use]
     pub fn shed(&self) -> bool {
+        self.0.iter().any(|a| match a.outcome {
+            AttemptOutcome::Shed(c) => c != ShedCause::RetryBudget,
+            AttemptOutcome::Ok
+            | AttemptOutcome::Failed(_)
+            | AttemptOutcome::Rejected(_)
+            | AttemptOutcome::Cancelled => false,
+        })
+    }
+
+    /// True when the route's retry budget stopped an extra attempt.
+    #[must_use]
+    pub fn budget_exhausted(&self) -> bool {
         self.0
             .iter()
-            .any(|a| matches!(a.outcome, AttemptOutcome::Shed(_)))
+            .any(|a| a.outcome == AttemptOutcome::Shed(ShedCause::RetryBudget))
     }
 
     /// The soonest wait after which some target of the trail may admit a request again.

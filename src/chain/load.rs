@@ -32,7 +32,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -154,6 +154,9 @@ pub struct Load {
     epoch: Instant,
     /// The decay time in seconds.
     decay: f64,
+    /// Some `least_loaded` tier reads the latency average: keep it. Until then the closed
+    /// path skips the clock read and the arithmetic.
+    timed: AtomicBool,
 }
 
 impl fmt::Debug for Load {
@@ -179,6 +182,7 @@ impl Load {
             stamp: AtomicU64::new(0),
             epoch: Instant::now(),
             decay: decay.as_secs_f64(),
+            timed: AtomicBool::new(false),
         }
     }
 
@@ -240,8 +244,17 @@ impl Load {
         ewma * self.keep(now.saturating_sub(stamp))
     }
 
-    /// Adds a latency sample. Concurrent samples may lose one another: it is an average.
+    /// Keeps the latency average from now on (a `least_loaded` tier uses the target).
+    pub(crate) fn time(&self) {
+        self.timed.store(true, Ordering::Relaxed);
+    }
+
+    /// Adds a latency sample (when a `least_loaded` tier uses the target). Concurrent
+    /// samples may lose one another: it is an average.
     pub(crate) fn observe(&self, took: Duration) {
+        if !self.timed.load(Ordering::Relaxed) {
+            return;
+        }
         let now = self.now();
         let stamp = self.stamp.swap(now, Ordering::Relaxed);
         let w = self.keep(now.saturating_sub(stamp));
@@ -348,6 +361,13 @@ mod tests {
         let load = Loads::new()
             .with_decay(Duration::from_secs(1))
             .target("p", "m");
+        load.observe(Duration::from_millis(500));
+        assert_eq!(
+            load.latency(),
+            Duration::ZERO,
+            "not kept until a tier needs it"
+        );
+        load.time();
         // Unknown and busy: a penalty; unknown and idle: free.
         assert!(load.cost().abs() < f64::EPSILON);
         let g = load.try_enter().unwrap();

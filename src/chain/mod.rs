@@ -93,6 +93,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tower::retry::budget::{Budget as _, TpsBudget};
 use tracing::Instrument as _;
 
 use crate::Reason;
@@ -143,6 +144,38 @@ impl RouteTarget {
     fn is(&self, provider: &str, model: &str) -> bool {
         *self.provider == *provider && *self.model == *model
     }
+
+    fn named(&self) -> Named {
+        Named {
+            provider: Arc::clone(&self.provider),
+            model: Arc::clone(&self.model),
+        }
+    }
+}
+
+/// The names of a target, what an attempt in flight keeps of it (its load is held by the
+/// attempt's [`Inflight`] place).
+#[derive(Debug, Clone)]
+struct Named {
+    provider: Arc<str>,
+    model: Arc<str>,
+}
+
+/// What a trail record needs of a target.
+trait Names {
+    fn names(&self) -> (&Arc<str>, &Arc<str>);
+}
+
+impl Names for RouteTarget {
+    fn names(&self) -> (&Arc<str>, &Arc<str>) {
+        (&self.provider, &self.model)
+    }
+}
+
+impl Names for Named {
+    fn names(&self) -> (&Arc<str>, &Arc<str>) {
+        (&self.provider, &self.model)
+    }
 }
 
 /// An ordered list of tiers of targets with its policy. Cheap to share (`Arc` it); calls take
@@ -156,6 +189,8 @@ pub struct Route {
     policy: RoutePolicy,
     registry: Arc<Registry>,
     loads: Arc<Loads>,
+    /// Extra attempts (retries, hedges, failovers if the policy says so) per first attempt.
+    budget: TpsBudget,
 }
 
 /// Builds a [`Route`]; [`build`](Self::build) checks every target against the registry.
@@ -304,10 +339,14 @@ impl RouteBuilder {
                         model: t.model.to_string(),
                     });
                 }
+                let load = loads.target(&t.provider, &t.model);
+                if tier.pick == Pick::LeastLoaded {
+                    load.time();
+                }
                 targets.push(RouteTarget {
                     provider: Arc::clone(&t.provider),
                     model: Arc::clone(&t.model),
-                    load: loads.target(&t.provider, &t.model),
+                    load,
                     weight: t.weight,
                     tier: u32::try_from(index).unwrap_or(u32::MAX),
                     pick: tier.pick,
@@ -321,6 +360,9 @@ impl RouteBuilder {
             known(p, m)?;
             larger_context.push(RouteTarget::new(p, m, &loads));
         }
+        let (ratio, floor, window, _) = self.policy.retry_budget();
+        // The policy's builder checked the ranges TpsBudget asserts.
+        let budget = TpsBudget::new(window, floor, ratio);
         Ok(Route {
             name: self.name,
             targets,
@@ -328,6 +370,7 @@ impl RouteBuilder {
             policy: self.policy,
             registry: self.registry,
             loads,
+            budget,
         })
     }
 }
@@ -396,7 +439,7 @@ struct Committed<V> {
     permit: Option<OwnedTargetPermit>,
     /// The attempt's place in flight on its target, held until the answer is whole.
     inflight: Inflight,
-    target: RouteTarget,
+    target: Named,
     started: Instant,
     trail: Trail,
     /// The attempt's span, still open: it is settled with the attempt.
@@ -423,7 +466,7 @@ fn landed<V>(
 
 /// An attempt in flight: what settling it needs.
 struct Flight {
-    target: RouteTarget,
+    target: Named,
     permit: Option<OwnedTargetPermit>,
     inflight: Inflight,
     span: tracing::Span,
@@ -556,6 +599,18 @@ fn shed(t: &RouteTarget, cause: ShedCause) -> AttemptRecord {
         Duration::ZERO,
         Some(wait),
     )
+}
+
+/// The retry budget stopped an extra attempt on `t`.
+fn budget_exhausted(request: &telemetry::Request, t: &RouteTarget, trail: &mut Trail) {
+    request.shed(t, ShedCause::RetryBudget);
+    trail.0.push(record(
+        t,
+        AttemptOutcome::Shed(ShedCause::RetryBudget),
+        None,
+        Duration::ZERO,
+        None,
+    ));
 }
 
 /// Why [`Route::launch`] did not start an attempt.
@@ -861,6 +916,7 @@ impl Route {
         Fut: Future<Output = Result<V, AttemptFailure>>,
     {
         let deadline = Instant::now() + self.policy.total_deadline;
+        self.budget.deposit();
         let mut trail = Trail::default();
         let mut last: Option<AttemptFailure> = None;
         let mut list = &self.targets;
@@ -981,9 +1037,24 @@ impl Route {
                 };
                 last = Some(failure);
                 match next {
+                    Next::Retry(_) if !self.budget.withdraw() => {
+                        // No budget for a retry in place: on to the next target.
+                        budget_exhausted(request, t, &mut trail);
+                        leaving = Some((left, reason));
+                        i += 1;
+                        continue 'targets;
+                    }
                     Next::Retry(wait) => {
                         retries += 1;
                         tokio::time::sleep(wait).await;
+                    }
+                    Next::FailOver
+                        if self.policy.retry_budget_failovers
+                            && self.resolve(list, i + 1, &mut cursor).is_some()
+                            && !self.budget.withdraw() =>
+                    {
+                        budget_exhausted(request, t, &mut trail);
+                        return fail(FailoverErrorKind::Exhausted, trail, last);
                     }
                     Next::FailOver => {
                         leaving = Some((left, reason));
@@ -1093,7 +1164,7 @@ impl Route {
         ));
         Ok(Launched {
             flight: Flight {
-                target: t.clone(),
+                target: t.named(),
                 permit,
                 inflight,
                 span,
@@ -1134,6 +1205,11 @@ impl Route {
         let Some(target) = self.registry.target(&next.provider, &next.model) else {
             return Race::single(a.flight, a.fut.await);
         };
+        if !self.budget.withdraw() {
+            // No budget for a hedge: the first attempt runs alone.
+            request.shed(next, ShedCause::RetryBudget);
+            return Race::single(a.flight, a.fut.await);
+        }
         *number += 1;
         let now = Instant::now();
         let limit = attempt_limit(next);
@@ -1317,15 +1393,16 @@ impl Route {
 }
 
 fn record(
-    t: &RouteTarget,
+    t: &impl Names,
     outcome: AttemptOutcome,
     status: Option<u16>,
     duration: Duration,
     retry_after: Option<Duration>,
 ) -> AttemptRecord {
+    let (provider, model) = t.names();
     AttemptRecord {
-        provider: Arc::clone(&t.provider),
-        model: Arc::clone(&t.model),
+        provider: Arc::clone(provider),
+        model: Arc::clone(model),
         outcome,
         status,
         duration,

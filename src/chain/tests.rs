@@ -1103,3 +1103,54 @@ mod property {
         }
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_retry_budget_bounds_retries_to_its_ratio_plus_the_floor_then_fails_over() {
+    let r = rig(1);
+    // The outage must not open the breakers: every failure reaches the retry decision.
+    for (p, m) in [("local", "llama3"), ("local", "*")] {
+        r.registry.control(p, m).unwrap().disable(None);
+    }
+    let budgeted = |ratio: f32| {
+        r.route(
+            policy()
+                .retry_backoff(Duration::from_millis(1))
+                .retry_budget_ratio(ratio)
+                .retry_budget_floor(1)
+                .retry_budget_window(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        )
+    };
+    let script = Arc::new(Script::default()).on(LOCAL, &[Step::Fail(Reason::ServerError, None)]);
+    let route = budgeted(0.2);
+    let mut exhausted = 0;
+    for _ in 0..100 {
+        let a = go(&route, &script).await.unwrap();
+        assert_eq!(a.value, OPENAI);
+        if a.trail.budget_exhausted() {
+            exhausted += 1;
+            assert_eq!(
+                a.trail.to_string(),
+                "local/llama3=server_error; local/llama3=budget_exhausted; openai/gpt-4o-mini=ok"
+            );
+        }
+    }
+    // 100 first attempts; retries: 20% of them plus the floor's 1/s over the 10 s window.
+    let retries = script.calls(LOCAL) - 100;
+    assert!((20..=30).contains(&retries), "{retries} retries");
+    assert_eq!(exhausted, 100 - retries);
+
+    // A budget large enough is no budget: every failure is retried once.
+    let script = Arc::new(Script::default()).on(LOCAL, &[Step::Fail(Reason::ServerError, None)]);
+    let route = budgeted(1000.0);
+    for _ in 0..50 {
+        go(&route, &script).await.unwrap();
+    }
+    assert_eq!(script.calls(LOCAL), 100);
+    let err = RoutePolicy::builder()
+        .retry_budget_window(Duration::from_secs(61))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "retry_budget_window");
+}

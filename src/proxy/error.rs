@@ -9,6 +9,15 @@ use serde_json::{Value, json};
 
 use super::headers;
 use crate::Reason;
+
+/// The `x-should-retry` header the official OpenAI and Anthropic SDKs honour.
+pub(super) const SHOULD_RETRY: &str = "x-should-retry";
+
+/// `retry-after-ms`: the wait in milliseconds, read before `Retry-After` by those SDKs.
+pub(super) const RETRY_AFTER_MS: &str = "retry-after-ms";
+
+/// The longest wait worth a client's retry: past it, the proxy says not to retry.
+pub(super) const RETRY_HORIZON: Duration = Duration::from_secs(60);
 use crate::chain::{AttemptOutcome, FailoverError, FailoverErrorKind, Trail};
 
 /// An error answer: status, OpenAI-style body, and the headers that go with it.
@@ -18,6 +27,8 @@ pub(super) struct ApiError {
     body: Value,
     retry_after: Option<Duration>,
     trail: Option<(usize, String)>,
+    /// `x-should-retry`, when the proxy knows.
+    should_retry: Option<bool>,
 }
 
 impl ApiError {
@@ -38,6 +49,7 @@ impl ApiError {
             }}),
             retry_after: None,
             trail: None,
+            should_retry: None,
         }
     }
 
@@ -48,6 +60,7 @@ impl ApiError {
             body: shutdown_body(),
             retry_after: Some(Duration::from_secs(1)),
             trail: None,
+            should_retry: None,
         }
     }
 
@@ -58,6 +71,7 @@ impl ApiError {
             body: failover_body(e, scrub),
             retry_after: e.retry_after(),
             trail: Some((e.trail().attempts().len(), e.trail().to_string())),
+            should_retry: Some(should_retry(e)),
         }
     }
 }
@@ -68,6 +82,14 @@ impl IntoResponse for ApiError {
         let h = resp.headers_mut();
         if let Some(wait) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(retry_seconds(wait)));
+            let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+            h.insert(RETRY_AFTER_MS, HeaderValue::from(ms));
+        }
+        if let Some(retry) = self.should_retry {
+            h.insert(
+                SHOULD_RETRY,
+                HeaderValue::from_static(if retry { "true" } else { "false" }),
+            );
         }
         if let Some((attempts, trail)) = self.trail {
             h.insert(headers::ATTEMPTS, HeaderValue::from(attempts));
@@ -82,6 +104,24 @@ impl IntoResponse for ApiError {
 /// Whole seconds, rounded up, at least 1: `Retry-After: 0` invites a retry storm.
 pub(super) fn retry_seconds(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
+}
+
+/// Whether a client's retry of a route that gave no answer can succeed soon. The proxy has
+/// already run the whole chain (its retries, its failovers), so a client that retries at
+/// once replays all of it: only a known wait within [`RETRY_HORIZON`] (a breaker that
+/// re-admits, a provider's Retry-After, a place that frees up on a target at its limit) is
+/// worth a retry, after that wait. A failure returned as it is, a spent retry budget, a
+/// broken stream, the deadline, or no known wait: `false`.
+fn should_retry(e: &FailoverError) -> bool {
+    let soon = e.retry_after().is_some_and(|w| w <= RETRY_HORIZON);
+    match e.kind() {
+        FailoverErrorKind::Exhausted
+        | FailoverErrorKind::AllOpen
+        | FailoverErrorKind::Saturated => soon && !e.trail().budget_exhausted(),
+        FailoverErrorKind::Returned(_)
+        | FailoverErrorKind::DeadlineExceeded
+        | FailoverErrorKind::StreamBroken(_) => false,
+    }
 }
 
 /// The status for a route that gave no answer.
