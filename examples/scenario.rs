@@ -15,6 +15,8 @@
 //!   the fallback, time to first token.
 //! * `batch`, every fifth round: `local/llama3` (down) → `backup/sim-529` (overloaded): every
 //!   target fails, so these requests are exhausted.
+//! * `burst`, every tenth round: three requests at once to `cloud/gpt-4o-mini` with at most
+//!   one in flight: two are shed (`llm_failover_shed_total`, `llm_failover_inflight`).
 //!
 //! The breakers use short open times (2 s, at most 4 s) so the state timeline cycles between
 //! open and half-open within seconds. It prints `ready` on stdout once `/metrics` is served.
@@ -74,9 +76,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .target("local", "llama3")
         .target("cloud", "gpt-4o-mini")
         .build()?;
-    let batch = Route::builder("batch", registry)
+    let batch = Route::builder("batch", Arc::clone(&registry))
         .target("local", "llama3")
         .target("backup", "sim-529")
+        .build()?;
+    // Its own board: the limit does not touch the chat route's use of the same target.
+    let burst_loads = Arc::new(llm_failover::chain::Loads::new());
+    burst_loads.set_max_inflight("cloud", "gpt-4o-mini", Some(1));
+    let burst = Route::builder("burst", registry)
+        .tier(llm_failover::chain::Tier::least_loaded().target("cloud", "gpt-4o-mini"))
+        .loads(burst_loads)
         .build()?;
     let client = Client::new()?;
     let endpoints = [
@@ -108,6 +117,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if let Ok(answer) = streamed {
             let mut stream = answer.value;
             while stream.next().await.is_some() {}
+        }
+        if round % 10 == 0 {
+            // Shed by design: one of three fits.
+            let one = || {
+                burst.call(|a| {
+                    let (client, request, endpoint) =
+                        (client.clone(), request.clone(), endpoint(a.provider()));
+                    async move { client.chat(&endpoint, a.model(), &request).await }
+                })
+            };
+            let _shed = tokio::join!(one(), one(), one());
         }
         if round % 5 == 0 {
             // Exhausted by design: the result is only counted.

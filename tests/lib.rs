@@ -14,6 +14,7 @@ mod proxy;
 mod proxy_faults;
 mod secrets;
 mod serve;
+mod shaping;
 #[cfg(feature = "redis")]
 mod state;
 mod support;

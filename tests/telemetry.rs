@@ -935,3 +935,111 @@ fn a_transition_that_arrives_after_a_later_one_does_not_move_the_gauge_back() {
         "both are counted"
     );
 }
+
+/// A target at its concurrency limit is counted as shed for the route, and the in-flight
+/// gauge follows attempts up and back to zero.
+#[test]
+fn shedding_and_the_inflight_gauge_come_from_a_real_route() {
+    use std::sync::Arc;
+
+    use llm_failover::breaker::Registry;
+    use llm_failover::chain::{AttemptFailure, Loads, Route};
+
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let mut during = None;
+    metrics::with_local_recorder(&recorder, || {
+        let subscriber = tracing_subscriber::registry().with(MetricsLayer::new());
+        tracing::subscriber::with_default(subscriber, || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let registry = Arc::new(
+                    Registry::builder()
+                        .target("local", "llama3")
+                        .target("openai", "gpt-4o-mini")
+                        .build()
+                        .unwrap(),
+                );
+                let loads = Arc::new(Loads::new());
+                loads.set_max_inflight("local", "llama3", Some(1));
+                let route = Arc::new(
+                    Route::builder("chat", registry)
+                        .target("local", "llama3")
+                        .target("openai", "gpt-4o-mini")
+                        .loads(Arc::clone(&loads))
+                        .build()
+                        .unwrap(),
+                );
+                let (release, held) = tokio::sync::oneshot::channel::<()>();
+                let held = Arc::new(tokio::sync::Mutex::new(Some(held)));
+                let first = tokio::spawn({
+                    let route = Arc::clone(&route);
+                    async move {
+                        route
+                            .call(|_| {
+                                let held = Arc::clone(&held);
+                                async move {
+                                    if let Some(rx) = held.lock().await.take() {
+                                        let _ = rx.await;
+                                    }
+                                    Ok::<_, AttemptFailure>(())
+                                }
+                            })
+                            .await
+                    }
+                });
+                let local = loads.get("local", "llama3").unwrap();
+                while local.inflight() == 0 {
+                    tokio::task::yield_now().await;
+                }
+                let a = route
+                    .call(|_| async { Ok::<_, AttemptFailure>(()) })
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    a.trail.to_string(),
+                    "local/llama3=shed; openai/gpt-4o-mini=ok"
+                );
+                during = Some(Metrics(snapshotter.snapshot().into_vec()));
+                release.send(()).unwrap();
+                first.await.unwrap().unwrap();
+            });
+        });
+    });
+    let during = during.unwrap();
+    // A snapshot drains what it reads: the second one holds what moved after the first.
+    let after = Metrics(snapshotter.snapshot().into_vec());
+    let inflight = |m: &Metrics, p: &str, model: &str| {
+        m.gauge(
+            "llm_failover_inflight",
+            &[("provider", p), ("model", model)],
+        )
+        .unwrap_or_default()
+    };
+    assert_eq!(inflight(&during, "local", "llama3"), 1.0);
+    assert_eq!(inflight(&during, "openai", "gpt-4o-mini"), 0.0);
+    assert_eq!(
+        inflight(&during, "local", "llama3") + inflight(&after, "local", "llama3"),
+        0.0
+    );
+    assert_eq!(inflight(&after, "openai", "gpt-4o-mini"), 0.0);
+    assert_eq!(
+        during.counter(
+            "llm_failover_shed_total",
+            &[
+                ("route", "chat"),
+                ("provider", "local"),
+                ("model", "llama3"),
+                ("cause", "concurrency"),
+            ],
+        ),
+        1
+    );
+    // A shed target is no attempt: nothing was sent, nothing failed.
+    assert_eq!(during.total("llm_failover_failures_total"), 0);
+    assert_eq!(after.total("llm_failover_failures_total"), 0);
+}

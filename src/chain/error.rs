@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::Reason;
 use crate::breaker::Failure;
 use crate::classify::{Classification, Classifier, Signal};
+use crate::telemetry::names::chain as names;
 
 /// Why one attempt failed: the reason, the provider's requested wait, the HTTP status if
 /// there was one, and the underlying error.
@@ -235,6 +236,55 @@ pub enum AttemptOutcome {
     Rejected(Option<Reason>),
     /// The chain cancelled it: it lost a hedge race. Its breakers do not hear of it.
     Cancelled,
+    /// The target was at one of its own limits (see [`ShedCause`]); no request was sent and
+    /// its breakers do not hear of it. Shows as `shed` in the trail.
+    Shed(ShedCause),
+}
+
+/// Why the chain skipped a target before sending (the `cause` label of
+/// `llm_failover_shed_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ShedCause {
+    /// The target had its maximum of requests in flight.
+    Concurrency,
+    /// The target had used its requests per minute.
+    RequestRate,
+    /// The target had used its tokens per minute.
+    TokenRate,
+    /// The route's retry budget was spent: no more same-target retries or hedges.
+    RetryBudget,
+}
+
+impl ShedCause {
+    /// Every cause, in declaration order.
+    pub const ALL: [ShedCause; 4] = [
+        ShedCause::Concurrency,
+        ShedCause::RequestRate,
+        ShedCause::TokenRate,
+        ShedCause::RetryBudget,
+    ];
+
+    /// The label value: `concurrency`, `request_rate`, `token_rate` or `retry_budget`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShedCause::Concurrency => names::SHED_CONCURRENCY,
+            ShedCause::RequestRate => names::SHED_REQUEST_RATE,
+            ShedCause::TokenRate => names::SHED_TOKEN_RATE,
+            ShedCause::RetryBudget => names::SHED_RETRY_BUDGET,
+        }
+    }
+
+    /// The reason a failover away from a shed target carries (a closed-set label): the
+    /// target is at capacity (`overloaded`) or out of its quota (`rate_limit`).
+    #[must_use]
+    pub fn reason(self) -> Reason {
+        match self {
+            ShedCause::Concurrency | ShedCause::RetryBudget => Reason::Overloaded,
+            ShedCause::RequestRate | ShedCause::TokenRate => Reason::RateLimit,
+        }
+    }
 }
 
 /// One attempt of a request: which target, how it ended, with which status, how long it took.
@@ -263,6 +313,8 @@ impl fmt::Display for AttemptRecord {
             AttemptOutcome::Failed(r) => f.write_str(r.as_str()),
             AttemptOutcome::Rejected(_) => f.write_str("breaker_open"),
             AttemptOutcome::Cancelled => f.write_str("cancelled"),
+            AttemptOutcome::Shed(ShedCause::RetryBudget) => f.write_str("budget_exhausted"),
+            AttemptOutcome::Shed(_) => f.write_str("shed"),
         }
     }
 }
@@ -279,13 +331,39 @@ impl Trail {
         &self.0
     }
 
-    /// How many attempts sent a request (rejections excluded).
+    /// How many attempts sent a request (rejections and shed targets excluded).
     #[must_use]
     pub fn sent(&self) -> usize {
         self.0
             .iter()
-            .filter(|a| !matches!(a.outcome, AttemptOutcome::Rejected(_)))
+            .filter(|a| {
+                !matches!(
+                    a.outcome,
+                    AttemptOutcome::Rejected(_) | AttemptOutcome::Shed(_)
+                )
+            })
             .count()
+    }
+
+    /// True when some target was skipped at one of its own limits (concurrency or rate; the
+    /// route's retry budget is not a target's limit).
+    #[must_use]
+    pub fn shed(&self) -> bool {
+        self.0.iter().any(|a| match a.outcome {
+            AttemptOutcome::Shed(c) => c != ShedCause::RetryBudget,
+            AttemptOutcome::Ok
+            | AttemptOutcome::Failed(_)
+            | AttemptOutcome::Rejected(_)
+            | AttemptOutcome::Cancelled => false,
+        })
+    }
+
+    /// True when the route's retry budget stopped an extra attempt.
+    #[must_use]
+    pub fn budget_exhausted(&self) -> bool {
+        self.0
+            .iter()
+            .any(|a| a.outcome == AttemptOutcome::Shed(ShedCause::RetryBudget))
     }
 
     /// The soonest wait after which some target of the trail may admit a request again.
@@ -315,6 +393,10 @@ pub enum FailoverErrorKind {
     Exhausted,
     /// Every target's breaker was open: nothing was sent.
     AllOpen,
+    /// No target answered and at least one was skipped at its own limits (see
+    /// [`ShedCause`]): the route is out of capacity for now. Its reason is the shed one
+    /// (`overloaded` or `rate_limit`).
+    Saturated,
     /// A failure that another target cannot fix or must not see (format, content filter,
     /// context overflow without a larger target, cancellation): returned as it is.
     Returned(Reason),
@@ -348,11 +430,21 @@ impl FailoverError {
         match self.kind {
             FailoverErrorKind::Returned(r) | FailoverErrorKind::StreamBroken(r) => Some(r),
             FailoverErrorKind::DeadlineExceeded => Some(Reason::Timeout),
+            FailoverErrorKind::Saturated => {
+                self.trail.0.iter().rev().find_map(|a| match a.outcome {
+                    AttemptOutcome::Shed(c) => Some(c.reason()),
+                    AttemptOutcome::Ok
+                    | AttemptOutcome::Failed(_)
+                    | AttemptOutcome::Rejected(_)
+                    | AttemptOutcome::Cancelled => None,
+                })
+            }
             FailoverErrorKind::Exhausted | FailoverErrorKind::AllOpen => {
                 self.last.as_ref().map(AttemptFailure::reason).or_else(|| {
                     self.trail.0.iter().rev().find_map(|a| match a.outcome {
                         AttemptOutcome::Rejected(r) => r,
                         AttemptOutcome::Failed(r) => Some(r),
+                        AttemptOutcome::Shed(c) => Some(c.reason()),
                         AttemptOutcome::Ok | AttemptOutcome::Cancelled => None,
                     })
                 })
@@ -397,6 +489,12 @@ impl fmt::Display for FailoverError {
                 write!(
                     f,
                     "every target of route {route} is out of service (circuit open)"
+                )?;
+            }
+            FailoverErrorKind::Saturated => {
+                write!(
+                    f,
+                    "every target of route {route} is at its limits or out of service; retry later or raise the limits"
                 )?;
             }
             FailoverErrorKind::Returned(r) => {

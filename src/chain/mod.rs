@@ -22,6 +22,20 @@
 //! last resort). A silent provider costs one attempt timeout: a timeout fails over, it is never
 //! retried on the same target.
 //!
+//! # Tiers and limits
+//!
+//! The targets come in tiers ([`RouteBuilder::tier`]; a plain [`RouteBuilder::target`] is a
+//! tier of one). Within a tier the chain picks the first target by the tier's [`Pick`] policy
+//! (`ordered`, `weighted`, `least_loaded`), fails over to the tier's other targets first, then
+//! goes on to the next tier. Every target of the first tier is `primary`.
+//!
+//! Each target's requests in flight are counted on a [`Loads`] board that routes can share
+//! (see [`Loads`] for why it is not part of the breaker registry). A target at its
+//! concurrency limit is skipped like an open breaker, before anything is sent: not a failure,
+//! nothing for its breakers, `shed` in the trail, and [`FailoverErrorKind::Saturated`] with a
+//! wait when nothing could be sent because of it. A committed stream keeps its place until it
+//! ends. A one-target tier costs one branch more than a plain list did.
+//!
 //! # Streams
 //!
 //! [`Route::stream`] commits to a target only when its first chunk arrives: a failure or a
@@ -64,10 +78,12 @@
 //! ```
 
 mod error;
+mod load;
 pub mod openai;
 mod policy;
 mod stream;
 mod telemetry;
+mod tier;
 
 #[cfg(test)]
 mod tests;
@@ -77,34 +93,104 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tower::retry::budget::{Budget as _, TpsBudget};
 use tracing::Instrument as _;
 
 use crate::Reason;
-use crate::breaker::{Outcome, OwnedTargetPermit, Registry};
+use crate::breaker::{Outcome, OwnedTargetPermit, Registry, State};
 use crate::reason::Action;
 
+use self::load::Inflight;
+
 pub use self::error::{
-    AttemptFailure, AttemptOutcome, AttemptRecord, FailoverError, FailoverErrorKind, Trail,
-    UpstreamResponse,
+    AttemptFailure, AttemptOutcome, AttemptRecord, FailoverError, FailoverErrorKind, ShedCause,
+    Trail, UpstreamResponse,
 };
+pub use self::load::{DEFAULT_DECAY, Load, Loads};
 pub use self::policy::{RoutePolicy, RoutePolicyBuilder, RoutePolicyError};
 pub use self::stream::{Chunk, FailoverStream};
+pub use self::tier::{Pick, Tier, UnknownPick};
 
-/// One target of a route.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One target of a route, with its place among the route's tiers.
+#[derive(Debug, Clone)]
 struct RouteTarget {
+    provider: Arc<str>,
+    model: Arc<str>,
+    load: Arc<Load>,
+    weight: u32,
+    /// The tier's index in the route.
+    tier: u32,
+    pick: Pick,
+    /// The position of the tier's first target in the route's list, and the tier's length.
+    tier_start: u32,
+    tier_len: u32,
+}
+
+impl RouteTarget {
+    /// A one-target tier.
+    fn new(provider: &str, model: &str, loads: &Loads) -> Self {
+        Self {
+            provider: provider.into(),
+            model: model.into(),
+            load: loads.target(provider, model),
+            weight: 1,
+            tier: 0,
+            pick: Pick::Ordered,
+            tier_start: 0,
+            tier_len: 1,
+        }
+    }
+
+    fn is(&self, provider: &str, model: &str) -> bool {
+        *self.provider == *provider && *self.model == *model
+    }
+
+    fn named(&self) -> Named {
+        Named {
+            provider: Arc::clone(&self.provider),
+            model: Arc::clone(&self.model),
+        }
+    }
+}
+
+/// The names of a target, what an attempt in flight keeps of it (its load is held by the
+/// attempt's [`Inflight`] place).
+#[derive(Debug, Clone)]
+struct Named {
     provider: Arc<str>,
     model: Arc<str>,
 }
 
-/// An ordered list of targets with its policy. Cheap to share (`Arc` it); calls take `&self`.
+/// What a trail record needs of a target.
+trait Names {
+    fn names(&self) -> (&Arc<str>, &Arc<str>);
+}
+
+impl Names for RouteTarget {
+    fn names(&self) -> (&Arc<str>, &Arc<str>) {
+        (&self.provider, &self.model)
+    }
+}
+
+impl Names for Named {
+    fn names(&self) -> (&Arc<str>, &Arc<str>) {
+        (&self.provider, &self.model)
+    }
+}
+
+/// An ordered list of tiers of targets with its policy. Cheap to share (`Arc` it); calls take
+/// `&self`.
 #[derive(Debug)]
 pub struct Route {
     name: Arc<str>,
+    /// Every tier's targets, tier after tier.
     targets: Vec<RouteTarget>,
     larger_context: Vec<RouteTarget>,
     policy: RoutePolicy,
     registry: Arc<Registry>,
+    loads: Arc<Loads>,
+    /// Extra attempts (retries, hedges, failovers if the policy says so) per first attempt.
+    budget: TpsBudget,
 }
 
 /// Builds a [`Route`]; [`build`](Self::build) checks every target against the registry.
@@ -112,10 +198,11 @@ pub struct Route {
 #[must_use]
 pub struct RouteBuilder {
     name: Arc<str>,
-    targets: Vec<RouteTarget>,
-    larger_context: Vec<RouteTarget>,
+    tiers: Vec<Tier>,
+    larger_context: Vec<(Arc<str>, Arc<str>)>,
     policy: RoutePolicy,
     registry: Arc<Registry>,
+    loads: Option<Arc<Loads>>,
 }
 
 /// A route that cannot be built.
@@ -127,6 +214,26 @@ pub enum RouteError {
     Empty {
         /// The route's name.
         route: String,
+    },
+    /// A tier has no target.
+    #[error("route {route:?}: tier {tier} has no target; give every tier at least one")]
+    EmptyTier {
+        /// The route's name.
+        route: String,
+        /// The tier's index, from 0.
+        tier: usize,
+    },
+    /// A target of a tier has weight 0.
+    #[error(
+        "route {route:?}: {provider}/{model} has weight 0; give it a weight of at least 1 or remove it"
+    )]
+    ZeroWeight {
+        /// The route's name.
+        route: String,
+        /// The provider named.
+        provider: String,
+        /// The model named.
+        model: String,
     },
     /// A target has no breaker in the registry.
     #[error(
@@ -143,22 +250,46 @@ pub enum RouteError {
 }
 
 impl RouteBuilder {
-    /// Appends a target, tried after the ones before it.
-    pub fn target(mut self, provider: &str, model: &str) -> Self {
-        self.targets.push(RouteTarget {
-            provider: provider.into(),
-            model: model.into(),
-        });
+    /// Appends a target, tried after the ones before it: a tier of one target.
+    pub fn target(self, provider: &str, model: &str) -> Self {
+        self.tier(Tier::ordered().target(provider, model))
+    }
+
+    /// Appends a tier of interchangeable targets, tried after the tiers before it: the chain
+    /// picks one by the tier's [`Pick`] policy and fails over to the tier's others before the
+    /// next tier. Every target of the first tier has the `primary` role.
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// use llm_failover::{breaker::Registry, chain::{Route, Tier}};
+    ///
+    /// let registry = Arc::new(
+    ///     Registry::builder().target("eu", "m").target("us", "m").target("backup", "m").build()?,
+    /// );
+    /// let route = Route::builder("chat", registry)
+    ///     .tier(Tier::least_loaded().target("eu", "m").target("us", "m"))
+    ///     .target("backup", "m")
+    ///     .build()?;
+    /// assert_eq!(route.tiers().len(), 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn tier(mut self, tier: Tier) -> Self {
+        self.tiers.push(tier);
         self
     }
 
     /// Appends a larger-context target: tried, in order, only after a target answers that the
     /// prompt is longer than its context window. Default: none (context overflow is returned).
     pub fn larger_context_target(mut self, provider: &str, model: &str) -> Self {
-        self.larger_context.push(RouteTarget {
-            provider: provider.into(),
-            model: model.into(),
-        });
+        self.larger_context.push((provider.into(), model.into()));
+        self
+    }
+
+    /// The board of target loads (in flight, latency, concurrency limits) to share with other
+    /// routes: routes built with the same board count the same target's requests together.
+    /// Default: a board of the route's own.
+    pub fn loads(mut self, loads: Arc<Loads>) -> Self {
+        self.loads = Some(loads);
         self
     }
 
@@ -174,26 +305,72 @@ impl RouteBuilder {
     ///
     /// [`RouteError`] when the route has no target or names one the registry does not hold.
     pub fn build(self) -> Result<Route, RouteError> {
-        if self.targets.is_empty() {
-            return Err(RouteError::Empty {
-                route: self.name.to_string(),
-            });
+        let route = || self.name.to_string();
+        if self.tiers.is_empty() {
+            return Err(RouteError::Empty { route: route() });
         }
-        for t in self.targets.iter().chain(&self.larger_context) {
-            if self.registry.target(&t.provider, &t.model).is_none() {
+        let loads = self.loads.clone().unwrap_or_default();
+        let known = |provider: &str, model: &str| {
+            if self.registry.target(provider, model).is_none() {
                 return Err(RouteError::UnknownTarget {
-                    route: self.name.to_string(),
-                    provider: t.provider.to_string(),
-                    model: t.model.to_string(),
+                    route: route(),
+                    provider: provider.to_owned(),
+                    model: model.to_owned(),
+                });
+            }
+            Ok(())
+        };
+        let mut targets = Vec::new();
+        for (index, tier) in self.tiers.iter().enumerate() {
+            if tier.targets.is_empty() {
+                return Err(RouteError::EmptyTier {
+                    route: route(),
+                    tier: index,
+                });
+            }
+            let start = u32::try_from(targets.len()).unwrap_or(u32::MAX);
+            let len = u32::try_from(tier.targets.len()).unwrap_or(u32::MAX);
+            for t in &tier.targets {
+                known(&t.provider, &t.model)?;
+                if t.weight == 0 {
+                    return Err(RouteError::ZeroWeight {
+                        route: route(),
+                        provider: t.provider.to_string(),
+                        model: t.model.to_string(),
+                    });
+                }
+                let load = loads.target(&t.provider, &t.model);
+                if tier.pick == Pick::LeastLoaded {
+                    load.time();
+                }
+                targets.push(RouteTarget {
+                    provider: Arc::clone(&t.provider),
+                    model: Arc::clone(&t.model),
+                    load,
+                    weight: t.weight,
+                    tier: u32::try_from(index).unwrap_or(u32::MAX),
+                    pick: tier.pick,
+                    tier_start: start,
+                    tier_len: len,
                 });
             }
         }
+        let mut larger_context = Vec::new();
+        for (p, m) in &self.larger_context {
+            known(p, m)?;
+            larger_context.push(RouteTarget::new(p, m, &loads));
+        }
+        let (ratio, floor, window, _) = self.policy.retry_budget();
+        // The policy's builder checked the ranges TpsBudget asserts.
+        let budget = TpsBudget::new(window, floor, ratio);
         Ok(Route {
             name: self.name,
-            targets: self.targets,
-            larger_context: self.larger_context,
+            targets,
+            larger_context,
             policy: self.policy,
             registry: self.registry,
+            loads,
+            budget,
         })
     }
 }
@@ -227,7 +404,7 @@ impl AttemptContext {
         self.number
     }
 
-    /// True for the route's first target (the primary), false for fallbacks.
+    /// True for the targets of the route's first tier (the primary), false for fallbacks.
     #[must_use]
     pub fn is_primary(&self) -> bool {
         self.primary
@@ -260,7 +437,9 @@ struct Committed<V> {
     value: V,
     /// None for a last-resort attempt, which its breakers do not hear of.
     permit: Option<OwnedTargetPermit>,
-    target: RouteTarget,
+    /// The attempt's place in flight on its target, held until the answer is whole.
+    inflight: Inflight,
+    target: Named,
     started: Instant,
     trail: Trail,
     /// The attempt's span, still open: it is settled with the attempt.
@@ -287,8 +466,9 @@ fn landed<V>(
 
 /// An attempt in flight: what settling it needs.
 struct Flight {
-    target: RouteTarget,
+    target: Named,
     permit: Option<OwnedTargetPermit>,
+    inflight: Inflight,
     span: tracing::Span,
     started: Instant,
     /// The route's total deadline, not the attempt timeout, bounds this attempt.
@@ -302,6 +482,7 @@ impl Flight {
         Committed {
             value,
             permit: self.permit,
+            inflight: self.inflight,
             target: self.target,
             started: self.started,
             trail,
@@ -316,6 +497,7 @@ impl Flight {
         if let Some(permit) = self.permit.take() {
             permit.record(Outcome::of(&Err::<(), _>(failure), took));
         }
+        self.inflight.observe(took);
         telemetry::settled(
             &self.span,
             AttemptOutcome::Failed(reason),
@@ -401,6 +583,70 @@ fn rejection(t: &RouteTarget, rejected: &crate::breaker::Rejected) -> AttemptRec
     )
 }
 
+/// A target skipped at its own limit. Its wait is an estimate of when a place frees up: its
+/// latency average (at least 100 ms; 1 s before any sample).
+fn shed(t: &RouteTarget, cause: ShedCause) -> AttemptRecord {
+    let latency = t.load.latency();
+    let wait = if latency.is_zero() {
+        Duration::from_secs(1)
+    } else {
+        latency.max(Duration::from_millis(100))
+    };
+    record(
+        t,
+        AttemptOutcome::Shed(cause),
+        None,
+        Duration::ZERO,
+        Some(wait),
+    )
+}
+
+/// The retry budget stopped an extra attempt on `t`.
+fn budget_exhausted(request: &telemetry::Request, t: &RouteTarget, trail: &mut Trail) {
+    request.shed(t, ShedCause::RetryBudget);
+    trail.0.push(record(
+        t,
+        AttemptOutcome::Shed(ShedCause::RetryBudget),
+        None,
+        Duration::ZERO,
+        None,
+    ));
+}
+
+/// Why [`Route::launch`] did not start an attempt.
+enum Skipped {
+    /// A breaker refused.
+    Rejected(crate::breaker::Rejected),
+    /// The target is at one of its limits.
+    Shed(ShedCause),
+}
+
+impl Skipped {
+    /// Records the skip in the trail (and a shed on the request span); returns the reason
+    /// the request leaves the target with.
+    fn note(&self, request: &telemetry::Request, t: &RouteTarget, trail: &mut Trail) -> Reason {
+        match self {
+            Skipped::Rejected(rejected) => {
+                trail.0.push(rejection(t, rejected));
+                rejected.reason().unwrap_or(Reason::Unknown)
+            }
+            Skipped::Shed(cause) => {
+                request.shed(t, *cause);
+                trail.0.push(shed(t, *cause));
+                cause.reason()
+            }
+        }
+    }
+}
+
+/// Where the chain is among the tiers: the tier it is in and the offset its pick chose (the
+/// tier's targets are tried from there, wrapping around).
+#[derive(Default)]
+struct Cursor {
+    tier: Option<u32>,
+    offset: usize,
+}
+
 /// Where the chain is in the route.
 enum Next {
     /// The next target of the current list.
@@ -419,11 +665,93 @@ impl Route {
     pub fn builder(name: &str, registry: Arc<Registry>) -> RouteBuilder {
         RouteBuilder {
             name: name.into(),
-            targets: Vec::new(),
+            tiers: Vec::new(),
             larger_context: Vec::new(),
             policy: RoutePolicy::default(),
             registry,
+            loads: None,
         }
+    }
+
+    /// The tiers, in order: each one's pick policy and its targets as (provider, model).
+    #[must_use]
+    pub fn tiers(&self) -> Vec<(Pick, Vec<(&str, &str)>)> {
+        let mut out: Vec<(Pick, Vec<(&str, &str)>)> = Vec::new();
+        for t in &self.targets {
+            if t.tier as usize >= out.len() {
+                out.push((t.pick, Vec::new()));
+            }
+            if let Some((_, list)) = out.last_mut() {
+                list.push((&t.provider, &t.model));
+            }
+        }
+        out
+    }
+
+    /// The board of target loads this route counts its requests on.
+    #[must_use]
+    pub fn loads(&self) -> &Arc<Loads> {
+        &self.loads
+    }
+
+    /// The target at position `i` of `list`, in the order the current tier's pick chose.
+    fn resolve<'a>(
+        &self,
+        list: &'a [RouteTarget],
+        i: usize,
+        cursor: &mut Cursor,
+    ) -> Option<&'a RouteTarget> {
+        let slot = list.get(i)?;
+        if slot.tier_len <= 1 {
+            return Some(slot);
+        }
+        let start = slot.tier_start as usize;
+        let len = slot.tier_len as usize;
+        if cursor.tier != Some(slot.tier) {
+            cursor.tier = Some(slot.tier);
+            cursor.offset = self.pick(list.get(start..start + len)?, slot.pick);
+        }
+        list.get(start + (i - start + cursor.offset) % len)
+    }
+
+    /// The index in `tier` of the target to try first.
+    fn pick(&self, tier: &[RouteTarget], pick: Pick) -> usize {
+        match pick {
+            Pick::Ordered => 0,
+            Pick::Weighted => tier::weighted(tier.len(), |k| {
+                tier.get(k)
+                    .filter(|t| self.available(t))
+                    .map_or(0, |t| u64::from(t.weight))
+            }),
+            Pick::LeastLoaded => {
+                let cost = |k: usize| {
+                    tier.get(k)
+                        .filter(|t| self.available(t))
+                        .map_or(f64::INFINITY, |t| t.load.cost())
+                };
+                let k = tier::two_choices(tier.len(), cost);
+                if cost(k).is_finite() {
+                    return k;
+                }
+                // Both draws were unavailable: the cheapest of all, if any is available.
+                (0..tier.len())
+                    .map(|k| (k, cost(k)))
+                    .filter(|(_, c)| c.is_finite())
+                    .min_by(|a, b| a.1.total_cmp(&b.1))
+                    .map_or(k, |(k, _)| k)
+            }
+        }
+    }
+
+    /// False when a breaker of `t` would refuse it now.
+    fn available(&self, t: &RouteTarget) -> bool {
+        self.registry
+            .target(&t.provider, &t.model)
+            .is_some_and(|b| {
+                ![b.provider_breaker().state(), b.model_breaker().state()]
+                    .iter()
+                    .any(|s| matches!(s, State::Open | State::ForcedOpen))
+            })
     }
 
     /// The route's name.
@@ -484,6 +812,7 @@ impl Route {
         if let Some(permit) = c.permit {
             permit.record(Outcome::success(took));
         }
+        c.inflight.observe(took);
         telemetry::settled(&c.span, AttemptOutcome::Ok, None, took);
         let mut trail = c.trail;
         trail
@@ -543,6 +872,7 @@ impl Route {
             }
         };
         let ttft = c.started.elapsed();
+        c.inflight.observe(ttft);
         c.span
             .record(crate::telemetry::names::chain::TTFT, ttft.as_secs_f64());
         let mut trail = c.trail;
@@ -554,6 +884,7 @@ impl Route {
             first,
             rest,
             c.permit,
+            c.inflight,
             stream::Committed {
                 route: Arc::clone(&self.name),
                 trail: trail.clone(),
@@ -585,6 +916,7 @@ impl Route {
         Fut: Future<Output = Result<V, AttemptFailure>>,
     {
         let deadline = Instant::now() + self.policy.total_deadline;
+        self.budget.deposit();
         let mut trail = Trail::default();
         let mut last: Option<AttemptFailure> = None;
         let mut list = &self.targets;
@@ -592,8 +924,18 @@ impl Route {
         let mut number = 0;
         // The target the request is leaving, and why: a failover event when it moves on.
         let mut leaving: Option<(Arc<str>, Reason)> = None;
+        let mut cursor = Cursor::default();
         let fail = |kind, trail: Trail, last: Option<AttemptFailure>| {
-            let retry_after = self.soonest_admit(&trail);
+            let mut retry_after = self.soonest_admit(&trail);
+            if kind == FailoverErrorKind::Saturated && retry_after.is_none() {
+                // Out of capacity: a place frees up on a shed target soon.
+                retry_after = trail
+                    .0
+                    .iter()
+                    .filter(|a| matches!(a.outcome, AttemptOutcome::Shed(_)))
+                    .filter_map(|a| a.retry_after)
+                    .min();
+            }
             Err(FailoverError {
                 kind,
                 route: Arc::clone(&self.name),
@@ -602,13 +944,13 @@ impl Route {
                 retry_after,
             })
         };
-        'targets: while let Some(t) = list.get(i) {
+        'targets: while let Some(t) = self.resolve(list, i, &mut cursor) {
             let Some(target) = self.registry.target(&t.provider, &t.model) else {
                 i += 1;
                 continue;
             };
             let mut retries = 0;
-            let primary = std::ptr::eq(list, &self.targets) && i == 0;
+            let primary = std::ptr::eq(list, &self.targets) && t.tier == 0;
             if let Some((from, reason)) = leaving.take() {
                 request.failover(&from, &t.provider, reason);
             }
@@ -632,12 +974,9 @@ impl Route {
                     &mut attempt,
                 ) {
                     Ok(a) => a,
-                    Err(rejected) => {
-                        leaving = Some((
-                            Arc::clone(&t.provider),
-                            rejected.reason().unwrap_or(Reason::Unknown),
-                        ));
-                        trail.0.push(rejection(t, &rejected));
+                    Err(skipped) => {
+                        let reason = skipped.note(request, t, &mut trail);
+                        leaving = Some((Arc::clone(&t.provider), reason));
                         i += 1;
                         continue 'targets;
                     }
@@ -645,7 +984,12 @@ impl Route {
                 // Hedging: a first try that has not answered after the delay races the next
                 // target; the first answer wins and the loser is cancelled, uncounted.
                 let hedge = self.policy.hedge_after.filter(|_| retries == 0);
-                let (flight, failure) = match (hedge, list.get(i + 1)) {
+                let next = if hedge.is_some() {
+                    self.resolve(list, i + 1, &mut cursor)
+                } else {
+                    None
+                };
+                let (flight, failure) = match (hedge, next) {
                     (Some(delay), Some(next)) => {
                         match self
                             .race(
@@ -693,9 +1037,24 @@ impl Route {
                 };
                 last = Some(failure);
                 match next {
+                    Next::Retry(_) if !self.budget.withdraw() => {
+                        // No budget for a retry in place: on to the next target.
+                        budget_exhausted(request, t, &mut trail);
+                        leaving = Some((left, reason));
+                        i += 1;
+                        continue 'targets;
+                    }
                     Next::Retry(wait) => {
                         retries += 1;
                         tokio::time::sleep(wait).await;
+                    }
+                    Next::FailOver
+                        if self.policy.retry_budget_failovers
+                            && self.resolve(list, i + 1, &mut cursor).is_some()
+                            && !self.budget.withdraw() =>
+                    {
+                        budget_exhausted(request, t, &mut trail);
+                        return fail(FailoverErrorKind::Exhausted, trail, last);
                     }
                     Next::FailOver => {
                         leaving = Some((left, reason));
@@ -713,8 +1072,13 @@ impl Route {
             }
         }
         if trail.sent() == 0 {
+            let none_sent = if trail.shed() {
+                FailoverErrorKind::Saturated
+            } else {
+                FailoverErrorKind::AllOpen
+            };
             if !self.policy.last_resort {
-                return fail(FailoverErrorKind::AllOpen, trail, last);
+                return fail(none_sent, trail, last);
             }
             let tried = self
                 .last_resort(
@@ -727,7 +1091,7 @@ impl Route {
                 )
                 .await;
             return match tried {
-                None => fail(FailoverErrorKind::AllOpen, trail, last),
+                None => fail(none_sent, trail, last),
                 Some(Ok(committed)) => Ok(committed),
                 Some(Err(None)) => fail(FailoverErrorKind::DeadlineExceeded, trail, last),
                 Some(Err(Some(failure))) => {
@@ -740,6 +1104,9 @@ impl Route {
                     fail(kind, trail, Some(failure))
                 }
             };
+        }
+        if trail.shed() {
+            return fail(FailoverErrorKind::Saturated, trail, last);
         }
         fail(FailoverErrorKind::Exhausted, trail, last)
     }
@@ -762,23 +1129,27 @@ impl Route {
         deadline: Instant,
         admit: bool,
         attempt: &mut F,
-    ) -> Result<Launched<Fut>, crate::breaker::Rejected>
+    ) -> Result<Launched<Fut>, Skipped>
     where
         F: FnMut(AttemptContext) -> Fut,
         Fut: Future<Output = Result<V, AttemptFailure>>,
     {
+        let Some(mut inflight) = t.load.try_enter() else {
+            return Err(Skipped::Shed(ShedCause::Concurrency));
+        };
         let span = telemetry::attempt_span(request, t, number, primary, target);
         let permit = if admit {
             match target.try_acquire_owned() {
                 Ok(p) => Some(p),
                 Err(rejected) => {
                     telemetry::rejected(&span, &rejected);
-                    return Err(rejected);
+                    return Err(Skipped::Rejected(rejected));
                 }
             }
         } else {
             None
         };
+        inflight.announce();
         let attempt_deadline = (now + limit).min(deadline);
         let ctx = AttemptContext {
             provider: Arc::clone(&t.provider),
@@ -793,8 +1164,9 @@ impl Route {
         ));
         Ok(Launched {
             flight: Flight {
-                target: t.clone(),
+                target: t.named(),
                 permit,
+                inflight,
                 span,
                 started: Instant::now(),
                 cut_short: deadline.saturating_duration_since(now) < limit,
@@ -833,6 +1205,11 @@ impl Route {
         let Some(target) = self.registry.target(&next.provider, &next.model) else {
             return Race::single(a.flight, a.fut.await);
         };
+        if !self.budget.withdraw() {
+            // No budget for a hedge: the first attempt runs alone.
+            request.shed(next, ShedCause::RetryBudget);
+            return Race::single(a.flight, a.fut.await);
+        }
         *number += 1;
         let now = Instant::now();
         let limit = attempt_limit(next);
@@ -840,8 +1217,8 @@ impl Route {
             request, next, &target, *number, false, now, limit, deadline, true, attempt,
         ) {
             Ok(b) => b,
-            Err(rejected) => {
-                trail.0.push(rejection(next, &rejected));
+            Err(skipped) => {
+                skipped.note(request, next, trail);
                 let mut race = Race::single(a.flight, a.fut.await);
                 if let Race::Failed(_, _, skip) = &mut race {
                     *skip = 1;
@@ -910,7 +1287,7 @@ impl Route {
             let asked = trail
                 .0
                 .iter()
-                .filter(|a| a.provider == t.provider && a.model == t.model)
+                .filter(|a| t.is(&a.provider, &a.model))
                 .filter_map(|a| a.retry_after)
                 .max();
             match open.max(asked) {
@@ -980,10 +1357,10 @@ impl Route {
         let t = self
             .targets
             .iter()
-            .find(|t| t.provider == soonest.provider && t.model == soonest.model)?
+            .find(|t| t.is(&soonest.provider, &soonest.model))?
             .clone();
         let target = self.registry.target(&t.provider, &t.model)?;
-        let primary = self.targets.first() == Some(&t);
+        let primary = t.tier == 0;
         let now = Instant::now();
         let limit = attempt_limit(&t);
         let a = self
@@ -1016,15 +1393,16 @@ impl Route {
 }
 
 fn record(
-    t: &RouteTarget,
+    t: &impl Names,
     outcome: AttemptOutcome,
     status: Option<u16>,
     duration: Duration,
     retry_after: Option<Duration>,
 ) -> AttemptRecord {
+    let (provider, model) = t.names();
     AttemptRecord {
-        provider: Arc::clone(&t.provider),
-        model: Arc::clone(&t.model),
+        provider: Arc::clone(provider),
+        model: Arc::clone(model),
         outcome,
         status,
         duration,

@@ -39,6 +39,14 @@ pub struct RoutePolicy {
     pub(crate) hedge_after: Option<Duration>,
     /// Per-reason overrides of what the chain does after a failure.
     pub(crate) actions: BTreeMap<Reason, Action>,
+    /// Extra attempts allowed per first attempt (same-target retries and hedges).
+    pub(crate) retry_budget_ratio: f32,
+    /// Extra attempts allowed per second of the window whatever the traffic.
+    pub(crate) retry_budget_floor: u32,
+    /// The sliding window the budget counts over.
+    pub(crate) retry_budget_window: Duration,
+    /// Failovers to another target spend the budget too.
+    pub(crate) retry_budget_failovers: bool,
 }
 
 impl Default for RoutePolicy {
@@ -54,6 +62,10 @@ impl Default for RoutePolicy {
             last_resort: false,
             hedge_after: None,
             actions: BTreeMap::new(),
+            retry_budget_ratio: 0.2,
+            retry_budget_floor: 1,
+            retry_budget_window: Duration::from_secs(10),
+            retry_budget_failovers: false,
         }
     }
 }
@@ -89,6 +101,18 @@ impl RoutePolicy {
     #[must_use]
     pub fn total_deadline(&self) -> Duration {
         self.total_deadline
+    }
+
+    /// The retry budget: extra attempts allowed per first attempt, per second whatever the
+    /// traffic, the window they are counted over, and whether failovers spend it.
+    #[must_use]
+    pub fn retry_budget(&self) -> (f32, u32, Duration, bool) {
+        (
+            self.retry_budget_ratio,
+            self.retry_budget_floor,
+            self.retry_budget_window,
+            self.retry_budget_failovers,
+        )
     }
 
     /// What the chain does after a failure for `reason`: the route's override, else the
@@ -179,14 +203,65 @@ impl RoutePolicyBuilder {
         self
     }
 
+    /// The retry budget's ratio: same-target retries and hedges (and failovers, with
+    /// [`retry_budget_failovers`](Self::retry_budget_failovers)) allowed per first attempt,
+    /// over the budget's window, on top of the floor. When the budget is spent the chain
+    /// stops retrying in place: it fails over, or returns the error at once, and the trail
+    /// says `budget_exhausted`. Why a budget and not only a retry count: during an outage
+    /// every request retries, so a fixed count multiplies the load on a provider that is
+    /// already struggling; a budget bounds the extra load to a share of the real traffic.
+    /// 0 to 1000 (1000: effectively no budget). Default: 0.2.
+    pub fn retry_budget_ratio(mut self, ratio: f32) -> Self {
+        self.policy.retry_budget_ratio = ratio;
+        self
+    }
+
+    /// Extra attempts per second of the window allowed whatever the traffic, so a quiet
+    /// route can still retry. Default: 1.
+    pub fn retry_budget_floor(mut self, per_second: u32) -> Self {
+        self.policy.retry_budget_floor = per_second;
+        self
+    }
+
+    /// The sliding window the budget counts over, 1 s to 60 s. Default: 10 s.
+    pub fn retry_budget_window(mut self, window: Duration) -> Self {
+        self.policy.retry_budget_window = window;
+        self
+    }
+
+    /// Failovers to another target spend the budget too (when it is spent, the error is
+    /// returned instead of trying the next target). Default: false.
+    pub fn retry_budget_failovers(mut self, on: bool) -> Self {
+        self.policy.retry_budget_failovers = on;
+        self
+    }
+
     /// The policy.
     ///
     /// # Errors
     ///
-    /// [`RoutePolicyError`] naming the field when a timeout is zero, or when the total
-    /// deadline is shorter than one attempt.
+    /// [`RoutePolicyError`] naming the field when a timeout is zero, when the total
+    /// deadline is shorter than one attempt, or when a retry budget setting is out of range.
     pub fn build(self) -> Result<RoutePolicy, RoutePolicyError> {
         let p = self.policy;
+        if !(0.0..=1000.0).contains(&p.retry_budget_ratio) {
+            return Err(RoutePolicyError {
+                field: "retry_budget_ratio",
+                problem: "must be between 0 and 1000 (0.2: a retry per five first attempts)",
+            });
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(60)).contains(&p.retry_budget_window) {
+            return Err(RoutePolicyError {
+                field: "retry_budget_window",
+                problem: "must be between 1s and 60s",
+            });
+        }
+        if p.retry_budget_floor >= 1_000_000 {
+            return Err(RoutePolicyError {
+                field: "retry_budget_floor",
+                problem: "must be below 1000000 per second",
+            });
+        }
         for (field, d) in [
             ("attempt_timeout", p.attempt_timeout),
             ("ttft_timeout", p.ttft_timeout),
@@ -266,6 +341,14 @@ struct RoutePolicyConfig {
     hedge_after: Option<Duration>,
     #[serde(default)]
     actions: BTreeMap<Reason, Action>,
+    #[serde(default)]
+    retry_budget_ratio: Option<f32>,
+    #[serde(default)]
+    retry_budget_floor: Option<u32>,
+    #[serde(default, with = "crate::duration::option")]
+    retry_budget_window: Option<Duration>,
+    #[serde(default)]
+    retry_budget_failovers: Option<bool>,
 }
 
 impl<'de> Deserialize<'de> for RoutePolicy {
@@ -301,6 +384,18 @@ impl<'de> Deserialize<'de> for RoutePolicy {
         }
         for (reason, action) in c.actions {
             b = b.action(reason, action);
+        }
+        if let Some(v) = c.retry_budget_ratio {
+            b = b.retry_budget_ratio(v);
+        }
+        if let Some(v) = c.retry_budget_floor {
+            b = b.retry_budget_floor(v);
+        }
+        if let Some(v) = c.retry_budget_window {
+            b = b.retry_budget_window(v);
+        }
+        if let Some(v) = c.retry_budget_failovers {
+            b = b.retry_budget_failovers(v);
         }
         b.build().map_err(serde::de::Error::custom)
     }

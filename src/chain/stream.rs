@@ -10,6 +10,7 @@ use std::time::Duration;
 use futures_core::Stream;
 use tokio::time::{Instant, Sleep};
 
+use super::load::Inflight;
 use super::telemetry::{self, Request};
 use super::{AttemptFailure, AttemptOutcome, FailoverError, FailoverErrorKind, Trail};
 use crate::Reason;
@@ -57,6 +58,8 @@ pub struct FailoverStream<C, S> {
     first: Option<C>,
     rest: S,
     permit: Option<OwnedTargetPermit>,
+    /// The stream's place in flight on its target, given back when it ends.
+    inflight: Option<Inflight>,
     info: Committed,
     stall: Pin<Box<Sleep>>,
     /// A complete chunk has been seen: whatever happens next, the answer stands.
@@ -82,6 +85,7 @@ where
         first: C,
         rest: S,
         permit: Option<OwnedTargetPermit>,
+        inflight: Inflight,
         info: Committed,
     ) -> Self {
         let stall = Box::pin(tokio::time::sleep(info.idle));
@@ -89,6 +93,7 @@ where
             first: Some(first),
             rest,
             permit,
+            inflight: Some(inflight),
             info,
             stall,
             complete: false,
@@ -112,6 +117,7 @@ where
         if let Some(permit) = self.permit.take() {
             permit.record(outcome);
         }
+        self.inflight = None;
     }
 
     fn finish(&mut self, chunk: C) -> Poll<Option<Result<C, FailoverError>>> {

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::Span;
 use tracing::field::Empty;
 
-use super::{AttemptOutcome, FailoverError, FailoverErrorKind, RouteTarget};
+use super::{AttemptOutcome, FailoverError, FailoverErrorKind, RouteTarget, ShedCause};
 use crate::Reason;
 use crate::breaker::{Rejected, State, Target};
 use crate::telemetry::names::chain as field;
@@ -51,7 +51,9 @@ impl Request {
 
     pub(super) fn failed(&self, e: &FailoverError) {
         let outcome = match e.kind {
-            FailoverErrorKind::Exhausted | FailoverErrorKind::AllOpen => field::OUTCOME_EXHAUSTED,
+            FailoverErrorKind::Exhausted
+            | FailoverErrorKind::AllOpen
+            | FailoverErrorKind::Saturated => field::OUTCOME_EXHAUSTED,
             FailoverErrorKind::Returned(Reason::Cancelled) => field::OUTCOME_CANCELLED,
             FailoverErrorKind::Returned(_)
             | FailoverErrorKind::DeadlineExceeded
@@ -72,6 +74,34 @@ impl Request {
             reason = reason.as_str(),
         );
     }
+}
+
+impl Request {
+    /// `t` was skipped at one of its own limits: nothing was sent.
+    pub(super) fn shed(&self, t: &RouteTarget, cause: ShedCause) {
+        tracing::event!(
+            name: "shed",
+            target: "llm_failover::chain",
+            parent: &self.span,
+            tracing::Level::INFO,
+            provider = &*t.provider,
+            model = &*t.model,
+            cause = cause.as_str(),
+        );
+    }
+}
+
+/// A target's in-flight count moved by `delta`.
+pub(super) fn inflight(provider: &str, model: &str, delta: i64) {
+    tracing::event!(
+        name: "inflight",
+        target: "llm_failover::chain",
+        parent: None,
+        tracing::Level::INFO,
+        provider = provider,
+        model = model,
+        delta = delta,
+    );
 }
 
 impl Drop for Request {
@@ -117,6 +147,8 @@ pub(super) fn attempt_span(
         "llm_failover.attempt" = number,
         "llm_failover.role" = role,
         "llm_failover.breaker.state" = breaker_state(target),
+        "llm_failover.tier" = t.tier,
+        "llm_failover.pick" = t.pick.as_str(),
         "llm_failover.reason" = Empty,
         "error.type" = Empty,
         "llm_failover.outcome" = Empty,
@@ -150,8 +182,9 @@ pub(super) fn settled(
             span.record(field::ATTEMPT_OUTCOME, field::ATTEMPT_FAILURE)
         }
         AttemptOutcome::Rejected(_) => span.record(field::ATTEMPT_OUTCOME, field::ATTEMPT_REJECTED),
-        // A cancelled attempt has no outcome: it neither answered nor failed.
-        AttemptOutcome::Cancelled => span,
+        // A cancelled attempt has no outcome: it neither answered nor failed; a shed one
+        // was never sent (it has no span).
+        AttemptOutcome::Cancelled | AttemptOutcome::Shed(_) => span,
     };
     if let Some(s) = status {
         span.record(field::STATUS, s);
@@ -208,13 +241,12 @@ mod tests {
                 .build()
                 .unwrap();
             let request = Request::new("r");
-            let t = RouteTarget {
-                provider: "p".into(),
-                model: "m".into(),
-            };
+            let t = RouteTarget::new("p", "m", &super::super::Loads::new());
             let target = registry.target("p", "m").unwrap();
             let _span = attempt_span(&request, &t, 1, true, &target);
             request.failover("p", "q", Reason::Timeout);
+            request.shed(&t, ShedCause::Concurrency);
+            inflight("p", "m", 1);
         });
         let seen = seen.0.lock().unwrap();
         let find = |name: &str| seen.iter().find(|(_, n, _)| n == name).cloned().unwrap();
@@ -235,6 +267,8 @@ mod tests {
                 field::ATTEMPT,
                 field::ROLE,
                 field::BREAKER_STATE,
+                field::TIER,
+                field::PICK,
                 field::REASON,
                 field::ERROR_TYPE,
                 field::ATTEMPT_OUTCOME,
@@ -252,6 +286,18 @@ mod tests {
                 field::TO_PROVIDER,
                 field::FAILOVER_REASON
             ]
+        );
+        let (target, _, fields) = find(names::SHED_EVENT);
+        assert_eq!(target, names::CHAIN_TARGET);
+        assert_eq!(
+            fields,
+            [field::PROVIDER_LABEL, field::MODEL_LABEL, field::CAUSE]
+        );
+        let (target, _, fields) = find(names::INFLIGHT_EVENT);
+        assert_eq!(target, names::CHAIN_TARGET);
+        assert_eq!(
+            fields,
+            [field::PROVIDER_LABEL, field::MODEL_LABEL, field::DELTA]
         );
     }
 }

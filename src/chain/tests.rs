@@ -740,3 +740,417 @@ async fn a_last_resort_failure_is_reported_as_sent_not_as_all_open() {
     );
     assert_eq!(err.trail().sent(), 1);
 }
+
+// ── Tiers, picks and limits. ───────────────────────────────────────────────────────────
+
+const BIG: &str = "big/long-context";
+
+/// Every attempt's target and whether it was told it is primary.
+#[derive(Default)]
+struct Roles(Mutex<Vec<(String, bool)>>);
+
+impl Roles {
+    fn take(&self) -> Vec<(String, bool)> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+async fn go_roles(
+    route: &Route,
+    script: &Arc<Script>,
+    roles: &Arc<Roles>,
+) -> Result<Answer<String>, FailoverError> {
+    route
+        .call(|ctx| {
+            roles.0.lock().unwrap().push((
+                format!("{}/{}", ctx.provider(), ctx.model()),
+                ctx.is_primary(),
+            ));
+            Arc::clone(script).call(ctx)
+        })
+        .await
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tier_fails_over_within_itself_before_the_next_tier_and_all_of_it_is_primary() {
+    let r = rig(5);
+    let route = Route::builder("chat", Arc::clone(&r.registry))
+        .tier(
+            Tier::ordered()
+                .target("local", "llama3")
+                .target("openai", "gpt-4o-mini"),
+        )
+        .target("big", "long-context")
+        .policy(policy().build().unwrap())
+        .build()
+        .unwrap();
+    assert_eq!(
+        route.tiers(),
+        [
+            (
+                Pick::Ordered,
+                vec![("local", "llama3"), ("openai", "gpt-4o-mini")]
+            ),
+            (Pick::Ordered, vec![("big", "long-context")]),
+        ]
+    );
+    let roles = Arc::new(Roles::default());
+    let script =
+        Arc::new(Script::default()).on(LOCAL, &[Step::Fail(Reason::ConnectionRefused, None)]);
+    let a = go_roles(&route, &script, &roles).await.unwrap();
+    assert_eq!(a.value, OPENAI);
+    assert_eq!(
+        roles.take(),
+        [(LOCAL.to_owned(), true), (OPENAI.to_owned(), true)]
+    );
+
+    let script = Arc::new(Script::default())
+        .on(LOCAL, &[Step::Fail(Reason::ConnectionRefused, None)])
+        .on(OPENAI, &[Step::Fail(Reason::Auth, None)]);
+    let a = go_roles(&route, &script, &roles).await.unwrap();
+    assert_eq!(a.value, BIG);
+    assert_eq!(
+        a.trail.to_string(),
+        "local/llama3=connection_refused; openai/gpt-4o-mini=auth; big/long-context=ok"
+    );
+    assert_eq!(roles.take().last(), Some(&(BIG.to_owned(), false)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn picks_share_a_tier_and_skip_open_breakers() {
+    let r = rig(1);
+    let build = |tier: Tier| {
+        Route::builder("chat", Arc::clone(&r.registry))
+            .tier(tier)
+            .policy(policy().build().unwrap())
+            .build()
+            .unwrap()
+    };
+    let weighted = build(
+        Tier::weighted()
+            .weighted_target("local", "llama3", 3)
+            .weighted_target("openai", "gpt-4o-mini", 1),
+    );
+    let least = build(
+        Tier::least_loaded()
+            .target("local", "llama3")
+            .target("openai", "gpt-4o-mini"),
+    );
+    let script = Arc::new(Script::default());
+    let mut local = 0;
+    for _ in 0..400 {
+        if go(&weighted, &script).await.unwrap().value == LOCAL {
+            local += 1;
+        }
+    }
+    assert!(
+        (240..360).contains(&local),
+        "{local} of 400 on the weight-3 target"
+    );
+    // Idle and equally fast: least_loaded spreads.
+    let mut local = 0;
+    for _ in 0..200 {
+        if go(&least, &script).await.unwrap().value == LOCAL {
+            local += 1;
+        }
+    }
+    assert!((40..160).contains(&local), "{local} of 200");
+    // An open breaker is not picked while the other target serves: no rejection in the trail.
+    r.registry.control("local", "*").unwrap().force_open(None);
+    for route in [&weighted, &least] {
+        for _ in 0..20 {
+            let a = go(route, &script).await.unwrap();
+            assert_eq!(a.trail.to_string(), "openai/gpt-4o-mini=ok");
+        }
+    }
+    let err = Route::builder("chat", Arc::clone(&r.registry))
+        .tier(Tier::weighted().weighted_target("local", "llama3", 0))
+        .build()
+        .unwrap_err();
+    assert!(matches!(err, RouteError::ZeroWeight { .. }), "{err}");
+    let err = Route::builder("chat", Arc::clone(&r.registry))
+        .tier(Tier::least_loaded())
+        .build()
+        .unwrap_err();
+    assert!(
+        matches!(err, RouteError::EmptyTier { tier: 0, .. }),
+        "{err}"
+    );
+}
+
+/// Yields until `cond` holds (the paused clock never moves while tasks are runnable).
+async fn until(cond: impl Fn() -> bool) {
+    while !cond() {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_saturated_target_is_shed_not_failed_and_a_route_out_of_capacity_says_when() {
+    let r = rig(1);
+    let loads = Arc::new(Loads::new());
+    loads.set_max_inflight("local", "llama3", Some(1));
+    let build = |second: bool| {
+        let mut b = Route::builder("chat", Arc::clone(&r.registry))
+            .target("local", "llama3")
+            .loads(Arc::clone(&loads))
+            .policy(policy().build().unwrap());
+        if second {
+            b = b.target("openai", "gpt-4o-mini");
+        }
+        b.build().unwrap()
+    };
+    let (both, alone) = (Arc::new(build(true)), build(false));
+    let load = loads.get("local", "llama3").unwrap();
+    let script = Arc::new(Script::default()).on(LOCAL, &[Step::Hang]);
+    let hanging = tokio::spawn({
+        let (route, script) = (Arc::clone(&both), Arc::clone(&script));
+        async move { go(&route, &script).await }
+    });
+    until(|| load.inflight() == 1).await;
+
+    let a = go(&both, &script).await.unwrap();
+    assert_eq!(
+        a.trail.to_string(),
+        "local/llama3=shed; openai/gpt-4o-mini=ok"
+    );
+    assert_eq!(
+        a.trail.attempts()[0].outcome,
+        AttemptOutcome::Shed(ShedCause::Concurrency)
+    );
+    assert_eq!(r.failures("local", "llama3"), 0);
+    assert_eq!(r.state("local", "llama3"), State::Closed);
+
+    let err = go(&alone, &script).await.unwrap_err();
+    assert_eq!(err.kind(), FailoverErrorKind::Saturated);
+    assert_eq!(err.retry_after(), Some(Duration::from_secs(1)));
+    assert_eq!(err.trail().sent(), 0);
+
+    hanging.abort();
+    let _ = hanging.await;
+    assert_eq!(load.inflight(), 0);
+    assert_eq!(loads.get("openai", "gpt-4o-mini").unwrap().inflight(), 0);
+    assert_eq!(r.failures("local", "llama3"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_committed_stream_holds_its_place_until_it_ends() {
+    let r = rig(5);
+    let route = r.route(policy().build().unwrap());
+    let load = route.loads().get("local", "llama3").unwrap();
+    let a = route
+        .stream(|_| async { Ok(upstream(&["a", "b"], Some(Ok(Tok("", 2))), false)) })
+        .await
+        .unwrap();
+    assert_eq!(load.inflight(), 1);
+    let (tokens, err) = collect(a.value).await;
+    assert_eq!((tokens, err.is_none()), (vec!["a", "b", ""], true));
+    assert_eq!(load.inflight(), 0);
+
+    let a = route
+        .stream(|_| async { Ok(upstream(&["a"], None, true)) })
+        .await
+        .unwrap();
+    assert_eq!(load.inflight(), 1);
+    drop(a);
+    assert_eq!(load.inflight(), 0);
+}
+
+mod property {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Plan {
+        Ok,
+        Fail(Reason),
+        Slow(u64),
+        Hang,
+    }
+
+    fn plan() -> impl Strategy<Value = Plan> {
+        prop_oneof![
+            Just(Plan::Ok),
+            prop::sample::select(vec![
+                Reason::ConnectionRefused,
+                Reason::ServerError,
+                Reason::RateLimit,
+                Reason::ConnectionReset,
+                Reason::Format,
+            ])
+            .prop_map(Plan::Fail),
+            (1_u64..2000).prop_map(Plan::Slow),
+            Just(Plan::Hang),
+        ]
+    }
+
+    fn step(p: &Plan) -> Step {
+        match p {
+            Plan::Ok => Step::Ok,
+            Plan::Fail(r) => Step::Fail(*r, None),
+            Plan::Slow(ms) => Step::SlowOk(Duration::from_millis(*ms)),
+            Plan::Hang => Step::Hang,
+        }
+    }
+
+    const TARGETS: [(&str, &str); 3] = [
+        ("local", "llama3"),
+        ("openai", "gpt-4o-mini"),
+        ("big", "long-context"),
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+
+        /// Whatever the limits, picks and failures, every request ends (an answer, a
+        /// classified error, or out of capacity) and every in-flight count returns to zero.
+        #[test]
+        fn every_request_ends_and_inflight_returns_to_zero(
+            plans in prop::collection::vec(prop::collection::vec(plan(), 1..4), 3),
+            limits in prop::collection::vec(prop::option::of(1_u32..3), 3),
+            picks in prop::collection::vec(0_u8..3, 2),
+            split in 0_usize..3,
+            requests in 1_usize..12,
+            cancel_after in prop::option::of(1_u64..3000),
+            streams in any::<bool>(),
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .start_paused(true)
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let r = rig(2);
+                let loads = Arc::new(Loads::new());
+                for ((p, m), limit) in TARGETS.iter().zip(&limits) {
+                    loads.set_max_inflight(p, m, *limit);
+                }
+                let pick = |i: usize| match picks[i] {
+                    0 => Pick::Ordered,
+                    1 => Pick::Weighted,
+                    _ => Pick::LeastLoaded,
+                };
+                // Targets [0, split] in the first tier, the rest in the second.
+                let mut first = Tier::new(pick(0));
+                let mut second = Tier::new(pick(1));
+                for (i, (p, m)) in TARGETS.iter().enumerate() {
+                    if i <= split { first = first.target(p, m) } else { second = second.target(p, m) }
+                }
+                let mut b = Route::builder("chat", Arc::clone(&r.registry))
+                    .tier(first)
+                    .loads(Arc::clone(&loads))
+                    .policy(policy().build().unwrap());
+                if split < 2 {
+                    b = b.tier(second);
+                }
+                let route = Arc::new(b.build().unwrap());
+                let mut script = Arc::new(Script::default());
+                for ((p, m), plan) in TARGETS.iter().zip(&plans) {
+                    let steps: Vec<Step> = plan.iter().map(step).collect();
+                    script = script.on(&format!("{p}/{m}"), &steps);
+                }
+                let mut tasks = Vec::new();
+                for _ in 0..requests {
+                    let (route, script) = (Arc::clone(&route), Arc::clone(&script));
+                    tasks.push(tokio::spawn(async move {
+                        let run = async {
+                            if streams {
+                                let a = route
+                                    .stream(|ctx| {
+                                        let s = Arc::clone(&script);
+                                        async move {
+                                            s.call(ctx).await.map(|_| {
+                                                upstream(&["a"], Some(Ok(Tok("", 2))), false)
+                                            })
+                                        }
+                                    })
+                                    .await?;
+                                let (_, err) = collect(a.value).await;
+                                err.map_or(Ok(()), Err)
+                            } else {
+                                go(&route, &script).await.map(|_| ())
+                            }
+                        };
+                        match cancel_after {
+                            Some(ms) => tokio::time::timeout(Duration::from_millis(ms), run)
+                                .await
+                                .unwrap_or(Ok(())),
+                            None => run.await,
+                        }
+                    }));
+                }
+                for t in tasks {
+                    match t.await.unwrap() {
+                        Ok(()) => {}
+                        Err(e) => assert!(
+                            matches!(
+                                e.kind(),
+                                FailoverErrorKind::Exhausted
+                                    | FailoverErrorKind::AllOpen
+                                    | FailoverErrorKind::Saturated
+                                    | FailoverErrorKind::Returned(_)
+                                    | FailoverErrorKind::DeadlineExceeded
+                            ),
+                            "{e}"
+                        ),
+                    }
+                }
+                for l in loads.all() {
+                    assert_eq!(l.inflight(), 0, "{l:?}");
+                }
+            });
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_retry_budget_bounds_retries_to_its_ratio_plus_the_floor_then_fails_over() {
+    let r = rig(1);
+    // The outage must not open the breakers: every failure reaches the retry decision.
+    for (p, m) in [("local", "llama3"), ("local", "*")] {
+        r.registry.control(p, m).unwrap().disable(None);
+    }
+    let budgeted = |ratio: f32| {
+        r.route(
+            policy()
+                .retry_backoff(Duration::from_millis(1))
+                .retry_budget_ratio(ratio)
+                .retry_budget_floor(1)
+                .retry_budget_window(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+        )
+    };
+    let script = Arc::new(Script::default()).on(LOCAL, &[Step::Fail(Reason::ServerError, None)]);
+    let route = budgeted(0.2);
+    let mut exhausted = 0;
+    for _ in 0..100 {
+        let a = go(&route, &script).await.unwrap();
+        assert_eq!(a.value, OPENAI);
+        if a.trail.budget_exhausted() {
+            exhausted += 1;
+            assert_eq!(
+                a.trail.to_string(),
+                "local/llama3=server_error; local/llama3=budget_exhausted; openai/gpt-4o-mini=ok"
+            );
+        }
+    }
+    // 100 first attempts; retries: 20% of them plus the floor's 1/s over the 10 s window.
+    let retries = script.calls(LOCAL) - 100;
+    assert!((20..=30).contains(&retries), "{retries} retries");
+    assert_eq!(exhausted, 100 - retries);
+
+    // A budget large enough is no budget: every failure is retried once.
+    let script = Arc::new(Script::default()).on(LOCAL, &[Step::Fail(Reason::ServerError, None)]);
+    let route = budgeted(1000.0);
+    for _ in 0..50 {
+        go(&route, &script).await.unwrap();
+    }
+    assert_eq!(script.calls(LOCAL), 100);
+    let err = RoutePolicy::builder()
+        .retry_budget_window(Duration::from_secs(61))
+        .build()
+        .unwrap_err();
+    assert_eq!(err.field(), "retry_budget_window");
+}

@@ -21,7 +21,7 @@ use toml::Spanned;
 
 use crate::Reason;
 use crate::breaker::BreakerPolicy;
-use crate::chain::RoutePolicy;
+use crate::chain::{Pick, RoutePolicy, Tier};
 use crate::classify::{Classifier, ClassifierBuilder};
 
 mod access;
@@ -165,6 +165,17 @@ pub(crate) struct Provider {
     pub(crate) models: Vec<String>,
     /// Send the calling client's own key upstream instead of `api_key` (bring your own key).
     pub(crate) forward_client_key: bool,
+    /// `max_inflight` of each of the provider's models, unless `models.NAME` says otherwise.
+    pub(crate) max_inflight: Option<u32>,
+    /// Per-model limits (`[providers.NAME.models.MODEL]`).
+    pub(crate) model_limits: BTreeMap<String, u32>,
+}
+
+impl Provider {
+    /// The concurrency limit of `model`, if any.
+    pub(crate) fn max_inflight(&self, model: &str) -> Option<u32> {
+        self.model_limits.get(model).copied().or(self.max_inflight)
+    }
 }
 
 impl std::fmt::Debug for Provider {
@@ -184,7 +195,8 @@ impl std::fmt::Debug for Provider {
 #[derive(Debug, Clone)]
 pub(crate) struct RouteConfig {
     pub(crate) name: String,
-    pub(crate) targets: Vec<(String, String)>,
+    /// The tiers in order; `targets = [...]` is a list of one-target tiers.
+    pub(crate) tiers: Vec<Tier>,
     pub(crate) larger_context: Vec<(String, String)>,
     pub(crate) policy: RoutePolicy,
 }
@@ -260,6 +272,18 @@ struct ProviderFile {
     classify: ClassifyFile,
     #[serde(default)]
     forward_client_key: bool,
+    /// The most requests in flight on each of the provider's models.
+    max_inflight: Option<Spanned<u32>>,
+    /// Limits of one model.
+    #[serde(default)]
+    models: BTreeMap<String, ModelFile>,
+}
+
+/// `[providers.NAME.models.MODEL]`: one target's own limits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ModelFile {
+    max_inflight: Option<Spanned<u32>>,
 }
 
 /// `[providers.NAME.classify]`: this provider's own meanings for statuses, codes and wordings.
@@ -284,10 +308,37 @@ struct PatternFile {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RouteFile {
-    targets: Spanned<Vec<Spanned<String>>>,
+    targets: Option<Spanned<Vec<Spanned<String>>>>,
+    tiers: Option<Spanned<Vec<Spanned<TierFile>>>>,
     #[serde(default)]
     larger_context: Vec<Spanned<String>>,
     policy: Option<Spanned<toml::Table>>,
+}
+
+/// One tier of `tiers = [{ pick = "least_loaded", targets = ["a/m", "b/m"] }]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TierFile {
+    #[serde(default)]
+    pick: Pick,
+    targets: Vec<Spanned<TargetFile>>,
+}
+
+/// `"provider/model"`, or `{ target = "provider/model", weight = 3 }` (for `weighted`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum TargetFile {
+    Plain(String),
+    Weighted { target: String, weight: u32 },
+}
+
+impl TargetFile {
+    fn parts(&self) -> (&str, u32) {
+        match self {
+            TargetFile::Plain(t) => (t, 1),
+            TargetFile::Weighted { target, weight } => (target, *weight),
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -676,6 +727,25 @@ impl Config {
                 layers.push(b);
             }
             let breaker = c.layered::<BreakerPolicy>(&field("breaker"), &layers)?;
+            let limit = |v: &Option<Spanned<u32>>, f: &str| match v {
+                Some(v) if *v.get_ref() == 0 => Err(c.error(
+                    &v.span(),
+                    f.to_owned(),
+                    "must be at least 1; leave it out for no limit",
+                )),
+                Some(v) => Ok(Some(*v.get_ref())),
+                None => Ok(None),
+            };
+            let max_inflight = limit(&p.max_inflight, &field("max_inflight"))?;
+            let mut model_limits = BTreeMap::new();
+            for (model, m) in &p.models {
+                if let Some(n) = limit(
+                    &m.max_inflight,
+                    &field(&format!("models.{model}.max_inflight")),
+                )? {
+                    model_limits.insert(model.clone(), n);
+                }
+            }
             providers.insert(
                 name.clone(),
                 (
@@ -688,6 +758,8 @@ impl Config {
                         breaker,
                         models: Vec::new(),
                         forward_client_key: p.forward_client_key,
+                        max_inflight,
+                        model_limits,
                     },
                     p.classify,
                 ),
@@ -701,13 +773,6 @@ impl Config {
             let field = |f: &str| format!("routes.{name}.{f}");
             if name.is_empty() {
                 return Err(c.error(&name_span, "routes", "a route name must not be empty"));
-            }
-            if r.targets.get_ref().is_empty() {
-                return Err(c.error(
-                    &r.targets.span(),
-                    field("targets"),
-                    "a route needs at least one target, written \"provider/model\"",
-                ));
             }
             let mut resolve = |list: &[Spanned<String>], f: &str| {
                 let mut out = Vec::new();
@@ -744,7 +809,82 @@ impl Config {
                 }
                 Ok(out)
             };
-            let targets = resolve(r.targets.get_ref(), "targets")?;
+            let tiers = match (&r.targets, &r.tiers) {
+                (Some(_), Some(tiers)) => {
+                    return Err(c.error(
+                        &tiers.span(),
+                        field("tiers"),
+                        "write either targets = [...] or tiers = [...], not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(c.error(
+                        &name_span,
+                        field("targets"),
+                        "a route needs at least one target: targets = [\"provider/model\", ...] or tiers = [{ pick = \"least_loaded\", targets = [...] }, ...]",
+                    ));
+                }
+                (Some(targets), None) => {
+                    if targets.get_ref().is_empty() {
+                        return Err(c.error(
+                            &targets.span(),
+                            field("targets"),
+                            "a route needs at least one target, written \"provider/model\"",
+                        ));
+                    }
+                    resolve(targets.get_ref(), "targets")?
+                        .into_iter()
+                        .map(|(p, m)| Tier::ordered().target(&p, &m))
+                        .collect()
+                }
+                (None, Some(tiers)) => {
+                    if tiers.get_ref().is_empty() {
+                        return Err(c.error(
+                            &tiers.span(),
+                            field("tiers"),
+                            "a route needs at least one tier: tiers = [{ targets = [\"provider/model\"] }]",
+                        ));
+                    }
+                    let mut seen = Vec::new();
+                    let mut out = Vec::new();
+                    for tier in tiers.get_ref() {
+                        let t = tier.get_ref();
+                        if t.targets.is_empty() {
+                            return Err(c.error(
+                                &tier.span(),
+                                field("tiers"),
+                                "a tier needs at least one target, written \"provider/model\"",
+                            ));
+                        }
+                        let mut built = Tier::new(t.pick);
+                        for target in &t.targets {
+                            let (name, weight) = target.get_ref().parts();
+                            if weight == 0 {
+                                return Err(c.error(
+                                    &target.span(),
+                                    field("tiers"),
+                                    format!("{name}: a weight must be at least 1"),
+                                ));
+                            }
+                            let one = [Spanned::new(target.span(), name.to_owned())];
+                            let Some((p, m)) = resolve(&one, "tiers")?.pop() else {
+                                continue;
+                            };
+                            if seen.contains(&(p.clone(), m.clone())) {
+                                return Err(c.error(
+                                    &target.span(),
+                                    field("tiers"),
+                                    format!("{p}/{m} is listed twice"),
+                                ));
+                            }
+                            built = built.weighted_target(&p, &m, weight);
+                            seen.push((p, m));
+                        }
+                        out.push(built);
+                    }
+                    out
+                }
+            };
             let larger_context = resolve(&r.larger_context, "larger_context")?;
             let mut layers = vec![default_route];
             if let Some(p) = &r.policy {
@@ -753,7 +893,7 @@ impl Config {
             let policy = c.layered::<RoutePolicy>(&field("policy"), &layers)?;
             routes.push(RouteConfig {
                 name,
-                targets,
+                tiers,
                 larger_context,
                 policy,
             });
@@ -986,6 +1126,12 @@ impl Config {
     /// The client-facing model names, in the order of the file.
     pub fn route_names(&self) -> impl Iterator<Item = &str> {
         self.routes.iter().map(|r| r.name.as_str())
+    }
+
+    /// The concurrency limit of `model` of `provider` (`max_inflight`), if any.
+    #[must_use]
+    pub fn max_inflight(&self, provider: &str, model: &str) -> Option<u32> {
+        self.providers.get(provider)?.max_inflight(model)
     }
 
     /// Every (provider, model) pair a route names: the breakers the proxy keeps.

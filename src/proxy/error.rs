@@ -9,6 +9,15 @@ use serde_json::{Value, json};
 
 use super::headers;
 use crate::Reason;
+
+/// The `x-should-retry` header the official OpenAI and Anthropic SDKs honour.
+pub(super) const SHOULD_RETRY: &str = "x-should-retry";
+
+/// `retry-after-ms`: the wait in milliseconds, read before `Retry-After` by those SDKs.
+pub(super) const RETRY_AFTER_MS: &str = "retry-after-ms";
+
+/// The longest wait worth a client's retry: past it, the proxy says not to retry.
+pub(super) const RETRY_HORIZON: Duration = Duration::from_secs(60);
 use crate::chain::{AttemptOutcome, FailoverError, FailoverErrorKind, Trail};
 
 /// An error answer: status, OpenAI-style body, and the headers that go with it.
@@ -20,6 +29,8 @@ pub(super) struct ApiError {
     trail: Option<(usize, String)>,
     /// A client's request for a route it may not use (answered like an unknown route).
     forbidden: bool,
+    /// `x-should-retry`, when the proxy knows.
+    should_retry: Option<bool>,
 }
 
 impl ApiError {
@@ -41,6 +52,7 @@ impl ApiError {
             retry_after: None,
             trail: None,
             forbidden: false,
+            should_retry: None,
         }
     }
 
@@ -63,6 +75,7 @@ impl ApiError {
             retry_after: None,
             trail: None,
             forbidden: false,
+            should_retry: None,
         }
     }
 
@@ -96,6 +109,7 @@ impl ApiError {
             retry_after: Some(Duration::from_secs(1)),
             trail: None,
             forbidden: false,
+            should_retry: None,
         }
     }
 
@@ -107,6 +121,7 @@ impl ApiError {
             retry_after: e.retry_after(),
             trail: Some((e.trail().attempts().len(), e.trail().to_string())),
             forbidden: false,
+            should_retry: Some(should_retry(e)),
         }
     }
 }
@@ -117,6 +132,14 @@ impl IntoResponse for ApiError {
         let h = resp.headers_mut();
         if let Some(wait) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(retry_seconds(wait)));
+            let ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1);
+            h.insert(RETRY_AFTER_MS, HeaderValue::from(ms));
+        }
+        if let Some(retry) = self.should_retry {
+            h.insert(
+                SHOULD_RETRY,
+                HeaderValue::from_static(if retry { "true" } else { "false" }),
+            );
         }
         if let Some((attempts, trail)) = self.trail {
             h.insert(headers::ATTEMPTS, HeaderValue::from(attempts));
@@ -133,6 +156,24 @@ pub(super) fn retry_seconds(wait: Duration) -> u64 {
     wait.as_secs() + u64::from(wait.subsec_nanos() > 0).max(u64::from(wait.is_zero()))
 }
 
+/// Whether a client's retry of a route that gave no answer can succeed soon. The proxy has
+/// already run the whole chain (its retries, its failovers), so a client that retries at
+/// once replays all of it: only a known wait within [`RETRY_HORIZON`] (a breaker that
+/// re-admits, a provider's Retry-After, a place that frees up on a target at its limit) is
+/// worth a retry, after that wait. A failure returned as it is, a spent retry budget, a
+/// broken stream, the deadline, or no known wait: `false`.
+fn should_retry(e: &FailoverError) -> bool {
+    let soon = e.retry_after().is_some_and(|w| w <= RETRY_HORIZON);
+    match e.kind() {
+        FailoverErrorKind::Exhausted
+        | FailoverErrorKind::AllOpen
+        | FailoverErrorKind::Saturated => soon && !e.trail().budget_exhausted(),
+        FailoverErrorKind::Returned(_)
+        | FailoverErrorKind::DeadlineExceeded
+        | FailoverErrorKind::StreamBroken(_) => false,
+    }
+}
+
 /// The status for a route that gave no answer.
 fn status_of(e: &FailoverError) -> StatusCode {
     match e.kind() {
@@ -145,7 +186,9 @@ fn status_of(e: &FailoverError) -> StatusCode {
             .filter(|s| (400..500).contains(s))
             .and_then(|s| StatusCode::from_u16(s).ok())
             .unwrap_or(StatusCode::BAD_REQUEST),
-        FailoverErrorKind::AllOpen => StatusCode::SERVICE_UNAVAILABLE,
+        FailoverErrorKind::AllOpen | FailoverErrorKind::Saturated => {
+            StatusCode::SERVICE_UNAVAILABLE
+        }
         FailoverErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
         FailoverErrorKind::Exhausted => match e.reason() {
             Some(Reason::RateLimit) => StatusCode::TOO_MANY_REQUESTS,
@@ -178,6 +221,10 @@ pub(super) fn attempts(trail: &Trail) -> Vec<Value> {
                 AttemptOutcome::Failed(r) => ("failed", Some(r)),
                 AttemptOutcome::Rejected(r) => ("breaker_open", r),
                 AttemptOutcome::Cancelled => ("cancelled", None),
+                AttemptOutcome::Shed(crate::chain::ShedCause::RetryBudget) => {
+                    ("budget_exhausted", None)
+                }
+                AttemptOutcome::Shed(_) => ("shed", None),
             };
             json!({
                 "provider": &*a.provider,

@@ -266,10 +266,18 @@ impl Proxy {
         }
         let mut routes = Vec::new();
         let mut by_name = HashMap::new();
+        // One board for every route: a target's requests count together whichever route
+        // sent them.
+        let loads = Arc::new(crate::chain::Loads::new());
+        for (p, m) in config.targets() {
+            loads.set_max_inflight(p, m, config.max_inflight(p, m));
+        }
         for r in &config.routes {
-            let mut b = Route::builder(&r.name, Arc::clone(&registry)).policy(r.policy.clone());
-            for (p, m) in &r.targets {
-                b = b.target(p, m);
+            let mut b = Route::builder(&r.name, Arc::clone(&registry))
+                .policy(r.policy.clone())
+                .loads(Arc::clone(&loads));
+            for tier in &r.tiers {
+                b = b.tier(tier.clone());
             }
             for (p, m) in &r.larger_context {
                 b = b.larger_context_target(p, m);

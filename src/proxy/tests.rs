@@ -109,6 +109,42 @@ fn errors_name_line_and_field() {
         ),
         ("[routes.more]\ntargets = []\n", 2, "routes.more.targets"),
         (
+            "[routes.more]\ntargets = [\"a/m\"]\ntiers = [{ targets = [\"a/m\"] }]\n",
+            3,
+            "routes.more.tiers",
+        ),
+        ("[routes.more]\n", 1, "routes.more.targets"),
+        (
+            "[routes.more]\ntiers = [{ pick = \"fastest\", targets = [\"a/m\"] }]\n",
+            2,
+            "routes.more.tiers",
+        ),
+        (
+            "[routes.more]\ntiers = [{ targets = [\"a/m\", \"c/m\"] }]\n",
+            2,
+            "routes.more.tiers",
+        ),
+        (
+            "[routes.more]\ntiers = [{ targets = [\"a/m\"] }, { targets = [\"a/m\"] }]\n",
+            2,
+            "routes.more.tiers",
+        ),
+        (
+            "[routes.more]\ntiers = [{ pick = \"weighted\", targets = [{ target = \"a/m\", weight = 0 }] }]\n",
+            2,
+            "routes.more.tiers",
+        ),
+        (
+            "[routes.more]\ntiers = [{ targets = [] }]\n",
+            2,
+            "routes.more.tiers",
+        ),
+        (
+            "[providers.c]\nbase_url = \"http://x/v1\"\nmax_inflight = 0\n",
+            3,
+            "providers.c.max_inflight",
+        ),
+        (
             "[routes.more]\ntargets = [\"a/m\"]\n[routes.more.policy]\nhedge_after = 5\n",
             4,
             "routes.more.policy.hedge_after",
@@ -343,4 +379,59 @@ fn client_keys_resolve_routes_and_missing_key_variables_stop_serve() {
     // The same key for a client and the admin is refused.
     let e = set.unwrap_err().to_string();
     assert!(e.contains("admin key is also client \"web\"'s key"), "{e}");
+}
+
+#[test]
+fn tiers_and_limits_are_read() {
+    let src = r#"
+[providers.a]
+base_url = "http://127.0.0.1:9/v1"
+max_inflight = 8
+
+[providers.a.models.small]
+max_inflight = 2
+
+[providers.b]
+base_url = "http://127.0.0.1:9/v1"
+
+[routes.chat]
+tiers = [
+  { pick = "least_loaded", targets = ["a/m", "b/m"] },
+  { pick = "weighted", targets = [{ target = "a/small", weight = 3 }, "b/small"] },
+]
+
+[routes.plain]
+targets = ["b/m", "a/m"]
+"#;
+    let config = Config::parse_with_env(src, Path::new("t.toml"), env_none).unwrap();
+    assert_eq!(config.max_inflight("a", "m"), Some(8));
+    assert_eq!(config.max_inflight("a", "small"), Some(2));
+    assert_eq!(config.max_inflight("b", "m"), None);
+    let proxy = super::Proxy::new(&config).unwrap();
+    let chat = &proxy.routes()[0];
+    use crate::chain::Pick;
+    assert_eq!(
+        chat.tiers(),
+        [
+            (Pick::LeastLoaded, vec![("a", "m"), ("b", "m")]),
+            (Pick::Weighted, vec![("a", "small"), ("b", "small")]),
+        ]
+    );
+    let plain = &proxy.routes()[1];
+    assert_eq!(
+        plain.tiers(),
+        [
+            (Pick::Ordered, vec![("b", "m")]),
+            (Pick::Ordered, vec![("a", "m")])
+        ]
+    );
+    // One board: the same target's load is shared by both routes.
+    assert!(std::sync::Arc::ptr_eq(
+        &chat.loads().get("a", "m").unwrap(),
+        &plain.loads().get("a", "m").unwrap()
+    ));
+    assert_eq!(
+        chat.loads().get("a", "small").unwrap().max_inflight(),
+        Some(2)
+    );
 }

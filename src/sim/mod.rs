@@ -148,6 +148,9 @@ struct ModelState {
     attempts: u64,
     /// The `Authorization` header of the last chat request for this model.
     authorization: Option<String>,
+    /// Requests being answered now, and the most there ever were at once.
+    inflight: u64,
+    peak_inflight: u64,
     /// A [`Fault::ServerErrorOnce`] has answered its 500.
     failed_once: bool,
 }
@@ -187,12 +190,38 @@ impl Shared {
         }
     }
 
+    /// A request for `model` is being answered until the guard drops.
+    fn enter(self: &Arc<Self>, model: &str) -> Answering {
+        let mut models = lock(&self.models);
+        let state = models.entry(model.to_owned()).or_default();
+        state.inflight += 1;
+        state.peak_inflight = state.peak_inflight.max(state.inflight);
+        Answering {
+            shared: Arc::clone(self),
+            model: model.to_owned(),
+        }
+    }
+
     fn model_names(&self) -> Vec<String> {
         let mut names: Vec<String> = lock(&self.faults).keys().cloned().collect();
         names.push("sim-ok".to_owned());
         names.sort();
         names.dedup();
         names
+    }
+}
+
+/// A request being answered; see [`Sim::peak_inflight`].
+struct Answering {
+    shared: Arc<Shared>,
+    model: String,
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        if let Some(state) = lock(&self.shared.models).get_mut(&self.model) {
+            state.inflight = state.inflight.saturating_sub(1);
+        }
     }
 }
 
@@ -349,6 +378,16 @@ impl Sim {
         lock(&self.shared.models)
             .get(model)
             .and_then(|state| state.authorization.clone())
+    }
+
+    /// The most requests for `model` that were being answered at once: from the time the
+    /// request was read until its response was produced (for a stream, its headers) or the
+    /// client went away.
+    #[must_use]
+    pub fn peak_inflight(&self, model: &str) -> u64 {
+        lock(&self.shared.models)
+            .get(model)
+            .map_or(0, |state| state.peak_inflight)
     }
 
     /// Every chat request seen, including those whose body was not a valid request.

@@ -92,6 +92,7 @@ async fn chat(
         }
     };
     let fault = shared.attempt(&req.model, authorization);
+    let _answering = shared.enter(&req.model);
     respond(&fault, &req, &conn, shared.token_delay, shared.next_id()).await
 }
 

@@ -168,6 +168,27 @@ pub const STATE_BACKEND_UP: Metric = Metric {
            on its local breakers alone.",
 };
 
+/// `llm_failover_inflight{provider,model}`: requests in flight on a target (a stream until
+/// it ends). Moved by the `inflight` event.
+pub const INFLIGHT: Metric = Metric {
+    name: "llm_failover_inflight",
+    kind: MetricKind::Gauge,
+    labels: &["provider", "model"],
+    unit: None,
+    help: "Requests in flight on a provider/model target (streams until they end).",
+};
+
+/// `llm_failover_shed_total{route,provider,model,cause}`: targets skipped at one of their own
+/// limits, nothing sent (the `shed` event).
+pub const SHED_TOTAL: Metric = Metric {
+    name: "llm_failover_shed_total",
+    kind: MetricKind::Counter,
+    labels: &["route", "provider", "model", "cause"],
+    unit: None,
+    help: "Targets a request skipped at one of their own limits, nothing sent, by cause \
+           (concurrency, request_rate, token_rate, retry_budget).",
+};
+
 /// Every metric the layer produces, in the order of the design contract.
 pub const METRICS: &[Metric] = &[
     REQUESTS_TOTAL,
@@ -182,6 +203,8 @@ pub const METRICS: &[Metric] = &[
     ADMIN_ACTIONS_TOTAL,
     STATE_SYNC_TOTAL,
     STATE_BACKEND_UP,
+    INFLIGHT,
+    SHED_TOTAL,
 ];
 
 /// Describes every metric of [`METRICS`] (help text and unit) to the current recorder: the

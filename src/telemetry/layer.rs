@@ -15,8 +15,8 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::catalog::{
     ADMIN_ACTIONS_TOTAL, ATTEMPT_DURATION_SECONDS, ATTEMPTS_TOTAL, BREAKER_STATE,
-    BREAKER_TRANSITIONS_TOTAL, CLIENT_REJECTIONS_TOTAL, FAILOVERS_TOTAL, FAILURES_TOTAL,
-    REQUESTS_TOTAL, STATE_BACKEND_UP, STATE_SYNC_TOTAL, TIME_TO_FIRST_TOKEN_SECONDS,
+    BREAKER_TRANSITIONS_TOTAL, CLIENT_REJECTIONS_TOTAL, FAILOVERS_TOTAL, FAILURES_TOTAL, INFLIGHT,
+    REQUESTS_TOTAL, SHED_TOTAL, STATE_BACKEND_UP, STATE_SYNC_TOTAL, TIME_TO_FIRST_TOKEN_SECONDS,
 };
 use super::names::{
     self, access as afield, admin as dfield, breaker as bfield, chain as cfield, state as sfield,
@@ -42,6 +42,14 @@ const ATTEMPT_OUTCOMES: [&str; 3] = [
     cfield::ATTEMPT_REJECTED,
 ];
 const FAILURE: usize = 1;
+
+/// Shed cause label values, indexed.
+const SHED_CAUSES: [&str; 4] = [
+    cfield::SHED_CONCURRENCY,
+    cfield::SHED_REQUEST_RATE,
+    cfield::SHED_TOKEN_RATE,
+    cfield::SHED_RETRY_BUDGET,
+];
 
 /// Breaker state label values, indexed.
 const STATES: [&str; 6] = [
@@ -136,6 +144,10 @@ struct Inner {
     sync: [[OnceLock<Counter>; SYNC_OUTCOMES.len()]; SYNC_OPS.len()],
     /// Whether the shared-state backend answers.
     backend_up: OnceLock<Gauge>,
+    /// By route, provider and model.
+    shed: Cache<ShedHandles>,
+    /// By provider and model.
+    inflight: Cache<Gauge>,
 }
 
 struct RejectionHandles {
@@ -321,6 +333,13 @@ struct FailoverHandles {
     from: Box<str>,
     to: Box<str>,
     reasons: [OnceLock<Counter>; REASONS],
+}
+
+struct ShedHandles {
+    route: Box<str>,
+    provider: Box<str>,
+    model: Box<str>,
+    causes: [OnceLock<Counter>; SHED_CAUSES.len()],
 }
 
 struct BreakerHandles {
@@ -555,6 +574,31 @@ impl Visit for PairVisitor<'_> {
     fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
 }
 
+/// The fields of a shed or in-flight event.
+struct TargetVisitor<'a> {
+    provider: &'a mut String,
+    model: &'a mut String,
+    cause: Option<usize>,
+    delta: i64,
+}
+
+impl Visit for TargetVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            cfield::PROVIDER_LABEL => self.provider.push_str(value),
+            cfield::MODEL_LABEL => self.model.push_str(value),
+            cfield::CAUSE => self.cause = index_of(&SHED_CAUSES, value),
+            _ => {}
+        }
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if field.name() == cfield::DELTA {
+            self.delta = value;
+        }
+    }
+    fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
+}
+
 struct TransitionVisitor<'a> {
     provider: &'a mut String,
     model: &'a mut String,
@@ -691,6 +735,69 @@ impl Inner {
             ])
         })
         .increment(1);
+    }
+
+    fn shed<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let Some(route) = ctx.event_scope(event).and_then(|scope| {
+            scope.into_iter().find_map(|s| {
+                s.extensions()
+                    .get::<RequestSpan>()
+                    .map(|r| Arc::clone(&r.handles))
+            })
+        }) else {
+            return;
+        };
+        let (handles, cause) = with_scratch(|s| {
+            let mut v = TargetVisitor {
+                provider: &mut s.a,
+                model: &mut s.b,
+                cause: None,
+                delta: 0,
+            };
+            event.record(&mut v);
+            let cause = v.cause?;
+            encode(&mut s.key, &[&route.route, &s.a, &s.b]);
+            let h = self.shed.get_or_insert(&s.key, || ShedHandles {
+                route: route.route.clone(),
+                provider: s.a.as_str().into(),
+                model: s.b.as_str().into(),
+                causes: Default::default(),
+            });
+            Some((h, cause))
+        })
+        .unzip();
+        let (Some(h), Some(cause)) = (handles, cause) else {
+            return;
+        };
+        lazy_counter(&h.causes[cause], || {
+            SHED_TOTAL.counter([&h.route, &h.provider, &h.model, SHED_CAUSES[cause]])
+        })
+        .increment(1);
+    }
+
+    fn inflight(&self, event: &Event<'_>) {
+        with_scratch(|s| {
+            let mut v = TargetVisitor {
+                provider: &mut s.a,
+                model: &mut s.b,
+                cause: None,
+                delta: 0,
+            };
+            event.record(&mut v);
+            let delta = v.delta;
+            encode(&mut s.key, &[&s.a, &s.b]);
+            let gauge = self
+                .inflight
+                .get_or_insert(&s.key, || INFLIGHT.gauge([&s.a, &s.b]));
+            match delta {
+                1.. => gauge.increment(1.0),
+                ..0 => gauge.decrement(1.0),
+                0 => {}
+            }
+        });
     }
 
     fn breaker_transition(&self, event: &Event<'_>) {
@@ -851,6 +958,8 @@ where
                         .set(if up { 1.0 } else { 0.0 });
                 }
             }
+            (names::CHAIN_TARGET, names::SHED_EVENT) => self.inner.shed(event, &ctx),
+            (names::CHAIN_TARGET, names::INFLIGHT_EVENT) => self.inner.inflight(event),
             _ => {}
         }
     }

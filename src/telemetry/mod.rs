@@ -48,6 +48,8 @@
 //! | `llm_failover_admin_actions_total` | `admin_action` event | `action`, `outcome` |
 //! | `llm_failover_state_sync_total` | `state_sync` event (shared-state backend) | `op`, `outcome` |
 //! | `llm_failover_state_backend_up` | `state_backend` event | none |
+//! | `llm_failover_shed_total` | `shed` event (inside the request span) | `route`, `provider`, `model`, `cause` |
+//! | `llm_failover_inflight` | `inflight` event (+1 when an attempt is sent, -1 when it or its stream ends) | `provider`, `model` |
 //!
 //! Label values come only from configuration names (route, provider, model) and closed sets.
 //! A reason field holding anything outside [`Reason::ALL`](crate::Reason::ALL) counts as
@@ -94,8 +96,8 @@ mod layer;
 
 pub use self::catalog::{
     ADMIN_ACTIONS_TOTAL, ATTEMPT_DURATION_SECONDS, ATTEMPTS_TOTAL, BREAKER_STATE,
-    BREAKER_TRANSITIONS_TOTAL, CLIENT_REJECTIONS_TOTAL, FAILOVERS_TOTAL, FAILURES_TOTAL, METRICS,
-    Metric, MetricKind, REQUESTS_TOTAL, STATE_BACKEND_UP, STATE_SYNC_TOTAL,
+    BREAKER_TRANSITIONS_TOTAL, CLIENT_REJECTIONS_TOTAL, FAILOVERS_TOTAL, FAILURES_TOTAL, INFLIGHT,
+    METRICS, Metric, MetricKind, REQUESTS_TOTAL, SHED_TOTAL, STATE_BACKEND_UP, STATE_SYNC_TOTAL,
     TIME_TO_FIRST_TOKEN_SECONDS, describe_metrics,
 };
 pub use self::exporter::{
@@ -307,8 +309,40 @@ pub mod names {
     /// another. Fields: [`chain::FROM_PROVIDER`], [`chain::TO_PROVIDER`], [`chain::REASON`].
     pub const FAILOVER_EVENT: &str = "failover_hop";
 
+    /// The event emitted inside a request span when a target is skipped at one of its own
+    /// limits (nothing sent). Fields: [`chain::PROVIDER_LABEL`], [`chain::MODEL_LABEL`],
+    /// [`chain::CAUSE`].
+    pub const SHED_EVENT: &str = "shed";
+
+    /// The event emitted when a target's in-flight count moves (a request sent, a request or
+    /// stream ended). Fields: [`chain::PROVIDER_LABEL`], [`chain::MODEL_LABEL`],
+    /// [`chain::DELTA`].
+    pub const INFLIGHT_EVENT: &str = "inflight";
+
     /// Field names and values of the chain's spans and events.
     pub mod chain {
+        /// Attempt span: the index of the target's tier in its route, from 0.
+        pub const TIER: &str = "llm_failover.tier";
+        /// Attempt span: the tier's pick policy (`ordered`, `weighted`, `least_loaded`).
+        pub const PICK: &str = "llm_failover.pick";
+        /// Shed and in-flight events: the provider.
+        pub const PROVIDER_LABEL: &str = "provider";
+        /// Shed and in-flight events: the model.
+        pub const MODEL_LABEL: &str = "model";
+        /// Shed event: the limit that shed the target (`concurrency`, `request_rate`,
+        /// `token_rate`, `retry_budget`).
+        pub const CAUSE: &str = "cause";
+        /// In-flight event: +1 or -1.
+        pub const DELTA: &str = "delta";
+        /// `cause`: the target had its maximum of requests in flight.
+        pub const SHED_CONCURRENCY: &str = "concurrency";
+        /// `cause`: the target had used its requests per minute.
+        pub const SHED_REQUEST_RATE: &str = "request_rate";
+        /// `cause`: the target had used its tokens per minute.
+        pub const SHED_TOKEN_RATE: &str = "token_rate";
+        /// `cause`: the route's retry budget was spent.
+        pub const SHED_RETRY_BUDGET: &str = "retry_budget";
+
         /// Request span: the route (client-facing model name, from configuration).
         pub const ROUTE: &str = "route";
         /// Request span: how the request ended, one of [`OUTCOME_OK`], [`OUTCOME_ERROR`],

@@ -1,0 +1,384 @@
+//! What each target is doing right now: requests in flight, a latency average, and the
+//! concurrency limit that sheds traffic past it.
+//!
+//! # Why a board of its own, shared by the routes
+//!
+//! A target's load is a fact about the target, not about one route: two routes that both use
+//! `openai/gpt-4o-mini` put their requests on the same key and the same limit. So the counts
+//! live in [`Loads`], one [`Load`] per (provider, model), and every route built with the same
+//! board shares them (the proxy builds one board for all its routes). They are not in the
+//! breaker registry on purpose: the breaker hears only a reason and a duration after an
+//! attempt, while the load is read before one, moves twice per attempt and must not contend
+//! with the breaker's closed path (one atomic load). A route resolves its targets' loads when
+//! it is built, so a request touches atomics only, never the board's map.
+//!
+//! # The latency average
+//!
+//! `least_loaded` picks by in-flight requests weighted by a peak-sensitive, time-decayed
+//! moving average of latency (Finagle's "peak EWMA"): a sample above the average replaces it
+//! at once, a lower one pulls it down by how long it has been since the last sample, and an
+//! idle target's average decays towards zero, so a target that was slow once is tried again
+//! after a while instead of being starved for good. A target with requests in flight but no
+//! sample yet costs a large penalty, so a burst does not pile onto a target nobody has timed.
+//!
+//! ```
+//! use llm_failover::chain::Loads;
+//!
+//! let loads = Loads::new();
+//! loads.set_max_inflight("openai", "gpt-4o-mini", Some(8));
+//! let load = loads.target("openai", "gpt-4o-mini");
+//! assert_eq!((load.inflight(), load.max_inflight()), (0, Some(8)));
+//! ```
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::telemetry;
+
+/// How fast the latency average forgets by default (Finagle's default decay time).
+pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
+
+/// The cost of a target with requests in flight and no latency sample yet, in seconds.
+const PENALTY: f64 = 1e9;
+
+/// Loads by (provider, model).
+type Board = HashMap<(Arc<str>, Arc<str>), Arc<Load>>;
+
+/// The load of every target, shared by the routes built with it.
+///
+/// A target's load is a fact about the target, not about one route: two routes that use
+/// `openai/gpt-4o-mini` put their requests on the same key and the same limit, so routes
+/// built with one board ([`RouteBuilder::loads`](super::RouteBuilder::loads)) count them
+/// together. It is not part of the breaker registry on purpose: a breaker hears only a reason
+/// and a duration after an attempt, while the load is read before one, moves twice per
+/// attempt, and must not contend with the breaker's closed path. A route resolves its
+/// targets' loads when it is built, so a request touches atomics only, never this map.
+///
+/// `least_loaded` weighs in-flight requests by a peak-sensitive, time-decayed latency average
+/// (Finagle's "peak EWMA"): a sample above the average replaces it at once, a lower one pulls
+/// it down by how long it has been since the last sample, and an idle target's average
+/// decays towards zero, so a target that was slow once is tried again after a while instead
+/// of being starved for good. A target with requests in flight and no sample yet costs a
+/// large penalty, so a burst does not pile onto a target nobody has timed.
+pub struct Loads {
+    decay: Duration,
+    map: Mutex<Board>,
+}
+
+impl fmt::Debug for Loads {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        f.debug_list().entries(map.values()).finish()
+    }
+}
+
+impl Default for Loads {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Loads {
+    /// An empty board whose latency averages decay over [`DEFAULT_DECAY`].
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            decay: DEFAULT_DECAY,
+            map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// How fast the latency averages of targets added from now on forget: a sample's weight
+    /// falls by `1/e` per `decay` of time. Zero keeps only the last sample and forgets it at
+    /// once. Default: [`DEFAULT_DECAY`] (10 s).
+    #[must_use]
+    pub fn with_decay(mut self, decay: Duration) -> Self {
+        self.decay = decay;
+        self
+    }
+
+    /// The load of `model` of `provider`, added (idle, no limit) if it is not on the board.
+    pub fn target(&self, provider: &str, model: &str) -> Arc<Load> {
+        let mut map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(l) = map.get(&(Arc::from(provider), Arc::from(model))) {
+            return Arc::clone(l);
+        }
+        let load = Arc::new(Load::new(provider.into(), model.into(), self.decay));
+        map.insert(
+            (Arc::clone(&load.provider), Arc::clone(&load.model)),
+            Arc::clone(&load),
+        );
+        load
+    }
+
+    /// The load of `model` of `provider`, if a route or a limit put it on the board.
+    #[must_use]
+    pub fn get(&self, provider: &str, model: &str) -> Option<Arc<Load>> {
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(&(Arc::from(provider), Arc::from(model)))
+            .map(Arc::clone)
+    }
+
+    /// Limits `model` of `provider` to `max` requests in flight (`None`: no limit, the
+    /// default). A request past the limit skips the target as if its breaker were open (see
+    /// [`ShedCause::Concurrency`](super::ShedCause::Concurrency)). Takes effect at once, for
+    /// every route that uses the target.
+    pub fn set_max_inflight(&self, provider: &str, model: &str, max: Option<u32>) {
+        self.target(provider, model).set_max_inflight(max);
+    }
+
+    /// Every target on the board.
+    #[must_use]
+    pub fn all(&self) -> Vec<Arc<Load>> {
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        map.values().map(Arc::clone).collect()
+    }
+}
+
+/// One target's load: requests in flight, its limit, and its latency average.
+pub struct Load {
+    provider: Arc<str>,
+    model: Arc<str>,
+    inflight: AtomicU32,
+    /// 0: no limit.
+    max: AtomicU32,
+    /// The latency average in seconds (`f64` bits).
+    ewma: AtomicU64,
+    /// When the last sample came, in nanoseconds since `epoch`.
+    stamp: AtomicU64,
+    epoch: Instant,
+    /// The decay time in seconds.
+    decay: f64,
+    /// Some `least_loaded` tier reads the latency average: keep it. Until then the closed
+    /// path skips the clock read and the arithmetic.
+    timed: AtomicBool,
+}
+
+impl fmt::Debug for Load {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Load")
+            .field("provider", &self.provider)
+            .field("model", &self.model)
+            .field("inflight", &self.inflight())
+            .field("max_inflight", &self.max_inflight())
+            .field("latency", &self.latency())
+            .finish()
+    }
+}
+
+impl Load {
+    fn new(provider: Arc<str>, model: Arc<str>, decay: Duration) -> Self {
+        Self {
+            provider,
+            model,
+            inflight: AtomicU32::new(0),
+            max: AtomicU32::new(0),
+            ewma: AtomicU64::new(0_f64.to_bits()),
+            stamp: AtomicU64::new(0),
+            epoch: Instant::now(),
+            decay: decay.as_secs_f64(),
+            timed: AtomicBool::new(false),
+        }
+    }
+
+    /// The provider, as configured.
+    #[must_use]
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    /// The model, as configured.
+    #[must_use]
+    pub fn model(&self) -> &str {
+        &self.model
+    }
+
+    /// Requests in flight now (for a stream: until it ends).
+    #[must_use]
+    pub fn inflight(&self) -> u32 {
+        self.inflight.load(Ordering::Acquire)
+    }
+
+    /// The concurrency limit, if any.
+    #[must_use]
+    pub fn max_inflight(&self) -> Option<u32> {
+        match self.max.load(Ordering::Relaxed) {
+            0 => None,
+            n => Some(n),
+        }
+    }
+
+    /// Sets the concurrency limit (`None`, or `Some(0)`: no limit).
+    pub fn set_max_inflight(&self, max: Option<u32>) {
+        self.max.store(max.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// The latency average now (decayed since its last sample); zero before any sample.
+    #[must_use]
+    pub fn latency(&self) -> Duration {
+        Duration::from_secs_f64(self.decayed(self.now()).max(0.0))
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// The weight the average keeps after `nanos` without a sample.
+    fn keep(&self, nanos: u64) -> f64 {
+        if self.decay <= 0.0 {
+            return 0.0;
+        }
+        #[expect(clippy::cast_precision_loss, reason = "nanoseconds to seconds")]
+        let elapsed = nanos as f64 / 1e9;
+        (-elapsed / self.decay).exp()
+    }
+
+    fn decayed(&self, now: u64) -> f64 {
+        let ewma = f64::from_bits(self.ewma.load(Ordering::Relaxed));
+        let stamp = self.stamp.load(Ordering::Relaxed);
+        ewma * self.keep(now.saturating_sub(stamp))
+    }
+
+    /// Keeps the latency average from now on (a `least_loaded` tier uses the target).
+    pub(crate) fn time(&self) {
+        self.timed.store(true, Ordering::Relaxed);
+    }
+
+    /// Adds a latency sample (when a `least_loaded` tier uses the target). Concurrent
+    /// samples may lose one another: it is an average.
+    pub(crate) fn observe(&self, took: Duration) {
+        if !self.timed.load(Ordering::Relaxed) {
+            return;
+        }
+        let now = self.now();
+        let stamp = self.stamp.swap(now, Ordering::Relaxed);
+        let w = self.keep(now.saturating_sub(stamp));
+        let prev = f64::from_bits(self.ewma.load(Ordering::Relaxed));
+        let rtt = took.as_secs_f64();
+        let next = if rtt > prev * w {
+            rtt
+        } else {
+            prev * w + rtt * (1.0 - w)
+        };
+        self.ewma.store(next.to_bits(), Ordering::Relaxed);
+    }
+
+    /// What sending one more request here costs, for `least_loaded`: latency times requests
+    /// in flight plus one; `f64::INFINITY` at the limit.
+    pub(crate) fn cost(&self) -> f64 {
+        let n = self.inflight();
+        if self.max_inflight().is_some_and(|max| n >= max) {
+            return f64::INFINITY;
+        }
+        let latency = self.decayed(self.now());
+        if latency <= 0.0 && n > 0 {
+            PENALTY + f64::from(n)
+        } else {
+            latency * f64::from(n + 1)
+        }
+    }
+
+    /// Takes a place in flight, unless the target is at its limit. Nothing is reported until
+    /// the place is [`announced`](Inflight::announce).
+    pub(crate) fn try_enter(self: &Arc<Self>) -> Option<Inflight> {
+        let max = self.max.load(Ordering::Relaxed);
+        if max == 0 {
+            self.inflight.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.inflight
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n < max).then_some(n + 1)
+                })
+                .ok()?;
+        }
+        Some(Inflight {
+            load: Arc::clone(self),
+            announced: false,
+        })
+    }
+}
+
+/// A place in flight on one target, given back when dropped.
+pub(crate) struct Inflight {
+    load: Arc<Load>,
+    announced: bool,
+}
+
+impl Inflight {
+    /// The request was sent: the in-flight gauge counts it from now on.
+    pub(crate) fn announce(&mut self) {
+        if !self.announced {
+            self.announced = true;
+            telemetry::inflight(&self.load.provider, &self.load.model, 1);
+        }
+    }
+
+    /// The attempt answered (or failed) after `took`: a latency sample.
+    pub(crate) fn observe(&self, took: Duration) {
+        self.load.observe(took);
+    }
+}
+
+impl Drop for Inflight {
+    fn drop(&mut self) {
+        self.load.inflight.fetch_sub(1, Ordering::AcqRel);
+        if self.announced {
+            telemetry::inflight(&self.load.provider, &self.load.model, -1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_limit_sheds_and_places_come_back() {
+        let loads = Loads::new();
+        loads.set_max_inflight("p", "m", Some(2));
+        let load = loads.target("p", "m");
+        let a = load.try_enter().unwrap();
+        let b = load.try_enter().unwrap();
+        assert!(load.try_enter().is_none());
+        assert_eq!(load.cost(), f64::INFINITY);
+        drop(a);
+        assert_eq!(load.inflight(), 1);
+        let _c = load.try_enter().unwrap();
+        drop(b);
+        load.set_max_inflight(None);
+        let _d = load.try_enter().unwrap();
+        assert_eq!(load.inflight(), 2);
+        assert!(Arc::ptr_eq(&load, &loads.get("p", "m").unwrap()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_average_follows_peaks_at_once_and_decays_when_idle() {
+        let load = Loads::new()
+            .with_decay(Duration::from_secs(1))
+            .target("p", "m");
+        load.observe(Duration::from_millis(500));
+        assert_eq!(
+            load.latency(),
+            Duration::ZERO,
+            "not kept until a tier needs it"
+        );
+        load.time();
+        // Unknown and busy: a penalty; unknown and idle: free.
+        assert!(load.cost().abs() < f64::EPSILON);
+        let g = load.try_enter().unwrap();
+        assert!(load.cost() >= PENALTY);
+        drop(g);
+        load.observe(Duration::from_millis(500));
+        assert_eq!(load.latency(), Duration::from_millis(500));
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let l = load.latency().as_secs_f64();
+        assert!((l - 0.5 / std::f64::consts::E).abs() < 1e-6, "{l}");
+        tokio::time::advance(Duration::from_secs(30)).await;
+        assert!(load.latency() < Duration::from_micros(1));
+    }
+}
