@@ -12,6 +12,7 @@ mod classify;
 mod demo;
 mod proxy;
 mod proxy_faults;
+mod reload;
 mod secrets;
 mod serve;
 mod support;
