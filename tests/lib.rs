@@ -17,3 +17,4 @@ mod secrets;
 mod serve;
 mod support;
 mod telemetry;
+mod tls;
