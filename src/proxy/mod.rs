@@ -41,7 +41,8 @@
 //!
 //! # Request limits
 //!
-//! Each connection is served by hyper's HTTP/1.1 server with the `[server]` limits:
+//! Each connection is served by hyper's HTTP/1.1 (or, over TLS, HTTP/2) server with the
+//! `[server]` limits:
 //! `max_header_bytes` (the request line and headers; larger gets a 431 and the connection
 //! closes; default [`DEFAULT_MAX_HEADER_BYTES`]), `header_read_timeout` (the headers must
 //! arrive within it, so a client trickling one byte a second is cut off there while others
@@ -61,6 +62,32 @@
 //! proxy.serve(listener, async { let _ = tokio::signal::ctrl_c().await; }).await?;
 //! # Ok(()) }
 //! ```
+//!
+//! # Reloading
+//!
+//! [`Proxy::reload`] (SIGHUP under `llm-failover serve`, `POST /v1/failover/reload`,
+//! `llm-failover ctl reload`) reads the configuration file again, checks it completely as at
+//! start, and swaps the whole configuration atomically (`arc-swap`): each request is served by
+//! the configuration current when it arrived, so requests in flight finish on theirs and new
+//! ones see the new one. A bad file is rejected with its `file:line:column: field` error and
+//! the running configuration stays. Breakers whose target and policy are unchanged carry over
+//! with their state and counts; a breaker whose policy changed starts again closed (a
+//! warning names it); removed targets' breakers leave the state gauge (every series at 0). A
+//! client whose key is unchanged keeps its rate bucket and in-flight count. `listen`,
+//! `metrics_listen`, `max_connections`, `max_header_bytes` and `header_read_timeout` apply at
+//! the next start. Reloads are counted in `llm_failover_config_reloads_total{outcome}`; the
+//! time of the configuration serving is
+//! `llm_failover_config_last_reload_success_timestamp_seconds`. Details: `src/proxy/reload.rs`.
+//!
+//! # HTTPS
+//!
+//! With `[server] tls_cert` and `tls_key` (PEM files, checked when the configuration is read:
+//! unreadable, no certificate, no key, or a key that does not belong to the certificate are
+//! errors at the setting's line), connections are TLS (rustls, the `aws-lc-rs` provider the
+//! HTTP client already uses) with ALPN `h2` and `http/1.1`: clients get HTTP/2 or HTTP/1.1
+//! (hyper-util's auto builder), with the same head limits; the handshake must finish within
+//! `header_read_timeout`. Plain connections are HTTP/1.1 only (no h2c). A reload's
+//! certificate applies to new connections.
 //!
 //! # Shutdown
 //!

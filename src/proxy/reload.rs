@@ -157,7 +157,7 @@ fn breaker_event(name: &'static str, provider: &str, model: &str) {
 
 impl Proxy {
     /// Reads the configuration file again and, if it is valid and can serve, swaps it in (see
-    /// the [reloading](self#reloading) section of the module docs). Safe to call while
+    /// [reloading](crate::proxy#reloading)). Safe to call while
     /// serving, from any thread; reloads run one at a time. It reads a file and builds HTTP
     /// clients, so call it from a blocking context (`spawn_blocking`) inside a runtime.
     ///
