@@ -449,3 +449,78 @@ fn serve_reloads_its_config_on_sighup_and_counts_reloads() {
     assert!(ok.success());
     assert!(child.wait().unwrap().success());
 }
+
+/// A reload rejected because a key was written where its hash belongs, or for a typo next to a
+/// hash, answers with the place of the mistake and never the key or the hash; a client whose
+/// key is unchanged keeps its rate bucket across a good reload (its next request is still
+/// over the limit), even though its name changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_errors_echo_no_key_and_client_limits_survive() {
+    const CLIENT: &str = "sk-RELOAD-SENTINEL-3c1f9a77e2b04d58";
+    const ADMIN: &str = "sk-RELOAD-ADMIN-SENTINEL-9e41b2c6d7a0f315";
+    let hex = |k: &str| -> String {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(k.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    };
+    let sim = Sim::builder().start().await.unwrap();
+    let file = |client_name: &str, client_key: &str, extra: &str| {
+        format!(
+            "[providers.a]\nbase_url = \"{}\"\n[routes.chat]\ntargets = [\"a/m\"]\n\
+             [[clients]]\nname = \"{client_name}\"\nkey_sha256 = \"{client_key}\"\nroutes = [\"*\"]\n\
+             requests_per_minute = 1\n{extra}[admin]\nname = \"ops\"\nkey_sha256 = \"{}\"\n",
+            sim.base_url(),
+            hex(ADMIN)
+        )
+    };
+    let path = temp_file("keys.toml", &file("web", &hex(CLIENT), ""));
+    let p = start_config(&Config::from_file(&path).unwrap()).await;
+    let http = reqwest::Client::new();
+    let chat = || {
+        http.post(p.url("/v1/chat/completions"))
+            .bearer_auth(CLIENT)
+            .json(&chat_body("chat", false))
+            .send()
+    };
+    assert_eq!(chat().await.unwrap().status(), 200);
+    assert_eq!(chat().await.unwrap().status(), 429);
+    let reload = || {
+        http.post(p.url("/v1/failover/reload"))
+            .bearer_auth(ADMIN)
+            .send()
+    };
+
+    let mut seen = Vec::new();
+    for (bad, place) in [
+        (
+            file("web", CLIENT, ""),
+            "keys.toml:7:14: clients.web.key_sha256",
+        ),
+        (file("web", &hex(CLIENT), "max_concurent = 2\n"), "clients"),
+    ] {
+        std::fs::write(&path, bad).unwrap();
+        let resp = reload().await.unwrap();
+        assert_eq!(resp.status(), 422);
+        let text = resp.text().await.unwrap();
+        assert!(text.contains(place), "{text}");
+        seen.push(text);
+        seen.push(p.proxy.reload().unwrap_err().to_string());
+    }
+    for text in &seen {
+        for secret in [CLIENT.to_owned(), ADMIN.to_owned(), hex(CLIENT), hex(ADMIN)] {
+            assert!(!text.contains(&secret), "{secret} in {text}");
+        }
+    }
+    // The old config still serves, and the bucket is the same one.
+    assert_eq!(chat().await.unwrap().status(), 429);
+    std::fs::write(&path, file("web-renamed", &hex(CLIENT), "")).unwrap();
+    assert_eq!(reload().await.unwrap().status(), 200);
+    assert_eq!(
+        chat().await.unwrap().status(),
+        429,
+        "the rate bucket carried over"
+    );
+    p.stop().await.unwrap();
+}
