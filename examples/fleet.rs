@@ -97,11 +97,8 @@ namespace = "example"
             .get("x-failover-trail")
             .map(|v| v.to_str().unwrap_or_default())
     );
-    let breaker = replicas[1]
-        .1
-        .registry()
-        .breaker("local", "llama3")
-        .ok_or("no breaker")?;
+    let registry = replicas[1].1.registry();
+    let breaker = registry.breaker("local", "llama3").ok_or("no breaker")?;
     let mut waited = 0;
     while breaker.state() != llm_failover::breaker::State::Open && waited < 500 {
         tokio::time::sleep(Duration::from_millis(1)).await;

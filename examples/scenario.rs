@@ -19,11 +19,19 @@
 //!   one in flight: two are shed (`llm_failover_shed_total`, `llm_failover_inflight`).
 //!
 //! The breakers use short open times (2 s, at most 4 s) so the state timeline cycles between
-//! open and half-open within seconds. It prints `ready` on stdout once `/metrics` is served.
+//! open and half-open within seconds.
+//!
+//! It also runs the proxy (`edge-chat` → `edge/gpt-4o-mini`, the healthy simulator) from a
+//! config file with a client key and an admin key, and once a second sends it a request with
+//! the client key, one without a key (turned away: `llm_failover_client_rejections_total`), an
+//! admin `reset` of its breaker (`llm_failover_admin_actions_total`) and a config reload
+//! (`llm_failover_config_reloads_total`, and the success timestamp). It prints `ready` on
+//! stdout once `/metrics` is served.
 
 #![expect(clippy::print_stdout, reason = "the script waits for the ready line")]
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +40,7 @@ use llm_failover::Reason;
 use llm_failover::breaker::{BreakerPolicy, Registry};
 use llm_failover::chain::Route;
 use llm_failover::chain::openai::{Client, Endpoint};
+use llm_failover::proxy::{Config, Proxy};
 use llm_failover::sim::Sim;
 use llm_failover::telemetry::{MetricsLayer, install_prometheus};
 use tracing_subscriber::layer::SubscriberExt as _;
@@ -102,6 +111,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         endpoints[i].clone()
     };
     let request = serde_json::json!({"messages": [{"role": "user", "content": "hi"}]});
+    let edge = start_proxy(&fallback, &metrics).await?;
+    let http = reqwest::Client::new();
     println!("ready");
 
     let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -129,6 +140,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             };
             let _shed = tokio::join!(one(), one(), one());
         }
+        if round % 20 == 0 {
+            edge.round(&http).await;
+        }
         if round % 5 == 0 {
             // Exhausted by design: the result is only counted.
             let _exhausted = batch
@@ -141,4 +155,87 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+const CLIENT_KEY: &str = "scenario-client-key";
+const ADMIN_KEY: &str = "scenario-admin-key";
+
+/// The proxy in front of the healthy simulator, and how to reach it.
+struct Edge {
+    base: String,
+    _config_dir: PathBuf,
+}
+
+fn sha256_hex(key: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Writes the proxy's config file (a client key and an admin key, as hashes) and serves it on
+/// a loopback port; its breakers show in the state gauge from the start.
+async fn start_proxy(
+    upstream: &Sim,
+    metrics: &MetricsLayer,
+) -> Result<Edge, Box<dyn std::error::Error>> {
+    let dir = std::env::temp_dir().join(format!("llm-failover-scenario-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join("edge.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[providers.edge]\nbase_url = \"{}\"\n\n\
+             [routes.edge-chat]\ntargets = [\"edge/gpt-4o-mini\"]\n\n\
+             [[clients]]\nname = \"webapp\"\nkey_sha256 = \"{}\"\nroutes = [\"*\"]\n\n\
+             [admin]\nname = \"ops\"\nkey_sha256 = \"{}\"\n",
+            upstream.base_url(),
+            sha256_hex(CLIENT_KEY),
+            sha256_hex(ADMIN_KEY),
+        ),
+    )?;
+    let config = Config::from_file(&path)?;
+    let proxy = Proxy::new(&config)?;
+    metrics.register_breakers(proxy.registry().iter().map(|b| (b.provider(), b.model())));
+    let listener = tokio::net::TcpListener::bind(config.listen()).await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(proxy.serve(listener, std::future::pending()));
+    Ok(Edge {
+        base,
+        _config_dir: dir,
+    })
+}
+
+impl Edge {
+    /// One of each: an answered request, a request without a key, an admin reset, a reload.
+    /// Their answers are only counted.
+    async fn round(&self, http: &reqwest::Client) {
+        let chat = format!("{}/v1/chat/completions", self.base);
+        let body = serde_json::json!({
+            "model": "edge-chat",
+            "messages": [{"role": "user", "content": "hi"}],
+        });
+        let _ = http
+            .post(&chat)
+            .bearer_auth(CLIENT_KEY)
+            .json(&body)
+            .send()
+            .await;
+        let _ = http.post(&chat).json(&body).send().await;
+        let _ = http
+            .post(format!(
+                "{}/v1/failover/breakers/edge/gpt-4o-mini",
+                self.base
+            ))
+            .bearer_auth(ADMIN_KEY)
+            .json(&serde_json::json!({"action": "reset"}))
+            .send()
+            .await;
+        let _ = http
+            .post(format!("{}/v1/failover/reload", self.base))
+            .bearer_auth(ADMIN_KEY)
+            .send()
+            .await;
+    }
 }

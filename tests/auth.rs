@@ -471,7 +471,7 @@ fn admin_actions_take_effect_at_once_and_are_counted() {
         }
         assert_eq!(breaker(&status().await, "a", "m1")["state"], "closed");
 
-        // Mistakes: an unknown breaker, a bad duration, an unknown action; reload is not here.
+        // Mistakes: an unknown breaker, a bad duration, an unknown action, a reload without a file.
         let (code, err, _) = answer(act("a/nope", json!({"action": "reset"})).await.unwrap()).await;
         assert_eq!((code, err.as_str()), (404, "breaker_not_found"));
         let (code, err, _) = answer(
@@ -489,8 +489,16 @@ fn admin_actions_take_effect_at_once_and_are_counted() {
             .send()
             .await
             .unwrap();
-        let (code, err, _) = answer(resp).await;
-        assert_eq!((code, err.as_str()), (501, "not_implemented"));
+        // This config was parsed from text, so there is no file to read again: rejected.
+        let (code, err, body) = answer(resp).await;
+        assert_eq!((code, err.as_str()), (422, "invalid_config"), "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("cannot read config auth.toml"),
+            "{body}"
+        );
         p.stop().await.unwrap();
     });
     for line in [

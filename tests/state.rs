@@ -125,7 +125,7 @@ impl Replica {
             .unwrap()
             .state()
     }
-    fn backend(&self) -> &StateHandle {
+    fn backend(&self) -> StateHandle {
         self.proxy.state().unwrap()
     }
 }

@@ -126,6 +126,47 @@ impl RegistryBuilder {
         self.build_with_clock(&Clock::default())
     }
 
+    /// The registry, reusing the breakers of `previous` (a registry being replaced, as on a
+    /// configuration reload) wherever they still fit: a (provider, model) pair, or a provider's
+    /// provider-wide breaker, that exists in both with an **equal policy** is the same
+    /// [`Breaker`] in both, so its state, counts, operator override and any permit in flight
+    /// carry over. A breaker whose policy changed starts again closed with empty counts (and
+    /// no override): its window, thresholds and open times would not mean the same under the
+    /// new policy. Breakers only in `previous` are left out. A breaker carried over keeps the
+    /// transition listener it was built with.
+    ///
+    /// ```
+    /// use llm_failover::breaker::{Registry, State};
+    ///
+    /// let old = Registry::builder().target("openai", "gpt-4o").target("local", "llama3").build()?;
+    /// old.control("openai", "gpt-4o").unwrap().force_open(None);
+    /// let new = Registry::builder().target("openai", "gpt-4o").build_from(&old)?;
+    /// assert_eq!(new.breaker("openai", "gpt-4o").unwrap().state(), State::ForcedOpen);
+    /// assert!(new.breaker("local", "llama3").is_none());
+    /// # Ok::<(), llm_failover::breaker::RegistryError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`build`](Self::build).
+    pub fn build_from(self, previous: &Registry) -> Result<Registry, RegistryError> {
+        let mut registry = self.build()?;
+        let reuse = |fresh: &mut Breaker, provider: &str, model: &str| {
+            if let Some(old) = previous.breaker(provider, model)
+                && old.policy() == fresh.policy()
+            {
+                *fresh = old.clone();
+            }
+        };
+        for (provider, entry) in &mut registry.providers {
+            reuse(&mut entry.breaker, provider, PROVIDER_WIDE);
+            for (model, breaker) in &mut entry.models {
+                reuse(breaker, provider, model);
+            }
+        }
+        Ok(registry)
+    }
+
     pub(crate) fn build_with_clock(self, clock: &Clock) -> Result<Registry, RegistryError> {
         let make = |provider: &str, model: &str, policy: BreakerPolicy| {
             let mut b = Breaker::builder().policy(policy).target(provider, model);
@@ -217,6 +258,14 @@ impl Registry {
         self.providers
             .values()
             .flat_map(|e| std::iter::once(&e.breaker).chain(e.models.values()))
+    }
+
+    /// Whether `breaker` is one of this registry's own (the same breaker, not an equal one):
+    /// after [`RegistryBuilder::build_from`], tells a carried-over breaker from a new one.
+    #[must_use]
+    pub fn holds(&self, breaker: &Breaker) -> bool {
+        self.breaker(breaker.provider(), breaker.model())
+            .is_some_and(|b| std::ptr::eq(b.shared(), breaker.shared()))
     }
 
     /// How many breakers the registry holds (models plus provider-wide).

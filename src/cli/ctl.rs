@@ -3,7 +3,8 @@
 //! The proxy's URL comes from `--url` or `LLM_FAILOVER_URL` (default
 //! `http://127.0.0.1:8080`). The admin key comes from an environment variable
 //! (`LLM_FAILOVER_ADMIN_KEY`, or the one `--key-env` names), never from a flag: flags show in
-//! `ps` and in shell history.
+//! `ps` and in shell history. For a proxy serving HTTPS with a certificate from a private CA,
+//! `--cacert FILE` (or `LLM_FAILOVER_CACERT`) names the CA's PEM file to trust.
 
 use std::io::Write as _;
 use std::time::Duration;
@@ -23,6 +24,9 @@ pub(crate) struct CtlArgs {
     /// The environment variable holding the admin key (never pass the key as a flag).
     #[arg(long, value_name = "VAR", default_value = "LLM_FAILOVER_ADMIN_KEY")]
     key_env: String,
+    /// A PEM CA certificate to trust for an https URL [env: LLM_FAILOVER_CACERT].
+    #[arg(long, value_name = "FILE")]
+    cacert: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: CtlCommand,
 }
@@ -88,8 +92,24 @@ pub(crate) fn run(args: &CtlArgs) -> Result<(), Failure> {
     let url = format!("{base}{path}");
     let rt = super::runtime()?;
     let answer: Value = rt.block_on(async {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
+        let mut http = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        let cacert = args
+            .cacert
+            .clone()
+            .or_else(|| std::env::var_os("LLM_FAILOVER_CACERT").map(Into::into));
+        if let Some(path) = cacert {
+            let pem = std::fs::read(&path).map_err(|e| {
+                Failure::Usage(format!("cannot read the CA file {}: {e}", path.display()))
+            })?;
+            let ca = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                Failure::Usage(format!(
+                    "{} is not a PEM certificate ({e}); give the CA that signed the proxy's tls_cert",
+                    path.display()
+                ))
+            })?;
+            http = http.add_root_certificate(ca);
+        }
+        let http = http
             .build()
             .map_err(|e| Failure::Other(format!("cannot build the HTTP client: {e}")))?;
         let mut req = if method == "GET" {
@@ -133,6 +153,49 @@ pub(crate) fn run(args: &CtlArgs) -> Result<(), Failure> {
             )?;
         }
         CtlCommand::Status { json: false } => table(&mut out, &answer["breakers"])?,
+        CtlCommand::Reload => {
+            let list = |v: &Value| {
+                v.as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default()
+            };
+            let b = &answer["breakers"];
+            let count = |k: &str| b[k].as_array().map_or(0, Vec::len);
+            writeln!(
+                out,
+                "reloaded: routes {}; breakers kept {}, added {}, removed {}, reset {}",
+                list(&answer["routes"]),
+                count("kept"),
+                count("added"),
+                count("removed"),
+                count("reset"),
+            )?;
+            if count("reset") > 0 {
+                writeln!(
+                    out,
+                    "reset (policy changed, closed again): {}",
+                    list(&b["reset"])
+                )?;
+            }
+            if answer["restart_required"]
+                .as_array()
+                .is_some_and(|a| !a.is_empty())
+            {
+                writeln!(
+                    out,
+                    "restart to apply: {}",
+                    list(&answer["restart_required"])
+                )?;
+            }
+            for w in answer["warnings"].as_array().into_iter().flatten() {
+                writeln!(out, "warning: {}", w.as_str().unwrap_or_default())?;
+            }
+        }
         _ => {
             let b = &answer["breaker"];
             writeln!(

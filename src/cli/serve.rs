@@ -124,13 +124,45 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<(), Failure> {
             .await
             .map_err(|e| Failure::Other(format!("cannot listen on {addr}: {e}")))?;
         let local = listener.local_addr()?;
+        reload_on_hangup(&proxy);
         tracing::info!(
             target: "llm_failover::proxy",
             routes = ?proxy.routes().iter().map(|r| r.name()).collect::<Vec<_>>(),
-            "serving the OpenAI-compatible API on http://{local}/v1"
+            "serving the OpenAI-compatible API on {}://{local}/v1",
+            if config.tls() { "https" } else { "http" }
         );
         proxy.serve(listener, super::stop_signal()).await?;
         tracing::info!(target: "llm_failover::proxy", "stopped");
         Ok(())
     })
+}
+
+/// Reloads the configuration on every SIGHUP (`systemctl reload`, `kill -HUP`). A rejected
+/// file is logged with its file:line:field error and the running configuration stays.
+fn reload_on_hangup(proxy: &Proxy) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(
+                    target: "llm_failover::proxy",
+                    "cannot listen for SIGHUP ({e}); use `llm-failover ctl reload` to reload"
+                );
+                return;
+            }
+        };
+        let proxy = proxy.clone();
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::info!(target: "llm_failover::proxy", "SIGHUP: reloading the configuration");
+                let p = proxy.clone();
+                // The outcome is logged and counted by `reload` itself.
+                let _ = tokio::task::spawn_blocking(move || p.reload()).await;
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = proxy;
 }

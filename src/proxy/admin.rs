@@ -22,9 +22,12 @@
 //! `admin_action` event naming the admin (`[admin] name`) and counted in
 //! `llm_failover_admin_actions_total{action, outcome}`.
 //!
-//! `POST /v1/failover/reload` answers 501 `not_implemented` in this build (counted as
-//! `action="reload", outcome="error"`): the config is read at start only, so restart the proxy
-//! to apply a changed file.
+//! `POST /v1/failover/reload` (no body needed) reads the configuration file again and swaps it
+//! in (see the `reload` module, `src/proxy/reload.rs`). The answer is 200 with `{"reloaded":
+//! true, "routes", "breakers": {"kept", "added", "removed", "reset"}, "restart_required",
+//! "warnings"}`; a file that is rejected gets a 422 `invalid_config` whose message is the
+//! `file:line:column: field: message` error `check` prints, and the running configuration
+//! stays. Both are counted as `action="reload"` in `llm_failover_admin_actions_total`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -193,21 +196,57 @@ pub(super) async fn breaker(
     .into_response()
 }
 
-/// `POST /v1/failover/reload`: not in this build.
-pub(super) async fn reload(Extension(AdminCaller(admin)): Extension<AdminCaller>) -> Response {
-    event(
-        &admin,
-        field::ACTION_RELOAD,
-        field::OUTCOME_ERROR,
-        None,
-        None,
-    );
-    ApiError::typed(
-        StatusCode::NOT_IMPLEMENTED,
-        "server_error",
-        "not_implemented",
-        "live reload is not available in this build: the config is read at start, so restart \
-         the proxy (SIGTERM, then serve again) to apply a changed file",
-    )
-    .into_response()
+/// `POST /v1/failover/reload`.
+pub(super) async fn reload(
+    State(shared): State<Arc<Shared>>,
+    Extension(AdminCaller(admin)): Extension<AdminCaller>,
+) -> Response {
+    let fail = |status: StatusCode, code: &'static str, message: String| {
+        event(
+            &admin,
+            field::ACTION_RELOAD,
+            field::OUTCOME_ERROR,
+            None,
+            None,
+        );
+        ApiError::typed(status, "invalid_request_error", code, message).into_response()
+    };
+    let Some(proxy) = super::reload::proxy_of(&shared) else {
+        return fail(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting_down",
+            "the proxy is shutting down; nothing was reloaded".into(),
+        );
+    };
+    // Reading the file and building HTTP clients blocks; its events go to this subscriber.
+    let dispatch = tracing::dispatcher::get_default(Clone::clone);
+    let reload = move || tracing::dispatcher::with_default(&dispatch, || proxy.reload());
+    match tokio::task::spawn_blocking(reload).await {
+        Ok(Ok(done)) => {
+            event(&admin, field::ACTION_RELOAD, field::OUTCOME_OK, None, None);
+            axum::Json(json!({
+                "reloaded": true,
+                "routes": done.routes,
+                "breakers": {
+                    "kept": done.kept,
+                    "added": done.added,
+                    "removed": done.removed,
+                    "reset": done.reset,
+                },
+                "restart_required": done.restart_required,
+                "warnings": done.warnings,
+            }))
+            .into_response()
+        }
+        Ok(Err(e)) => fail(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_config",
+            e.to_string(),
+        ),
+        Err(_) => fail(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "reload_failed",
+            "the reload stopped unexpectedly; the running configuration stays".into(),
+        ),
+    }
 }

@@ -109,7 +109,8 @@ pub(super) struct Client {
     pub(super) name: Arc<str>,
     key: Option<KeyHash>,
     routes: Vec<String>,
-    rate: Option<Rate>,
+    /// Shared with the same client of the previous configuration when a reload kept it.
+    rate: Option<(Arc<Rate>, std::num::NonZeroU32)>,
     concurrency: Option<(Arc<Semaphore>, u32)>,
 }
 
@@ -158,19 +159,50 @@ enum Identity {
 }
 
 impl Access {
-    pub(super) fn new(clients: &[ClientConfig], admin: Option<&AdminConfig>) -> Self {
+    /// Everyone `clients` and `admin` name. With `previous` (a reload), a client whose key is
+    /// unchanged keeps its rate bucket when its `requests_per_minute` is unchanged, and its
+    /// in-flight count when its `max_concurrent` is unchanged.
+    pub(super) fn new(
+        clients: &[ClientConfig],
+        admin: Option<&AdminConfig>,
+        previous: Option<&Access>,
+    ) -> Self {
+        let same_key = |c: &ClientConfig| {
+            let key = c.key.as_ref()?;
+            previous?
+                .clients
+                .iter()
+                .find(|o| o.key.as_ref().is_some_and(|k| k.0 == key.0))
+                .cloned()
+        };
         Self {
             clients: clients
                 .iter()
                 .map(|c| {
+                    let old = same_key(c);
                     Arc::new(Client {
                         name: Arc::from(c.name.as_str()),
                         key: c.key,
                         routes: c.routes.clone(),
-                        rate: c.requests_per_minute.map(Rate::per_minute),
+                        rate: c.requests_per_minute.map(|n| {
+                            let kept = old
+                                .as_ref()
+                                .and_then(|o| o.rate.as_ref())
+                                .filter(|(_, m)| *m == n)
+                                .map(|(r, _)| Arc::clone(r));
+                            (kept.unwrap_or_else(|| Arc::new(Rate::per_minute(n))), n)
+                        }),
                         concurrency: c.max_concurrent.map(|n| {
+                            let kept = old
+                                .as_ref()
+                                .and_then(|o| o.concurrency.as_ref())
+                                .filter(|(_, m)| *m == n.get())
+                                .map(|(s, _)| Arc::clone(s));
                             let permits = usize::try_from(n.get()).unwrap_or(usize::MAX);
-                            (Arc::new(Semaphore::new(permits)), n.get())
+                            (
+                                kept.unwrap_or_else(|| Arc::new(Semaphore::new(permits))),
+                                n.get(),
+                            )
                         }),
                     })
                 })
@@ -320,7 +352,7 @@ pub(super) async fn client_gate(
         Identity::None => return unauthenticated(false),
         Identity::Unknown => return unauthenticated(true),
     };
-    if let Some(rate) = &client.rate
+    if let Some((rate, _)) = &client.rate
         && let Err(wait) = rate.check(Instant::now())
     {
         rejected(&client.name, access::REASON_RATE_LIMITED);

@@ -25,6 +25,7 @@ use crate::chain::{Pick, RoutePolicy, Tier};
 use crate::classify::{Classifier, ClassifierBuilder};
 
 mod access;
+mod tls;
 
 pub(crate) use self::access::{AdminConfig, ClientConfig, KeyHash};
 use self::access::{AdminFile, ClientFile};
@@ -149,6 +150,8 @@ pub(crate) struct Server {
     pub(crate) header_read_timeout: Duration,
     pub(crate) body_read_timeout: Duration,
     pub(crate) max_connections: usize,
+    /// `tls_cert` and `tls_key`, read and checked: serve HTTPS with this.
+    pub(crate) tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// One `[providers.NAME]` section, checked.
@@ -255,6 +258,8 @@ struct ServerFile {
     #[serde(default, with = "crate::duration::option")]
     body_read_timeout: Option<Duration>,
     max_connections: Option<Spanned<usize>>,
+    tls_cert: Option<Spanned<String>>,
+    tls_key: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1071,6 +1076,7 @@ impl Config {
             Some(v) => v.into_inner(),
             None => DEFAULT_MAX_CONNECTIONS,
         };
+        let tls = tls::load(c, s.tls_cert.as_ref(), s.tls_key.as_ref())?;
         let positive =
             |d: Option<Duration>, default: Duration| d.filter(|d| !d.is_zero()).unwrap_or(default);
         Ok(Server {
@@ -1083,6 +1089,7 @@ impl Config {
             header_read_timeout: positive(s.header_read_timeout, DEFAULT_HEADER_READ_TIMEOUT),
             body_read_timeout: positive(s.body_read_timeout, DEFAULT_BODY_READ_TIMEOUT),
             max_connections,
+            tls,
         })
     }
 
@@ -1108,6 +1115,12 @@ impl Config {
     #[must_use]
     pub fn metrics_listen(&self) -> Option<SocketAddr> {
         self.server.metrics_listen
+    }
+
+    /// Whether `serve` terminates TLS (`[server] tls_cert` and `tls_key` are set).
+    #[must_use]
+    pub fn tls(&self) -> bool {
+        self.server.tls.is_some()
     }
 
     /// How long in-flight requests may go on after a shutdown signal.

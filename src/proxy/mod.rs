@@ -41,7 +41,8 @@
 //!
 //! # Request limits
 //!
-//! Each connection is served by hyper's HTTP/1.1 server with the `[server]` limits:
+//! Each connection is served by hyper's HTTP/1.1 (or, over TLS, HTTP/2) server with the
+//! `[server]` limits:
 //! `max_header_bytes` (the request line and headers; larger gets a 431 and the connection
 //! closes; default [`DEFAULT_MAX_HEADER_BYTES`]), `header_read_timeout` (the headers must
 //! arrive within it, so a client trickling one byte a second is cut off there while others
@@ -62,6 +63,32 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Reloading
+//!
+//! [`Proxy::reload`] (SIGHUP under `llm-failover serve`, `POST /v1/failover/reload`,
+//! `llm-failover ctl reload`) reads the configuration file again, checks it completely as at
+//! start, and swaps the whole configuration atomically (`arc-swap`): each request is served by
+//! the configuration current when it arrived, so requests in flight finish on theirs and new
+//! ones see the new one. A bad file is rejected with its `file:line:column: field` error and
+//! the running configuration stays. Breakers whose target and policy are unchanged carry over
+//! with their state and counts; a breaker whose policy changed starts again closed (a
+//! warning names it); removed targets' breakers leave the state gauge (every series at 0). A
+//! client whose key is unchanged keeps its rate bucket and in-flight count. `listen`,
+//! `metrics_listen`, `max_connections`, `max_header_bytes` and `header_read_timeout` apply at
+//! the next start. Reloads are counted in `llm_failover_config_reloads_total{outcome}`; the
+//! time of the configuration serving is
+//! `llm_failover_config_last_reload_success_timestamp_seconds`. Details: `src/proxy/reload.rs`.
+//!
+//! # HTTPS
+//!
+//! With `[server] tls_cert` and `tls_key` (PEM files, checked when the configuration is read:
+//! unreadable, no certificate, no key, or a key that does not belong to the certificate are
+//! errors at the setting's line), connections are TLS (rustls, the `aws-lc-rs` provider the
+//! HTTP client already uses) with ALPN `h2` and `http/1.1`: clients get HTTP/2 or HTTP/1.1
+//! (hyper-util's auto builder), with the same head limits; the handshake must finish within
+//! `header_read_timeout`. Plain connections are HTTP/1.1 only (no h2c). A reload's
+//! certificate applies to new connections.
+//!
 //! # Shutdown
 //!
 //! [`Proxy::serve`] stops accepting connections when its shutdown future completes, lets
@@ -74,6 +101,7 @@ mod auth;
 mod config;
 mod error;
 mod handlers;
+mod reload;
 mod sse;
 
 #[cfg(test)]
@@ -81,12 +109,15 @@ mod tests;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
+use std::time::{Duration, SystemTime};
 
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::routing::{get, post};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt as _;
@@ -100,6 +131,7 @@ pub use self::config::{
     DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_HEADER_BYTES,
     DEFAULT_SHUTDOWN_GRACE, DEFAULT_STATE_URL_ENV, Exposure, Located,
 };
+pub use self::reload::{ReloadError, Reloaded};
 use crate::telemetry::names::access;
 
 /// The response headers that say who answered.
@@ -167,9 +199,22 @@ struct Upstream {
     key: Option<Secret>,
 }
 
-/// What every request handler shares.
+/// What every request handler shares: one generation of the configuration. A request is
+/// served from start to end by the generation that was current when it arrived.
 #[derive(Debug, Clone)]
 struct Shared {
+    /// The configuration file, read again on reload.
+    path: PathBuf,
+    /// The address the configuration (or `--listen`) names; the served one once serving.
+    listen: SocketAddr,
+    /// When this generation's configuration was read.
+    loaded_at: SystemTime,
+    /// Settings that take effect only at start, as this generation's file gave them.
+    restart_only: reload::RestartOnly,
+    /// Serve HTTPS with this (new connections take the current generation's).
+    tls: Option<Arc<rustls::ServerConfig>>,
+    /// The proxy across generations, for the reload endpoint.
+    live: Weak<Live>,
     routes: Vec<Arc<Route>>,
     by_name: HashMap<String, usize>,
     upstreams: HashMap<String, Upstream>,
@@ -193,10 +238,40 @@ struct Shared {
     state: Option<crate::state::StateHandle>,
 }
 
-/// The failover proxy: routes, breakers and upstreams built from a [`Config`].
+/// One generation and the router that serves it.
+#[derive(Debug)]
+struct Generation {
+    shared: Arc<Shared>,
+    router: Router,
+}
+
+impl Generation {
+    fn new(shared: Shared) -> Arc<Self> {
+        let shared = Arc::new(shared);
+        Arc::new(Self {
+            router: router_of(&shared),
+            shared,
+        })
+    }
+}
+
+/// What lives across reloads: the current generation, swapped atomically.
+#[derive(Debug)]
+struct Live {
+    current: ArcSwap<Generation>,
+    /// One reload at a time.
+    reloading: Mutex<()>,
+    /// The address being served, once [`Proxy::serve`] runs.
+    served: OnceLock<SocketAddr>,
+}
+
+/// The failover proxy: routes, breakers and upstreams built from a [`Config`], replaced as a
+/// whole by [`Proxy::reload`] (see [reloading](self#reloading)).
+///
+/// Clones share the proxy: a reload through one is seen by all.
 #[derive(Debug, Clone)]
 pub struct Proxy {
-    shared: Arc<Shared>,
+    live: Arc<Live>,
 }
 
 impl Proxy {
@@ -210,6 +285,23 @@ impl Proxy {
     /// without the key would fail every request). [`ProxyError::Unauthenticated`] when the
     /// configured listen address is exposed without client keys ([`Config::exposure`]).
     pub fn new(config: &Config) -> Result<Self, ProxyError> {
+        let shared = Self::build(config, None)?;
+        let live = Arc::new_cyclic(|weak| {
+            let mut shared = shared;
+            shared.live = Weak::clone(weak);
+            Live {
+                current: ArcSwap::new(Generation::new(shared)),
+                reloading: Mutex::new(()),
+                served: OnceLock::new(),
+            }
+        });
+        Ok(Self { live })
+    }
+
+    /// One generation from `config`; with `previous`, breakers whose target and policy are
+    /// unchanged and per-client limiter state carry over, as do the metrics handle and the
+    /// shutdown signal.
+    fn build(config: &Config, previous: Option<&Shared>) -> Result<Shared, ProxyError> {
         if let Some(missing) = config.missing_keys().next() {
             return Err(ProxyError::MissingKey(Box::new(missing.clone())));
         }
@@ -232,7 +324,12 @@ impl Proxy {
                 registry = registry.target_with_policy(name, model, p.breaker.clone());
             }
         }
-        let registry = Arc::new(registry.build()?);
+        let registry = Arc::new(match previous {
+            Some(p) => registry.build_from(&p.registry)?,
+            None => registry.build()?,
+        });
+        // Each generation runs its own backend against its registry; the previous one stops
+        // when the last request on the previous generation ends.
         #[cfg(feature = "redis")]
         let state = match state {
             Some(s) => Some(s.start(Arc::clone(&registry))?),
@@ -285,87 +382,81 @@ impl Proxy {
             by_name.insert(r.name.clone(), routes.len());
             routes.push(Arc::new(b.build()?));
         }
-        Ok(Self {
-            shared: Arc::new(Shared {
-                routes,
-                by_name,
-                upstreams,
-                registry,
-                metrics: None,
-                max_body_bytes: config.server.max_body_bytes,
-                grace: config.server.shutdown_grace,
-                cut: Arc::new(watch::channel(false).0),
-                access: Arc::new(auth::Access::new(&config.clients, config.admin.as_ref())),
-                forwards_client_key: config.providers.values().any(|p| p.forward_client_key),
-                allow_unauthenticated: config.server.allow_unauthenticated,
-                body_read_timeout: config.server.body_read_timeout,
-                header_read_timeout: config.server.header_read_timeout,
-                max_header_bytes: config.server.max_header_bytes,
-                max_connections: config.server.max_connections,
-                #[cfg(feature = "redis")]
-                state,
-            }),
+        Ok(Shared {
+            path: config.path.clone(),
+            listen: config.server.listen,
+            loaded_at: SystemTime::now(),
+            restart_only: reload::RestartOnly::of(config),
+            tls: config.server.tls.clone(),
+            live: previous.map_or_else(Weak::new, |p| Weak::clone(&p.live)),
+            routes,
+            by_name,
+            upstreams,
+            registry,
+            metrics: previous.and_then(|p| p.metrics.clone()),
+            max_body_bytes: config.server.max_body_bytes,
+            grace: config.server.shutdown_grace,
+            cut: previous.map_or_else(|| Arc::new(watch::channel(false).0), |p| Arc::clone(&p.cut)),
+            access: Arc::new(auth::Access::new(
+                &config.clients,
+                config.admin.as_ref(),
+                previous.map(|p| &*p.access),
+            )),
+            forwards_client_key: config.providers.values().any(|p| p.forward_client_key),
+            allow_unauthenticated: config.server.allow_unauthenticated,
+            body_read_timeout: config.server.body_read_timeout,
+            header_read_timeout: config.server.header_read_timeout,
+            max_header_bytes: config.server.max_header_bytes,
+            max_connections: config.server.max_connections,
+            #[cfg(feature = "redis")]
+            state,
         })
+    }
+
+    /// The generation serving new requests now.
+    fn current(&self) -> Arc<Shared> {
+        Arc::clone(&self.live.current.load().shared)
     }
 
     /// Serves `GET /metrics` from `handle` (see
     /// [`install_prometheus_recorder`](crate::telemetry::install_prometheus_recorder)).
     /// Default: no `/metrics` route (metrics served elsewhere, or not at all).
     #[must_use]
-    pub fn with_metrics(mut self, handle: PrometheusHandle) -> Self {
-        Arc::make_mut(&mut self.shared).metrics = Some(handle);
+    pub fn with_metrics(self, handle: PrometheusHandle) -> Self {
+        let mut shared = (*self.current()).clone();
+        shared.metrics = Some(handle);
+        self.live.current.store(Generation::new(shared));
         self
     }
 
-    /// The breakers, one per configured (provider, model) plus one per provider (`*`).
+    /// The breakers, one per configured (provider, model) plus one per provider (`*`), of the
+    /// configuration serving now.
     #[must_use]
-    pub fn registry(&self) -> &Arc<Registry> {
-        &self.shared.registry
+    pub fn registry(&self) -> Arc<Registry> {
+        Arc::clone(&self.current().registry)
     }
 
-    /// The shared breaker-state backend, when `[state] backend = "redis"` (feature `redis`).
+    /// The shared breaker-state backend of the configuration serving now, when
+    /// `[state] backend = "redis"` (feature `redis`).
     #[cfg(feature = "redis")]
     #[must_use]
-    pub fn state(&self) -> Option<&crate::state::StateHandle> {
-        self.shared.state.as_ref()
+    pub fn state(&self) -> Option<crate::state::StateHandle> {
+        self.current().state.clone()
     }
 
-    /// The routes, in the order of the configuration.
+    /// The routes, in the order of the configuration serving now.
     #[must_use]
-    pub fn routes(&self) -> &[Arc<Route>] {
-        &self.shared.routes
+    pub fn routes(&self) -> Vec<Arc<Route>> {
+        self.current().routes.clone()
     }
 
     /// The HTTP service: every endpoint of the proxy, each behind its key check (see
     /// [the access table](self#keys-and-admin-control)).
+    ///
+    /// The router serves the configuration current when it was made; [`serve`](Self::serve)
+    /// routes each request through the configuration current when it arrives.
     pub fn router(&self) -> Router {
-        use axum::middleware::from_fn_with_state;
-        let shared = Arc::clone(&self.shared);
-        let client = Router::new()
-            .route("/v1/chat/completions", post(handlers::chat))
-            .route("/v1/models", get(handlers::models))
-            .route_layer(from_fn_with_state(Arc::clone(&shared), auth::client_gate));
-        let status = Router::new()
-            .route("/v1/failover/status", get(handlers::status))
-            .route_layer(from_fn_with_state(Arc::clone(&shared), auth::any_gate));
-        let admin = Router::new()
-            .route(
-                "/v1/failover/breakers/{provider}/{*model}",
-                post(admin::breaker),
-            )
-            .route("/v1/failover/reload", post(admin::reload))
-            .route_layer(from_fn_with_state(Arc::clone(&shared), auth::admin_gate));
-        let mut router = Router::new()
-            .merge(client)
-            .merge(status)
-            .merge(admin)
-            .route("/healthz", get(handlers::healthz));
-        if self.shared.metrics.is_some() {
-            router = router.route("/metrics", get(handlers::metrics));
-        }
-        router
-            .fallback(handlers::not_found)
-            .with_state(Arc::clone(&self.shared))
+        self.live.current.load().router.clone()
     }
 
     /// Serves on `listener` until `shutdown` completes, then drains as the
@@ -383,8 +474,9 @@ impl Proxy {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let local = listener.local_addr()?;
+        let shared = self.current();
         #[cfg(feature = "redis")]
-        if let Some(state) = &self.shared.state {
+        if let Some(state) = &shared.state {
             // Learn the fleet's open breakers before the first request (bounded: with Redis
             // away the proxy serves on its local breakers).
             let c = &state_config_timeouts(state);
@@ -395,7 +487,6 @@ impl Proxy {
                 );
             }
         }
-        let shared = Arc::clone(&self.shared);
         let clients = shared.access.clients_required();
         if let Some(exposure) = config::exposure(local, clients, shared.allow_unauthenticated) {
             return Err(std::io::Error::new(
@@ -411,9 +502,12 @@ impl Proxy {
                  something in front of the proxy checks who calls"
             );
         }
-        let router = self.router();
+        let _ = self.live.served.set(local);
+        reload::loaded(&shared);
+        let live = Arc::clone(&self.live);
         let signal = async move {
             shutdown.await;
+            let shared = Arc::clone(&live.current.load().shared);
             tracing::info!(
                 target: "llm_failover::proxy",
                 grace_seconds = shared.grace.as_secs_f64(),
@@ -425,11 +519,24 @@ impl Proxy {
                 shared.cut.send_replace(true);
             });
         };
+        // Plain connections: HTTP/1.1 (no h2c). TLS connections: HTTP/1.1 or HTTP/2, as ALPN
+        // and the client's preface say, with the same head limits.
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(TokioTimer::new())
-            .header_read_timeout(self.shared.header_read_timeout)
-            .max_buf_size(self.shared.max_header_bytes.max(8192));
-        let slots = Arc::new(Semaphore::new(self.shared.max_connections));
+            .header_read_timeout(shared.header_read_timeout)
+            .max_buf_size(shared.max_header_bytes.max(8192));
+        let mut auto = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        auto.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(shared.header_read_timeout)
+            .max_buf_size(shared.max_header_bytes.max(8192));
+        auto.http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(shared.max_header_bytes).unwrap_or(u32::MAX));
+        let auto = Arc::new(auto);
+        let handshake_timeout = shared.header_read_timeout;
+        let slots = Arc::new(Semaphore::new(shared.max_connections));
+        drop(shared);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         tokio::pin!(signal);
         loop {
@@ -455,26 +562,95 @@ impl Proxy {
             };
             // No Nagle delay: stream events are small writes that must leave at once.
             let _ = tcp.set_nodelay(true);
-            let router = router.clone();
-            let service = hyper::service::service_fn(move |req| router.clone().oneshot(req));
-            let conn = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    // Turned away by hyper itself: too slow or too large a request head.
-                    if e.is_timeout() {
-                        auth::rejected(access::UNKNOWN_CLIENT, access::REASON_TIMEOUT);
-                    } else if e.is_parse_too_large() {
-                        auth::rejected(access::UNKNOWN_CLIENT, access::REASON_TOO_LARGE);
-                    }
-                }
-                drop(slot);
+            // Each request is served by the generation current when it arrives.
+            let live = Arc::clone(&self.live);
+            let service = hyper::service::service_fn(move |req| {
+                live.current.load().router.clone().oneshot(req)
             });
+            match self.live.current.load().shared.tls.clone() {
+                None => {
+                    let conn = graceful.watch(http.serve_connection(TokioIo::new(tcp), service));
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            turned_away(&e);
+                        }
+                        drop(slot);
+                    });
+                }
+                Some(tls) => {
+                    let watcher = graceful.watcher();
+                    let auto = Arc::clone(&auto);
+                    tokio::spawn(async move {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                        // The handshake is bounded like the request head: a client that
+                        // trickles it is cut off.
+                        match tokio::time::timeout(handshake_timeout, acceptor.accept(tcp)).await {
+                            Ok(Ok(stream)) => {
+                                let conn = watcher
+                                    .watch(auto.serve_connection(TokioIo::new(stream), service));
+                                if let Err(e) = conn.await
+                                    && let Some(e) = e.downcast_ref::<hyper::Error>()
+                                {
+                                    turned_away(e);
+                                }
+                            }
+                            Ok(Err(e)) => tracing::debug!(
+                                target: "llm_failover::proxy",
+                                "TLS handshake failed: {e}"
+                            ),
+                            Err(_) => {
+                                auth::rejected(access::UNKNOWN_CLIENT, access::REASON_TIMEOUT);
+                            }
+                        }
+                        drop(slot);
+                    });
+                }
+            }
         }
         // Closed now: new connections are refused while those open finish.
         drop(listener);
         graceful.shutdown().await;
         Ok(())
     }
+}
+
+/// Counts a connection hyper itself turned away: too slow or too large a request head.
+fn turned_away(e: &hyper::Error) {
+    if e.is_timeout() {
+        auth::rejected(access::UNKNOWN_CLIENT, access::REASON_TIMEOUT);
+    } else if e.is_parse_too_large() {
+        auth::rejected(access::UNKNOWN_CLIENT, access::REASON_TOO_LARGE);
+    }
+}
+
+/// The HTTP service of one generation.
+fn router_of(shared: &Arc<Shared>) -> Router {
+    use axum::middleware::from_fn_with_state;
+    let client = Router::new()
+        .route("/v1/chat/completions", post(handlers::chat))
+        .route("/v1/models", get(handlers::models))
+        .route_layer(from_fn_with_state(Arc::clone(shared), auth::client_gate));
+    let status = Router::new()
+        .route("/v1/failover/status", get(handlers::status))
+        .route_layer(from_fn_with_state(Arc::clone(shared), auth::any_gate));
+    let admin = Router::new()
+        .route(
+            "/v1/failover/breakers/{provider}/{*model}",
+            post(admin::breaker),
+        )
+        .route("/v1/failover/reload", post(admin::reload))
+        .route_layer(from_fn_with_state(Arc::clone(shared), auth::admin_gate));
+    let mut router = Router::new()
+        .merge(client)
+        .merge(status)
+        .merge(admin)
+        .route("/healthz", get(handlers::healthz));
+    if shared.metrics.is_some() {
+        router = router.route("/metrics", get(handlers::metrics));
+    }
+    router
+        .fallback(handlers::not_found)
+        .with_state(Arc::clone(shared))
 }
 
 /// Accept errors that concern one connection only (as `axum::serve` sorts them).

@@ -189,6 +189,30 @@ pub const SHED_TOTAL: Metric = Metric {
            (concurrency, request_rate, token_rate, retry_budget).",
 };
 
+/// `llm_failover_config_reloads_total{outcome}`: configuration reloads (SIGHUP or
+/// `POST /v1/failover/reload`), by outcome (`ok`: the new file serves; `error`: it was
+/// rejected and the running configuration stays). Both series start at 0 when the proxy starts.
+pub const CONFIG_RELOADS_TOTAL: Metric = Metric {
+    name: "llm_failover_config_reloads_total",
+    kind: MetricKind::Counter,
+    labels: &["outcome"],
+    unit: None,
+    help: "Configuration reloads, by outcome (ok: the new file serves; error: rejected, the \
+           running configuration stays).",
+};
+
+/// `llm_failover_config_last_reload_success_timestamp_seconds`: when the configuration that
+/// serves was loaded (at start, then at each successful reload), in seconds since the Unix
+/// epoch.
+pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: Metric = Metric {
+    name: "llm_failover_config_last_reload_success_timestamp_seconds",
+    kind: MetricKind::Gauge,
+    labels: &[],
+    unit: Some(Unit::Seconds),
+    help: "When the serving configuration was loaded (start or last successful reload), in \
+           seconds since the Unix epoch.",
+};
+
 /// Every metric the layer produces, in the order of the design contract.
 pub const METRICS: &[Metric] = &[
     REQUESTS_TOTAL,
@@ -205,6 +229,8 @@ pub const METRICS: &[Metric] = &[
     STATE_BACKEND_UP,
     INFLIGHT,
     SHED_TOTAL,
+    CONFIG_RELOADS_TOTAL,
+    CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
 ];
 
 /// Describes every metric of [`METRICS`] (help text and unit) to the current recorder: the

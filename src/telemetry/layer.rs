@@ -15,12 +15,14 @@ use tracing_subscriber::registry::LookupSpan;
 
 use super::catalog::{
     ADMIN_ACTIONS_TOTAL, ATTEMPT_DURATION_SECONDS, ATTEMPTS_TOTAL, BREAKER_STATE,
-    BREAKER_TRANSITIONS_TOTAL, CLIENT_REJECTIONS_TOTAL, FAILOVERS_TOTAL, FAILURES_TOTAL, INFLIGHT,
-    REQUESTS_TOTAL, SHED_TOTAL, STATE_BACKEND_UP, STATE_SYNC_TOTAL, TIME_TO_FIRST_TOKEN_SECONDS,
+    BREAKER_TRANSITIONS_TOTAL, CLIENT_REJECTIONS_TOTAL,
+    CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS, CONFIG_RELOADS_TOTAL, FAILOVERS_TOTAL,
+    FAILURES_TOTAL, INFLIGHT, REQUESTS_TOTAL, SHED_TOTAL, STATE_BACKEND_UP, STATE_SYNC_TOTAL,
+    TIME_TO_FIRST_TOKEN_SECONDS,
 };
 use super::names::{
-    self, access as afield, admin as dfield, breaker as bfield, chain as cfield, state as sfield,
-    states,
+    self, access as afield, admin as dfield, breaker as bfield, chain as cfield, reload as rfield,
+    state as sfield, states,
 };
 use crate::Reason;
 
@@ -148,6 +150,9 @@ struct Inner {
     shed: Cache<ShedHandles>,
     /// By provider and model.
     inflight: Cache<Gauge>,
+    /// By outcome.
+    reloads: [OnceLock<Counter>; rfield::OUTCOMES.len()],
+    reload_timestamp: OnceLock<Gauge>,
 }
 
 struct RejectionHandles {
@@ -216,6 +221,14 @@ impl MetricsLayer {
                 .get_or_insert(&s.key, || BreakerHandles::new(provider, model))
         });
         handles.initialise();
+    }
+
+    /// Takes the breaker of `provider`/`model` out of the state gauge: all six of its series
+    /// read 0, and later transitions of it move only the transitions counter, until it is
+    /// registered again (then it shows `closed`, as a new breaker). For a breaker a reload
+    /// removed; the proxy announces it with a `breaker_retired` event, which calls this.
+    pub fn unregister_breaker(&self, provider: &str, model: &str) {
+        self.inner.retire_breaker(provider, model);
     }
 
     /// [`register_breaker`](Self::register_breaker) for each `(provider, model)` pair.
@@ -359,6 +372,8 @@ struct BreakerSeen {
     generation: u64,
     /// By (from, to, reason). Transitions are rare; a small map is enough.
     transitions: HashMap<(usize, usize, usize), Counter>,
+    /// Removed by a reload: the gauge reads 0 in every state and transitions leave it alone.
+    retired: bool,
 }
 
 impl BreakerHandles {
@@ -373,9 +388,23 @@ impl BreakerHandles {
 
     fn initialise(&self) {
         let mut seen = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        if seen.current.is_none() {
+        if seen.retired {
+            // A new breaker under a retired one's name: its generations start again.
+            seen.retired = false;
+            seen.generation = 0;
+            self.show(&mut seen, CLOSED);
+        } else if seen.current.is_none() {
             self.show(&mut seen, CLOSED);
         }
+    }
+
+    fn retire(&self) {
+        let mut seen = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        for g in &self.gauges {
+            g.set(0.0);
+        }
+        seen.current = None;
+        seen.retired = true;
     }
 
     fn show(&self, seen: &mut BreakerSeen, state: usize) {
@@ -399,7 +428,7 @@ impl BreakerHandles {
                 ])
             })
             .increment(1);
-        if !shadow && generation >= seen.generation {
+        if !shadow && !seen.retired && generation >= seen.generation {
             seen.generation = generation;
             self.show(&mut seen, to);
         }
@@ -594,6 +623,33 @@ impl Visit for TargetVisitor<'_> {
     fn record_i64(&mut self, field: &Field, value: i64) {
         if field.name() == cfield::DELTA {
             self.delta = value;
+        }
+    }
+    fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
+}
+
+/// The fields of a `config_reload` event.
+#[derive(Default)]
+struct ReloadVisitor {
+    outcome: Option<usize>,
+    initial: bool,
+    loaded_at: Option<f64>,
+}
+
+impl Visit for ReloadVisitor {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if field.name() == rfield::OUTCOME {
+            self.outcome = index_of(&rfield::OUTCOMES, value);
+        }
+    }
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        if field.name() == rfield::INITIAL {
+            self.initial = value;
+        }
+    }
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        if field.name() == rfield::LOADED_AT {
+            self.loaded_at = Some(value);
         }
     }
     fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
@@ -827,6 +883,62 @@ impl Inner {
 }
 
 impl Inner {
+    fn breaker_handles(&self, provider: &str, model: &str) -> Arc<BreakerHandles> {
+        with_scratch(|s| {
+            encode(&mut s.key, &[provider, model]);
+            self.breakers
+                .get_or_insert(&s.key, || BreakerHandles::new(provider, model))
+        })
+    }
+
+    fn retire_breaker(&self, provider: &str, model: &str) {
+        self.breaker_handles(provider, model).retire();
+    }
+
+    /// `breaker_retired` and `breaker_registered`.
+    fn breaker_membership(&self, event: &Event<'_>, retired: bool) {
+        let (mut provider, mut model) = (String::new(), String::new());
+        event.record(&mut PairVisitor {
+            names: [bfield::PROVIDER, bfield::MODEL],
+            a: &mut provider,
+            b: &mut model,
+        });
+        if provider.is_empty() || model.is_empty() {
+            return;
+        }
+        let h = self.breaker_handles(&provider, &model);
+        if retired {
+            h.retire();
+        } else {
+            h.initialise();
+        }
+    }
+
+    /// `config_reload`: counted by outcome (not the initial load, which registers both
+    /// outcomes at 0); a success sets the timestamp gauge.
+    fn config_reload(&self, event: &Event<'_>) {
+        let mut v = ReloadVisitor::default();
+        event.record(&mut v);
+        let Some(o) = v.outcome else { return };
+        let counter = |i: usize| {
+            lazy_counter(&self.reloads[i], || {
+                CONFIG_RELOADS_TOTAL.counter([rfield::OUTCOMES[i]])
+            })
+        };
+        if v.initial {
+            for i in 0..rfield::OUTCOMES.len() {
+                counter(i).increment(0);
+            }
+        } else {
+            counter(o).increment(1);
+        }
+        if let (true, Some(at)) = (rfield::OUTCOMES[o] == rfield::OUTCOME_OK, v.loaded_at) {
+            self.reload_timestamp
+                .get_or_init(|| CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS.gauge([]))
+                .set(at);
+        }
+    }
+
     /// `client_rejected`: counted by client name and reason; a reason outside the closed set
     /// is not counted.
     fn client_rejected(&self, event: &Event<'_>) {
@@ -960,6 +1072,13 @@ where
             }
             (names::CHAIN_TARGET, names::SHED_EVENT) => self.inner.shed(event, &ctx),
             (names::CHAIN_TARGET, names::INFLIGHT_EVENT) => self.inner.inflight(event),
+            (names::PROXY_TARGET, names::CONFIG_RELOAD_EVENT) => self.inner.config_reload(event),
+            (names::BREAKER_TARGET, names::BREAKER_RETIRED_EVENT) => {
+                self.inner.breaker_membership(event, true);
+            }
+            (names::BREAKER_TARGET, names::BREAKER_REGISTERED_EVENT) => {
+                self.inner.breaker_membership(event, false);
+            }
             _ => {}
         }
     }

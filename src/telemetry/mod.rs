@@ -50,6 +50,17 @@
 //! | `llm_failover_state_backend_up` | `state_backend` event | none |
 //! | `llm_failover_shed_total` | `shed` event (inside the request span) | `route`, `provider`, `model`, `cause` |
 //! | `llm_failover_inflight` | `inflight` event (+1 when an attempt is sent, -1 when it or its stream ends) | `provider`, `model` |
+//! | `llm_failover_config_reloads_total` | `config_reload` event (not `initial`; both outcomes registered at 0 by the initial one) | `outcome` |
+//! | `llm_failover_config_last_reload_success_timestamp_seconds` | `config_reload` event with outcome `ok` (the initial one too) | none |
+//!
+//! A breaker a reload removes (or replaces, its policy having changed) is announced by a
+//! `breaker_retired` event: the layer sets all six of its state series to 0, so no series of
+//! a breaker that no longer exists reports a state, and ignores later transitions of it (a
+//! request that was in flight during the reload may still settle on it). The series stay in
+//! the scrape at 0: the Prometheus exporter removes series only through its idle timeout,
+//! which would also drop the live breakers' gauges, since those change only on transitions.
+//! A `breaker_registered` event shows a new breaker closed (as
+//! [`MetricsLayer::register_breaker`] does), also one whose name was retired before.
 //!
 //! Label values come only from configuration names (route, provider, model) and closed sets.
 //! A reason field holding anything outside [`Reason::ALL`](crate::Reason::ALL) counts as
@@ -96,9 +107,10 @@ mod layer;
 
 pub use self::catalog::{
     ADMIN_ACTIONS_TOTAL, ATTEMPT_DURATION_SECONDS, ATTEMPTS_TOTAL, BREAKER_STATE,
-    BREAKER_TRANSITIONS_TOTAL, CLIENT_REJECTIONS_TOTAL, FAILOVERS_TOTAL, FAILURES_TOTAL, INFLIGHT,
-    METRICS, Metric, MetricKind, REQUESTS_TOTAL, SHED_TOTAL, STATE_BACKEND_UP, STATE_SYNC_TOTAL,
-    TIME_TO_FIRST_TOKEN_SECONDS, describe_metrics,
+    BREAKER_TRANSITIONS_TOTAL, CLIENT_REJECTIONS_TOTAL,
+    CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS, CONFIG_RELOADS_TOTAL, FAILOVERS_TOTAL,
+    FAILURES_TOTAL, INFLIGHT, METRICS, Metric, MetricKind, REQUESTS_TOTAL, SHED_TOTAL,
+    STATE_BACKEND_UP, STATE_SYNC_TOTAL, TIME_TO_FIRST_TOKEN_SECONDS, describe_metrics,
 };
 pub use self::exporter::{
     ExporterError, LATENCY_BUCKETS, install_prometheus, install_prometheus_recorder,
@@ -215,6 +227,37 @@ pub mod names {
             REASON_BAD_REQUEST,
             REASON_TIMEOUT,
         ];
+    }
+
+    /// The event emitted when the proxy's configuration is loaded: once at start
+    /// ([`reload::INITIAL`] true) and on every reload, successful or not. Fields:
+    /// [`reload::OUTCOME`], [`reload::INITIAL`], [`reload::LOADED_AT`].
+    pub const CONFIG_RELOAD_EVENT: &str = "config_reload";
+
+    /// The event emitted (under [`BREAKER_TARGET`]) when a reload drops a breaker, removed
+    /// from the configuration or replaced because its policy changed. Fields:
+    /// [`breaker::PROVIDER`], [`breaker::MODEL`].
+    pub const BREAKER_RETIRED_EVENT: &str = "breaker_retired";
+
+    /// The event emitted (under [`BREAKER_TARGET`]) when a reload adds a breaker (new, or a
+    /// fresh one for a changed policy): its state gauge shows it closed. Fields:
+    /// [`breaker::PROVIDER`], [`breaker::MODEL`].
+    pub const BREAKER_REGISTERED_EVENT: &str = "breaker_registered";
+
+    /// Field names and values of [`CONFIG_RELOAD_EVENT`].
+    pub mod reload {
+        /// [`OUTCOME_OK`] or [`OUTCOME_ERROR`].
+        pub const OUTCOME: &str = "outcome";
+        /// True for the load at start: sets the timestamp, counts no reload.
+        pub const INITIAL: &str = "initial";
+        /// When the configuration was loaded, in seconds since the Unix epoch (outcome ok).
+        pub const LOADED_AT: &str = "loaded_at";
+        /// The new configuration serves.
+        pub const OUTCOME_OK: &str = "ok";
+        /// It was rejected; the running one stays.
+        pub const OUTCOME_ERROR: &str = "error";
+        /// Every `outcome` value.
+        pub const OUTCOMES: [&str; 2] = [OUTCOME_OK, OUTCOME_ERROR];
     }
 
     /// Field names and values of [`ADMIN_ACTION_EVENT`].

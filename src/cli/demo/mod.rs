@@ -113,7 +113,7 @@ async fn demo(args: &DemoArgs) -> Result<(), Failure> {
         tty,
         addr,
         timeline,
-        Arc::clone(proxy.registry()),
+        proxy.registry(),
         Arc::clone(&board),
         notes,
     );
