@@ -657,3 +657,78 @@ async fn until_async<F: std::future::Future<Output = bool>>(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
+
+/// A reload keeps sharing: the breakers it reuses still publish to the fleet (they keep the
+/// listener they were built with, so the proxy gives them one that follows the serving
+/// configuration's backend). The real binary reloads on SIGHUP; an in-process replica watches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_reload_the_reused_breakers_still_share_their_trips() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+
+    let redis = RedisServer::start(&[]);
+    let (a, b) = sims().await;
+    let toml = fleet_config(&a, &b, "30s", "");
+    let dir = std::env::temp_dir().join(format!("llm-failover-state-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("fleet.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_llm-failover"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .env("TEST_REDIS_URL", redis.url())
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = lines_tx.send(l);
+        }
+    });
+    let wait_for = |needle: &str| -> String {
+        loop {
+            let l = lines
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
+            if l.contains(needle) {
+                return l;
+            }
+        }
+    };
+    let served = wait_for("API on http://");
+    let addr = served
+        .split("API on http://")
+        .nth(1)
+        .and_then(|r| r.split('/').next())
+        .unwrap()
+        .to_owned();
+    let watcher = replica(&toml, &redis).await;
+
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+    wait_for("reloaded");
+
+    // The child's a/m breaker survived the reload (same policy); trip it there.
+    let resp = reqwest::Client::new()
+        .post(format!("http://{addr}/v1/chat/completions"))
+        .json(&chat_body("chat", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(a.attempts("m"), 1);
+    until(
+        "the reloaded replica's trip to reach the watcher",
+        Duration::from_secs(5),
+        || watcher.state_of("a", "m") == State::Open,
+    )
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -236,6 +236,37 @@ struct Shared {
     /// The shared breaker-state backend, when `[state] backend = "redis"`.
     #[cfg(feature = "redis")]
     state: Option<crate::state::StateHandle>,
+    /// Hands every breaker's transitions to the current generation's backend.
+    #[cfg(feature = "redis")]
+    forward: Forward,
+}
+
+/// Breakers outlive generations (a reload reuses those whose policy is unchanged) and keep
+/// the listener they were built with; so every breaker gets this one, which hands each
+/// transition to the shared-state backend of the generation serving now.
+#[cfg(feature = "redis")]
+#[derive(Clone, Default)]
+struct Forward(Arc<arc_swap::ArcSwapOption<crate::breaker::Listener>>);
+
+#[cfg(feature = "redis")]
+impl std::fmt::Debug for Forward {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Forward")
+            .field(&self.0.load().is_some())
+            .finish()
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Forward {
+    fn listener(&self) -> crate::breaker::Listener {
+        let to = Arc::clone(&self.0);
+        Arc::new(move |t: &crate::breaker::Transition| {
+            if let Some(listener) = to.load().as_deref() {
+                listener(t);
+            }
+        })
+    }
 }
 
 /// One generation and the router that serves it.
@@ -310,12 +341,15 @@ impl Proxy {
         }
         let mut registry = Registry::builder();
         #[cfg(feature = "redis")]
+        let forward = previous.map(|p| p.forward.clone()).unwrap_or_default();
+        // Every breaker, also without `[state]`: a reload may add it.
+        #[cfg(feature = "redis")]
+        {
+            registry = registry.on_transition(forward.listener());
+        }
+        #[cfg(feature = "redis")]
         let state = match config.state() {
-            Some(c) => {
-                let state = crate::state::RedisState::new(c.clone())?;
-                registry = registry.on_transition(state.listener());
-                Some(state)
-            }
+            Some(c) => Some(crate::state::RedisState::new(c.clone())?),
             None => None,
         };
         for (name, p) in &config.providers {
@@ -332,8 +366,16 @@ impl Proxy {
         // when the last request on the previous generation ends.
         #[cfg(feature = "redis")]
         let state = match state {
-            Some(s) => Some(s.start(Arc::clone(&registry))?),
-            None => None,
+            Some(s) => {
+                let listener = s.listener();
+                let handle = s.start(Arc::clone(&registry))?;
+                forward.0.store(Some(Arc::new(listener)));
+                Some(handle)
+            }
+            None => {
+                forward.0.store(None);
+                None
+            }
         };
         let mut upstreams = HashMap::new();
         for (name, p) in &config.providers {
@@ -410,6 +452,8 @@ impl Proxy {
             max_connections: config.server.max_connections,
             #[cfg(feature = "redis")]
             state,
+            #[cfg(feature = "redis")]
+            forward,
         })
     }
 
