@@ -16,6 +16,9 @@ use tokio::sync::oneshot;
 
 use crate::proxy::chat_body;
 
+/// The admin key of [`replica`]s whose config has an `[admin]` section.
+const ADMIN_KEY: &str = "fleet-admin-key-5eb1";
+
 /// A `redis-server` of the test's own; killed on drop.
 pub struct RedisServer {
     child: Option<Child>,
@@ -174,8 +177,10 @@ reconcile_interval = "200ms"
 
 async fn replica(toml: &str, redis: &RedisServer) -> Replica {
     let url = redis.url();
-    let config = Config::parse_with_env(toml, "fleet.toml", |v| {
-        (v == "TEST_REDIS_URL").then(|| url.clone())
+    let config = Config::parse_with_env(toml, "fleet.toml", |v| match v {
+        "TEST_REDIS_URL" => Some(url.clone()),
+        "TEST_ADMIN_KEY" => Some(ADMIN_KEY.to_owned()),
+        _ => None,
     })
     .unwrap();
     let proxy = Proxy::new(&config).unwrap();
@@ -656,4 +661,181 @@ async fn until_async<F: std::future::Future<Output = bool>>(
         );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
+}
+
+/// Providers `a` (failing with 500s, counted) and `b`; the breaker trips after 4 failures,
+/// counted fleet-wide.
+fn counting_config(a: &Sim, b: &Sim) -> String {
+    format!(
+        r#"
+[route]
+attempt_timeout = "2s"
+total_deadline = "10s"
+retry_backoff = "1ms"
+
+[breaker]
+consecutive_failures = 4
+failure_rate = 1.0
+min_calls = 100
+window_calls = 100
+jitter = 0.0
+
+[providers.a]
+base_url = "{}"
+[providers.b]
+base_url = "{}"
+
+[routes.chat]
+targets = ["a/m", "b/m"]
+
+[state]
+backend = "redis"
+url_env = "TEST_REDIS_URL"
+namespace = "t"
+timeout = "2s"
+connect_timeout = "2s"
+fleet_counting = true
+fleet_window = "1m"
+flush_interval = "5ms"
+"#,
+        a.base_url(),
+        b.base_url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_counting_trips_every_replica_when_the_fleet_total_reaches_the_threshold() {
+    let redis = RedisServer::start(&[]);
+    let a = Sim::builder()
+        .fault("m", Fault::Status(500))
+        .start()
+        .await
+        .unwrap();
+    let b = Sim::builder().start().await.unwrap();
+    let toml = counting_config(&a, &b);
+    let (r1, r2) = (replica(&toml, &redis).await, replica(&toml, &redis).await);
+    let http = reqwest::Client::new();
+    let failures = |r: &Replica| {
+        r.proxy
+            .registry()
+            .breaker("a", "m")
+            .unwrap()
+            .snapshot()
+            .consecutive_failures
+    };
+    // Each replica sees fewer than 4 failures of its own...
+    for (r, upto) in [(&r1, 2), (&r2, 4)] {
+        while a.attempts("m") < upto {
+            assert_eq!(ask(&http, r).await, (200, "b".into()));
+        }
+    }
+    assert_eq!(a.attempts("m"), 4);
+    let local = (failures(&r1), failures(&r2));
+    assert!(local.0 < 4 && local.1 < 4, "{local:?}");
+    // ...and the fleet's total of 4 opens both.
+    until("both replicas to open", Duration::from_secs(5), || {
+        r1.state_of("a", "m") == State::Open && r2.state_of("a", "m") == State::Open
+    })
+    .await;
+    for r in [&r1, &r2] {
+        assert_eq!(ask(&http, r).await, (200, "b".into()));
+    }
+    assert_eq!(a.attempts("m"), 4, "no attempt reached the open target");
+    // The trip emptied the fleet's count.
+    let mut conn = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let exists: bool = redis::cmd("EXISTS")
+        .arg("t:count:a:m")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!exists);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counting_stays_local_by_default() {
+    let redis = RedisServer::start(&[]);
+    let a = Sim::builder()
+        .fault("m", Fault::Status(500))
+        .start()
+        .await
+        .unwrap();
+    let b = Sim::builder().start().await.unwrap();
+    let toml = counting_config(&a, &b).replace("fleet_counting = true", "");
+    let (r1, r2) = (replica(&toml, &redis).await, replica(&toml, &redis).await);
+    let http = reqwest::Client::new();
+    for (r, upto) in [(&r1, 2), (&r2, 4)] {
+        while a.attempts("m") < upto {
+            assert_eq!(ask(&http, r).await, (200, "b".into()));
+        }
+    }
+    assert_eq!(a.attempts("m"), 4);
+    // Nothing was counted in Redis.
+    let mut conn = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("t:count:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+    assert_eq!(r1.state_of("a", "m"), State::Closed);
+    assert_eq!(r2.state_of("a", "m"), State::Closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_action_on_one_proxy_applies_on_another_replica() {
+    let redis = RedisServer::start(&[]);
+    let (a, b) = sims().await;
+    let admin = "[admin]\nname = \"ops\"\nkey_env = \"TEST_ADMIN_KEY\"\n";
+    let toml = format!("{}\n{admin}", fleet_config(&a, &b, "30s", ""));
+    let (r1, r2) = (replica(&toml, &redis).await, replica(&toml, &redis).await);
+    let http = reqwest::Client::new();
+    let act = |body: serde_json::Value| {
+        http.post(format!("http://{}/v1/failover/breakers/a/m", r1.addr))
+            .bearer_auth(ADMIN_KEY)
+            .json(&body)
+            .send()
+    };
+    let resp = act(serde_json::json!({"action": "force_open", "duration": "10m"}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(r1.state_of("a", "m"), State::ForcedOpen);
+    until(
+        "the forced open to reach the other replica",
+        Duration::from_secs(5),
+        || r2.state_of("a", "m") == State::ForcedOpen,
+    )
+    .await;
+    assert_eq!(ask(&http, &r2).await, (200, "b".into()));
+    assert_eq!(
+        a.attempts("m"),
+        0,
+        "the other replica sent nothing to the forced-open target"
+    );
+    let resp = act(serde_json::json!({"action": "reset"})).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    until(
+        "the reset to reach the other replica",
+        Duration::from_secs(5),
+        || r2.state_of("a", "m") == State::Closed,
+    )
+    .await;
+    assert_eq!(r1.state_of("a", "m"), State::Closed);
+    // Without the admin key, nothing happens.
+    let resp = http
+        .post(format!("http://{}/v1/failover/breakers/a/m", r2.addr))
+        .json(&serde_json::json!({"action": "force_open"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    assert_eq!(r2.state_of("a", "m"), State::Closed);
 }

@@ -238,6 +238,11 @@ struct StateFile {
     #[serde(default, with = "crate::duration::option")]
     reconcile_interval: Option<Duration>,
     replica: Option<String>,
+    fleet_counting: Option<bool>,
+    #[serde(default, with = "crate::duration::option")]
+    fleet_window: Option<Duration>,
+    #[serde(default, with = "crate::duration::option")]
+    flush_interval: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1001,6 +1006,15 @@ impl Config {
         }
         if let Some(r) = st.replica {
             b = b.replica(r);
+        }
+        if let Some(on) = st.fleet_counting {
+            b = b.fleet_counting(on);
+        }
+        if let Some(t) = st.fleet_window {
+            b = b.fleet_window(t);
+        }
+        if let Some(t) = st.flush_interval {
+            b = b.flush_interval(t);
         }
         b.build().map(Some).map_err(|e| {
             let field = match &e {
