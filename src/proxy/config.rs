@@ -243,6 +243,7 @@ struct StateFile {
     fleet_window: Option<Duration>,
     #[serde(default, with = "crate::duration::option")]
     flush_interval: Option<Duration>,
+    ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1016,9 +1017,24 @@ impl Config {
         if let Some(t) = st.flush_interval {
             b = b.flush_interval(t);
         }
+        if let Some(path) = &st.ca_file {
+            let pem = std::fs::read(path.get_ref()).map_err(|e| {
+                c.error(
+                    &path.span(),
+                    "state.ca_file",
+                    format!(
+                        "cannot read {:?} ({e}): write the path of the PEM file of the CA that \
+                         signed the Redis server's certificate",
+                        path.get_ref()
+                    ),
+                )
+            })?;
+            b = b.ca_certificate_pem(pem);
+        }
         b.build().map(Some).map_err(|e| {
             let field = match &e {
                 crate::state::StateError::Invalid { field, .. } => format!("state.{field}"),
+                crate::state::StateError::BadCa => "state.ca_file".to_owned(),
                 crate::state::StateError::BadUrl | crate::state::StateError::NoRuntime => {
                     "state.url_env".to_owned()
                 }

@@ -71,6 +71,9 @@
 //!   its own run, and failure rates stay local. The fleet's trip lags its threshold by up to
 //!   one `flush_interval` plus a round trip; while Redis is down the batches are dropped and
 //!   counting is local.
+//! * `rediss://` connects over TLS (rustls) and verifies the server's certificate against
+//!   the system's roots, or only against a private CA given with
+//!   [`StateConfigBuilder::ca_certificate_pem`] (`[state] ca_file`).
 //! * The Redis URL may hold a password: it never appears in logs, spans, metrics, errors or
 //!   `Debug` output ([`StateConfig`] prints it redacted).
 
@@ -112,6 +115,12 @@ pub enum StateError {
         /// What is wrong and what to write instead.
         problem: &'static str,
     },
+    /// The CA certificate given for `rediss://` is not a PEM certificate.
+    #[error(
+        "the CA certificate for rediss:// is not valid PEM: give the file that holds the \
+         \"-----BEGIN CERTIFICATE-----\" block of the CA that signed the Redis server's certificate"
+    )]
+    BadCa,
     /// The backend's tasks need a Tokio runtime and none is running on this thread.
     #[error(
         "the shared-state backend needs a Tokio runtime: start it from inside one \
@@ -142,6 +151,16 @@ impl SecretUrl {
     #[cfg(feature = "redis")]
     pub(crate) fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+/// A CA certificate (PEM) to trust for `rediss://`; `Debug` shows its size only.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct CaPem(pub(crate) Vec<u8>);
+
+impl fmt::Debug for CaPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<PEM, {} bytes>", self.0.len())
     }
 }
 
@@ -177,6 +196,7 @@ pub struct StateConfig {
     pub(crate) fleet_counting: bool,
     pub(crate) fleet_window: Duration,
     pub(crate) flush_interval: Duration,
+    pub(crate) ca: Option<CaPem>,
 }
 
 impl StateConfig {
@@ -194,6 +214,7 @@ impl StateConfig {
                 fleet_counting: false,
                 fleet_window: DEFAULT_FLEET_WINDOW,
                 flush_interval: DEFAULT_FLUSH_INTERVAL,
+                ca: None,
             },
         }
     }
@@ -282,12 +303,21 @@ impl StateConfigBuilder {
         self
     }
 
+    /// Trusts the CA certificate `pem` (PEM text) for a `rediss://` URL, instead of the
+    /// system's roots: for a Redis server whose certificate a private CA signed. The
+    /// `[state] ca_file` setting reads it from a file.
+    pub fn ca_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.config.ca = Some(CaPem(pem.into()));
+        self
+    }
+
     /// The settings.
     ///
     /// # Errors
     ///
     /// [`StateError::BadUrl`] unless the URL starts with `redis://` or `rediss://`;
-    /// [`StateError::Invalid`] for an empty namespace or a zero duration.
+    /// [`StateError::Invalid`] for an empty namespace, a zero duration, or a CA certificate
+    /// with a `redis://` URL; [`StateError::BadCa`] for a CA certificate that is not PEM.
     pub fn build(self) -> Result<StateConfig, StateError> {
         let c = self.config;
         let url = &c.url.0;
@@ -312,6 +342,21 @@ impl StateConfigBuilder {
                     field,
                     problem: "is zero: write a duration such as \"200ms\"",
                 });
+            }
+        }
+        if c.ca.is_some() && !url.starts_with("rediss://") {
+            return Err(StateError::Invalid {
+                field: "ca_file",
+                problem: "is set but the URL is redis://: write rediss:// to connect over TLS, \
+                          or remove the CA certificate",
+            });
+        }
+        if let Some(ca) = &c.ca {
+            use rustls::pki_types::CertificateDer;
+            use rustls::pki_types::pem::PemObject as _;
+            let mut certs = CertificateDer::pem_slice_iter(&ca.0).peekable();
+            if certs.peek().is_none() || certs.any(|c| c.is_err()) {
+                return Err(StateError::BadCa);
             }
         }
         if c.fleet_window < Duration::from_millis(10) {

@@ -206,13 +206,25 @@ impl RedisState {
     ///
     /// # Errors
     ///
-    /// [`StateError::BadUrl`] when the URL does not parse.
+    /// [`StateError::BadUrl`] when the URL does not parse; [`StateError::BadCa`] when the CA
+    /// certificate is not PEM.
     pub fn new(config: StateConfig) -> Result<Self, StateError> {
-        let client = Client::open(config.url.expose()).map_err(|_| StateError::BadUrl)?;
         if config.url.expose().starts_with("rediss://") {
             // rustls needs a process-wide crypto provider; keep one the application chose.
             let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         }
+        let client = match &config.ca {
+            Some(ca) => {
+                let info = redis::IntoConnectionInfo::into_connection_info(config.url.expose())
+                    .map_err(|_| StateError::BadUrl)?;
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.0.clone()),
+                };
+                Client::build_with_tls(info, certs).map_err(|_| StateError::BadCa)?
+            }
+            None => Client::open(config.url.expose()).map_err(|_| StateError::BadUrl)?,
+        };
         let replica = match &config.replica {
             Some(name) => format!("{name}-{:08x}", fastrand::u32(..)),
             None => format!("{:016x}", fastrand::u64(..)),
