@@ -70,7 +70,8 @@
 //!   reset the fleet's count (it ages out with the window), the local count still trips on
 //!   its own run, and failure rates stay local. The fleet's trip lags its threshold by up to
 //!   one `flush_interval` plus a round trip; while Redis is down the batches are dropped and
-//!   counting is local.
+//!   counting is local. (The counting script reads the server's clock, so it needs Redis 5
+//!   or later.)
 //! * `rediss://` connects over TLS (rustls) and verifies the server's certificate against
 //!   the system's roots, or only against a private CA given with
 //!   [`StateConfigBuilder::ca_certificate_pem`] (`[state] ca_file`).
