@@ -1,5 +1,6 @@
-//! Shared breaker state through Redis: how fast a trip reaches another replica, what the
-//! closed path costs with the backend on, and what Redis being unreachable adds per request.
+//! Shared breaker state through Redis: how fast a trip reaches another replica, how long a
+//! fleet-wide count takes to trip both replicas, what the closed path costs with the backend
+//! on, and what Redis being unreachable adds per request.
 //!
 //! `cargo bench --bench state --features redis` measures; under `cargo test` it runs a few
 //! iterations as a smoke test. Needs `redis-server` on the PATH (skipped otherwise).
@@ -44,6 +45,41 @@ fn registry(url: &str) -> (Arc<Registry>, StateHandle) {
     );
     let handle = state.start(Arc::clone(&registry)).unwrap();
     (registry, handle)
+}
+
+/// A registry whose breaker trips after 4 failures counted across the fleet.
+fn counting_registry(url: &str) -> (Arc<Registry>, StateHandle) {
+    let state = RedisState::new(
+        StateConfig::builder(url)
+            .namespace("bench-count")
+            .fleet_counting(true)
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let policy = BreakerPolicy::builder()
+        .consecutive_failures(4)
+        .open_base(Reason::ServerError, Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let registry = Arc::new(
+        Registry::builder()
+            .policy(policy)
+            .target("p", "m")
+            .on_transition(state.listener())
+            .build()
+            .unwrap(),
+    );
+    let handle = state.start(Arc::clone(&registry)).unwrap();
+    (registry, handle)
+}
+
+fn fail(registry: &Registry) {
+    let permit = registry.target("p", "m").unwrap().try_acquire().unwrap();
+    let _ = permit.record(Outcome::failure(
+        Reason::ServerError,
+        Duration::from_millis(1),
+    ));
 }
 
 fn closed_path_ns(registry: &Registry, n: u32) -> f64 {
@@ -158,6 +194,43 @@ async fn main() {
         percentile(&delays, 0.99),
         delays.last().unwrap()
     );
+
+    // 1b. Fleet-wide counting: two failures on A, two on B (threshold 4, each below it
+    // alone); from B's last failure until both treat the breaker as open.
+    let (ca, hca) = counting_registry(&url);
+    let (cb, hcb) = counting_registry(&url);
+    assert!(hca.synced(limit).await && hcb.synced(limit).await);
+    let (sa, sb) = (
+        ca.breaker("p", "m").unwrap().clone(),
+        cb.breaker("p", "m").unwrap().clone(),
+    );
+    let mut fleet = Vec::with_capacity(rounds);
+    for _ in 0..rounds {
+        fail(&ca);
+        fail(&ca);
+        fail(&cb);
+        let t = Instant::now();
+        fail(&cb);
+        while sa.state() != State::Open || sb.state() != State::Open {
+            assert!(t.elapsed() < limit, "the fleet never tripped");
+            tokio::task::yield_now().await;
+        }
+        fleet.push(t.elapsed());
+        let _ = ca.control("p", "m").unwrap().reset();
+        while sb.state() != State::Closed {
+            assert!(t.elapsed() < limit, "the reset never arrived");
+            tokio::task::yield_now().await;
+        }
+    }
+    fleet.sort();
+    println!(
+        "fleet-wide counting (4th failure across 2 replicas -> both open, flush every 20ms), \
+         {rounds} trips: p50 {:?}, p99 {:?}, max {:?}",
+        percentile(&fleet, 0.5),
+        percentile(&fleet, 0.99),
+        fleet.last().unwrap()
+    );
+    drop((hca, hcb));
 
     // 2. The closed path (try_acquire + record success) with the backend on, and without.
     let n = if full { 20_000_000 } else { 1000 };

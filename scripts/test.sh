@@ -28,6 +28,7 @@ need curl curl
 need node nodejs
 need npm npm
 need redis-server redis-server
+need openssl openssl
 
 step "cargo fmt --check"
 cargo fmt --all --check

@@ -294,6 +294,24 @@ targets = ["dead/m", "ok/m"]
     let trail = resp.headers()["x-failover-trail"].to_str().unwrap();
     assert!(trail.ends_with("ok/m=ok"), "{trail}");
     assert_eq!(sim.attempts("m"), 2);
+
+    // A new `listen` applies only at the next start, and the reload says so.
+    std::fs::write(
+        &path,
+        write(
+            7,
+            "[routes.other]\ntargets = [\"ok/n\"]\n[server]\nlisten = \"127.0.0.1:8081\"\n",
+        ),
+    )
+    .unwrap();
+    let done = tokio::task::spawn_blocking({
+        let proxy = p.proxy.clone();
+        move || proxy.reload()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(done.restart_required, ["server.listen"]);
     p.stop().await.unwrap();
 }
 

@@ -16,18 +16,136 @@ use tokio::sync::oneshot;
 
 use crate::proxy::chat_body;
 
+/// The admin key of [`replica`]s whose config has an `[admin]` section.
+const ADMIN_KEY: &str = "fleet-admin-key-5eb1";
+
 /// A `redis-server` of the test's own; killed on drop.
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: std::path::PathBuf,
     args: Vec<String>,
+    /// Listening on TLS only (see [`start_tls`](Self::start_tls)).
+    tls: bool,
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl RedisServer {
     pub fn start(extra: &[&str]) -> Self {
+        let mut s = Self::start_stopped();
+        s.args = extra.iter().map(|a| (*a).to_owned()).collect();
+        s.spawn();
+        s
+    }
+
+    /// A server that speaks TLS only, with a certificate for 127.0.0.1 signed by a CA of its
+    /// own (made with the `openssl` CLI); [`ca_file`](Self::ca_file) is that CA.
+    pub fn start_tls() -> Self {
+        let mut s = Self::start_stopped();
+        let dir = s.dir.clone();
+        let openssl = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .output()
+                .unwrap_or_else(|e| panic!("openssl (scripts/test.sh installs it): {e}"));
+            assert!(out.status.success(), "openssl {args:?}: {out:?}");
+        };
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        openssl(
+            &[
+                &["req", "-x509"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.crt",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=llm-failover test CA",
+                    "-addext",
+                    "basicConstraints=critical,CA:TRUE",
+                    "-addext",
+                    "keyUsage=critical,keyCertSign,cRLSign",
+                ],
+            ]
+            .concat(),
+        );
+        openssl(
+            &[
+                &["req"][..],
+                &ec,
+                &[
+                    "-keyout",
+                    "server.key",
+                    "-out",
+                    "server.csr",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ],
+            ]
+            .concat(),
+        );
+        std::fs::write(
+            dir.join("server.ext"),
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ]);
+        let port = s.port.to_string();
+        s.args = [
+            "--port",
+            "0",
+            "--tls-port",
+            &port,
+            "--tls-cert-file",
+            "server.crt",
+            "--tls-key-file",
+            "server.key",
+            "--tls-ca-cert-file",
+            "ca.crt",
+            "--tls-auth-clients",
+            "no",
+        ]
+        .iter()
+        .map(|a| (*a).to_owned())
+        .collect();
+        s.tls = true;
+        s.spawn();
+        s
+    }
+
+    /// The CA certificate of a [`start_tls`](Self::start_tls) server.
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    fn start_stopped() -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -39,19 +157,19 @@ impl RedisServer {
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).unwrap();
-        let mut s = Self {
+        Self {
             child: None,
             port,
             dir,
-            args: extra.iter().map(|a| (*a).to_owned()).collect(),
-        };
-        s.spawn();
-        s
+            args: Vec::new(),
+            tls: false,
+        }
     }
 
     /// Starts the server (again, on the same port) and waits for its "ready" log line.
     pub fn spawn(&mut self) {
         let mut child = Command::new("redis-server")
+            .current_dir(&self.dir)
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--dir"])
             .arg(&self.dir)
@@ -84,7 +202,8 @@ impl RedisServer {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     pub fn client(&self) -> redis::Client {
@@ -174,8 +293,10 @@ reconcile_interval = "200ms"
 
 async fn replica(toml: &str, redis: &RedisServer) -> Replica {
     let url = redis.url();
-    let config = Config::parse_with_env(toml, "fleet.toml", |v| {
-        (v == "TEST_REDIS_URL").then(|| url.clone())
+    let config = Config::parse_with_env(toml, "fleet.toml", |v| match v {
+        "TEST_REDIS_URL" => Some(url.clone()),
+        "TEST_ADMIN_KEY" => Some(ADMIN_KEY.to_owned()),
+        _ => None,
     })
     .unwrap();
     let proxy = Proxy::new(&config).unwrap();
@@ -731,4 +852,293 @@ async fn after_a_reload_the_reused_breakers_still_share_their_trips() {
     .await;
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Providers `a` (failing with 500s, counted) and `b`; the breaker trips after 4 failures,
+/// counted fleet-wide.
+fn counting_config(a: &Sim, b: &Sim) -> String {
+    format!(
+        r#"
+[route]
+attempt_timeout = "2s"
+total_deadline = "10s"
+retry_backoff = "1ms"
+
+[breaker]
+consecutive_failures = 4
+failure_rate = 1.0
+min_calls = 100
+window_calls = 100
+jitter = 0.0
+
+[providers.a]
+base_url = "{}"
+[providers.b]
+base_url = "{}"
+
+[routes.chat]
+targets = ["a/m", "b/m"]
+
+[state]
+backend = "redis"
+url_env = "TEST_REDIS_URL"
+namespace = "t"
+timeout = "2s"
+connect_timeout = "2s"
+fleet_counting = true
+fleet_window = "1m"
+flush_interval = "5ms"
+"#,
+        a.base_url(),
+        b.base_url()
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fleet_counting_trips_every_replica_when_the_fleet_total_reaches_the_threshold() {
+    let redis = RedisServer::start(&[]);
+    let a = Sim::builder()
+        .fault("m", Fault::Status(500))
+        .start()
+        .await
+        .unwrap();
+    let b = Sim::builder().start().await.unwrap();
+    let toml = counting_config(&a, &b);
+    let (r1, r2) = (replica(&toml, &redis).await, replica(&toml, &redis).await);
+    let http = reqwest::Client::new();
+    let failures = |r: &Replica| {
+        r.proxy
+            .registry()
+            .breaker("a", "m")
+            .unwrap()
+            .snapshot()
+            .consecutive_failures
+    };
+    // Each replica sees fewer than 4 failures of its own...
+    for (r, upto) in [(&r1, 2), (&r2, 4)] {
+        while a.attempts("m") < upto {
+            assert_eq!(ask(&http, r).await, (200, "b".into()));
+        }
+    }
+    assert_eq!(a.attempts("m"), 4);
+    let local = (failures(&r1), failures(&r2));
+    assert!(local.0 < 4 && local.1 < 4, "{local:?}");
+    // ...and the fleet's total of 4 opens both.
+    until("both replicas to open", Duration::from_secs(5), || {
+        r1.state_of("a", "m") == State::Open && r2.state_of("a", "m") == State::Open
+    })
+    .await;
+    for r in [&r1, &r2] {
+        assert_eq!(ask(&http, r).await, (200, "b".into()));
+    }
+    assert_eq!(a.attempts("m"), 4, "no attempt reached the open target");
+    // The trip emptied the fleet's count.
+    let mut conn = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let exists: bool = redis::cmd("EXISTS")
+        .arg("t:count:a:m")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(!exists);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counting_stays_local_by_default() {
+    let redis = RedisServer::start(&[]);
+    let a = Sim::builder()
+        .fault("m", Fault::Status(500))
+        .start()
+        .await
+        .unwrap();
+    let b = Sim::builder().start().await.unwrap();
+    let toml = counting_config(&a, &b).replace("fleet_counting = true", "");
+    let (r1, r2) = (replica(&toml, &redis).await, replica(&toml, &redis).await);
+    let http = reqwest::Client::new();
+    for (r, upto) in [(&r1, 2), (&r2, 4)] {
+        while a.attempts("m") < upto {
+            assert_eq!(ask(&http, r).await, (200, "b".into()));
+        }
+    }
+    assert_eq!(a.attempts("m"), 4);
+    // Nothing was counted in Redis.
+    let mut conn = redis
+        .client()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("t:count:*")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+    assert_eq!(r1.state_of("a", "m"), State::Closed);
+    assert_eq!(r2.state_of("a", "m"), State::Closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_action_on_one_proxy_applies_on_another_replica() {
+    let redis = RedisServer::start(&[]);
+    let (a, b) = sims().await;
+    let admin = "[admin]\nname = \"ops\"\nkey_env = \"TEST_ADMIN_KEY\"\n";
+    let toml = format!("{}\n{admin}", fleet_config(&a, &b, "30s", ""));
+    let (r1, r2) = (replica(&toml, &redis).await, replica(&toml, &redis).await);
+    let http = reqwest::Client::new();
+    let act = |body: serde_json::Value| {
+        http.post(format!("http://{}/v1/failover/breakers/a/m", r1.addr))
+            .bearer_auth(ADMIN_KEY)
+            .json(&body)
+            .send()
+    };
+    let resp = act(serde_json::json!({"action": "force_open", "duration": "10m"}))
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(r1.state_of("a", "m"), State::ForcedOpen);
+    until(
+        "the forced open to reach the other replica",
+        Duration::from_secs(5),
+        || r2.state_of("a", "m") == State::ForcedOpen,
+    )
+    .await;
+    assert_eq!(ask(&http, &r2).await, (200, "b".into()));
+    assert_eq!(
+        a.attempts("m"),
+        0,
+        "the other replica sent nothing to the forced-open target"
+    );
+    let resp = act(serde_json::json!({"action": "reset"})).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    until(
+        "the reset to reach the other replica",
+        Duration::from_secs(5),
+        || r2.state_of("a", "m") == State::Closed,
+    )
+    .await;
+    assert_eq!(r1.state_of("a", "m"), State::Closed);
+    // Without the admin key, nothing happens.
+    let resp = http
+        .post(format!("http://{}/v1/failover/breakers/a/m", r2.addr))
+        .json(&serde_json::json!({"action": "force_open"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+    assert_eq!(r2.state_of("a", "m"), State::Closed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_connects_over_tls_with_a_private_ca_and_shares_a_trip() {
+    let redis = RedisServer::start_tls();
+    assert!(redis.url().starts_with("rediss://"));
+    let (a, b) = sims().await;
+    let ca = format!("ca_file = {:?}", redis.ca_file().display().to_string());
+    let toml = fleet_config(&a, &b, "30s", &ca);
+    let (r1, r2) = (replica(&toml, &redis).await, replica(&toml, &redis).await);
+    assert!(r1.backend().is_up() && r2.backend().is_up());
+    let http = reqwest::Client::new();
+    assert_eq!(ask(&http, &r1).await, (200, "b".into()));
+    until(
+        "the trip to reach the other replica over TLS",
+        Duration::from_secs(5),
+        || r2.state_of("a", "m") == State::Open,
+    )
+    .await;
+    assert_eq!(ask(&http, &r2).await, (200, "b".into()));
+    assert_eq!(
+        a.attempts("m"),
+        1,
+        "the other replica sent nothing to the open target"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rediss_refuses_a_server_whose_ca_is_not_trusted() {
+    let redis = RedisServer::start_tls();
+    // The system's roots do not hold the test CA: the handshake fails, the backend stays
+    // down, and requests go on with local breakers.
+    let state = RedisState::new(
+        StateConfig::builder(redis.url())
+            .timeout(Duration::from_millis(300))
+            .connect_timeout(Duration::from_millis(300))
+            .build()
+            .unwrap(),
+    )
+    .unwrap();
+    let registry = Arc::new(
+        Registry::builder()
+            .target("p", "m")
+            .on_transition(state.listener())
+            .build()
+            .unwrap(),
+    );
+    let handle = state.start(Arc::clone(&registry)).unwrap();
+    assert!(!handle.synced(Duration::from_secs(1)).await);
+    assert!(!handle.is_up());
+    assert!(registry.breaker("p", "m").unwrap().try_acquire().is_ok());
+}
+
+#[test]
+fn state_settings_that_cannot_work_are_refused_with_their_field() {
+    let (a, b) = (
+        "http://127.0.0.1:9".to_owned(),
+        "http://127.0.0.1:9".to_owned(),
+    );
+    let config = |url: &str, extra: &str| {
+        let toml = format!(
+            "[providers.a]\nbase_url = \"{a}\"\n[providers.b]\nbase_url = \"{b}\"\n\
+             [routes.chat]\ntargets = [\"a/m\", \"b/m\"]\n\
+             [state]\nbackend = \"redis\"\nurl_env = \"U\"\n{extra}\n"
+        );
+        let url = url.to_owned();
+        Config::parse_with_env(&toml, "s.toml", move |v| (v == "U").then(|| url.clone()))
+    };
+    let missing = std::env::temp_dir().join("llm-failover-no-such-ca.pem");
+    for (url, extra, field) in [
+        (
+            "rediss://127.0.0.1:1",
+            format!("ca_file = {:?}", missing.display().to_string()),
+            "state.ca_file",
+        ),
+        (
+            "redis://127.0.0.1:1",
+            format!("ca_file = {:?}", file!()),
+            "state.ca_file",
+        ),
+        (
+            "redis://127.0.0.1:1",
+            "fleet_window = \"1ms\"".to_owned(),
+            "state.fleet_window",
+        ),
+        (
+            "redis://127.0.0.1:1",
+            "flush_interval = \"0s\"".to_owned(),
+            "state.flush_interval",
+        ),
+    ] {
+        let e = config(url, &extra).unwrap_err().to_string();
+        assert!(e.contains(field), "{extra}: {e}");
+        assert!(
+            !url.starts_with("redis:") || !extra.starts_with("ca") || e.contains("rediss://"),
+            "{e}"
+        );
+    }
+    let ok = config(
+        "redis://127.0.0.1:1",
+        "fleet_counting = true\nfleet_window = \"30s\"",
+    )
+    .unwrap();
+    assert!(ok.state().unwrap().fleet_counting());
+    // A file that is not a certificate.
+    let e = config("rediss://127.0.0.1:1", &format!("ca_file = {:?}", file!()))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("state.ca_file") && e.contains("not valid PEM"),
+        "{e}"
+    );
 }

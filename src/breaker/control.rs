@@ -68,7 +68,9 @@ impl ControlHandle {
         self.breaker.shared().adopt_open(reason, until)
     }
 
-    /// Applies "closed" published by another replica (its probes succeeded).
+    /// Applies "closed" published by another replica (its probes succeeded). Does nothing
+    /// while a Retry-After floor seen by this replica still holds: the breaker stays open
+    /// until it ends, then probes.
     pub fn adopt_closed(&self) -> Option<Transition> {
         self.breaker.shared().adopt_closed()
     }

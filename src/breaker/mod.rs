@@ -294,6 +294,16 @@ impl Slow {
     }
 }
 
+/// The failures a breaker recorded since the shared backend last added them to the fleet's
+/// count. Touched only on the failure path, and only when fleet-wide counting is on.
+#[cfg(feature = "redis")]
+#[derive(Default)]
+struct FleetCount {
+    on: std::sync::atomic::AtomicBool,
+    pending: AtomicU32,
+    reason: AtomicU8,
+}
+
 pub(crate) struct Shared {
     /// Automatic state, override mode and generation (see `state.rs`).
     word: AtomicU64,
@@ -315,6 +325,10 @@ pub(crate) struct Shared {
     gate: AtomicU64,
     consecutive: AtomicU32,
     window: Window,
+    /// Failures not yet added to the fleet's count (fleet-wide counting, see
+    /// [`crate::state`]).
+    #[cfg(feature = "redis")]
+    fleet: FleetCount,
     slow: Mutex<Slow>,
     policy: BreakerPolicy,
     clock: Clock,
@@ -422,6 +436,8 @@ impl BreakerBuilder {
                 gate: AtomicU64::new(gate::LOCAL),
                 consecutive: AtomicU32::new(0),
                 window,
+                #[cfg(feature = "redis")]
+                fleet: FleetCount::default(),
                 slow: Mutex::new(slow),
                 policy: self.policy,
                 clock,
@@ -716,6 +732,38 @@ impl Breaker {
         level: u32,
     ) -> Option<Transition> {
         self.shared.adopt_open_at(reason, until, Some(level))
+    }
+
+    /// Turns fleet-wide failure counting on: failures recorded while closed are queued for
+    /// [`take_fleet_failures`](Self::take_fleet_failures).
+    #[cfg(feature = "redis")]
+    pub(crate) fn count_fleet_failures(&self) {
+        self.shared.fleet.on.store(true, Ordering::Release);
+    }
+
+    /// The failures queued since the last call, with the reason of the latest (`None` when
+    /// there were none).
+    #[cfg(feature = "redis")]
+    pub(crate) fn take_fleet_failures(&self) -> Option<(u32, Reason)> {
+        let s = &self.shared;
+        if s.fleet.pending.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let n = s.fleet.pending.swap(0, Ordering::AcqRel);
+        let reason = reason_of(s.fleet.reason.load(Ordering::Relaxed)).unwrap_or(Reason::Unknown);
+        (n > 0).then_some((n, reason))
+    }
+
+    /// The fleet's count of failures reached the threshold: trips the breaker for `reason`
+    /// if it is still closed (a local transition, published like any other).
+    #[cfg(feature = "redis")]
+    pub(crate) fn trip_for_fleet(&self, reason: Reason) -> Option<Transition> {
+        let s = &self.shared;
+        let w = s.word.load(Ordering::Acquire);
+        if w & AUTO_MASK != CLOSED {
+            return None;
+        }
+        s.trip_closed(generation(w), reason)
     }
 
     /// How long the current override lasts: `None` without one, `Some(None)` with no end.
@@ -1146,6 +1194,8 @@ impl Shared {
             Verdict::Failure { reason, immediate } => {
                 let run = self.consecutive.fetch_add(1, Ordering::AcqRel) + 1;
                 let counts = self.window.record(true, &self.clock);
+                #[cfg(feature = "redis")]
+                self.count_for_fleet(reason);
                 let p = &self.policy;
                 let by_run = p.consecutive_failures != 0 && run >= p.consecutive_failures;
                 let by_rate = counts.calls >= p.min_calls.max(1)
@@ -1156,6 +1206,18 @@ impl Shared {
                     None
                 }
             }
+        }
+    }
+
+    /// Queues one failure for the fleet's count (a no-op unless fleet-wide counting is on).
+    #[cfg(feature = "redis")]
+    #[inline]
+    fn count_for_fleet(&self, reason: Reason) {
+        if self.fleet.on.load(Ordering::Relaxed) {
+            self.fleet
+                .reason
+                .store(reason_code(Some(reason)), Ordering::Relaxed);
+            self.fleet.pending.fetch_add(1, Ordering::AcqRel);
         }
     }
 
@@ -1204,6 +1266,8 @@ impl Shared {
             .store(reason_code(Some(reason)), Ordering::Relaxed);
         self.consecutive.store(0, Ordering::Relaxed);
         self.window.clear();
+        #[cfg(feature = "redis")]
+        self.fleet.pending.store(0, Ordering::Release);
         self.new_cycle(slow);
         self.word
             .store(next_word(w, OPEN, w & MODE_MASK), Ordering::Release);
@@ -1377,6 +1441,10 @@ impl Shared {
             return None;
         }
         let now = self.clock.now();
+        if w & AUTO_MASK == OPEN && self.floor_until.load(Ordering::Acquire) > now {
+            // A Retry-After seen here still holds: another replica's probe does not lift it.
+            return None;
+        }
         let t = self.close_locked(&mut slow, w, now, Origin::Remote);
         drop(slow);
         self.publish(&t);

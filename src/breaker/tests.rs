@@ -756,3 +756,26 @@ fn owned_target_permits_route_failures_by_scope() {
     assert!(p.is_some() && m.is_none());
     assert!(owned("gpt-4o-mini").unwrap_err().is_provider_wide());
 }
+
+#[test]
+fn an_adopted_close_keeps_a_longer_local_retry_after_floor() {
+    let r = rig(policy().consecutive_failures(1).build().unwrap());
+    r.breaker
+        .try_acquire()
+        .unwrap()
+        .record(Outcome::failure(Reason::RateLimit, MS).with_retry_after(secs(120)));
+    assert_eq!(r.state(), State::Open);
+    assert!(
+        r.breaker.control().adopt_closed().is_none(),
+        "another replica's probe does not lift this replica's Retry-After"
+    );
+    assert_eq!(r.state(), State::Open);
+    assert_eq!(r.retry_after(), secs(120));
+    r.advance(secs(120));
+    let t = r.breaker.control().adopt_closed().unwrap();
+    assert_eq!(
+        (t.from, t.to),
+        (State::Open, State::Closed),
+        "the floor is over"
+    );
+}

@@ -142,6 +142,8 @@ pub struct Config {
 #[derive(Debug, Clone)]
 pub(crate) struct Server {
     pub(crate) listen: SocketAddr,
+    /// `listen` came from `serve --listen`, not from the file.
+    pub(crate) listen_from_flag: bool,
     pub(crate) metrics_listen: Option<SocketAddr>,
     pub(crate) max_body_bytes: usize,
     pub(crate) shutdown_grace: Duration,
@@ -241,6 +243,12 @@ struct StateFile {
     #[serde(default, with = "crate::duration::option")]
     reconcile_interval: Option<Duration>,
     replica: Option<String>,
+    fleet_counting: Option<bool>,
+    #[serde(default, with = "crate::duration::option")]
+    fleet_window: Option<Duration>,
+    #[serde(default, with = "crate::duration::option")]
+    flush_interval: Option<Duration>,
+    ca_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1007,9 +1015,33 @@ impl Config {
         if let Some(r) = st.replica {
             b = b.replica(r);
         }
+        if let Some(on) = st.fleet_counting {
+            b = b.fleet_counting(on);
+        }
+        if let Some(t) = st.fleet_window {
+            b = b.fleet_window(t);
+        }
+        if let Some(t) = st.flush_interval {
+            b = b.flush_interval(t);
+        }
+        if let Some(path) = &st.ca_file {
+            let pem = std::fs::read(path.get_ref()).map_err(|e| {
+                c.error(
+                    &path.span(),
+                    "state.ca_file",
+                    format!(
+                        "cannot read {:?} ({e}): write the path of the PEM file of the CA that \
+                         signed the Redis server's certificate",
+                        path.get_ref()
+                    ),
+                )
+            })?;
+            b = b.ca_certificate_pem(pem);
+        }
         b.build().map(Some).map_err(|e| {
             let field = match &e {
                 crate::state::StateError::Invalid { field, .. } => format!("state.{field}"),
+                crate::state::StateError::BadCa => "state.ca_file".to_owned(),
                 crate::state::StateError::BadUrl | crate::state::StateError::NoRuntime => {
                     "state.url_env".to_owned()
                 }
@@ -1080,6 +1112,7 @@ impl Config {
         let positive =
             |d: Option<Duration>, default: Duration| d.filter(|d| !d.is_zero()).unwrap_or(default);
         Ok(Server {
+            listen_from_flag: false,
             listen,
             metrics_listen,
             max_body_bytes,
@@ -1108,6 +1141,7 @@ impl Config {
     /// Listen on `addr` instead of the configured address (`serve --listen`).
     pub fn set_listen(&mut self, addr: SocketAddr) {
         self.server.listen = addr;
+        self.server.listen_from_flag = true;
     }
 
     /// The separate address for `/metrics`, if one is configured; else `/metrics` is served on

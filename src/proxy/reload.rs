@@ -79,6 +79,8 @@ pub struct Reloaded {
 /// The settings that take effect only when serving starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct RestartOnly {
+    /// The file's `listen`; `None` when `serve --listen` chose the address.
+    listen: Option<SocketAddr>,
     metrics_listen: Option<SocketAddr>,
     max_connections: usize,
     max_header_bytes: usize,
@@ -88,6 +90,7 @@ pub(super) struct RestartOnly {
 impl RestartOnly {
     pub(super) fn of(config: &Config) -> Self {
         Self {
+            listen: (!config.server.listen_from_flag).then_some(config.server.listen),
             metrics_listen: config.server.metrics_listen,
             max_connections: config.server.max_connections,
             max_header_bytes: config.server.max_header_bytes,
@@ -97,6 +100,11 @@ impl RestartOnly {
 
     fn changed(&self, new: &Self) -> Vec<&'static str> {
         let mut out = Vec::new();
+        if let (Some(a), Some(b)) = (self.listen, new.listen)
+            && a != b
+        {
+            out.push("server.listen");
+        }
         if self.metrics_listen != new.metrics_listen {
             out.push("server.metrics_listen");
         }
@@ -187,7 +195,7 @@ impl Proxy {
             Ok(_) => (field::OUTCOME_OK, Some(epoch_seconds(SystemTime::now()))),
             Err(_) => (field::OUTCOME_ERROR, None),
         };
-        let (config, shared) = match result {
+        let (config, shared, wanted) = match result {
             Ok(ok) => ok,
             Err(e) => {
                 tracing::event!(
@@ -202,7 +210,7 @@ impl Proxy {
             }
         };
         let mut done = diff(&old, &shared, &config);
-        done.restart_required = old.restart_only.changed(&RestartOnly::of(&config));
+        done.restart_required = old.restart_only.changed(&wanted);
         for name in &done.removed {
             if let Some((p, m)) = name.split_once('/') {
                 breaker_event(names::BREAKER_RETIRED_EVENT, p, m);
@@ -252,14 +260,16 @@ impl Proxy {
     }
 
     /// The new generation, checked; nothing is swapped yet.
-    fn prepare(&self, old: &Shared) -> Result<(Config, Shared), ReloadError> {
+    fn prepare(&self, old: &Shared) -> Result<(Config, Shared, RestartOnly), ReloadError> {
         let mut config = Config::from_file(&old.path)?;
+        // As the file gives them, before the served address replaces its `listen`.
+        let wanted = RestartOnly::of(&config);
         // The listener stays: the new generation is checked against the address served.
         config.set_listen(self.live.served.get().copied().unwrap_or(old.listen));
         let mut shared = Self::build(&config, Some(old))?;
         // What serves stays what was started with, so the warning repeats until a restart.
         shared.restart_only = old.restart_only.clone();
-        Ok((config, shared))
+        Ok((config, shared, wanted))
     }
 }
 

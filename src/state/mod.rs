@@ -57,8 +57,24 @@
 //!   it reconnects with backoff. Replicas on different sides of a partition therefore trip
 //!   and probe independently, and a trip is shared once they reconnect. Requests are never
 //!   delayed by any of this: no Redis call sits on the request path.
-//! * Nothing is shared about traffic: failures are counted locally and only transitions are
-//!   shared.
+//! * By default nothing is shared about traffic: failures are counted locally and only
+//!   transitions are shared. With **fleet-wide counting** (`[state] fleet_counting = true`,
+//!   [`StateConfigBuilder::fleet_counting`]) a breaker's `consecutive_failures` threshold also
+//!   counts the fleet's failures: every failure recorded while closed is added to a local
+//!   atomic (the request never waits on Redis), and a background task adds the batch every
+//!   `flush_interval` to a hash of per-bucket counts (`{namespace}:count:{provider}:{model}`,
+//!   buckets a tenth of `fleet_window` wide, on the Redis server's clock, one script call per
+//!   breaker with new failures, all in one pipeline), reading back the fleet's total over the
+//!   last `fleet_window`. When the total reaches the threshold the replica that saw it trips
+//!   and publishes the trip as usual; opening or closing deletes the count. Successes do not
+//!   reset the fleet's count (it ages out with the window), the local count still trips on
+//!   its own run, and failure rates stay local. The fleet's trip lags its threshold by up to
+//!   one `flush_interval` plus a round trip; while Redis is down the batches are dropped and
+//!   counting is local. (The counting script reads the server's clock, so it needs Redis 5
+//!   or later.)
+//! * `rediss://` connects over TLS (rustls) and verifies the server's certificate against
+//!   the system's roots, or only against a private CA given with
+//!   [`StateConfigBuilder::ca_certificate_pem`] (`[state] ca_file`).
 //! * The Redis URL may hold a password: it never appears in logs, spans, metrics, errors or
 //!   `Debug` output ([`StateConfig`] prints it redacted).
 
@@ -77,6 +93,10 @@ pub const DEFAULT_NAMESPACE: &str = "llm-failover";
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_millis(200);
 /// The default period of the reconcile that reads every breaker's key.
 pub const DEFAULT_RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
+/// The default span over which fleet-wide counting adds up the fleet's failures.
+pub const DEFAULT_FLEET_WINDOW: Duration = Duration::from_secs(10);
+/// The default period of the flush that adds local failures to the fleet's count.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 
 /// The shared-state backend could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +116,12 @@ pub enum StateError {
         /// What is wrong and what to write instead.
         problem: &'static str,
     },
+    /// The CA certificate given for `rediss://` is not a PEM certificate.
+    #[error(
+        "the CA certificate for rediss:// is not valid PEM: give the file that holds the \
+         \"-----BEGIN CERTIFICATE-----\" block of the CA that signed the Redis server's certificate"
+    )]
+    BadCa,
     /// The backend's tasks need a Tokio runtime and none is running on this thread.
     #[error(
         "the shared-state backend needs a Tokio runtime: start it from inside one \
@@ -129,6 +155,16 @@ impl SecretUrl {
     }
 }
 
+/// A CA certificate (PEM) to trust for `rediss://`; `Debug` shows its size only.
+#[derive(Clone, PartialEq, Eq)]
+pub(crate) struct CaPem(pub(crate) Vec<u8>);
+
+impl fmt::Debug for CaPem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<PEM, {} bytes>", self.0.len())
+    }
+}
+
 impl fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.redacted())
@@ -158,6 +194,10 @@ pub struct StateConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) reconcile_interval: Duration,
     pub(crate) replica: Option<String>,
+    pub(crate) fleet_counting: bool,
+    pub(crate) fleet_window: Duration,
+    pub(crate) flush_interval: Duration,
+    pub(crate) ca: Option<CaPem>,
 }
 
 impl StateConfig {
@@ -172,6 +212,10 @@ impl StateConfig {
                 connect_timeout: DEFAULT_TIMEOUT,
                 reconcile_interval: DEFAULT_RECONCILE_INTERVAL,
                 replica: None,
+                fleet_counting: false,
+                fleet_window: DEFAULT_FLEET_WINDOW,
+                flush_interval: DEFAULT_FLUSH_INTERVAL,
+                ca: None,
             },
         }
     }
@@ -186,6 +230,13 @@ impl StateConfig {
     #[must_use]
     pub fn timeout(&self) -> Duration {
         self.timeout
+    }
+
+    /// Whether the trip threshold counts the fleet's failures (see the
+    /// [module docs](self)).
+    #[must_use]
+    pub fn fleet_counting(&self) -> bool {
+        self.fleet_counting
     }
 }
 
@@ -231,12 +282,43 @@ impl StateConfigBuilder {
         self
     }
 
+    /// Counts failures fleet-wide: a breaker's `consecutive_failures` threshold is also
+    /// reached by the fleet's failures within [`fleet_window`](Self::fleet_window) (see the
+    /// [module docs](self)). Default: off (failures are counted locally).
+    pub fn fleet_counting(mut self, on: bool) -> Self {
+        self.config.fleet_counting = on;
+        self
+    }
+
+    /// The span over which the fleet's failures add up (ten buckets). Default:
+    /// [`DEFAULT_FLEET_WINDOW`].
+    pub fn fleet_window(mut self, window: Duration) -> Self {
+        self.config.fleet_window = window;
+        self
+    }
+
+    /// How often local failures are added to the fleet's count (one pipeline per flush).
+    /// Default: [`DEFAULT_FLUSH_INTERVAL`].
+    pub fn flush_interval(mut self, interval: Duration) -> Self {
+        self.config.flush_interval = interval;
+        self
+    }
+
+    /// Trusts the CA certificate `pem` (PEM text) for a `rediss://` URL, instead of the
+    /// system's roots: for a Redis server whose certificate a private CA signed. The
+    /// `[state] ca_file` setting reads it from a file.
+    pub fn ca_certificate_pem(mut self, pem: impl Into<Vec<u8>>) -> Self {
+        self.config.ca = Some(CaPem(pem.into()));
+        self
+    }
+
     /// The settings.
     ///
     /// # Errors
     ///
     /// [`StateError::BadUrl`] unless the URL starts with `redis://` or `rediss://`;
-    /// [`StateError::Invalid`] for an empty namespace or a zero duration.
+    /// [`StateError::Invalid`] for an empty namespace, a zero duration, or a CA certificate
+    /// with a `redis://` URL; [`StateError::BadCa`] for a CA certificate that is not PEM.
     pub fn build(self) -> Result<StateConfig, StateError> {
         let c = self.config;
         let url = &c.url.0;
@@ -253,6 +335,8 @@ impl StateConfigBuilder {
             ("timeout", c.timeout),
             ("connect_timeout", c.connect_timeout),
             ("reconcile_interval", c.reconcile_interval),
+            ("fleet_window", c.fleet_window),
+            ("flush_interval", c.flush_interval),
         ] {
             if d.is_zero() {
                 return Err(StateError::Invalid {
@@ -260,6 +344,27 @@ impl StateConfigBuilder {
                     problem: "is zero: write a duration such as \"200ms\"",
                 });
             }
+        }
+        if c.ca.is_some() && !url.starts_with("rediss://") {
+            return Err(StateError::Invalid {
+                field: "ca_file",
+                problem: "is set but the URL is redis://: write rediss:// to connect over TLS, \
+                          or remove the CA certificate",
+            });
+        }
+        if let Some(ca) = &c.ca {
+            use rustls::pki_types::CertificateDer;
+            use rustls::pki_types::pem::PemObject as _;
+            let mut certs = CertificateDer::pem_slice_iter(&ca.0).peekable();
+            if certs.peek().is_none() || certs.any(|c| c.is_err()) {
+                return Err(StateError::BadCa);
+            }
+        }
+        if c.fleet_window < Duration::from_millis(10) {
+            return Err(StateError::Invalid {
+                field: "fleet_window",
+                problem: "is under 10ms: write a span such as \"10s\"",
+            });
         }
         Ok(c)
     }

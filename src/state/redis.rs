@@ -45,19 +45,22 @@ fn applying<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// Sets the open key unless it already outlives the new open time (Retry-After stays a floor
-/// fleet-wide), frees this replica's lease, publishes. Returns the key's previous TTL (ms).
+/// fleet-wide), frees this replica's lease, empties the fleet's failure count, publishes.
+/// Returns the key's previous TTL (ms).
 const OPEN_SCRIPT: &str = r"
 local t = redis.call('PTTL', KEYS[1])
 local ms = tonumber(ARGV[2])
 if t < ms then redis.call('SET', KEYS[1], ARGV[1], 'PX', ms) end
 if redis.call('GET', KEYS[2]) == ARGV[5] then redis.call('DEL', KEYS[2]) end
+redis.call('DEL', KEYS[3])
 redis.call('PUBLISH', ARGV[3], ARGV[4])
 return t
 ";
 
-/// Deletes the open key, frees this replica's lease, publishes.
+/// Deletes the open key, frees this replica's lease, empties the fleet's failure count,
+/// publishes.
 const CLOSE_SCRIPT: &str = r"
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[3])
 if redis.call('GET', KEYS[2]) == ARGV[3] then redis.call('DEL', KEYS[2]) end
 redis.call('PUBLISH', ARGV[1], ARGV[2])
 return 1
@@ -75,6 +78,31 @@ if redis.call('GET', KEYS[2]) == ARGV[1] then
 end
 return {1, redis.call('PTTL', KEYS[2]), ''}
 ";
+
+/// Adds `ARGV[1]` failures to the current bucket of the count hash (buckets `ARGV[2]` ms
+/// wide on the server's clock, `ARGV[3]` of them in the window), drops buckets that left the
+/// window, and returns the window's total.
+const COUNT_SCRIPT: &str = r"
+local now = redis.call('TIME')
+local width = tonumber(ARGV[2])
+local n = tonumber(ARGV[3])
+local b = math.floor((tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)) / width)
+redis.call('HINCRBY', KEYS[1], b, ARGV[1])
+redis.call('PEXPIRE', KEYS[1], width * (n + 1))
+local total = 0
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  if tonumber(all[i]) > b - n then
+    total = total + tonumber(all[i + 1])
+  else
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+return total
+";
+
+/// How many buckets the fleet's failure window is cut into.
+const COUNT_BUCKETS: u32 = 10;
 
 /// One event on the channel.
 #[derive(Debug, Serialize, Deserialize)]
@@ -178,13 +206,25 @@ impl RedisState {
     ///
     /// # Errors
     ///
-    /// [`StateError::BadUrl`] when the URL does not parse.
+    /// [`StateError::BadUrl`] when the URL does not parse; [`StateError::BadCa`] when the CA
+    /// certificate is not PEM.
     pub fn new(config: StateConfig) -> Result<Self, StateError> {
-        let client = Client::open(config.url.expose()).map_err(|_| StateError::BadUrl)?;
         if config.url.expose().starts_with("rediss://") {
             // rustls needs a process-wide crypto provider; keep one the application chose.
             let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         }
+        let client = match &config.ca {
+            Some(ca) => {
+                let info = redis::IntoConnectionInfo::into_connection_info(config.url.expose())
+                    .map_err(|_| StateError::BadUrl)?;
+                let certs = redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(ca.0.clone()),
+                };
+                Client::build_with_tls(info, certs).map_err(|_| StateError::BadCa)?
+            }
+            None => Client::open(config.url.expose()).map_err(|_| StateError::BadUrl)?,
+        };
         let replica = match &config.replica {
             Some(name) => format!("{name}-{:08x}", fastrand::u32(..)),
             None => format!("{:016x}", fastrand::u64(..)),
@@ -244,11 +284,20 @@ impl RedisState {
         let conn = ConnectionManager::new_lazy_with_config(inner.client.clone(), config)
             .map_err(|_| StateError::BadUrl)?;
         inner.emit_up(false);
-        let tasks = vec![
+        let mut tasks = Vec::with_capacity(4);
+        if inner.config.fleet_counting
+            && let Some(registry) = inner.registry()
+        {
+            for b in registry.iter() {
+                b.count_fleet_failures();
+            }
+            tasks.push(rt.spawn(counter(Arc::clone(&inner), conn.clone())));
+        }
+        tasks.extend([
             rt.spawn(publisher(Arc::clone(&inner), self.rx, conn.clone())),
             rt.spawn(subscriber(Arc::clone(&inner), conn.clone())),
             rt.spawn(reconciler(Arc::clone(&inner), conn)),
-        ];
+        ]);
         Ok(StateHandle {
             inner,
             tasks: Arc::new(Tasks(tasks)),
@@ -326,8 +375,15 @@ impl Inner {
         self.registry.get()
     }
 
+    /// `{namespace}:{kind}:{provider}:{model}`, with `%` and `:` in the names escaped (so
+    /// `a:b`/`c` and `a`/`b:c` get different keys).
     fn key(&self, kind: &str, provider: &str, model: &str) -> String {
-        format!("{}:{kind}:{provider}:{model}", self.config.namespace)
+        format!(
+            "{}:{kind}:{}:{}",
+            self.config.namespace,
+            escape(provider),
+            escape(model)
+        )
     }
 
     fn channel(&self) -> String {
@@ -446,6 +502,7 @@ impl Inner {
                 let msg = self.message(&b, "closed", None, None);
                 let mut inv = self.close_script.key(&open_key);
                 inv.key(&lease_key)
+                    .key(self.key("count", b.provider(), b.model()))
                     .arg(&channel)
                     .arg(msg)
                     .arg(&self.replica);
@@ -474,6 +531,7 @@ impl Inner {
                     .arg(&open_key)
                     .arg(&mode_key)
                     .arg(&lease_key)
+                    .arg(self.key("count", b.provider(), b.model()))
                     .ignore()
                     .cmd("PUBLISH")
                     .arg(&channel)
@@ -517,6 +575,7 @@ impl Inner {
             .open_script
             .key(self.key("open", b.provider(), b.model()));
         inv.key(self.key("lease", b.provider(), b.model()))
+            .key(self.key("count", b.provider(), b.model()))
             .arg(format!("{}/{}", reason.as_str(), b.backoff_level()))
             .arg(ms)
             .arg(self.channel())
@@ -724,6 +783,15 @@ impl Inner {
     }
 }
 
+/// A name as a key component: `%` as `%25`, `:` as `%3A` (unchanged without either).
+fn escape(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains(['%', ':']) {
+        name.replace('%', "%25").replace(':', "%3A").into()
+    } else {
+        name.into()
+    }
+}
+
 /// The open key's value: `reason/level`.
 fn parse_open(s: &str) -> Option<(Reason, u32)> {
     let (reason, level) = s.split_once('/').unwrap_or((s, "0"));
@@ -824,7 +892,72 @@ async fn reconciler(inner: Arc<Inner>, mut conn: ConnectionManager) {
     }
 }
 
+/// Adds the failures recorded since the last flush to the fleet's count, every
+/// `flush_interval`, in one pipeline; trips a closed breaker whose fleet total reached its
+/// `consecutive_failures`. While the backend is down the failures are dropped (the local
+/// count still trips).
+async fn counter(inner: Arc<Inner>, mut conn: ConnectionManager) {
+    let Some(registry) = inner.registry().cloned() else {
+        return;
+    };
+    let width = inner.config.fleet_window / COUNT_BUCKETS;
+    let width_ms = u64::try_from(width.as_millis()).unwrap_or(u64::MAX).max(1);
+    let mut tick = tokio::time::interval(inner.config.flush_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let up = inner.up.load(Ordering::Acquire);
+        let mut batch = Vec::new();
+        let mut pipe = redis::pipe();
+        for b in registry.iter() {
+            let Some((n, reason)) = b.take_fleet_failures() else {
+                continue;
+            };
+            if !up || b.policy().consecutive_failures == 0 {
+                continue;
+            }
+            pipe.cmd("EVAL")
+                .arg(COUNT_SCRIPT)
+                .arg(1)
+                .arg(inner.key("count", b.provider(), b.model()))
+                .arg(n)
+                .arg(width_ms)
+                .arg(COUNT_BUCKETS);
+            batch.push((b, reason));
+        }
+        if batch.is_empty() {
+            continue;
+        }
+        let Some(totals) = inner
+            .op(field::OP_COUNT, pipe.query_async::<Vec<i64>>(&mut conn))
+            .await
+        else {
+            continue;
+        };
+        for ((b, reason), total) in batch.into_iter().zip(totals) {
+            if u64::try_from(total).unwrap_or(0) >= u64::from(b.policy().consecutive_failures) {
+                // A local trip: the listener publishes it, so the fleet adopts it.
+                b.trip_for_fleet(reason);
+            }
+        }
+    }
+}
+
 /// `d` plus up to a quarter more, so replicas do not reconnect in step.
 fn jitter(d: Duration) -> Duration {
     d + d.mul_f64(fastrand::f64() / 4.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape;
+
+    #[test]
+    fn names_with_colons_get_keys_of_their_own() {
+        assert_eq!(escape("gpt-4o"), "gpt-4o");
+        assert_eq!(escape("llama3:8b"), "llama3%3A8b");
+        assert_eq!(escape("50%:x"), "50%25%3Ax");
+        let key = |p: &str, m: &str| format!("ns:open:{}:{}", escape(p), escape(m));
+        assert_ne!(key("a:b", "c"), key("a", "b:c"));
+    }
 }

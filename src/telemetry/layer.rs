@@ -161,11 +161,12 @@ struct RejectionHandles {
 }
 
 /// Shared-state sync op label values, indexed.
-const SYNC_OPS: [&str; 4] = [
+const SYNC_OPS: [&str; 5] = [
     sfield::OP_PUBLISH,
     sfield::OP_ADOPT,
     sfield::OP_RECONCILE,
     sfield::OP_LEASE,
+    sfield::OP_COUNT,
 ];
 
 /// Shared-state sync outcome label values, indexed.

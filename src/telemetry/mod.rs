@@ -313,7 +313,7 @@ pub mod names {
     /// Field names and values of the shared-state backend's events.
     pub mod state {
         /// Sync event: the operation, one of [`OP_PUBLISH`], [`OP_ADOPT`], [`OP_RECONCILE`],
-        /// [`OP_LEASE`].
+        /// [`OP_LEASE`], [`OP_COUNT`].
         pub const OP: &str = "op";
         /// Sync event: [`OUTCOME_OK`], [`OUTCOME_ERROR`] or [`OUTCOME_TIMEOUT`].
         pub const OUTCOME: &str = "outcome";
@@ -328,6 +328,8 @@ pub mod names {
         pub const OP_RECONCILE: &str = "reconcile";
         /// `op`: a request for the fleet's half-open probe lease.
         pub const OP_LEASE: &str = "lease";
+        /// `op`: a batch of local failures added to the fleet's count (fleet-wide counting).
+        pub const OP_COUNT: &str = "count";
         /// `outcome`: done.
         pub const OUTCOME_OK: &str = "ok";
         /// `outcome`: the backend answered with an error, or could not be reached.
