@@ -157,6 +157,9 @@ pub struct Load {
     /// Some `least_loaded` tier reads the latency average: keep it. Until then the closed
     /// path skips the clock read and the arithmetic.
     timed: AtomicBool,
+    /// Something reads the in-flight count (a limit, a `least_loaded` tier): count it. Until
+    /// then the closed path skips the counting and the gauge.
+    counted: AtomicBool,
 }
 
 impl fmt::Debug for Load {
@@ -183,6 +186,7 @@ impl Load {
             epoch: Instant::now(),
             decay: decay.as_secs_f64(),
             timed: AtomicBool::new(false),
+            counted: AtomicBool::new(false),
         }
     }
 
@@ -198,7 +202,11 @@ impl Load {
         &self.model
     }
 
-    /// Requests in flight now (for a stream: until it ends).
+    /// Requests in flight now (for a stream: until it ends). Counted only once something
+    /// needs the count: a concurrency limit ([`set_max_inflight`](Self::set_max_inflight)),
+    /// a `least_loaded` tier, or [`count`](Self::count); until then 0, and the
+    /// `llm_failover_inflight` gauge does not move, so a plain target's closed path costs
+    /// nothing more than before limits existed.
     #[must_use]
     pub fn inflight(&self) -> u32 {
         self.inflight.load(Ordering::Acquire)
@@ -213,9 +221,28 @@ impl Load {
         }
     }
 
-    /// Sets the concurrency limit (`None`, or `Some(0)`: no limit).
+    /// Sets the concurrency limit (`None`, or `Some(0)`: no limit). A limit turns on the
+    /// count (see [`inflight`](Self::inflight)).
     pub fn set_max_inflight(&self, max: Option<u32>) {
-        self.max.store(max.unwrap_or(0), Ordering::Relaxed);
+        let max = max.unwrap_or(0);
+        if max > 0 {
+            self.count();
+        }
+        self.max.store(max, Ordering::Relaxed);
+    }
+
+    /// Counts the requests in flight (and moves the `llm_failover_inflight` gauge) from now
+    /// on, without a limit. Requests already in flight are not counted.
+    ///
+    /// ```
+    /// use llm_failover::chain::Loads;
+    ///
+    /// let load = Loads::new().target("openai", "gpt-4o-mini");
+    /// load.count();
+    /// assert_eq!(load.inflight(), 0);
+    /// ```
+    pub fn count(&self) {
+        self.counted.store(true, Ordering::Release);
     }
 
     /// The latency average now (decayed since its last sample); zero before any sample.
@@ -247,6 +274,7 @@ impl Load {
     /// Keeps the latency average from now on (a `least_loaded` tier uses the target).
     pub(crate) fn time(&self) {
         self.timed.store(true, Ordering::Relaxed);
+        self.count();
     }
 
     /// Adds a latency sample (when a `least_loaded` tier uses the target). Concurrent
@@ -285,7 +313,14 @@ impl Load {
 
     /// Takes a place in flight, unless the target is at its limit. Nothing is reported until
     /// the place is [`announced`](Inflight::announce).
+    #[inline]
     pub(crate) fn try_enter(self: &Arc<Self>) -> Option<Inflight> {
+        if !self.counted.load(Ordering::Acquire) {
+            return Some(Inflight {
+                load: None,
+                announced: false,
+            });
+        }
         let max = self.max.load(Ordering::Relaxed);
         if max == 0 {
             self.inflight.fetch_add(1, Ordering::AcqRel);
@@ -297,38 +332,43 @@ impl Load {
                 .ok()?;
         }
         Some(Inflight {
-            load: Arc::clone(self),
+            load: Some(Arc::clone(self)),
             announced: false,
         })
     }
 }
 
-/// A place in flight on one target, given back when dropped.
+/// A place in flight on one target, given back when dropped (none when the target is not
+/// counted).
 pub(crate) struct Inflight {
-    load: Arc<Load>,
+    load: Option<Arc<Load>>,
     announced: bool,
 }
 
 impl Inflight {
     /// The request was sent: the in-flight gauge counts it from now on.
     pub(crate) fn announce(&mut self) {
-        if !self.announced {
+        if let Some(load) = self.load.as_ref().filter(|_| !self.announced) {
             self.announced = true;
-            telemetry::inflight(&self.load.provider, &self.load.model, 1);
+            telemetry::inflight(&load.provider, &load.model, 1);
         }
     }
 
     /// The attempt answered (or failed) after `took`: a latency sample.
     pub(crate) fn observe(&self, took: Duration) {
-        self.load.observe(took);
+        if let Some(load) = &self.load {
+            load.observe(took);
+        }
     }
 }
 
 impl Drop for Inflight {
     fn drop(&mut self) {
-        self.load.inflight.fetch_sub(1, Ordering::AcqRel);
-        if self.announced {
-            telemetry::inflight(&self.load.provider, &self.load.model, -1);
+        if let Some(load) = &self.load {
+            load.inflight.fetch_sub(1, Ordering::AcqRel);
+            if self.announced {
+                telemetry::inflight(&load.provider, &load.model, -1);
+            }
         }
     }
 }

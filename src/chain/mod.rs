@@ -77,6 +77,7 @@
 //! # }).unwrap();
 //! ```
 
+mod budget;
 mod error;
 mod load;
 pub mod openai;
@@ -93,13 +94,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tower::retry::budget::{Budget as _, TpsBudget};
 use tracing::Instrument as _;
 
 use crate::Reason;
 use crate::breaker::{Outcome, OwnedTargetPermit, Registry, State};
 use crate::reason::Action;
 
+use self::budget::RetryBudget;
 use self::load::Inflight;
 
 pub use self::error::{
@@ -190,7 +191,10 @@ pub struct Route {
     registry: Arc<Registry>,
     loads: Arc<Loads>,
     /// Extra attempts (retries, hedges, failovers if the policy says so) per first attempt.
-    budget: TpsBudget,
+    budget: RetryBudget,
+    /// The route can spend the budget at all (retries, hedges, or failovers that spend it):
+    /// else its requests do not deposit either.
+    budgeted: bool,
 }
 
 /// Builds a [`Route`]; [`build`](Self::build) checks every target against the registry.
@@ -361,8 +365,9 @@ impl RouteBuilder {
             larger_context.push(RouteTarget::new(p, m, &loads));
         }
         let (ratio, floor, window, _) = self.policy.retry_budget();
-        // The policy's builder checked the ranges TpsBudget asserts.
-        let budget = TpsBudget::new(window, floor, ratio);
+        let budget = RetryBudget::new(window, floor, ratio);
+        let p = &self.policy;
+        let budgeted = p.max_retries > 0 || p.hedge_after.is_some() || p.retry_budget_failovers;
         Ok(Route {
             name: self.name,
             targets,
@@ -371,6 +376,7 @@ impl RouteBuilder {
             registry: self.registry,
             loads,
             budget,
+            budgeted,
         })
     }
 }
@@ -916,7 +922,9 @@ impl Route {
         Fut: Future<Output = Result<V, AttemptFailure>>,
     {
         let deadline = Instant::now() + self.policy.total_deadline;
-        self.budget.deposit();
+        if self.budgeted {
+            self.budget.deposit();
+        }
         let mut trail = Trail::default();
         let mut last: Option<AttemptFailure> = None;
         let mut list = &self.targets;

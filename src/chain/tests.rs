@@ -938,6 +938,9 @@ async fn a_committed_stream_holds_its_place_until_it_ends() {
     let r = rig(5);
     let route = r.route(policy().build().unwrap());
     let load = route.loads().get("local", "llama3").unwrap();
+    // A target without a limit or a least_loaded tier is not counted until asked.
+    assert_eq!(load.inflight(), 0);
+    load.count();
     let a = route
         .stream(|_| async { Ok(upstream(&["a", "b"], Some(Ok(Tok("", 2))), false)) })
         .await
