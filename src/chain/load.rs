@@ -38,7 +38,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::telemetry;
+use super::rate::{Limiter, Quota, RateLimits};
+use super::{ShedCause, telemetry};
 
 /// How fast the latency average forgets by default (Finagle's default decay time).
 pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
@@ -132,6 +133,14 @@ impl Loads {
         self.target(provider, model).set_max_inflight(max);
     }
 
+    /// Limits `model` of `provider` to requests and tokens per minute (see [`RateLimits`]).
+    /// A request over a limit skips the target as if its breaker were open
+    /// ([`ShedCause::RequestRate`], [`ShedCause::TokenRate`]). Takes effect at once, for
+    /// every route that uses the target.
+    pub fn set_rate_limits(&self, provider: &str, model: &str, limits: RateLimits) {
+        self.target(provider, model).set_rate_limits(limits);
+    }
+
     /// Every target on the board.
     #[must_use]
     pub fn all(&self) -> Vec<Arc<Load>> {
@@ -160,6 +169,10 @@ pub struct Load {
     /// Something reads the in-flight count (a limit, a `least_loaded` tier): count it. Until
     /// then the closed path skips the counting and the gauge.
     counted: AtomicBool,
+    /// Rate limits are set or a provider's quota was adopted: ask the limiter. Until then the
+    /// closed path does not take its lock.
+    limited: AtomicBool,
+    limiter: Mutex<Limiter>,
 }
 
 impl fmt::Debug for Load {
@@ -187,6 +200,8 @@ impl Load {
             decay: decay.as_secs_f64(),
             timed: AtomicBool::new(false),
             counted: AtomicBool::new(false),
+            limited: AtomicBool::new(false),
+            limiter: Mutex::new(Limiter::new(Instant::now())),
         }
     }
 
@@ -243,6 +258,62 @@ impl Load {
     /// ```
     pub fn count(&self) {
         self.counted.store(true, Ordering::Release);
+    }
+
+    /// The requests and tokens per minute the target is held to.
+    #[must_use]
+    pub fn rate_limits(&self) -> RateLimits {
+        self.limiter().limits()
+    }
+
+    /// Holds the target to `limits` (see [`Loads::set_rate_limits`]).
+    pub fn set_rate_limits(&self, limits: RateLimits) {
+        self.limiter().set_limits(limits);
+        if !limits.is_none() {
+            self.limited.store(true, Ordering::Release);
+        }
+    }
+
+    /// Adopts what the provider said is left of the target's quota, until its reset: the
+    /// chain does this itself when a failure carries a [`Quota`]
+    /// ([`AttemptFailure::quota`](super::AttemptFailure::quota)).
+    pub fn adopt(&self, quota: &Quota) {
+        self.limiter().adopt(Instant::now(), quota);
+        self.limited.store(true, Ordering::Release);
+    }
+
+    fn limiter(&self) -> std::sync::MutexGuard<'_, Limiter> {
+        self.limiter.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// True when a rate limit or an adopted quota applies.
+    #[inline]
+    pub(crate) fn is_limited(&self) -> bool {
+        self.limited.load(Ordering::Acquire)
+    }
+
+    /// Takes a request of `tokens` under the rate limits, or says which refuses it and how
+    /// long until it would fit.
+    #[inline]
+    pub(crate) fn admit(&self, tokens: u64) -> Result<(), (ShedCause, Duration)> {
+        if !self.is_limited() {
+            return Ok(());
+        }
+        self.limiter().admit(Instant::now(), tokens)
+    }
+
+    /// A request admitted was not sent after all.
+    pub(crate) fn refund(&self, tokens: u64) {
+        if self.is_limited() {
+            self.limiter().refund(Instant::now(), tokens);
+        }
+    }
+
+    /// The answer used `actual` tokens where `estimate` were counted.
+    pub(crate) fn correct(&self, estimate: u64, actual: u64) {
+        if self.is_limited() {
+            self.limiter().correct(Instant::now(), estimate, actual);
+        }
     }
 
     /// The latency average now (decayed since its last sample); zero before any sample.

@@ -82,6 +82,7 @@ mod error;
 mod load;
 pub mod openai;
 mod policy;
+mod rate;
 mod stream;
 mod telemetry;
 mod tier;
@@ -109,6 +110,7 @@ pub use self::error::{
 };
 pub use self::load::{DEFAULT_DECAY, Load, Loads};
 pub use self::policy::{RoutePolicy, RoutePolicyBuilder, RoutePolicyError};
+pub use self::rate::{Quota, RateLimits};
 pub use self::stream::{Chunk, FailoverStream};
 pub use self::tier::{Pick, Tier, UnknownPick};
 
@@ -389,9 +391,48 @@ pub struct AttemptContext {
     number: u32,
     primary: bool,
     deadline: Instant,
+    /// The request's estimated tokens, as counted against the target's rate limits.
+    tokens: u64,
+    /// The target's load, when it has rate limits to correct.
+    limited: Option<Arc<Load>>,
 }
 
 impl AttemptContext {
+    /// The tokens the request was estimated at (see [`Route::call_with_tokens`]); 0 when
+    /// the caller gave no estimate.
+    #[must_use]
+    pub fn estimated_tokens(&self) -> u64 {
+        self.tokens
+    }
+
+    /// The answer's `usage`: the request took `total_tokens` (prompt and completion). The
+    /// target's tokens-per-minute count is corrected from the estimate to it. Does nothing
+    /// for a target without rate limits.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use llm_failover::{breaker::Registry, chain::{AttemptFailure, Route}};
+    ///
+    /// let registry = Arc::new(Registry::builder().target("openai", "gpt-4o-mini").build()?);
+    /// let route = Route::builder("chat", registry).target("openai", "gpt-4o-mini").build()?;
+    /// let answer = route
+    ///     .call_with_tokens(120, |attempt| async move {
+    ///         assert_eq!(attempt.estimated_tokens(), 120);
+    ///         attempt.report_usage(87); // from the answer's usage.total_tokens
+    ///         Ok::<_, AttemptFailure>("hi")
+    ///     })
+    ///     .await?;
+    /// assert_eq!(answer.value, "hi");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn report_usage(&self, total_tokens: u64) {
+        if let Some(load) = &self.limited {
+            load.correct(self.tokens, total_tokens);
+        }
+    }
+
     /// The provider to call, as configured.
     #[must_use]
     pub fn provider(&self) -> &str {
@@ -589,11 +630,14 @@ fn rejection(t: &RouteTarget, rejected: &crate::breaker::Rejected) -> AttemptRec
     )
 }
 
-/// A target skipped at its own limit. Its wait is an estimate of when a place frees up: its
-/// latency average (at least 100 ms; 1 s before any sample).
-fn shed(t: &RouteTarget, cause: ShedCause) -> AttemptRecord {
+/// A target skipped at its own limit. Its wait is the rate limiter's when it is known, else
+/// an estimate of when a place frees up: its latency average (at least 100 ms; 1 s before
+/// any sample).
+fn shed(t: &RouteTarget, cause: ShedCause, known: Option<Duration>) -> AttemptRecord {
     let latency = t.load.latency();
-    let wait = if latency.is_zero() {
+    let wait = if let Some(wait) = known {
+        wait
+    } else if latency.is_zero() {
         Duration::from_secs(1)
     } else {
         latency.max(Duration::from_millis(100))
@@ -623,8 +667,8 @@ fn budget_exhausted(request: &telemetry::Request, t: &RouteTarget, trail: &mut T
 enum Skipped {
     /// A breaker refused.
     Rejected(crate::breaker::Rejected),
-    /// The target is at one of its limits.
-    Shed(ShedCause),
+    /// The target is at one of its limits (and when it will admit again, if known).
+    Shed(ShedCause, Option<Duration>),
 }
 
 impl Skipped {
@@ -636,9 +680,9 @@ impl Skipped {
                 trail.0.push(rejection(t, rejected));
                 rejected.reason().unwrap_or(Reason::Unknown)
             }
-            Skipped::Shed(cause) => {
+            Skipped::Shed(cause, wait) => {
                 request.shed(t, *cause);
-                trail.0.push(shed(t, *cause));
+                trail.0.push(shed(t, *cause, *wait));
                 cause.reason()
             }
         }
@@ -796,7 +840,38 @@ impl Route {
     ///
     /// [`FailoverError`] when no target answered: every one failed or was open, a failure was
     /// returned as is, or the total deadline passed.
-    pub async fn call<T, F, Fut>(&self, mut attempt: F) -> Result<Answer<T>, FailoverError>
+    pub async fn call<T, F, Fut>(&self, attempt: F) -> Result<Answer<T>, FailoverError>
+    where
+        F: FnMut(AttemptContext) -> Fut,
+        Fut: Future<Output = Result<T, AttemptFailure>>,
+    {
+        self.call_with_tokens(0, attempt).await
+    }
+
+    /// True when some target of the route has rate limits (its own, or a quota a provider
+    /// reported): worth estimating a request's tokens for
+    /// [`call_with_tokens`](Self::call_with_tokens).
+    #[must_use]
+    pub fn is_rate_limited(&self) -> bool {
+        self.targets
+            .iter()
+            .chain(&self.larger_context)
+            .any(|t| t.load.is_limited())
+    }
+
+    /// [`call`](Self::call) for a request estimated at `tokens` (prompt and completion, see
+    /// [`openai::estimate_tokens`]): a target whose tokens per minute it would exceed is
+    /// skipped (`shed`, cause `token_rate`). The attempt corrects the estimate with
+    /// [`AttemptContext::report_usage`].
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call).
+    pub async fn call_with_tokens<T, F, Fut>(
+        &self,
+        tokens: u64,
+        mut attempt: F,
+    ) -> Result<Answer<T>, FailoverError>
     where
         F: FnMut(AttemptContext) -> Fut,
         Fut: Future<Output = Result<T, AttemptFailure>>,
@@ -804,7 +879,7 @@ impl Route {
         let limit = self.policy.attempt_timeout;
         let request = telemetry::Request::new(&self.name);
         let c = match self
-            .run(&request, &mut attempt, |_| limit)
+            .run(&request, tokens, &mut attempt, |_| limit)
             .instrument(request.span().clone())
             .await
         {
@@ -841,6 +916,26 @@ impl Route {
     /// [`FailoverError`] when no target produced a first chunk.
     pub async fn stream<C, S, F, Fut>(
         &self,
+        open: F,
+    ) -> Result<Answer<FailoverStream<C, S>>, FailoverError>
+    where
+        C: Chunk,
+        S: futures_core::Stream<Item = Result<C, AttemptFailure>> + Unpin,
+        F: FnMut(AttemptContext) -> Fut,
+        Fut: Future<Output = Result<S, AttemptFailure>>,
+    {
+        self.stream_with_tokens(0, open).await
+    }
+
+    /// [`stream`](Self::stream) for a request estimated at `tokens` (see
+    /// [`call_with_tokens`](Self::call_with_tokens)).
+    ///
+    /// # Errors
+    ///
+    /// As [`stream`](Self::stream).
+    pub async fn stream_with_tokens<C, S, F, Fut>(
+        &self,
+        tokens: u64,
         mut open: F,
     ) -> Result<Answer<FailoverStream<C, S>>, FailoverError>
     where
@@ -855,6 +950,7 @@ impl Route {
         let run = self
             .run(
                 &request,
+                tokens,
                 |ctx| {
                     let opening = open(ctx);
                     async move {
@@ -914,6 +1010,7 @@ impl Route {
     async fn run<V, F, Fut>(
         &self,
         request: &telemetry::Request,
+        tokens: u64,
         mut attempt: F,
         attempt_limit: impl Fn(&RouteTarget) -> Duration,
     ) -> Result<Committed<V>, FailoverError>
@@ -979,6 +1076,7 @@ impl Route {
                     limit,
                     deadline,
                     true,
+                    tokens,
                     &mut attempt,
                 ) {
                     Ok(a) => a,
@@ -1007,6 +1105,7 @@ impl Route {
                                 delay,
                                 &mut number,
                                 deadline,
+                                tokens,
                                 &attempt_limit,
                                 &mut attempt,
                                 &mut trail,
@@ -1035,6 +1134,13 @@ impl Route {
                     flight.abandon(&mut trail);
                     return fail(FailoverErrorKind::DeadlineExceeded, trail, last);
                 };
+                if let Some(quota) = failure.quota() {
+                    // The provider said what is left: the target holds to it until its reset.
+                    let (p, m) = flight.target.names();
+                    if let Some(load) = self.loads.get(p, m) {
+                        load.adopt(quota);
+                    }
+                }
                 let left = Arc::clone(&flight.target.provider);
                 let hedged = flight.hedged;
                 let reason = flight.fail(&failure, &mut trail);
@@ -1096,6 +1202,7 @@ impl Route {
                     &mut trail,
                     number,
                     deadline,
+                    tokens,
                 )
                 .await;
             return match tried {
@@ -1136,6 +1243,7 @@ impl Route {
         limit: Duration,
         deadline: Instant,
         admit: bool,
+        tokens: u64,
         attempt: &mut F,
     ) -> Result<Launched<Fut>, Skipped>
     where
@@ -1143,13 +1251,17 @@ impl Route {
         Fut: Future<Output = Result<V, AttemptFailure>>,
     {
         let Some(mut inflight) = t.load.try_enter() else {
-            return Err(Skipped::Shed(ShedCause::Concurrency));
+            return Err(Skipped::Shed(ShedCause::Concurrency, None));
         };
+        if let Err((cause, wait)) = t.load.admit(tokens) {
+            return Err(Skipped::Shed(cause, Some(wait)));
+        }
         let span = telemetry::attempt_span(request, t, number, primary, target);
         let permit = if admit {
             match target.try_acquire_owned() {
                 Ok(p) => Some(p),
                 Err(rejected) => {
+                    t.load.refund(tokens);
                     telemetry::rejected(&span, &rejected);
                     return Err(Skipped::Rejected(rejected));
                 }
@@ -1165,6 +1277,8 @@ impl Route {
             number,
             primary,
             deadline: attempt_deadline,
+            tokens,
+            limited: t.load.is_limited().then(|| Arc::clone(&t.load)),
         };
         let fut = Box::pin(tokio::time::timeout_at(
             attempt_deadline,
@@ -1197,6 +1311,7 @@ impl Route {
         delay: Duration,
         number: &mut u32,
         deadline: Instant,
+        tokens: u64,
         attempt_limit: &impl Fn(&RouteTarget) -> Duration,
         attempt: &mut F,
         trail: &mut Trail,
@@ -1222,7 +1337,7 @@ impl Route {
         let now = Instant::now();
         let limit = attempt_limit(next);
         let mut b = match self.launch(
-            request, next, &target, *number, false, now, limit, deadline, true, attempt,
+            request, next, &target, *number, false, now, limit, deadline, true, tokens, attempt,
         ) {
             Ok(b) => b,
             Err(skipped) => {
@@ -1345,6 +1460,10 @@ impl Route {
 
     /// Every breaker was open: tries the target that will admit soonest, without a permit
     /// (its breakers do not hear of it), if the route allows it. `None` when there is none.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site, each argument named"
+    )]
     async fn last_resort<V, F, Fut>(
         &self,
         request: &telemetry::Request,
@@ -1353,6 +1472,7 @@ impl Route {
         trail: &mut Trail,
         number: u32,
         deadline: Instant,
+        tokens: u64,
     ) -> Option<Result<Committed<V>, Option<AttemptFailure>>>
     where
         F: FnMut(AttemptContext) -> Fut,
@@ -1382,6 +1502,7 @@ impl Route {
                 limit,
                 deadline,
                 false,
+                tokens,
                 attempt,
             )
             .ok()?;

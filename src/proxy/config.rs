@@ -169,12 +169,29 @@ pub(crate) struct Provider {
     pub(crate) max_inflight: Option<u32>,
     /// Per-model limits (`[providers.NAME.models.MODEL]`).
     pub(crate) model_limits: BTreeMap<String, u32>,
+    /// `rpm` / `tpm` of each of the provider's models, unless `models.NAME` says otherwise.
+    pub(crate) rate: crate::chain::RateLimits,
+    /// Per-model `rpm` / `tpm`, each overriding the provider's.
+    pub(crate) model_rates: BTreeMap<String, crate::chain::RateLimits>,
 }
 
 impl Provider {
     /// The concurrency limit of `model`, if any.
     pub(crate) fn max_inflight(&self, model: &str) -> Option<u32> {
         self.model_limits.get(model).copied().or(self.max_inflight)
+    }
+
+    /// The requests and tokens per minute of `model`: the model's own, else the provider's.
+    pub(crate) fn rate_limits(&self, model: &str) -> crate::chain::RateLimits {
+        let own = self.model_rates.get(model).copied().unwrap_or_default();
+        let mut limits = crate::chain::RateLimits::new();
+        if let Some(n) = own.requests_per_minute.or(self.rate.requests_per_minute) {
+            limits = limits.rpm(n);
+        }
+        if let Some(n) = own.tokens_per_minute.or(self.rate.tokens_per_minute) {
+            limits = limits.tpm(n);
+        }
+        limits
     }
 }
 
@@ -274,6 +291,10 @@ struct ProviderFile {
     forward_client_key: bool,
     /// The most requests in flight on each of the provider's models.
     max_inflight: Option<Spanned<u32>>,
+    /// Requests per minute of each of the provider's models.
+    rpm: Option<Spanned<u32>>,
+    /// Tokens per minute of each of the provider's models.
+    tpm: Option<Spanned<u32>>,
     /// Limits of one model.
     #[serde(default)]
     models: BTreeMap<String, ModelFile>,
@@ -284,6 +305,8 @@ struct ProviderFile {
 #[serde(deny_unknown_fields)]
 struct ModelFile {
     max_inflight: Option<Spanned<u32>>,
+    rpm: Option<Spanned<u32>>,
+    tpm: Option<Spanned<u32>>,
 }
 
 /// `[providers.NAME.classify]`: this provider's own meanings for statuses, codes and wordings.
@@ -746,6 +769,24 @@ impl Config {
                     model_limits.insert(model.clone(), n);
                 }
             }
+            let rates = |rpm: &Option<Spanned<u32>>, tpm: &Option<Spanned<u32>>, at: &str| {
+                let mut r = crate::chain::RateLimits::new();
+                if let Some(n) = limit(rpm, &field(&format!("{at}rpm")))? {
+                    r = r.rpm(n);
+                }
+                if let Some(n) = limit(tpm, &field(&format!("{at}tpm")))? {
+                    r = r.tpm(u64::from(n));
+                }
+                Ok(r)
+            };
+            let rate = rates(&p.rpm, &p.tpm, "")?;
+            let mut model_rates = BTreeMap::new();
+            for (model, m) in &p.models {
+                let r = rates(&m.rpm, &m.tpm, &format!("models.{model}."))?;
+                if !r.is_none() {
+                    model_rates.insert(model.clone(), r);
+                }
+            }
             providers.insert(
                 name.clone(),
                 (
@@ -760,6 +801,8 @@ impl Config {
                         forward_client_key: p.forward_client_key,
                         max_inflight,
                         model_limits,
+                        rate,
+                        model_rates,
                     },
                     p.classify,
                 ),
@@ -1132,6 +1175,16 @@ impl Config {
     #[must_use]
     pub fn max_inflight(&self, provider: &str, model: &str) -> Option<u32> {
         self.providers.get(provider)?.max_inflight(model)
+    }
+
+    /// The requests and tokens per minute of `model` of `provider` (`rpm`, `tpm`; a model's
+    /// own override the provider's).
+    #[must_use]
+    pub fn rate_limits(&self, provider: &str, model: &str) -> crate::chain::RateLimits {
+        self.providers
+            .get(provider)
+            .map(|p| p.rate_limits(model))
+            .unwrap_or_default()
     }
 
     /// Every (provider, model) pair a route names: the breakers the proxy keeps.

@@ -271,6 +271,7 @@ impl Proxy {
         let loads = Arc::new(crate::chain::Loads::new());
         for (p, m) in config.targets() {
             loads.set_max_inflight(p, m, config.max_inflight(p, m));
+            loads.set_rate_limits(p, m, config.rate_limits(p, m));
         }
         for r in &config.routes {
             let mut b = Route::builder(&r.name, Arc::clone(&registry))
