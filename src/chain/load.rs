@@ -141,11 +141,82 @@ impl Loads {
         self.target(provider, model).set_rate_limits(limits);
     }
 
+    /// Ramps `model` of `provider` up slowly after its breaker closes (see [`SlowStart`];
+    /// `None`: back in one step, the default).
+    pub fn set_slow_start(&self, provider: &str, model: &str, slow_start: Option<SlowStart>) {
+        self.target(provider, model).set_slow_start(slow_start);
+    }
+
     /// Every target on the board.
     #[must_use]
     pub fn all(&self) -> Vec<Arc<Load>> {
         let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
         map.values().map(Arc::clone).collect()
+    }
+}
+
+/// Slow start after a recovery (Envoy's): when a target's breaker closes after an outage,
+/// its share of traffic within its tier grows with the time since, over `window`, instead of
+/// coming back in one step. The share is `max(min_weight, (elapsed / window)^(1 /
+/// aggression))`: an aggression of 1 ramps linearly, above 1 faster at first. Traffic the
+/// ramp holds back goes to the tier's other targets; a target alone in its tier is admitted
+/// (a ramp never fails a request).
+///
+/// ```
+/// use std::time::Duration;
+/// use llm_failover::chain::{Loads, SlowStart};
+///
+/// let loads = Loads::new();
+/// let ramp = SlowStart::new(Duration::from_secs(30)).aggression(2.0).min_weight(0.05);
+/// loads.set_slow_start("openai", "gpt-4o-mini", Some(ramp));
+/// // Not ramping until a recovery.
+/// assert_eq!(loads.target("openai", "gpt-4o-mini").ramp(), 1.0);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[non_exhaustive]
+pub struct SlowStart {
+    /// How long the ramp lasts.
+    pub window: Duration,
+    /// How fast it rises early: 1 is linear, higher is faster at first (Envoy's
+    /// `aggression`). Default 1.
+    pub aggression: f64,
+    /// The share the ramp starts from, 0 to 1. Default 0.1 (Envoy's `min_weight_percent`
+    /// of 10).
+    pub min_weight: f64,
+}
+
+impl SlowStart {
+    /// A linear ramp over `window` from a tenth of the share.
+    #[must_use]
+    pub fn new(window: Duration) -> Self {
+        Self {
+            window,
+            aggression: 1.0,
+            min_weight: 0.1,
+        }
+    }
+
+    /// The aggression (values at or below 0 count as 1).
+    #[must_use]
+    pub fn aggression(mut self, aggression: f64) -> Self {
+        self.aggression = if aggression > 0.0 { aggression } else { 1.0 };
+        self
+    }
+
+    /// The share the ramp starts from, clamped to 0..=1.
+    #[must_use]
+    pub fn min_weight(mut self, min_weight: f64) -> Self {
+        self.min_weight = min_weight.clamp(0.0, 1.0);
+        self
+    }
+
+    /// The share after `elapsed` of the ramp.
+    fn share(&self, elapsed: Duration) -> f64 {
+        if elapsed >= self.window || self.window.is_zero() {
+            return 1.0;
+        }
+        let t = elapsed.max(Duration::from_millis(1)).as_secs_f64() / self.window.as_secs_f64();
+        t.powf(1.0 / self.aggression).max(self.min_weight).min(1.0)
     }
 }
 
@@ -173,6 +244,12 @@ pub struct Load {
     /// closed path does not take its lock.
     limited: AtomicBool,
     limiter: Mutex<Limiter>,
+    /// The slow start, if one is set.
+    slow_start: Mutex<Option<SlowStart>>,
+    /// A slow start is set (its window in nanoseconds; 0: none).
+    slow_window: AtomicU64,
+    /// When the current ramp began, in nanoseconds since `epoch` plus one (0: no ramp).
+    ramp_from: AtomicU64,
 }
 
 impl fmt::Debug for Load {
@@ -202,6 +279,9 @@ impl Load {
             counted: AtomicBool::new(false),
             limited: AtomicBool::new(false),
             limiter: Mutex::new(Limiter::new(Instant::now())),
+            slow_start: Mutex::new(None),
+            slow_window: AtomicU64::new(0),
+            ramp_from: AtomicU64::new(0),
         }
     }
 
@@ -258,6 +338,60 @@ impl Load {
     /// ```
     pub fn count(&self) {
         self.counted.store(true, Ordering::Release);
+    }
+
+    /// The slow start after a recovery, if one is set.
+    #[must_use]
+    pub fn slow_start(&self) -> Option<SlowStart> {
+        *self
+            .slow_start
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sets the slow start after a recovery (`None`: none; a ramp under way ends).
+    pub fn set_slow_start(&self, slow_start: Option<SlowStart>) {
+        *self
+            .slow_start
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = slow_start;
+        let window = slow_start.map_or(0, |s| {
+            u64::try_from(s.window.as_nanos())
+                .unwrap_or(u64::MAX)
+                .max(1)
+        });
+        self.slow_window.store(window, Ordering::Release);
+        if window == 0 {
+            self.ramp_from.store(0, Ordering::Release);
+        }
+    }
+
+    /// The target recovered (a breaker of its closed): its ramp starts now, if it has a
+    /// slow start.
+    pub fn recovered(&self) {
+        if self.slow_window.load(Ordering::Acquire) != 0 {
+            self.ramp_from
+                .store(self.now().saturating_add(1), Ordering::Release);
+        }
+    }
+
+    /// The share of its traffic the target gets now, 0 to 1: 1 unless it is ramping up after
+    /// a recovery (see [`SlowStart`]).
+    #[must_use]
+    pub fn ramp(&self) -> f64 {
+        let from = self.ramp_from.load(Ordering::Acquire);
+        if from == 0 {
+            return 1.0;
+        }
+        let elapsed = Duration::from_nanos(self.now().saturating_sub(from - 1));
+        let share = self.slow_start().map_or(1.0, |s| s.share(elapsed));
+        if share >= 1.0 {
+            // The ramp is over (unless a new one began meanwhile).
+            let _ = self
+                .ramp_from
+                .compare_exchange(from, 0, Ordering::AcqRel, Ordering::Acquire);
+        }
+        share
     }
 
     /// The requests and tokens per minute the target is held to.

@@ -36,6 +36,12 @@
 //! wait when nothing could be sent because of it. A committed stream keeps its place until it
 //! ends. A one-target tier costs one branch more than a plain list did.
 //!
+//! A target may also be held to requests and tokens per minute ([`RateLimits`], shed with
+//! cause `request_rate` / `token_rate` before the provider has to answer 429, and adopting a
+//! 429's remaining [`Quota`]), and ramp up slowly after its breaker closes ([`SlowStart`]:
+//! the traffic the ramp holds back goes to the tier's other targets; a target alone in its
+//! tier is admitted).
+//!
 //! # Streams
 //!
 //! [`Route::stream`] commits to a target only when its first chunk arrives: a failure or a
@@ -108,7 +114,7 @@ pub use self::error::{
     AttemptFailure, AttemptOutcome, AttemptRecord, FailoverError, FailoverErrorKind, ShedCause,
     Trail, UpstreamResponse,
 };
-pub use self::load::{DEFAULT_DECAY, Load, Loads};
+pub use self::load::{DEFAULT_DECAY, Load, Loads, SlowStart};
 pub use self::policy::{RoutePolicy, RoutePolicyBuilder, RoutePolicyError};
 pub use self::rate::{Quota, RateLimits};
 pub use self::stream::{Chunk, FailoverStream};
@@ -764,8 +770,23 @@ impl Route {
         list.get(start + (i - start + cursor.offset) % len)
     }
 
-    /// The index in `tier` of the target to try first.
+    /// The index in `tier` of the target to try first: the pick's, unless a slow start holds
+    /// its traffic back (then the next available target of the tier, if any).
     fn pick(&self, tier: &[RouteTarget], pick: Pick) -> usize {
+        let k = self.pick_by(tier, pick);
+        let share = tier.get(k).map_or(1.0, |t| t.load.ramp());
+        if share >= 1.0 || fastrand::f64() < share {
+            return k;
+        }
+        let len = tier.len();
+        (1..len)
+            .map(|d| (k + d) % len)
+            .find(|&j| tier.get(j).is_some_and(|t| self.available(t)))
+            .unwrap_or(k)
+    }
+
+    /// The index in `tier` the pick policy chooses.
+    fn pick_by(&self, tier: &[RouteTarget], pick: Pick) -> usize {
         match pick {
             Pick::Ordered => 0,
             Pick::Weighted => tier::weighted(tier.len(), |k| {
@@ -891,7 +912,8 @@ impl Route {
         };
         let took = c.started.elapsed();
         if let Some(permit) = c.permit {
-            permit.record(Outcome::success(took));
+            let changes = permit.record(Outcome::success(took));
+            recovered(&self.loads, &changes, &c.target.provider, &c.target.model);
         }
         c.inflight.observe(took);
         telemetry::settled(&c.span, AttemptOutcome::Ok, None, took);
@@ -989,6 +1011,7 @@ impl Route {
             c.inflight,
             stream::Committed {
                 route: Arc::clone(&self.name),
+                loads: Arc::clone(&self.loads),
                 trail: trail.clone(),
                 started: c.started,
                 ttft,
@@ -1536,6 +1559,20 @@ fn record(
         status,
         duration,
         retry_after,
+    }
+}
+
+/// Starts the slow start of a target whose breaker just closed.
+pub(crate) fn recovered(
+    loads: &Loads,
+    changes: &[Option<crate::breaker::Transition>; 2],
+    provider: &str,
+    model: &str,
+) {
+    if changes.iter().flatten().any(|t| t.to == State::Closed)
+        && let Some(load) = loads.get(provider, model)
+    {
+        load.recovered();
     }
 }
 

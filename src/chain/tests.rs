@@ -1325,3 +1325,76 @@ async fn a_429_with_its_remaining_quota_sends_traffic_elsewhere_until_the_reset(
     tokio::time::sleep(Duration::from_secs(6)).await;
     assert_eq!(&*go().await.unwrap().provider, "local");
 }
+
+#[tokio::test(start_paused = true)]
+async fn slow_start_ramps_a_recovered_target_up_over_the_window_and_fails_nothing() {
+    let r = rig(1);
+    let loads = Arc::new(Loads::new());
+    loads.set_slow_start(
+        "local",
+        "llama3",
+        Some(SlowStart::new(Duration::from_secs(10))),
+    );
+    let route = Route::builder("chat", Arc::clone(&r.registry))
+        .tier(
+            Tier::ordered()
+                .target("local", "llama3")
+                .target("openai", "gpt-4o-mini"),
+        )
+        .loads(Arc::clone(&loads))
+        .policy(policy().build().unwrap())
+        .build()
+        .unwrap();
+    let alone = Route::builder("alone", Arc::clone(&r.registry))
+        .target("local", "llama3")
+        .loads(Arc::clone(&loads))
+        .policy(policy().build().unwrap())
+        .build()
+        .unwrap();
+    // An outage opens the breaker; after its open time a probe answers and it closes.
+    let script =
+        Arc::new(Script::default()).on(LOCAL, &[Step::Fail(Reason::ConnectionRefused, None)]);
+    go(&route, &script).await.unwrap();
+    assert_eq!(r.state("local", "*"), State::Open);
+    let wait = r
+        .registry
+        .target("local", "llama3")
+        .unwrap()
+        .try_acquire()
+        .unwrap_err()
+        .retry_after()
+        .unwrap();
+    r.clock.advance(wait);
+    script.on(LOCAL, &[Step::Ok]);
+    assert_eq!(go(&route, &script).await.unwrap().value, LOCAL);
+    assert_eq!(r.state("local", "*"), State::Closed);
+
+    // The recovered target's share, per second of paused time.
+    let mut shares = Vec::new();
+    for _ in 0..12 {
+        let mut local = 0;
+        for _ in 0..200 {
+            // No request fails because of the ramp.
+            if go(&route, &script).await.unwrap().value == LOCAL {
+                local += 1;
+            }
+        }
+        // Alone in its tier, a ramping target is admitted.
+        assert_eq!(go(&alone, &script).await.unwrap().value, LOCAL);
+        shares.push(f64::from(local) / 200.0);
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    let s = &shares;
+    assert!(s[0] < 0.25 && s[1] < 0.35, "{s:?}");
+    assert!((0.35..0.75).contains(&s[5]), "{s:?}");
+    assert!(s[9] > 0.75, "{s:?}");
+    assert!(
+        s[10..].iter().all(|x| (*x - 1.0).abs() < f64::EPSILON),
+        "{s:?}"
+    );
+    // It rises over the window, not in one step.
+    for w in s.windows(3) {
+        assert!(w[2] > w[0] || w[2] >= 0.99, "{s:?}");
+    }
+    assert_eq!(loads.get("local", "llama3").unwrap().ramp(), 1.0);
+}

@@ -173,6 +173,8 @@ pub(crate) struct Provider {
     pub(crate) rate: crate::chain::RateLimits,
     /// Per-model `rpm` / `tpm`, each overriding the provider's.
     pub(crate) model_rates: BTreeMap<String, crate::chain::RateLimits>,
+    /// `slow_start`: the ramp of the provider's models after a recovery.
+    pub(crate) slow_start: Option<crate::chain::SlowStart>,
 }
 
 impl Provider {
@@ -295,6 +297,11 @@ struct ProviderFile {
     rpm: Option<Spanned<u32>>,
     /// Tokens per minute of each of the provider's models.
     tpm: Option<Spanned<u32>>,
+    /// The window over which a recovered target's share ramps up (Envoy's slow start).
+    #[serde(default, with = "crate::duration::option")]
+    slow_start: Option<Duration>,
+    /// How fast the ramp rises early (1: linear).
+    slow_start_aggression: Option<Spanned<f64>>,
     /// Limits of one model.
     #[serde(default)]
     models: BTreeMap<String, ModelFile>,
@@ -780,6 +787,20 @@ impl Config {
                 Ok(r)
             };
             let rate = rates(&p.rpm, &p.tpm, "")?;
+            let slow_start = match (p.slow_start, &p.slow_start_aggression) {
+                (_, Some(a)) if !(*a.get_ref() > 0.0 && *a.get_ref() <= 100.0) => {
+                    return Err(c.error(
+                        &a.span(),
+                        field("slow_start_aggression"),
+                        "must be above 0 and at most 100 (1: a linear ramp)",
+                    ));
+                }
+                (Some(window), a) if !window.is_zero() => Some(
+                    crate::chain::SlowStart::new(window)
+                        .aggression(a.as_ref().map_or(1.0, |a| *a.get_ref())),
+                ),
+                _ => None,
+            };
             let mut model_rates = BTreeMap::new();
             for (model, m) in &p.models {
                 let r = rates(&m.rpm, &m.tpm, &format!("models.{model}."))?;
@@ -803,6 +824,7 @@ impl Config {
                         model_limits,
                         rate,
                         model_rates,
+                        slow_start,
                     },
                     p.classify,
                 ),
@@ -1185,6 +1207,12 @@ impl Config {
             .get(provider)
             .map(|p| p.rate_limits(model))
             .unwrap_or_default()
+    }
+
+    /// The slow start of `model` of `provider` after a recovery (`slow_start`), if any.
+    #[must_use]
+    pub fn slow_start(&self, provider: &str, _model: &str) -> Option<crate::chain::SlowStart> {
+        self.providers.get(provider)?.slow_start
     }
 
     /// Every (provider, model) pair a route names: the breakers the proxy keeps.

@@ -150,6 +150,11 @@ fn errors_name_line_and_field() {
             "providers.c.models.m.tpm",
         ),
         (
+            "[providers.c]\nbase_url = \"http://x/v1\"\nslow_start = \"10s\"\nslow_start_aggression = 0.0\n",
+            4,
+            "providers.c.slow_start_aggression",
+        ),
+        (
             "[routes.more]\ntargets = [\"a/m\"]\n[routes.more.policy]\nhedge_after = 5\n",
             4,
             "routes.more.policy.hedge_after",
@@ -401,6 +406,8 @@ rpm = 60
 
 [providers.b]
 base_url = "http://127.0.0.1:9/v1"
+slow_start = "30s"
+slow_start_aggression = 2.0
 
 [routes.chat]
 tiers = [
@@ -426,6 +433,11 @@ targets = ["b/m", "a/m"]
         RateLimits::new().rpm(60).tpm(200_000)
     );
     assert!(config.rate_limits("b", "m").is_none());
+    assert_eq!(
+        config.slow_start("b", "m"),
+        Some(crate::chain::SlowStart::new(std::time::Duration::from_secs(30)).aggression(2.0))
+    );
+    assert_eq!(config.slow_start("a", "m"), None);
     let proxy = super::Proxy::new(&config).unwrap();
     let chat = &proxy.routes()[0];
     use crate::chain::Pick;
