@@ -33,7 +33,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -69,6 +69,36 @@ type Board = HashMap<(Arc<str>, Arc<str>), Arc<Load>>;
 pub struct Loads {
     decay: Duration,
     map: Mutex<Board>,
+    /// Provider-wide concurrency limits, by provider.
+    providers: Mutex<HashMap<Arc<str>, Arc<Gate>>>,
+}
+
+/// A provider-wide count of requests in flight and its limit, shared by the provider's
+/// targets.
+#[derive(Debug, Default)]
+struct Gate {
+    inflight: AtomicU32,
+    /// 0: no limit.
+    max: AtomicU32,
+}
+
+impl Gate {
+    fn try_enter(&self) -> bool {
+        let max = self.max.load(Ordering::Relaxed);
+        if max == 0 {
+            self.inflight.fetch_add(1, Ordering::AcqRel);
+            return true;
+        }
+        self.inflight
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    fn leave(&self) {
+        self.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl fmt::Debug for Loads {
@@ -91,6 +121,7 @@ impl Loads {
         Self {
             decay: DEFAULT_DECAY,
             map: Mutex::new(HashMap::new()),
+            providers: Mutex::new(HashMap::new()),
         }
     }
 
@@ -110,6 +141,15 @@ impl Loads {
             return Arc::clone(l);
         }
         let load = Arc::new(Load::new(provider.into(), model.into(), self.decay));
+        let gate = self
+            .providers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(provider)
+            .map(Arc::clone);
+        if let Some(gate) = gate {
+            load.attach(gate);
+        }
         map.insert(
             (Arc::clone(&load.provider), Arc::clone(&load.model)),
             Arc::clone(&load),
@@ -131,6 +171,54 @@ impl Loads {
     /// every route that uses the target.
     pub fn set_max_inflight(&self, provider: &str, model: &str, max: Option<u32>) {
         self.target(provider, model).set_max_inflight(max);
+    }
+
+    /// Limits `provider` to `max` requests in flight over all its models together (`None`:
+    /// no provider-wide limit, the default), on top of each target's own
+    /// [`set_max_inflight`](Self::set_max_inflight). A request past it skips the target like
+    /// one at its own limit ([`ShedCause::Concurrency`]). Takes effect at once, for the
+    /// provider's targets on the board and those added later.
+    ///
+    /// ```
+    /// use llm_failover::chain::Loads;
+    ///
+    /// let loads = Loads::new();
+    /// loads.set_provider_max_inflight("openai", Some(64));
+    /// assert_eq!(loads.provider_inflight("openai"), Some((0, Some(64))));
+    /// ```
+    pub fn set_provider_max_inflight(&self, provider: &str, max: Option<u32>) {
+        let gate = {
+            let mut gates = self
+                .providers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if max.is_none() && !gates.contains_key(provider) {
+                // Nothing to lift, and counting a provider without a limit costs.
+                return;
+            }
+            Arc::clone(gates.entry(Arc::from(provider)).or_default())
+        };
+        gate.max.store(max.unwrap_or(0), Ordering::Relaxed);
+        let map = self.map.lock().unwrap_or_else(PoisonError::into_inner);
+        for load in map.values().filter(|l| *l.provider == *provider) {
+            load.attach(Arc::clone(&gate));
+        }
+    }
+
+    /// The provider-wide requests in flight and limit of `provider`, if one was set with
+    /// [`set_provider_max_inflight`](Self::set_provider_max_inflight).
+    #[must_use]
+    pub fn provider_inflight(&self, provider: &str) -> Option<(u32, Option<u32>)> {
+        let gates = self
+            .providers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let gate = gates.get(provider)?;
+        let max = gate.max.load(Ordering::Relaxed);
+        Some((
+            gate.inflight.load(Ordering::Acquire),
+            (max > 0).then_some(max),
+        ))
     }
 
     /// Limits `model` of `provider` to requests and tokens per minute (see [`RateLimits`]).
@@ -250,6 +338,8 @@ pub struct Load {
     slow_window: AtomicU64,
     /// When the current ramp began, in nanoseconds since `epoch` plus one (0: no ramp).
     ramp_from: AtomicU64,
+    /// The provider-wide limit, once one is set.
+    gate: OnceLock<Arc<Gate>>,
 }
 
 impl fmt::Debug for Load {
@@ -282,6 +372,7 @@ impl Load {
             slow_start: Mutex::new(None),
             slow_window: AtomicU64::new(0),
             ramp_from: AtomicU64::new(0),
+            gate: OnceLock::new(),
         }
     }
 
@@ -338,6 +429,12 @@ impl Load {
     /// ```
     pub fn count(&self) {
         self.counted.store(true, Ordering::Release);
+    }
+
+    /// Counts this target against its provider's limit (once).
+    fn attach(&self, gate: Arc<Gate>) {
+        let _ = self.gate.set(gate);
+        self.count();
     }
 
     /// The slow start after a recovery, if one is set.
@@ -536,6 +633,12 @@ impl Load {
                 })
                 .ok()?;
         }
+        if let Some(gate) = self.gate.get()
+            && !gate.try_enter()
+        {
+            self.inflight.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
         Some(Inflight {
             load: Some(Arc::clone(self)),
             announced: false,
@@ -571,6 +674,9 @@ impl Drop for Inflight {
     fn drop(&mut self) {
         if let Some(load) = &self.load {
             load.inflight.fetch_sub(1, Ordering::AcqRel);
+            if let Some(gate) = load.gate.get() {
+                gate.leave();
+            }
             if self.announced {
                 telemetry::inflight(&load.provider, &load.model, -1);
             }
@@ -599,6 +705,26 @@ mod tests {
         let _d = load.try_enter().unwrap();
         assert_eq!(load.inflight(), 2);
         assert!(Arc::ptr_eq(&load, &loads.get("p", "m").unwrap()));
+    }
+
+    #[test]
+    fn a_provider_limit_holds_its_models_together() {
+        let loads = Loads::new();
+        let a = loads.target("p", "a");
+        loads.set_provider_max_inflight("p", Some(2));
+        let b = loads.target("p", "b");
+        let other = loads.target("q", "a");
+        let x = a.try_enter().unwrap();
+        let y = b.try_enter().unwrap();
+        assert!(a.try_enter().is_none() && b.try_enter().is_none());
+        assert_eq!((a.inflight(), b.inflight()), (1, 1));
+        let _z = other.try_enter().unwrap();
+        assert_eq!(loads.provider_inflight("p"), Some((2, Some(2))));
+        drop(x);
+        let _w = b.try_enter().unwrap();
+        drop(y);
+        assert_eq!(loads.provider_inflight("p"), Some((1, Some(2))));
+        assert_eq!(loads.provider_inflight("q"), None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -36,6 +36,7 @@
 //! wait when nothing could be sent because of it. A committed stream keeps its place until it
 //! ends. A one-target tier costs one branch more than a plain list did.
 //!
+//! A provider's targets may share a limit too ([`Loads::set_provider_max_inflight`]).
 //! A target may also be held to requests and tokens per minute ([`RateLimits`], shed with
 //! cause `request_rate` / `token_rate` before the provider has to answer 429, and adopting a
 //! 429's remaining [`Quota`]), and ramp up slowly after its breaker closes ([`SlowStart`]:

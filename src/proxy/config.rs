@@ -175,6 +175,8 @@ pub(crate) struct Provider {
     pub(crate) model_rates: BTreeMap<String, crate::chain::RateLimits>,
     /// `slow_start`: the ramp of the provider's models after a recovery.
     pub(crate) slow_start: Option<crate::chain::SlowStart>,
+    /// `max_inflight_total`: requests in flight over all the provider's models together.
+    pub(crate) max_inflight_total: Option<u32>,
 }
 
 impl Provider {
@@ -293,6 +295,8 @@ struct ProviderFile {
     forward_client_key: bool,
     /// The most requests in flight on each of the provider's models.
     max_inflight: Option<Spanned<u32>>,
+    /// The most requests in flight over all the provider's models together.
+    max_inflight_total: Option<Spanned<u32>>,
     /// Requests per minute of each of the provider's models.
     rpm: Option<Spanned<u32>>,
     /// Tokens per minute of each of the provider's models.
@@ -767,6 +771,7 @@ impl Config {
                 None => Ok(None),
             };
             let max_inflight = limit(&p.max_inflight, &field("max_inflight"))?;
+            let max_inflight_total = limit(&p.max_inflight_total, &field("max_inflight_total"))?;
             let mut model_limits = BTreeMap::new();
             for (model, m) in &p.models {
                 if let Some(n) = limit(
@@ -825,6 +830,7 @@ impl Config {
                         rate,
                         model_rates,
                         slow_start,
+                        max_inflight_total,
                     },
                     p.classify,
                 ),
@@ -1207,6 +1213,13 @@ impl Config {
             .get(provider)
             .map(|p| p.rate_limits(model))
             .unwrap_or_default()
+    }
+
+    /// The limit of requests in flight over all the models of `provider` together
+    /// (`max_inflight_total`), if any.
+    #[must_use]
+    pub fn provider_max_inflight(&self, provider: &str) -> Option<u32> {
+        self.providers.get(provider)?.max_inflight_total
     }
 
     /// The slow start of `model` of `provider` after a recovery (`slow_start`), if any.

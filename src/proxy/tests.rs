@@ -397,6 +397,7 @@ fn tiers_and_limits_are_read() {
 [providers.a]
 base_url = "http://127.0.0.1:9/v1"
 max_inflight = 8
+max_inflight_total = 12
 rpm = 500
 tpm = 200000
 
@@ -438,6 +439,8 @@ targets = ["b/m", "a/m"]
         Some(crate::chain::SlowStart::new(std::time::Duration::from_secs(30)).aggression(2.0))
     );
     assert_eq!(config.slow_start("a", "m"), None);
+    assert_eq!(config.provider_max_inflight("a"), Some(12));
+    assert_eq!(config.provider_max_inflight("b"), None);
     let proxy = super::Proxy::new(&config).unwrap();
     let chat = &proxy.routes()[0];
     use crate::chain::Pick;
@@ -470,5 +473,7 @@ targets = ["b/m", "a/m"]
         RateLimits::new().rpm(60).tpm(200_000)
     );
     assert!(chat.is_rate_limited());
+    assert_eq!(chat.loads().provider_inflight("a"), Some((0, Some(12))));
+    assert_eq!(chat.loads().provider_inflight("b"), None);
     assert!(plain.loads().get("b", "m").unwrap().rate_limits().is_none());
 }
