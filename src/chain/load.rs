@@ -655,6 +655,7 @@ pub(crate) struct Inflight {
 
 impl Inflight {
     /// The request was sent: the in-flight gauge counts it from now on.
+    #[inline]
     pub(crate) fn announce(&mut self) {
         if let Some(load) = self.load.as_ref().filter(|_| !self.announced) {
             self.announced = true;
@@ -663,6 +664,7 @@ impl Inflight {
     }
 
     /// The attempt answered (or failed) after `took`: a latency sample.
+    #[inline]
     pub(crate) fn observe(&self, took: Duration) {
         if let Some(load) = &self.load {
             load.observe(took);
@@ -671,6 +673,7 @@ impl Inflight {
 }
 
 impl Drop for Inflight {
+    #[inline]
     fn drop(&mut self) {
         if let Some(load) = &self.load {
             load.inflight.fetch_sub(1, Ordering::AcqRel);

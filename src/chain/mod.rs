@@ -155,6 +155,7 @@ impl RouteTarget {
         *self.provider == *provider && *self.model == *model
     }
 
+    #[inline]
     fn named(&self) -> Named {
         Named {
             provider: Arc::clone(&self.provider),
@@ -752,6 +753,7 @@ impl Route {
     }
 
     /// The target at position `i` of `list`, in the order the current tier's pick chose.
+    #[inline]
     fn resolve<'a>(
         &self,
         list: &'a [RouteTarget],
@@ -1564,6 +1566,7 @@ fn record(
 }
 
 /// Starts the slow start of a target whose breaker just closed.
+#[inline]
 pub(crate) fn recovered(
     loads: &Loads,
     changes: &[Option<crate::breaker::Transition>; 2],
