@@ -5,8 +5,12 @@
 //! cargo run --example sdk_fixture        # prints http://127.0.0.1:PORT/v1
 //! ```
 //!
-//! It prints the proxy's base URL (for an SDK's `base_url`) as its only stdout line, then
-//! serves until its stdin closes or it is killed. The routes (the model names a client asks for):
+//! It prints two lines on stdout, the proxy's base URL (for an SDK's `base_url`) and the URL
+//! of the fixture's own status endpoint, then serves until its stdin closes or it is killed.
+//! `GET {status}/attempts` answers `{"failing": N}`: the requests the simulated provider
+//! behind the `failing` route has received so far (a client compares it before and after a
+//! call to see how many upstream attempts the call cost). The routes (the model names a
+//! client asks for):
 //!
 //! | route | targets | what a client sees |
 //! |---|---|---|
@@ -17,8 +21,10 @@
 //! | `dead` | `gone/llama3` (refuses connections) | 502 from the proxy: `connection_refused` |
 //! | `limited` | `sim/sim-429` | 429 from the proxy: `rate_limit`, with `failover` details |
 //! | `cut` | `sim/sim-cut-3` | a stream that breaks after three tokens: an `error` event, no `[DONE]` |
+//! | `failing` | `failing/sim-500` → `failing/sim-503` | 503 from the proxy after the chain's attempts, with `x-should-retry: false` |
 
 use std::io::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use llm_failover::proxy::{Config, Proxy};
@@ -37,6 +43,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .down_for(Duration::from_secs(24 * 3600))
         .start()
         .await?;
+    // The provider behind `failing`, alone so its request count is the route's.
+    let failing = Arc::new(Sim::builder().token_delay(Duration::ZERO).start().await?);
     let toml = format!(
         r#"
 [server]
@@ -56,6 +64,8 @@ connect_timeout = "1s"
 [providers.gone]
 base_url = "{gone}"
 connect_timeout = "1s"
+[providers.failing]
+base_url = "{failing}"
 
 [routes.chat]
 targets = ["down/llama3", "sim/gpt-4o-mini"]
@@ -71,10 +81,13 @@ targets = ["gone/llama3"]
 targets = ["sim/sim-429"]
 [routes.cut]
 targets = ["sim/sim-cut-3"]
+[routes.failing]
+targets = ["failing/sim-500", "failing/sim-503"]
 "#,
         sim = sim.base_url(),
         down = down.base_url(),
         gone = gone.base_url(),
+        failing = failing.base_url(),
     );
     let config = Config::parse(&toml, "sdk_fixture.toml")?;
     let proxy = Proxy::new(&config)?;
@@ -82,8 +95,20 @@ targets = ["sim/sim-cut-3"]
     let addr = listener.local_addr()?;
     let server = tokio::spawn(proxy.serve(listener, std::future::pending()));
 
+    let status = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let status_addr = status.local_addr()?;
+    let app = axum::Router::new().route(
+        "/attempts",
+        axum::routing::get(move || {
+            let failing = Arc::clone(&failing);
+            async move { axum::Json(serde_json::json!({"failing": failing.total_attempts()})) }
+        }),
+    );
+    let status_server = tokio::spawn(async move { axum::serve(status, app).await });
+
+    // Both lines in one write: a reader that sees the file non-empty sees both.
     let mut out = std::io::stdout().lock();
-    writeln!(out, "http://{addr}/v1")?;
+    out.write_all(format!("http://{addr}/v1\nhttp://{status_addr}\n").as_bytes())?;
     out.flush()?;
     drop(out);
 
@@ -94,5 +119,6 @@ targets = ["sim/sim-cut-3"]
     tokio::select! {
         () = wait_for_eof => Ok(()),
         served = server => Ok(served??),
+        served = status_server => Ok(served??),
     }
 }

@@ -105,7 +105,7 @@ until [ -s "$sdk_tmp/out" ]; do
     fi
     sleep 0.2
 done
-"$venv/bin/python" scripts/sdk/openai_sdk_check.py "$(head -n 1 "$sdk_tmp/out")" || {
+"$venv/bin/python" scripts/sdk/openai_sdk_check.py "$(sed -n 1p "$sdk_tmp/out")" "$(sed -n 2p "$sdk_tmp/out")" || {
     cat "$sdk_tmp/err" >&2
     echo "scripts/test.sh: the OpenAI SDK check failed" >&2
     exit 1

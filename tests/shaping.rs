@@ -295,3 +295,48 @@ async fn a_client_that_honours_x_should_retry_replays_a_failed_chain_once_not_th
         "one more chain, not three"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_past_its_rpm_is_skipped_before_the_provider_has_to_say_429() {
+    let limited = Sim::builder()
+        .token_delay(Duration::ZERO)
+        .start()
+        .await
+        .unwrap();
+    let fallback = Sim::builder()
+        .token_delay(Duration::ZERO)
+        .start()
+        .await
+        .unwrap();
+    let proxy = start(&config(
+        &limited,
+        &fallback,
+        &["a/m", "b/m"],
+        "[providers.a.models.m]\nrpm = 5\ntpm = 100000\n",
+    ))
+    .await;
+    let http = reqwest::Client::new();
+    let url = proxy.url("/v1/chat/completions");
+    let mut trails = Vec::new();
+    // Eight requests take far less than the minute the limit counts over.
+    for _ in 0..8 {
+        let resp = http
+            .post(&url)
+            .json(&chat_body("chat", false))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        trails.push(
+            resp.headers()["x-failover-trail"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
+    }
+    assert_eq!(limited.attempts("m"), 5, "{trails:?}");
+    assert_eq!(fallback.attempts("m"), 3, "{trails:?}");
+    for t in &trails[5..] {
+        assert!(t.starts_with("a/m=shed"), "{t}");
+    }
+}

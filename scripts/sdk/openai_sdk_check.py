@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """The official OpenAI Python SDK against the proxy: what an application sees.
 
-Usage: openai_sdk_check.py BASE_URL
+Usage: openai_sdk_check.py BASE_URL STATUS_URL
 
-BASE_URL is the proxy's `/v1` URL printed by `cargo run --example sdk_fixture`, whose routes
-this script knows (see examples/sdk_fixture.rs). scripts/test.sh runs it in a virtualenv with
+BASE_URL is the proxy's `/v1` URL and STATUS_URL the fixture's status endpoint, the two lines
+printed by `cargo run --example sdk_fixture`, whose routes this script knows (see
+examples/sdk_fixture.rs). scripts/test.sh runs it in a virtualenv with
 the pinned `openai` package (scripts/sdk/requirements.txt). Every check asserts; the first
 failure ends the run with a non-zero status.
 """
 
+import json
 import sys
+import urllib.request
 
 import openai
 
@@ -42,8 +45,35 @@ def expect_status_error(client, model, cls, status, code, etype, reason):
     raise AssertionError(f"{model}: no error raised")
 
 
+def failing_attempts(status_url):
+    """Requests the provider behind the `failing` route has received so far."""
+    with urllib.request.urlopen(f"{status_url}/attempts", timeout=10) as r:
+        return json.load(r)["failing"]
+
+
+def check_default_retries(base_url, status_url):
+    """The SDK at its default retries (2) against a route whose targets all fail: the proxy
+    has run the whole chain and says `x-should-retry: false`, so the SDK gives up at once
+    with the proxy's error and the provider sees the chain's attempts once, not three times."""
+    client = openai.OpenAI(base_url=base_url, api_key="unused", timeout=30)
+    check("default retries", client.max_retries == 2, f"max_retries {client.max_retries}")
+    before = failing_attempts(status_url)
+    e = expect_status_error(client, "failing", openai.InternalServerError, 503,
+                            "overloaded", "failover_error", "overloaded")
+    sent = failing_attempts(status_url) - before
+    chain = [a for a in e.body["failover"]["attempts"] if a["outcome"] == "failed"]
+    check("default retries", e.response.headers.get("x-should-retry") == "false",
+          f"x-should-retry {e.response.headers.get('x-should-retry')!r}")
+    check("default retries", len(chain) >= 2, f"the chain's attempts: {chain!r}")
+    check("default retries", sent == len(chain),
+          f"the provider saw {sent} requests for a chain of {len(chain)} attempts")
+    print(f"ok  default max_retries=2 on a failing route: {sent} upstream attempts (the chain's, "
+          "once), InternalServerError 503 at once, x-should-retry false")
+
+
 def main():
     base_url = sys.argv[1]
+    status_url = sys.argv[2]
     # max_retries=0: the SDK's own retries would hide the proxy's answer behind a second one.
     client = openai.OpenAI(base_url=base_url, api_key="unused", max_retries=0, timeout=30)
     print(f"openai {openai.__version__} against {base_url}")
@@ -103,6 +133,8 @@ def main():
         print(f"ok  stream cut after {text!r}: APIError, e.code stream_interrupted")
     else:
         raise AssertionError(f"cut: the stream ended normally with {text!r}")
+
+    check_default_retries(base_url, status_url)
 
     print("all SDK checks passed")
 

@@ -31,6 +31,8 @@ pub struct AttemptFailure {
     status: Option<u16>,
     source: Option<Arc<dyn StdError + Send + Sync>>,
     response: Option<Arc<UpstreamResponse>>,
+    /// Boxed: a failure travels in every error, and most have none.
+    quota: Option<Box<super::Quota>>,
 }
 
 /// The non-2xx response an attempt failed with, kept for the caller (a proxy passes a
@@ -66,6 +68,7 @@ impl AttemptFailure {
             status: None,
             source: None,
             response: None,
+            quota: None,
         }
     }
 
@@ -78,6 +81,7 @@ impl AttemptFailure {
             status: None,
             source: None,
             response: None,
+            quota: None,
         }
     }
 
@@ -131,6 +135,9 @@ impl AttemptFailure {
                     .body(body.as_str())
                     .provider(provider);
                 let mut f = Self::classified(&classifier.classify(&signal)).with_status(status);
+                if status == 429 {
+                    f.quota = super::Quota::from_headers(&headers).map(Box::new);
+                }
                 f.response = Some(Arc::new(UpstreamResponse {
                     status,
                     headers,
@@ -154,6 +161,30 @@ impl AttemptFailure {
     pub fn with_status(mut self, status: u16) -> Self {
         self.status = Some(status);
         self
+    }
+
+    /// What the provider said is left of the target's quota (a 429's
+    /// `x-ratelimit-remaining-*` headers): the target's limiter adopts it until its reset, so
+    /// the next requests go elsewhere before the provider has to refuse them.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use llm_failover::{Reason, chain::{AttemptFailure, Quota}};
+    ///
+    /// let f = AttemptFailure::new(Reason::RateLimit).with_quota(Quota::requests(0, Duration::from_secs(20)));
+    /// assert_eq!(f.quota().and_then(|q| q.remaining_requests), Some(0));
+    /// ```
+    #[must_use]
+    pub fn with_quota(mut self, quota: super::Quota) -> Self {
+        self.quota = Some(Box::new(quota));
+        self
+    }
+
+    /// The quota the provider reported with the failure, if any (see
+    /// [`with_quota`](Self::with_quota)).
+    #[must_use]
+    pub fn quota(&self) -> Option<&super::Quota> {
+        self.quota.as_deref()
     }
 
     /// The provider's requested wait.

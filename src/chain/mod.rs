@@ -36,6 +36,13 @@
 //! wait when nothing could be sent because of it. A committed stream keeps its place until it
 //! ends. A one-target tier costs one branch more than a plain list did.
 //!
+//! A provider's targets may share a limit too ([`Loads::set_provider_max_inflight`]).
+//! A target may also be held to requests and tokens per minute ([`RateLimits`], shed with
+//! cause `request_rate` / `token_rate` before the provider has to answer 429, and adopting a
+//! 429's remaining [`Quota`]), and ramp up slowly after its breaker closes ([`SlowStart`]:
+//! the traffic the ramp holds back goes to the tier's other targets; a target alone in its
+//! tier is admitted).
+//!
 //! # Streams
 //!
 //! [`Route::stream`] commits to a target only when its first chunk arrives: a failure or a
@@ -77,10 +84,12 @@
 //! # }).unwrap();
 //! ```
 
+mod budget;
 mod error;
 mod load;
 pub mod openai;
 mod policy;
+mod rate;
 mod stream;
 mod telemetry;
 mod tier;
@@ -93,21 +102,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tower::retry::budget::{Budget as _, TpsBudget};
 use tracing::Instrument as _;
 
 use crate::Reason;
 use crate::breaker::{Outcome, OwnedTargetPermit, Registry, State};
 use crate::reason::Action;
 
+use self::budget::RetryBudget;
 use self::load::Inflight;
 
 pub use self::error::{
     AttemptFailure, AttemptOutcome, AttemptRecord, FailoverError, FailoverErrorKind, ShedCause,
     Trail, UpstreamResponse,
 };
-pub use self::load::{DEFAULT_DECAY, Load, Loads};
+pub use self::load::{DEFAULT_DECAY, Load, Loads, SlowStart};
 pub use self::policy::{RoutePolicy, RoutePolicyBuilder, RoutePolicyError};
+pub use self::rate::{Quota, RateLimits};
 pub use self::stream::{Chunk, FailoverStream};
 pub use self::tier::{Pick, Tier, UnknownPick};
 
@@ -145,6 +155,7 @@ impl RouteTarget {
         *self.provider == *provider && *self.model == *model
     }
 
+    #[inline]
     fn named(&self) -> Named {
         Named {
             provider: Arc::clone(&self.provider),
@@ -190,7 +201,10 @@ pub struct Route {
     registry: Arc<Registry>,
     loads: Arc<Loads>,
     /// Extra attempts (retries, hedges, failovers if the policy says so) per first attempt.
-    budget: TpsBudget,
+    budget: RetryBudget,
+    /// The route can spend the budget at all (retries, hedges, or failovers that spend it):
+    /// else its requests do not deposit either.
+    budgeted: bool,
 }
 
 /// Builds a [`Route`]; [`build`](Self::build) checks every target against the registry.
@@ -361,8 +375,9 @@ impl RouteBuilder {
             larger_context.push(RouteTarget::new(p, m, &loads));
         }
         let (ratio, floor, window, _) = self.policy.retry_budget();
-        // The policy's builder checked the ranges TpsBudget asserts.
-        let budget = TpsBudget::new(window, floor, ratio);
+        let budget = RetryBudget::new(window, floor, ratio);
+        let p = &self.policy;
+        let budgeted = p.max_retries > 0 || p.hedge_after.is_some() || p.retry_budget_failovers;
         Ok(Route {
             name: self.name,
             targets,
@@ -371,6 +386,7 @@ impl RouteBuilder {
             registry: self.registry,
             loads,
             budget,
+            budgeted,
         })
     }
 }
@@ -383,9 +399,48 @@ pub struct AttemptContext {
     number: u32,
     primary: bool,
     deadline: Instant,
+    /// The request's estimated tokens, as counted against the target's rate limits.
+    tokens: u64,
+    /// The target's load, when it has rate limits to correct.
+    limited: Option<Arc<Load>>,
 }
 
 impl AttemptContext {
+    /// The tokens the request was estimated at (see [`Route::call_with_tokens`]); 0 when
+    /// the caller gave no estimate.
+    #[must_use]
+    pub fn estimated_tokens(&self) -> u64 {
+        self.tokens
+    }
+
+    /// The answer's `usage`: the request took `total_tokens` (prompt and completion). The
+    /// target's tokens-per-minute count is corrected from the estimate to it. Does nothing
+    /// for a target without rate limits.
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use llm_failover::{breaker::Registry, chain::{AttemptFailure, Route}};
+    ///
+    /// let registry = Arc::new(Registry::builder().target("openai", "gpt-4o-mini").build()?);
+    /// let route = Route::builder("chat", registry).target("openai", "gpt-4o-mini").build()?;
+    /// let answer = route
+    ///     .call_with_tokens(120, |attempt| async move {
+    ///         assert_eq!(attempt.estimated_tokens(), 120);
+    ///         attempt.report_usage(87); // from the answer's usage.total_tokens
+    ///         Ok::<_, AttemptFailure>("hi")
+    ///     })
+    ///     .await?;
+    /// assert_eq!(answer.value, "hi");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn report_usage(&self, total_tokens: u64) {
+        if let Some(load) = &self.limited {
+            load.correct(self.tokens, total_tokens);
+        }
+    }
+
     /// The provider to call, as configured.
     #[must_use]
     pub fn provider(&self) -> &str {
@@ -583,11 +638,14 @@ fn rejection(t: &RouteTarget, rejected: &crate::breaker::Rejected) -> AttemptRec
     )
 }
 
-/// A target skipped at its own limit. Its wait is an estimate of when a place frees up: its
-/// latency average (at least 100 ms; 1 s before any sample).
-fn shed(t: &RouteTarget, cause: ShedCause) -> AttemptRecord {
+/// A target skipped at its own limit. Its wait is the rate limiter's when it is known, else
+/// an estimate of when a place frees up: its latency average (at least 100 ms; 1 s before
+/// any sample).
+fn shed(t: &RouteTarget, cause: ShedCause, known: Option<Duration>) -> AttemptRecord {
     let latency = t.load.latency();
-    let wait = if latency.is_zero() {
+    let wait = if let Some(wait) = known {
+        wait
+    } else if latency.is_zero() {
         Duration::from_secs(1)
     } else {
         latency.max(Duration::from_millis(100))
@@ -617,8 +675,8 @@ fn budget_exhausted(request: &telemetry::Request, t: &RouteTarget, trail: &mut T
 enum Skipped {
     /// A breaker refused.
     Rejected(crate::breaker::Rejected),
-    /// The target is at one of its limits.
-    Shed(ShedCause),
+    /// The target is at one of its limits (and when it will admit again, if known).
+    Shed(ShedCause, Option<Duration>),
 }
 
 impl Skipped {
@@ -630,9 +688,9 @@ impl Skipped {
                 trail.0.push(rejection(t, rejected));
                 rejected.reason().unwrap_or(Reason::Unknown)
             }
-            Skipped::Shed(cause) => {
+            Skipped::Shed(cause, wait) => {
                 request.shed(t, *cause);
-                trail.0.push(shed(t, *cause));
+                trail.0.push(shed(t, *cause, *wait));
                 cause.reason()
             }
         }
@@ -695,6 +753,7 @@ impl Route {
     }
 
     /// The target at position `i` of `list`, in the order the current tier's pick chose.
+    #[inline]
     fn resolve<'a>(
         &self,
         list: &'a [RouteTarget],
@@ -714,8 +773,23 @@ impl Route {
         list.get(start + (i - start + cursor.offset) % len)
     }
 
-    /// The index in `tier` of the target to try first.
+    /// The index in `tier` of the target to try first: the pick's, unless a slow start holds
+    /// its traffic back (then the next available target of the tier, if any).
     fn pick(&self, tier: &[RouteTarget], pick: Pick) -> usize {
+        let k = self.pick_by(tier, pick);
+        let share = tier.get(k).map_or(1.0, |t| t.load.ramp());
+        if share >= 1.0 || fastrand::f64() < share {
+            return k;
+        }
+        let len = tier.len();
+        (1..len)
+            .map(|d| (k + d) % len)
+            .find(|&j| tier.get(j).is_some_and(|t| self.available(t)))
+            .unwrap_or(k)
+    }
+
+    /// The index in `tier` the pick policy chooses.
+    fn pick_by(&self, tier: &[RouteTarget], pick: Pick) -> usize {
         match pick {
             Pick::Ordered => 0,
             Pick::Weighted => tier::weighted(tier.len(), |k| {
@@ -790,7 +864,38 @@ impl Route {
     ///
     /// [`FailoverError`] when no target answered: every one failed or was open, a failure was
     /// returned as is, or the total deadline passed.
-    pub async fn call<T, F, Fut>(&self, mut attempt: F) -> Result<Answer<T>, FailoverError>
+    pub async fn call<T, F, Fut>(&self, attempt: F) -> Result<Answer<T>, FailoverError>
+    where
+        F: FnMut(AttemptContext) -> Fut,
+        Fut: Future<Output = Result<T, AttemptFailure>>,
+    {
+        self.call_with_tokens(0, attempt).await
+    }
+
+    /// True when some target of the route has rate limits (its own, or a quota a provider
+    /// reported): worth estimating a request's tokens for
+    /// [`call_with_tokens`](Self::call_with_tokens).
+    #[must_use]
+    pub fn is_rate_limited(&self) -> bool {
+        self.targets
+            .iter()
+            .chain(&self.larger_context)
+            .any(|t| t.load.is_limited())
+    }
+
+    /// [`call`](Self::call) for a request estimated at `tokens` (prompt and completion, see
+    /// [`openai::estimate_tokens`]): a target whose tokens per minute it would exceed is
+    /// skipped (`shed`, cause `token_rate`). The attempt corrects the estimate with
+    /// [`AttemptContext::report_usage`].
+    ///
+    /// # Errors
+    ///
+    /// As [`call`](Self::call).
+    pub async fn call_with_tokens<T, F, Fut>(
+        &self,
+        tokens: u64,
+        mut attempt: F,
+    ) -> Result<Answer<T>, FailoverError>
     where
         F: FnMut(AttemptContext) -> Fut,
         Fut: Future<Output = Result<T, AttemptFailure>>,
@@ -798,7 +903,7 @@ impl Route {
         let limit = self.policy.attempt_timeout;
         let request = telemetry::Request::new(&self.name);
         let c = match self
-            .run(&request, &mut attempt, |_| limit)
+            .run(&request, tokens, &mut attempt, |_| limit)
             .instrument(request.span().clone())
             .await
         {
@@ -810,7 +915,8 @@ impl Route {
         };
         let took = c.started.elapsed();
         if let Some(permit) = c.permit {
-            permit.record(Outcome::success(took));
+            let changes = permit.record(Outcome::success(took));
+            recovered(&self.loads, &changes, &c.target.provider, &c.target.model);
         }
         c.inflight.observe(took);
         telemetry::settled(&c.span, AttemptOutcome::Ok, None, took);
@@ -835,6 +941,26 @@ impl Route {
     /// [`FailoverError`] when no target produced a first chunk.
     pub async fn stream<C, S, F, Fut>(
         &self,
+        open: F,
+    ) -> Result<Answer<FailoverStream<C, S>>, FailoverError>
+    where
+        C: Chunk,
+        S: futures_core::Stream<Item = Result<C, AttemptFailure>> + Unpin,
+        F: FnMut(AttemptContext) -> Fut,
+        Fut: Future<Output = Result<S, AttemptFailure>>,
+    {
+        self.stream_with_tokens(0, open).await
+    }
+
+    /// [`stream`](Self::stream) for a request estimated at `tokens` (see
+    /// [`call_with_tokens`](Self::call_with_tokens)).
+    ///
+    /// # Errors
+    ///
+    /// As [`stream`](Self::stream).
+    pub async fn stream_with_tokens<C, S, F, Fut>(
+        &self,
+        tokens: u64,
         mut open: F,
     ) -> Result<Answer<FailoverStream<C, S>>, FailoverError>
     where
@@ -849,6 +975,7 @@ impl Route {
         let run = self
             .run(
                 &request,
+                tokens,
                 |ctx| {
                     let opening = open(ctx);
                     async move {
@@ -887,6 +1014,7 @@ impl Route {
             c.inflight,
             stream::Committed {
                 route: Arc::clone(&self.name),
+                loads: Arc::clone(&self.loads),
                 trail: trail.clone(),
                 started: c.started,
                 ttft,
@@ -908,6 +1036,7 @@ impl Route {
     async fn run<V, F, Fut>(
         &self,
         request: &telemetry::Request,
+        tokens: u64,
         mut attempt: F,
         attempt_limit: impl Fn(&RouteTarget) -> Duration,
     ) -> Result<Committed<V>, FailoverError>
@@ -916,7 +1045,9 @@ impl Route {
         Fut: Future<Output = Result<V, AttemptFailure>>,
     {
         let deadline = Instant::now() + self.policy.total_deadline;
-        self.budget.deposit();
+        if self.budgeted {
+            self.budget.deposit();
+        }
         let mut trail = Trail::default();
         let mut last: Option<AttemptFailure> = None;
         let mut list = &self.targets;
@@ -971,6 +1102,7 @@ impl Route {
                     limit,
                     deadline,
                     true,
+                    tokens,
                     &mut attempt,
                 ) {
                     Ok(a) => a,
@@ -999,6 +1131,7 @@ impl Route {
                                 delay,
                                 &mut number,
                                 deadline,
+                                tokens,
                                 &attempt_limit,
                                 &mut attempt,
                                 &mut trail,
@@ -1027,6 +1160,13 @@ impl Route {
                     flight.abandon(&mut trail);
                     return fail(FailoverErrorKind::DeadlineExceeded, trail, last);
                 };
+                if let Some(quota) = failure.quota() {
+                    // The provider said what is left: the target holds to it until its reset.
+                    let (p, m) = flight.target.names();
+                    if let Some(load) = self.loads.get(p, m) {
+                        load.adopt(quota);
+                    }
+                }
                 let left = Arc::clone(&flight.target.provider);
                 let hedged = flight.hedged;
                 let reason = flight.fail(&failure, &mut trail);
@@ -1088,6 +1228,7 @@ impl Route {
                     &mut trail,
                     number,
                     deadline,
+                    tokens,
                 )
                 .await;
             return match tried {
@@ -1128,6 +1269,7 @@ impl Route {
         limit: Duration,
         deadline: Instant,
         admit: bool,
+        tokens: u64,
         attempt: &mut F,
     ) -> Result<Launched<Fut>, Skipped>
     where
@@ -1135,13 +1277,17 @@ impl Route {
         Fut: Future<Output = Result<V, AttemptFailure>>,
     {
         let Some(mut inflight) = t.load.try_enter() else {
-            return Err(Skipped::Shed(ShedCause::Concurrency));
+            return Err(Skipped::Shed(ShedCause::Concurrency, None));
         };
+        if let Err((cause, wait)) = t.load.admit(tokens) {
+            return Err(Skipped::Shed(cause, Some(wait)));
+        }
         let span = telemetry::attempt_span(request, t, number, primary, target);
         let permit = if admit {
             match target.try_acquire_owned() {
                 Ok(p) => Some(p),
                 Err(rejected) => {
+                    t.load.refund(tokens);
                     telemetry::rejected(&span, &rejected);
                     return Err(Skipped::Rejected(rejected));
                 }
@@ -1157,6 +1303,8 @@ impl Route {
             number,
             primary,
             deadline: attempt_deadline,
+            tokens,
+            limited: t.load.is_limited().then(|| Arc::clone(&t.load)),
         };
         let fut = Box::pin(tokio::time::timeout_at(
             attempt_deadline,
@@ -1189,6 +1337,7 @@ impl Route {
         delay: Duration,
         number: &mut u32,
         deadline: Instant,
+        tokens: u64,
         attempt_limit: &impl Fn(&RouteTarget) -> Duration,
         attempt: &mut F,
         trail: &mut Trail,
@@ -1214,7 +1363,7 @@ impl Route {
         let now = Instant::now();
         let limit = attempt_limit(next);
         let mut b = match self.launch(
-            request, next, &target, *number, false, now, limit, deadline, true, attempt,
+            request, next, &target, *number, false, now, limit, deadline, true, tokens, attempt,
         ) {
             Ok(b) => b,
             Err(skipped) => {
@@ -1337,6 +1486,10 @@ impl Route {
 
     /// Every breaker was open: tries the target that will admit soonest, without a permit
     /// (its breakers do not hear of it), if the route allows it. `None` when there is none.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site, each argument named"
+    )]
     async fn last_resort<V, F, Fut>(
         &self,
         request: &telemetry::Request,
@@ -1345,6 +1498,7 @@ impl Route {
         trail: &mut Trail,
         number: u32,
         deadline: Instant,
+        tokens: u64,
     ) -> Option<Result<Committed<V>, Option<AttemptFailure>>>
     where
         F: FnMut(AttemptContext) -> Fut,
@@ -1374,6 +1528,7 @@ impl Route {
                 limit,
                 deadline,
                 false,
+                tokens,
                 attempt,
             )
             .ok()?;
@@ -1407,6 +1562,21 @@ fn record(
         status,
         duration,
         retry_after,
+    }
+}
+
+/// Starts the slow start of a target whose breaker just closed.
+#[inline]
+pub(crate) fn recovered(
+    loads: &Loads,
+    changes: &[Option<crate::breaker::Transition>; 2],
+    provider: &str,
+    model: &str,
+) {
+    if changes.iter().flatten().any(|t| t.to == State::Closed)
+        && let Some(load) = loads.get(provider, model)
+    {
+        load.recovered();
     }
 }
 

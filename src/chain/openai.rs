@@ -300,6 +300,54 @@ impl Client {
     }
 }
 
+/// A chat request's tokens, estimated before it is sent, for the targets' tokens-per-minute
+/// limits: the prompt's bytes (its `messages`, tools and schema as JSON) over 4, plus the
+/// completion it may ask for (`max_completion_tokens`, else `max_tokens`, else nothing). The
+/// answer's `usage` corrects it ([`AttemptContext::report_usage`](super::AttemptContext::report_usage)).
+///
+/// ```
+/// use llm_failover::chain::openai::estimate_tokens;
+///
+/// let request = serde_json::json!({
+///     "messages": [{"role": "user", "content": "Say hi in forty characters, not more."}],
+///     "max_tokens": 100,
+/// });
+/// // 67 bytes of messages: 16 tokens, plus the 100 it may answer with.
+/// assert_eq!(estimate_tokens(&request), 100 + 67 / 4);
+/// ```
+#[must_use]
+pub fn estimate_tokens(request: &Value) -> u64 {
+    /// Counts the bytes written to it.
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut bytes = Count(0);
+    for key in ["messages", "tools", "response_format"] {
+        if let Some(v) = request.get(key) {
+            // Writing to a counter cannot fail.
+            let _ = serde_json::to_writer(&mut bytes, v);
+        }
+    }
+    let completion = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|k| request.get(*k).and_then(Value::as_u64))
+        .unwrap_or(0);
+    bytes.0 / 4 + completion
+}
+
+/// The `usage.total_tokens` of a chat answer (or of a stream's final chunk), if it has one.
+#[must_use]
+pub fn usage_tokens(answer: &Value) -> Option<u64> {
+    answer.get("usage")?.get("total_tokens")?.as_u64()
+}
+
 /// A transport failure while reading the body of a 2xx answer. The answer had started, so it
 /// was cut short: `stream_interrupted`, which fails over. The classifier would call the same
 /// error ("connection closed before message completed") `connection_reset`, which is for a

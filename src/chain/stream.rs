@@ -38,6 +38,8 @@ const GRACE: Duration = Duration::from_millis(250);
 /// What the chain knew when it committed to the stream.
 pub(crate) struct Committed {
     pub(crate) route: Arc<str>,
+    /// The route's board: a breaker closing at the end starts the target's slow start.
+    pub(crate) loads: Arc<super::Loads>,
     pub(crate) trail: Trail,
     pub(crate) started: Instant,
     pub(crate) ttft: Duration,
@@ -115,7 +117,10 @@ where
 
     fn settle(&mut self, outcome: Outcome) {
         if let Some(permit) = self.permit.take() {
-            permit.record(outcome);
+            let changes = permit.record(outcome);
+            if let Some(last) = self.info.trail.0.last() {
+                super::recovered(&self.info.loads, &changes, &last.provider, &last.model);
+            }
         }
         self.inflight = None;
     }

@@ -231,6 +231,14 @@ mod tests {
 
     #[test]
     fn the_literals_are_the_names_the_layer_reads() {
+        // While at most one dispatcher exists, tracing-core computes a new callsite's
+        // interest from the registering thread's alone: another test's thread without one
+        // would cache "never" for a callsite here. A second dispatcher kept alive makes it
+        // ask all of them (see tests/support.rs).
+        static KEEPER: std::sync::LazyLock<tracing::Dispatch> = std::sync::LazyLock::new(|| {
+            tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default())
+        });
+        std::sync::LazyLock::force(&KEEPER);
         let seen = Seen::default();
         let subscriber = Registry::default().with(seen.clone());
         tracing::subscriber::with_default(subscriber, || {

@@ -938,6 +938,9 @@ async fn a_committed_stream_holds_its_place_until_it_ends() {
     let r = rig(5);
     let route = r.route(policy().build().unwrap());
     let load = route.loads().get("local", "llama3").unwrap();
+    // A target without a limit or a least_loaded tier is not counted until asked.
+    assert_eq!(load.inflight(), 0);
+    load.count();
     let a = route
         .stream(|_| async { Ok(upstream(&["a", "b"], Some(Ok(Tok("", 2))), false)) })
         .await
@@ -1153,4 +1156,245 @@ async fn the_retry_budget_bounds_retries_to_its_ratio_plus_the_floor_then_fails_
         .build()
         .unwrap_err();
     assert_eq!(err.field(), "retry_budget_window");
+}
+
+/// A key held to `limit` requests per minute by its provider: past it, a 429. Keeps the
+/// times of the requests it served and counts the ones it refused.
+#[derive(Default)]
+struct Metered {
+    served: Mutex<Vec<Instant>>,
+    refused: Mutex<u32>,
+}
+
+impl Metered {
+    fn call(&self, limit: usize) -> Result<(), AttemptFailure> {
+        let now = Instant::now();
+        let mut served = self.served.lock().unwrap();
+        let minute = Duration::from_secs(60);
+        if served.iter().filter(|t| now - **t < minute).count() >= limit {
+            *self.refused.lock().unwrap() += 1;
+            return Err(AttemptFailure::new(Reason::RateLimit).with_status(429));
+        }
+        served.push(now);
+        Ok(())
+    }
+
+    /// The most requests served in any 60 s.
+    fn busiest_minute(&self) -> usize {
+        let served = self.served.lock().unwrap();
+        (0..served.len())
+            .map(|i| {
+                served[i..]
+                    .iter()
+                    .take_while(|t| **t - served[i] < Duration::from_secs(60))
+                    .count()
+            })
+            .max()
+            .unwrap_or(0)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_rpm_limit_of_n_holds_the_target_to_n_a_minute_and_the_excess_fails_over_without_a_429()
+{
+    const N: usize = 10;
+    let r = rig(5);
+    let route = r.route(policy().build().unwrap());
+    route
+        .loads()
+        .set_rate_limits("local", "llama3", RateLimits::new().rpm(10));
+    let sim = Arc::new(Metered::default());
+    let (mut local, mut fallback) = (0, 0);
+    // 25 requests a minute for three minutes.
+    for _ in 0..75 {
+        let a = route
+            .call(|ctx| {
+                let sim = Arc::clone(&sim);
+                async move {
+                    if ctx.provider() == "local" {
+                        sim.call(N)?;
+                    }
+                    Ok(ctx.provider().to_owned())
+                }
+            })
+            .await
+            .unwrap();
+        if &*a.provider == "local" {
+            local += 1;
+        } else {
+            fallback += 1;
+            assert_eq!(
+                a.trail.to_string(),
+                "local/llama3=shed; openai/gpt-4o-mini=ok"
+            );
+            assert_eq!(
+                a.trail.attempts()[0].outcome,
+                AttemptOutcome::Shed(ShedCause::RequestRate)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(2400)).await;
+    }
+    assert_eq!(*sim.refused.lock().unwrap(), 0, "no 429 at the provider");
+    assert!(sim.busiest_minute() <= N, "{}", sim.busiest_minute());
+    // About N a minute went to the limited target, the rest failed over.
+    assert!(
+        (27..=30).contains(&local),
+        "{local} local, {fallback} fallback"
+    );
+    assert_eq!(local + fallback, 75);
+    assert_eq!(r.failures("local", "llama3"), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_tpm_limit_counts_the_estimate_until_the_answer_corrects_it() {
+    let r = rig(5);
+    let route = r.route(policy().build().unwrap());
+    route
+        .loads()
+        .set_rate_limits("local", "llama3", RateLimits::new().tpm(1000));
+    let run = |correct: bool| {
+        let route = &route;
+        async move {
+            let mut local = 0;
+            for _ in 0..12 {
+                let a = route
+                    .call_with_tokens(300, |ctx| async move {
+                        if correct {
+                            ctx.report_usage(100);
+                        }
+                        Ok::<_, AttemptFailure>(())
+                    })
+                    .await
+                    .unwrap();
+                if &*a.provider == "local" {
+                    local += 1;
+                } else {
+                    assert_eq!(
+                        a.trail.attempts()[0].outcome,
+                        AttemptOutcome::Shed(ShedCause::TokenRate)
+                    );
+                }
+            }
+            local
+        }
+    };
+    // Estimates of 300: three fit in 1000.
+    assert_eq!(run(false).await, 3);
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    // Answers of 100 each: eight fit (700 used, and the next estimate of 300 still fits).
+    assert_eq!(run(true).await, 8);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_with_its_remaining_quota_sends_traffic_elsewhere_until_the_reset() {
+    let r = rig(5);
+    let route = r.route(policy().build().unwrap());
+    let calls = Arc::new(Mutex::new(0_u32));
+    let go = || {
+        route.call(|ctx| {
+            let calls = Arc::clone(&calls);
+            async move {
+                if ctx.provider() == "local" {
+                    let mut n = calls.lock().unwrap();
+                    *n += 1;
+                    if *n == 1 {
+                        return Err(AttemptFailure::new(Reason::RateLimit)
+                            .with_status(429)
+                            .with_quota(Quota::requests(0, Duration::from_secs(30))));
+                    }
+                }
+                Ok::<_, AttemptFailure>(())
+            }
+        })
+    };
+    let a = go().await.unwrap();
+    assert_eq!(&*a.provider, "openai");
+    for _ in 0..5 {
+        let a = go().await.unwrap();
+        assert_eq!(
+            a.trail.to_string(),
+            "local/llama3=shed; openai/gpt-4o-mini=ok"
+        );
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    assert_eq!(
+        *calls.lock().unwrap(),
+        1,
+        "nothing sent to the key before its reset"
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(&*go().await.unwrap().provider, "local");
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_start_ramps_a_recovered_target_up_over_the_window_and_fails_nothing() {
+    let r = rig(1);
+    let loads = Arc::new(Loads::new());
+    loads.set_slow_start(
+        "local",
+        "llama3",
+        Some(SlowStart::new(Duration::from_secs(10))),
+    );
+    let route = Route::builder("chat", Arc::clone(&r.registry))
+        .tier(
+            Tier::ordered()
+                .target("local", "llama3")
+                .target("openai", "gpt-4o-mini"),
+        )
+        .loads(Arc::clone(&loads))
+        .policy(policy().build().unwrap())
+        .build()
+        .unwrap();
+    let alone = Route::builder("alone", Arc::clone(&r.registry))
+        .target("local", "llama3")
+        .loads(Arc::clone(&loads))
+        .policy(policy().build().unwrap())
+        .build()
+        .unwrap();
+    // An outage opens the breaker; after its open time a probe answers and it closes.
+    let script =
+        Arc::new(Script::default()).on(LOCAL, &[Step::Fail(Reason::ConnectionRefused, None)]);
+    go(&route, &script).await.unwrap();
+    assert_eq!(r.state("local", "*"), State::Open);
+    let wait = r
+        .registry
+        .target("local", "llama3")
+        .unwrap()
+        .try_acquire()
+        .unwrap_err()
+        .retry_after()
+        .unwrap();
+    r.clock.advance(wait);
+    script.on(LOCAL, &[Step::Ok]);
+    assert_eq!(go(&route, &script).await.unwrap().value, LOCAL);
+    assert_eq!(r.state("local", "*"), State::Closed);
+
+    // The recovered target's share, per second of paused time.
+    let mut shares = Vec::new();
+    for _ in 0..12 {
+        let mut local = 0;
+        for _ in 0..200 {
+            // No request fails because of the ramp.
+            if go(&route, &script).await.unwrap().value == LOCAL {
+                local += 1;
+            }
+        }
+        // Alone in its tier, a ramping target is admitted.
+        assert_eq!(go(&alone, &script).await.unwrap().value, LOCAL);
+        shares.push(f64::from(local) / 200.0);
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    let s = &shares;
+    assert!(s[0] < 0.25 && s[1] < 0.35, "{s:?}");
+    assert!((0.35..0.75).contains(&s[5]), "{s:?}");
+    assert!(s[9] > 0.75, "{s:?}");
+    assert!(
+        s[10..].iter().all(|x| (*x - 1.0).abs() < f64::EPSILON),
+        "{s:?}"
+    );
+    // It rises over the window, not in one step.
+    for w in s.windows(3) {
+        assert!(w[2] > w[0] || w[2] >= 0.99, "{s:?}");
+    }
+    assert_eq!(loads.get("local", "llama3").unwrap().ramp(), 1.0);
 }

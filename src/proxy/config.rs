@@ -174,12 +174,33 @@ pub(crate) struct Provider {
     pub(crate) max_inflight: Option<u32>,
     /// Per-model limits (`[providers.NAME.models.MODEL]`).
     pub(crate) model_limits: BTreeMap<String, u32>,
+    /// `rpm` / `tpm` of each of the provider's models, unless `models.NAME` says otherwise.
+    pub(crate) rate: crate::chain::RateLimits,
+    /// Per-model `rpm` / `tpm`, each overriding the provider's.
+    pub(crate) model_rates: BTreeMap<String, crate::chain::RateLimits>,
+    /// `slow_start`: the ramp of the provider's models after a recovery.
+    pub(crate) slow_start: Option<crate::chain::SlowStart>,
+    /// `max_inflight_total`: requests in flight over all the provider's models together.
+    pub(crate) max_inflight_total: Option<u32>,
 }
 
 impl Provider {
     /// The concurrency limit of `model`, if any.
     pub(crate) fn max_inflight(&self, model: &str) -> Option<u32> {
         self.model_limits.get(model).copied().or(self.max_inflight)
+    }
+
+    /// The requests and tokens per minute of `model`: the model's own, else the provider's.
+    pub(crate) fn rate_limits(&self, model: &str) -> crate::chain::RateLimits {
+        let own = self.model_rates.get(model).copied().unwrap_or_default();
+        let mut limits = crate::chain::RateLimits::new();
+        if let Some(n) = own.requests_per_minute.or(self.rate.requests_per_minute) {
+            limits = limits.rpm(n);
+        }
+        if let Some(n) = own.tokens_per_minute.or(self.rate.tokens_per_minute) {
+            limits = limits.tpm(n);
+        }
+        limits
     }
 }
 
@@ -287,6 +308,17 @@ struct ProviderFile {
     forward_client_key: bool,
     /// The most requests in flight on each of the provider's models.
     max_inflight: Option<Spanned<u32>>,
+    /// The most requests in flight over all the provider's models together.
+    max_inflight_total: Option<Spanned<u32>>,
+    /// Requests per minute of each of the provider's models.
+    rpm: Option<Spanned<u32>>,
+    /// Tokens per minute of each of the provider's models.
+    tpm: Option<Spanned<u32>>,
+    /// The window over which a recovered target's share ramps up (Envoy's slow start).
+    #[serde(default, with = "crate::duration::option")]
+    slow_start: Option<Duration>,
+    /// How fast the ramp rises early (1: linear).
+    slow_start_aggression: Option<Spanned<f64>>,
     /// Limits of one model.
     #[serde(default)]
     models: BTreeMap<String, ModelFile>,
@@ -297,6 +329,8 @@ struct ProviderFile {
 #[serde(deny_unknown_fields)]
 struct ModelFile {
     max_inflight: Option<Spanned<u32>>,
+    rpm: Option<Spanned<u32>>,
+    tpm: Option<Spanned<u32>>,
 }
 
 /// `[providers.NAME.classify]`: this provider's own meanings for statuses, codes and wordings.
@@ -750,6 +784,7 @@ impl Config {
                 None => Ok(None),
             };
             let max_inflight = limit(&p.max_inflight, &field("max_inflight"))?;
+            let max_inflight_total = limit(&p.max_inflight_total, &field("max_inflight_total"))?;
             let mut model_limits = BTreeMap::new();
             for (model, m) in &p.models {
                 if let Some(n) = limit(
@@ -757,6 +792,38 @@ impl Config {
                     &field(&format!("models.{model}.max_inflight")),
                 )? {
                     model_limits.insert(model.clone(), n);
+                }
+            }
+            let rates = |rpm: &Option<Spanned<u32>>, tpm: &Option<Spanned<u32>>, at: &str| {
+                let mut r = crate::chain::RateLimits::new();
+                if let Some(n) = limit(rpm, &field(&format!("{at}rpm")))? {
+                    r = r.rpm(n);
+                }
+                if let Some(n) = limit(tpm, &field(&format!("{at}tpm")))? {
+                    r = r.tpm(u64::from(n));
+                }
+                Ok(r)
+            };
+            let rate = rates(&p.rpm, &p.tpm, "")?;
+            let slow_start = match (p.slow_start, &p.slow_start_aggression) {
+                (_, Some(a)) if !(*a.get_ref() > 0.0 && *a.get_ref() <= 100.0) => {
+                    return Err(c.error(
+                        &a.span(),
+                        field("slow_start_aggression"),
+                        "must be above 0 and at most 100 (1: a linear ramp)",
+                    ));
+                }
+                (Some(window), a) if !window.is_zero() => Some(
+                    crate::chain::SlowStart::new(window)
+                        .aggression(a.as_ref().map_or(1.0, |a| *a.get_ref())),
+                ),
+                _ => None,
+            };
+            let mut model_rates = BTreeMap::new();
+            for (model, m) in &p.models {
+                let r = rates(&m.rpm, &m.tpm, &format!("models.{model}."))?;
+                if !r.is_none() {
+                    model_rates.insert(model.clone(), r);
                 }
             }
             providers.insert(
@@ -773,6 +840,10 @@ impl Config {
                         forward_client_key: p.forward_client_key,
                         max_inflight,
                         model_limits,
+                        rate,
+                        model_rates,
+                        slow_start,
+                        max_inflight_total,
                     },
                     p.classify,
                 ),
@@ -1179,6 +1250,29 @@ impl Config {
     #[must_use]
     pub fn max_inflight(&self, provider: &str, model: &str) -> Option<u32> {
         self.providers.get(provider)?.max_inflight(model)
+    }
+
+    /// The requests and tokens per minute of `model` of `provider` (`rpm`, `tpm`; a model's
+    /// own override the provider's).
+    #[must_use]
+    pub fn rate_limits(&self, provider: &str, model: &str) -> crate::chain::RateLimits {
+        self.providers
+            .get(provider)
+            .map(|p| p.rate_limits(model))
+            .unwrap_or_default()
+    }
+
+    /// The limit of requests in flight over all the models of `provider` together
+    /// (`max_inflight_total`), if any.
+    #[must_use]
+    pub fn provider_max_inflight(&self, provider: &str) -> Option<u32> {
+        self.providers.get(provider)?.max_inflight_total
+    }
+
+    /// The slow start of `model` of `provider` after a recovery (`slow_start`), if any.
+    #[must_use]
+    pub fn slow_start(&self, provider: &str, _model: &str) -> Option<crate::chain::SlowStart> {
+        self.providers.get(provider)?.slow_start
     }
 
     /// Every (provider, model) pair a route names: the breakers the proxy keeps.

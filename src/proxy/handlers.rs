@@ -305,8 +305,14 @@ pub(super) async fn chat(
         }
     };
     let mut cut = shared.cut.subscribe();
+    // Tokens are estimated only for a route that has rate limits to hold them to.
+    let tokens = if chat.route.is_rate_limited() {
+        crate::chain::openai::estimate_tokens(&chat.body)
+    } else {
+        0
+    };
     if chat.stream {
-        let opening = chat.route.stream(|ctx| {
+        let opening = chat.route.stream_with_tokens(tokens, |ctx| {
             let (shared, body, key) = (Arc::clone(&shared), Arc::clone(&chat.body), key.clone());
             async move {
                 shared
@@ -336,9 +342,18 @@ pub(super) async fn chat(
             Err(e) => ApiError::failover(&e, &scrub).into_response(),
         }
     } else {
-        let call = chat.route.call(|ctx| {
+        let call = chat.route.call_with_tokens(tokens, |ctx| {
             let (shared, body, key) = (Arc::clone(&shared), Arc::clone(&chat.body), key.clone());
-            async move { shared.upstream(&ctx)?.chat(&ctx, &body, key.as_ref()).await }
+            async move {
+                let answer = shared
+                    .upstream(&ctx)?
+                    .chat(&ctx, &body, key.as_ref())
+                    .await?;
+                if let Some(used) = crate::chain::openai::usage_tokens(&answer) {
+                    ctx.report_usage(used);
+                }
+                Ok(answer)
+            }
         });
         let answer = tokio::select! {
             r = call => r,

@@ -410,6 +410,9 @@ impl Proxy {
         let loads = Arc::new(crate::chain::Loads::new());
         for (p, m) in config.targets() {
             loads.set_max_inflight(p, m, config.max_inflight(p, m));
+            loads.set_rate_limits(p, m, config.rate_limits(p, m));
+            loads.set_slow_start(p, m, config.slow_start(p, m));
+            loads.set_provider_max_inflight(p, config.provider_max_inflight(p));
         }
         for r in &config.routes {
             let mut b = Route::builder(&r.name, Arc::clone(&registry))

@@ -145,6 +145,16 @@ fn errors_name_line_and_field() {
             "providers.c.max_inflight",
         ),
         (
+            "[providers.c]\nbase_url = \"http://x/v1\"\n[providers.c.models.m]\ntpm = 0\n",
+            4,
+            "providers.c.models.m.tpm",
+        ),
+        (
+            "[providers.c]\nbase_url = \"http://x/v1\"\nslow_start = \"10s\"\nslow_start_aggression = 0.0\n",
+            4,
+            "providers.c.slow_start_aggression",
+        ),
+        (
             "[routes.more]\ntargets = [\"a/m\"]\n[routes.more.policy]\nhedge_after = 5\n",
             4,
             "routes.more.policy.hedge_after",
@@ -387,12 +397,18 @@ fn tiers_and_limits_are_read() {
 [providers.a]
 base_url = "http://127.0.0.1:9/v1"
 max_inflight = 8
+max_inflight_total = 12
+rpm = 500
+tpm = 200000
 
 [providers.a.models.small]
 max_inflight = 2
+rpm = 60
 
 [providers.b]
 base_url = "http://127.0.0.1:9/v1"
+slow_start = "30s"
+slow_start_aggression = 2.0
 
 [routes.chat]
 tiers = [
@@ -407,6 +423,24 @@ targets = ["b/m", "a/m"]
     assert_eq!(config.max_inflight("a", "m"), Some(8));
     assert_eq!(config.max_inflight("a", "small"), Some(2));
     assert_eq!(config.max_inflight("b", "m"), None);
+    use crate::chain::RateLimits;
+    assert_eq!(
+        config.rate_limits("a", "m"),
+        RateLimits::new().rpm(500).tpm(200_000)
+    );
+    // A model's own rpm, the provider's tpm.
+    assert_eq!(
+        config.rate_limits("a", "small"),
+        RateLimits::new().rpm(60).tpm(200_000)
+    );
+    assert!(config.rate_limits("b", "m").is_none());
+    assert_eq!(
+        config.slow_start("b", "m"),
+        Some(crate::chain::SlowStart::new(std::time::Duration::from_secs(30)).aggression(2.0))
+    );
+    assert_eq!(config.slow_start("a", "m"), None);
+    assert_eq!(config.provider_max_inflight("a"), Some(12));
+    assert_eq!(config.provider_max_inflight("b"), None);
     let proxy = super::Proxy::new(&config).unwrap();
     let chat = &proxy.routes()[0];
     use crate::chain::Pick;
@@ -434,4 +468,12 @@ targets = ["b/m", "a/m"]
         chat.loads().get("a", "small").unwrap().max_inflight(),
         Some(2)
     );
+    assert_eq!(
+        chat.loads().get("a", "small").unwrap().rate_limits(),
+        RateLimits::new().rpm(60).tpm(200_000)
+    );
+    assert!(chat.is_rate_limited());
+    assert_eq!(chat.loads().provider_inflight("a"), Some((0, Some(12))));
+    assert_eq!(chat.loads().provider_inflight("b"), None);
+    assert!(plain.loads().get("b", "m").unwrap().rate_limits().is_none());
 }

@@ -175,7 +175,8 @@ pub const INFLIGHT: Metric = Metric {
     kind: MetricKind::Gauge,
     labels: &["provider", "model"],
     unit: None,
-    help: "Requests in flight on a provider/model target (streams until they end).",
+    help: "Requests in flight on a provider/model target (streams until they end); counted for \
+           targets with a max_inflight or in a least_loaded tier.",
 };
 
 /// `llm_failover_shed_total{route,provider,model,cause}`: targets skipped at one of their own
