@@ -74,8 +74,8 @@ fn event(
         { field::PROVIDER } = provider,
         { field::MODEL } = model,
         { field::DURATION } = duration.map(|d| d.as_secs_f64()),
-        "admin {admin}: {action} {}: {outcome}",
-        target.map(|(p, m)| format!("{p}/{m}")).unwrap_or_default(),
+        "admin {admin}: {action}{}: {outcome}",
+        target.map(|(p, m)| format!(" {p}/{m}")).unwrap_or_default(),
     );
 }
 
