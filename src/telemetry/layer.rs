@@ -757,13 +757,7 @@ impl Inner {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        let Some(route) = ctx.event_scope(event).and_then(|scope| {
-            scope.into_iter().find_map(|s| {
-                s.extensions()
-                    .get::<RequestSpan>()
-                    .map(|r| Arc::clone(&r.handles))
-            })
-        }) else {
+        let Some(route) = request_route(event, ctx) else {
             return;
         };
         let (handles, reason) = with_scratch(|s| {
@@ -798,13 +792,7 @@ impl Inner {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        let Some(route) = ctx.event_scope(event).and_then(|scope| {
-            scope.into_iter().find_map(|s| {
-                s.extensions()
-                    .get::<RequestSpan>()
-                    .map(|r| Arc::clone(&r.handles))
-            })
-        }) else {
+        let Some(route) = request_route(event, ctx) else {
             return;
         };
         let (handles, cause) = with_scratch(|s| {
@@ -1098,6 +1086,18 @@ where
             r.close();
         }
     }
+}
+
+/// The route handles of the request span enclosing `event`, if the event is inside one.
+fn request_route<S>(event: &Event<'_>, ctx: &Context<'_, S>) -> Option<Arc<RouteHandles>>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    ctx.event_scope(event)?.into_iter().find_map(|s| {
+        s.extensions()
+            .get::<RequestSpan>()
+            .map(|r| Arc::clone(&r.handles))
+    })
 }
 
 #[cfg(test)]
