@@ -1142,3 +1142,39 @@ fn state_settings_that_cannot_work_are_refused_with_their_field() {
         "{e}"
     );
 }
+
+/// The first case as written: a primary whose host refuses connections trips the
+/// provider-wide breaker on one replica; the others go straight to the fallback, and their
+/// trails show the primary skipped by its open breaker, no connection tried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_primary_trips_the_provider_wide_breaker_fleet_wide() {
+    let redis = RedisServer::start(&[]);
+    let a = Sim::builder()
+        .down_for(Duration::from_secs(3600))
+        .start()
+        .await
+        .unwrap();
+    let b = Sim::builder().start().await.unwrap();
+    let toml = fleet_config(&a, &b, "30s", "");
+    let (r1, r2) = (replica(&toml, &redis).await, replica(&toml, &redis).await);
+    let http = reqwest::Client::new();
+    assert_eq!(ask(&http, &r1).await, (200, "b".into()));
+    assert_eq!(r1.state_of("a", "*"), State::Open);
+    until(
+        "the provider-wide trip to reach the other replica",
+        Duration::from_secs(5),
+        || r2.state_of("a", "*") == State::Open,
+    )
+    .await;
+    let resp = http
+        .post(r2.url())
+        .json(&chat_body("chat", false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["x-failover-trail"].to_str().unwrap(),
+        "a/m=breaker_open; b/m=ok"
+    );
+}
