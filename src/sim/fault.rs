@@ -1,4 +1,5 @@
-//! The faults a simulated model can have, and the model-name conventions that pick them.
+//! The faults a simulated model can have, the model-name conventions that pick them, and what
+//! a sim does with an assistant prefill.
 
 use std::time::Duration;
 
@@ -12,7 +13,11 @@ use std::time::Duration;
 ///
 /// "Token" below means one chunk of the streamed answer: the stream sends
 /// [`ANSWER`](super::ANSWER) as one `chat.completion.chunk` per word
-/// ([`answer_tokens`](super::answer_tokens)).
+/// ([`answer_tokens`](super::answer_tokens)); when the request carries an assistant prefill
+/// that the sim continues ([`Prefill::Continue`]), the answer is the continuation and the
+/// tokens are its tokens, so `CutAfter(2)` sends two tokens of the continuation. A stream that
+/// ends with `[DONE]` (and a [`Fault::NoDone`] stream, before it hangs) sends the usage chunk
+/// when the request asks for it; the others never do.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Fault {
@@ -49,12 +54,21 @@ pub enum Fault {
     StallAfter(usize),
     /// Streaming: this many token chunks, then a `data:` line that is not JSON in place of
     /// the next token, then the rest of the answer, `finish_reason` and `[DONE]` (so a client
-    /// that skips bad lines ends up with a "complete" answer that is missing a word). Not
-    /// streaming: a 200 whose body is JSON cut in half (the HTTP message itself is complete).
+    /// that skips bad lines ends up with a "complete" answer that is missing a word; the
+    /// usage chunk, when asked for, counts the valid token chunks only: one fewer than the
+    /// answer's tokens when the bad line stands in for one). Not streaming: a 200 whose body is JSON cut in half (the HTTP
+    /// message itself is complete).
     MalformedAfter(usize),
     /// Streaming: every token and the `finish_reason` chunk, then no `[DONE]` and the
     /// connection stays open. Not streaming: healthy (there is no terminator to omit).
     NoDone,
+    /// Streaming: this many token chunks, then one chunk that reports an upstream failure the
+    /// way OpenRouter does mid-stream (a top-level `error` object, `{"message": "Upstream
+    /// provider error mid-stream", "code": 502}`, beside a choice with an empty delta and
+    /// `finish_reason` `error`), then the body ends cleanly: no `[DONE]`, no usage chunk, but
+    /// no transport error either, so only a client that reads the chunks sees the failure.
+    /// Not streaming: a 200 whose JSON body is just that `error` object.
+    ErrorAfter(usize),
     /// 400 `context_length_exceeded`: "This model's maximum context length is ...".
     ContextOverflow,
     /// 400 `content_filter`: "Your request was rejected as a result of our safety system".
@@ -112,6 +126,8 @@ impl Fault {
                     Fault::StallAfter(parse_count(n)?)
                 } else if let Some(n) = spec.strip_prefix("malformed-") {
                     Fault::MalformedAfter(parse_count(n)?)
+                } else if let Some(n) = spec.strip_prefix("error-") {
+                    Fault::ErrorAfter(parse_count(n)?)
                 } else {
                     let status = parse_count(spec)?;
                     if !(400..=599).contains(&status) {
@@ -123,6 +139,38 @@ impl Fault {
         };
         Some(fault)
     }
+}
+
+/// What a sim does with a chat request whose last message is an assistant message with
+/// non-empty string content (an "assistant prefill": the start of the answer, written by the
+/// caller, for the model to continue). One mode per sim: [`SimBuilder::prefill`](super::SimBuilder::prefill),
+/// [`Sim::set_prefill`](super::Sim::set_prefill).
+///
+/// Providers differ here, and a proxy that resumes a broken stream by sending the text it
+/// already relayed as a prefill depends on the difference: a provider that continues gives the
+/// rest of the answer, one that ignores the prefill gives the whole answer again (relayed
+/// after the part already sent, the client would see it twice), one that rejects it fails
+/// the request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Prefill {
+    /// Continue the prefill, as Anthropic, llama.cpp, Ollama and vLLM (with
+    /// `continue_final_message`) do: when [`ANSWER`](super::ANSWER) starts with the prefill,
+    /// the answer is the rest of it, in tokens cut after each space (a prefill that ends
+    /// mid-word gets the rest of the word first; one that ends before a space gets a first
+    /// token that starts with the space). A prefill that is not a prefix of
+    /// [`ANSWER`](super::ANSWER) gets the whole answer, as if there were none.
+    #[default]
+    Continue,
+    /// Ignore the prefill and send the whole [`ANSWER`](super::ANSWER), as OpenAI's chat API
+    /// does.
+    Ignore,
+    /// Reject the request with Anthropic's 400 for models without prefill support
+    /// (`invalid_request_error`, "This model does not support assistant message prefill.
+    /// The conversation must end with a user message."). A model whose fault sends an error
+    /// (a status, a rate limit, silence, a reset) sends that error instead; the 400 replaces
+    /// answers only, and comes at once (a [`Fault::FirstTokenDelay`] does not delay it).
+    Reject,
 }
 
 /// A count: ASCII digits only (no sign, no spaces).
@@ -180,6 +228,8 @@ mod tests {
             ("sim-cut-0", Some(Fault::CutAfter(0))),
             ("sim-stall-3", Some(Fault::StallAfter(3))),
             ("sim-malformed-3", Some(Fault::MalformedAfter(3))),
+            ("sim-error-2", Some(Fault::ErrorAfter(2))),
+            ("sim-error-0", Some(Fault::ErrorAfter(0))),
             ("sim-no-done", Some(Fault::NoDone)),
             ("sim-context", Some(Fault::ContextOverflow)),
             ("sim-filter", Some(Fault::ContentFilter)),
@@ -204,6 +254,8 @@ mod tests {
             "sim-cut--1",
             "sim-cut-+3",
             "sim-cut-3x",
+            "sim-error-",
+            "sim-error",
             "sim-slow-",
             "sim-slow-ms",
             "sim-slow-2m",

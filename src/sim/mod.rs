@@ -35,15 +35,34 @@
 //! ([`answer_tokens`]); a test that reassembles a response can tell a complete answer from a
 //! truncated one by comparing it with [`ANSWER`]. The sim counts the requests it sees per model
 //! ([`Sim::attempts`]), so a test can assert how many attempts a chain made on each target,
-//! and keeps the `Authorization` header of the last request per model
-//! ([`Sim::last_authorization`]), so a test can assert which key reached the provider.
+//! and keeps the `Authorization` header and the JSON body of the last request per model
+//! ([`Sim::last_authorization`], [`Sim::last_request`]), so a test can assert which key
+//! reached the provider and what the request said.
+//!
+//! A request whose last message is an assistant message (a "prefill": the start of the
+//! answer, for the model to continue) is how a proxy resumes a stream that broke after its
+//! first tokens on another target. Providers treat prefills differently, and each sim plays
+//! one of them ([`Prefill`]): by default it continues, so the text a client already has plus
+//! the continuation is [`ANSWER`] exactly; it can also ignore the prefill (OpenAI) or reject
+//! it with a 400 (Anthropic models without prefill support).
 //!
 //! # Endpoints
 //!
-//! * `POST /v1/chat/completions`: reads `model`, `messages`, `stream` and `max_tokens` (or
-//!   `max_completion_tokens`; a limit below the answer's length ends it early with
-//!   `finish_reason` `length`) and ignores other fields. A body that is not such a request gets
-//!   a 400 OpenAI error and counts in [`Sim::total_attempts`] only.
+//! * `POST /v1/chat/completions`: reads `model`, `messages` (the content of each, for the
+//!   prompt's size, and the last one, for a prefill: role `assistant` and non-empty string
+//!   content), `stream`, `stream_options.include_usage` and `max_tokens` (or
+//!   `max_completion_tokens`; a limit below the answer's length, or the continuation's, ends it
+//!   early with `finish_reason` `length`). Other fields (`temperature`, `tools`,
+//!   `continue_final_message`, ...) do not change the answer, but are kept with the whole body
+//!   for [`Sim::last_request`]. A body that is not such a request gets a 400 OpenAI error and
+//!   counts in [`Sim::total_attempts`] only.
+//!
+//!   A stream with `"stream_options": {"include_usage": true}` sends OpenAI's usage chunk
+//!   after the `finish_reason` chunk and before `data: [DONE]`: `choices` empty, `usage` with
+//!   `prompt_tokens` (the words of every string content, a prefill included),
+//!   `completion_tokens` (the token chunks sent) and their sum. A stream that breaks (cut,
+//!   stall, mid-stream error) never sends it. A response that is not streamed always carries
+//!   `usage`.
 //! * `GET /v1/models`: `sim-ok` and the models with a configured fault.
 //! * Anything else: a 404 OpenAI error.
 //!
@@ -77,6 +96,7 @@
 //! | `sim-cut-3` | [`Fault::CutAfter`] |
 //! | `sim-stall-3` | [`Fault::StallAfter`] |
 //! | `sim-malformed-3` | [`Fault::MalformedAfter`] |
+//! | `sim-error-3` | [`Fault::ErrorAfter`] |
 //! | `sim-no-done` | [`Fault::NoDone`] |
 //! | `sim-context` | [`Fault::ContextOverflow`] |
 //! | `sim-filter` | [`Fault::ContentFilter`] |
@@ -109,7 +129,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-pub use fault::Fault;
+pub use fault::{Fault, Prefill};
 use server::{Applied, Command, Power};
 
 /// The text of every healthy answer.
@@ -138,6 +158,8 @@ struct Shared {
     faults: Mutex<HashMap<String, Fault>>,
     /// What the sim has seen per model.
     models: Mutex<HashMap<String, ModelState>>,
+    /// What the sim does with an assistant prefill.
+    prefill: Mutex<Prefill>,
     total: AtomicU64,
     next_id: AtomicU64,
     token_delay: Duration,
@@ -148,6 +170,8 @@ struct ModelState {
     attempts: u64,
     /// The `Authorization` header of the last chat request for this model.
     authorization: Option<String>,
+    /// The JSON body of the last chat request for this model.
+    last_request: Option<serde_json::Value>,
     /// Requests being answered now, and the most there ever were at once.
     inflight: u64,
     peak_inflight: u64,
@@ -169,9 +193,15 @@ impl Shared {
         self.next_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Counts an attempt on `model` and says what to do with it. [`Fault::ServerErrorOnce`]
-    /// is resolved here: `Status(500)` the first time, `None` afterwards.
-    fn attempt(&self, model: &str, authorization: Option<String>) -> Fault {
+    /// Counts an attempt on `model`, keeps its `Authorization` header and body, and says what
+    /// to do with it. [`Fault::ServerErrorOnce`] is resolved here: `Status(500)` the first
+    /// time, `None` afterwards.
+    fn attempt(
+        &self,
+        model: &str,
+        authorization: Option<String>,
+        body: serde_json::Value,
+    ) -> Fault {
         let configured = lock(&self.faults).get(model).cloned();
         let fault = configured
             .or_else(|| Fault::from_model_name(model))
@@ -180,6 +210,7 @@ impl Shared {
         let state = models.entry(model.to_owned()).or_default();
         state.attempts += 1;
         state.authorization = authorization;
+        state.last_request = Some(body);
         match fault {
             Fault::ServerErrorOnce if !state.failed_once => {
                 state.failed_once = true;
@@ -200,6 +231,10 @@ impl Shared {
             shared: Arc::clone(self),
             model: model.to_owned(),
         }
+    }
+
+    fn prefill(&self) -> Prefill {
+        *lock(&self.prefill)
     }
 
     fn model_names(&self) -> Vec<String> {
@@ -230,6 +265,7 @@ impl Drop for Answering {
 #[must_use]
 pub struct SimBuilder {
     faults: HashMap<String, Fault>,
+    prefill: Prefill,
     token_delay: Duration,
     down_for: Duration,
 }
@@ -239,6 +275,13 @@ impl SimBuilder {
     /// names ([`Fault::from_model_name`]), and other models are healthy.
     pub fn fault(mut self, model: impl Into<String>, fault: Fault) -> Self {
         self.faults.insert(model.into(), fault);
+        self
+    }
+
+    /// What the sim does with a request that ends with an assistant message (a prefill);
+    /// [`Sim::set_prefill`] changes it later. Default: [`Prefill::Continue`].
+    pub fn prefill(mut self, prefill: Prefill) -> Self {
+        self.prefill = prefill;
         self
     }
 
@@ -281,6 +324,7 @@ impl SimBuilder {
         };
         let shared = Arc::new(Shared {
             faults: Mutex::new(self.faults),
+            prefill: Mutex::new(self.prefill),
             models: Mutex::default(),
             total: AtomicU64::new(0),
             next_id: AtomicU64::new(0),
@@ -324,10 +368,12 @@ pub struct Sim {
 }
 
 impl Sim {
-    /// A builder: no configured faults, [`DEFAULT_TOKEN_DELAY`], listening from the start.
+    /// A builder: no configured faults, prefills continued ([`Prefill::Continue`]),
+    /// [`DEFAULT_TOKEN_DELAY`], listening from the start.
     pub fn builder() -> SimBuilder {
         SimBuilder {
             faults: HashMap::new(),
+            prefill: Prefill::default(),
             token_delay: DEFAULT_TOKEN_DELAY,
             down_for: Duration::ZERO,
         }
@@ -380,6 +426,37 @@ impl Sim {
             .and_then(|state| state.authorization.clone())
     }
 
+    /// The body of the last chat request seen for `model`, parsed as JSON (every field,
+    /// including those the sim does not read): `None` when no request for `model` was seen.
+    /// For tests of what a proxy sends upstream: a resumed stream's prefill message, its
+    /// `max_tokens`, `continue_final_message`, the `temperature` and `tools` it kept.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let sim = llm_failover::sim::Sim::builder().start().await?;
+    /// let request = serde_json::json!({
+    ///     "model": "m",
+    ///     "messages": [{"role": "user", "content": "hi"}],
+    ///     "temperature": 0.2,
+    /// });
+    /// reqwest::Client::new()
+    ///     .post(format!("{}/chat/completions", sim.base_url()))
+    ///     .json(&request)
+    ///     .send()
+    ///     .await?;
+    /// assert_eq!(sim.last_request("m"), Some(request));
+    /// assert_eq!(sim.last_request("other"), None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn last_request(&self, model: &str) -> Option<serde_json::Value> {
+        lock(&self.shared.models)
+            .get(model)
+            .and_then(|state| state.last_request.clone())
+    }
+
     /// The most requests for `model` that were being answered at once: from the time the
     /// request was read until its response was produced (for a stream, its headers) or the
     /// client went away.
@@ -406,6 +483,12 @@ impl Sim {
             state.failed_once = false;
         }
         lock(&self.shared.faults).insert(model, fault);
+    }
+
+    /// Changes what the sim does with an assistant prefill, from the next request on (a
+    /// stream being sent keeps its answer).
+    pub fn set_prefill(&self, prefill: Prefill) {
+        *lock(&self.shared.prefill) = prefill;
     }
 
     /// Removes the configured fault of `model`: its name decides again.

@@ -17,7 +17,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::server::Conn;
-use super::{Fault, Shared, answer_tokens};
+use super::{ANSWER, Fault, Prefill, Shared};
 
 /// The router of one sim.
 pub(super) fn router(shared: Arc<Shared>) -> Router {
@@ -28,7 +28,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
         .with_state(shared)
 }
 
-/// The part of an OpenAI chat request the sim reads; other fields are ignored.
+/// The part of an OpenAI chat request the sim reads, and the whole body.
 #[derive(Debug, Deserialize)]
 struct ChatRequest {
     model: String,
@@ -36,15 +36,29 @@ struct ChatRequest {
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
+    stream_options: Option<StreamOptions>,
+    #[serde(default)]
     max_tokens: Option<u32>,
     #[serde(default)]
     max_completion_tokens: Option<u32>,
+    /// The body as it arrived, for [`Sim::last_request`](super::Sim::last_request).
+    #[serde(skip)]
+    body: Value,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: Option<bool>,
 }
 
 impl ChatRequest {
     fn parse(body: &[u8]) -> Result<Self, String> {
-        let req: ChatRequest = serde_json::from_slice(body)
-            .map_err(|e| format!("We could not parse the JSON body of your request: {e}"))?;
+        let unreadable =
+            |e: serde_json::Error| format!("We could not parse the JSON body of your request: {e}");
+        let body: Value = serde_json::from_slice(body).map_err(unreadable)?;
+        let mut req = ChatRequest::deserialize(&body).map_err(unreadable)?;
+        req.body = body;
         if req.model.is_empty() {
             return Err("you must provide a model parameter".into());
         }
@@ -55,6 +69,25 @@ impl ChatRequest {
             return Err("max_tokens must be at least 1".into());
         }
         Ok(req)
+    }
+
+    /// The assistant prefill: the string content of the last message when that message is
+    /// the assistant's and the content is not empty.
+    fn prefill(&self) -> Option<&str> {
+        let last = self.messages.last()?;
+        if last.get("role").and_then(Value::as_str) != Some("assistant") {
+            return None;
+        }
+        last.get("content")
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty())
+    }
+
+    fn include_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .and_then(|o| o.include_usage)
+            .unwrap_or(false)
     }
 
     /// A rough prompt size: the words of every string content.
@@ -91,14 +124,24 @@ async fn chat(
             );
         }
     };
-    let fault = shared.attempt(&req.model, authorization);
+    let fault = shared.attempt(&req.model, authorization, req.body.clone());
     let _answering = shared.enter(&req.model);
-    respond(&fault, &req, &conn, shared.token_delay, shared.next_id()).await
+    let prefill = shared.prefill();
+    respond(
+        &fault,
+        prefill,
+        &req,
+        &conn,
+        shared.token_delay,
+        shared.next_id(),
+    )
+    .await
 }
 
 /// The one table: what each fault does with a request once it is read.
 async fn respond(
     fault: &Fault,
+    prefill: Prefill,
     req: &ChatRequest,
     conn: &Conn,
     token_delay: Duration,
@@ -135,27 +178,74 @@ async fn respond(
                 Some("content_filter"),
             ),
         ),
-        Fault::FirstTokenDelay(delay) if !stream => {
-            tokio::time::sleep(*delay).await;
-            Answer::new(req, id).complete(fault)
-        }
         // The faults of an answer's delivery (`ServerErrorOnce` is resolved to a status or
-        // to `None` by `Shared::attempt`, before this table).
+        // to `None` by `Shared::attempt`, before this table). A rejected prefill replaces the
+        // answer.
         Fault::None
         | Fault::ServerErrorOnce
         | Fault::FirstTokenDelay(_)
         | Fault::CutAfter(_)
         | Fault::StallAfter(_)
         | Fault::MalformedAfter(_)
-        | Fault::NoDone => {
-            let answer = Answer::new(req, id);
+        | Fault::NoDone
+        | Fault::ErrorAfter(_) => {
+            let text = match (req.prefill(), prefill) {
+                (Some(_), Prefill::Reject) => return prefill_rejected(),
+                (Some(p), Prefill::Continue) => ANSWER.strip_prefix(p).unwrap_or(ANSWER),
+                (Some(_), Prefill::Ignore) | (None, _) => ANSWER,
+            };
+            let answer = Answer::new(req, text, id);
             if stream {
                 answer.stream(fault, token_delay)
             } else {
+                if let Fault::FirstTokenDelay(delay) = fault {
+                    tokio::time::sleep(*delay).await;
+                }
                 answer.complete(fault)
             }
         }
     }
+}
+
+/// Anthropic's 400 for a prefill to a model that does not support one.
+fn prefill_rejected() -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        json!({
+            "type": "error",
+            "error": {
+                "type": "invalid_request_error",
+                "message": "This model does not support assistant message prefill. The \
+                            conversation must end with a user message.",
+            },
+        }),
+    )
+}
+
+/// `text` in stream tokens: a token ends after a space that is followed by a word, so
+/// [`ANSWER`] gives [`answer_tokens`](super::answer_tokens), the rest of a word that a
+/// prefill cut is a token, and a space that a prefill left out leads the next word's token.
+fn tokens(text: &str) -> Vec<&str> {
+    let mut tokens = Vec::new();
+    let mut start = 0;
+    let mut word = false;
+    let mut after_space = false;
+    for (i, c) in text.char_indices() {
+        if c == ' ' {
+            after_space = true;
+        } else {
+            if word && after_space {
+                tokens.push(&text[start..i]);
+                start = i;
+            }
+            word = true;
+            after_space = false;
+        }
+    }
+    if start < text.len() {
+        tokens.push(&text[start..]);
+    }
+    tokens
 }
 
 /// A healthy answer to one request, before a fault shapes its delivery.
@@ -166,6 +256,8 @@ struct Answer<'a> {
     tokens: Vec<&'static str>,
     finish_reason: &'static str,
     prompt_tokens: usize,
+    /// The request asked for the usage chunk at the end of a stream.
+    include_usage: bool,
 }
 
 /// One step of a response body.
@@ -179,22 +271,50 @@ enum Step {
 }
 
 impl<'a> Answer<'a> {
-    fn new(req: &'a ChatRequest, id: u64) -> Self {
+    /// The answer `text` (all of [`ANSWER`], or what follows a prefill), within the
+    /// request's token limit.
+    fn new(req: &'a ChatRequest, text: &'static str, id: u64) -> Self {
         let limit = req
             .max_tokens
             .or(req.max_completion_tokens)
             .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
-        let all = answer_tokens().count();
+        let mut tokens = tokens(text);
+        let all = tokens.len();
+        tokens.truncate(limit);
         Answer {
             id: format!("chatcmpl-sim-{id}"),
             created: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
             model: &req.model,
-            tokens: answer_tokens().take(limit).collect(),
+            tokens,
             finish_reason: if limit < all { "length" } else { "stop" },
             prompt_tokens: req.prompt_tokens(),
+            include_usage: req.include_usage(),
         }
+    }
+
+    /// The usage object for `completion_tokens` tokens.
+    fn usage(&self, completion_tokens: usize) -> Value {
+        json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": self.prompt_tokens + completion_tokens,
+        })
+    }
+
+    /// OpenRouter's mid-stream failure: a top-level `error` beside a choice that finishes
+    /// with `error`.
+    fn error_chunk(&self) -> Bytes {
+        let chunk = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "error": mid_stream_error(),
+            "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
+        });
+        Bytes::from(format!("data: {chunk}\n\n"))
     }
 
     /// One `chat.completion.chunk` as an SSE event.
@@ -210,13 +330,16 @@ impl<'a> Answer<'a> {
     }
 
     /// A streamed answer: one chunk per token (the first also carries the role), the
-    /// `finish_reason` chunk with an empty delta, then `data: [DONE]`.
+    /// `finish_reason` chunk with an empty delta, the usage chunk when the request asked for
+    /// it, then `data: [DONE]`.
     fn stream(&self, fault: &Fault, token_delay: Duration) -> Response {
         let mut steps = VecDeque::new();
         if let Fault::FirstTokenDelay(delay) = fault {
             steps.push_back(Step::Wait(*delay));
         }
         let n = self.tokens.len();
+        // Token chunks sent as valid JSON, for the usage chunk.
+        let mut sent = 0;
         for i in 0..=n {
             match fault {
                 Fault::CutAfter(k) if *k.min(&n) == i => {
@@ -225,6 +348,11 @@ impl<'a> Answer<'a> {
                 }
                 Fault::StallAfter(k) if *k.min(&n) == i => {
                     steps.push_back(Step::Hang);
+                    return sse(steps);
+                }
+                Fault::ErrorAfter(k) if *k.min(&n) == i => {
+                    // The body then ends cleanly, without `[DONE]`.
+                    steps.push_back(Step::Send(self.error_chunk()));
                     return sse(steps);
                 }
                 Fault::MalformedAfter(k) if *k.min(&n) == i => {
@@ -250,8 +378,20 @@ impl<'a> Answer<'a> {
                 json!({"content": token})
             };
             steps.push_back(Step::Send(self.chunk(&delta, None)));
+            sent += 1;
         }
         steps.push_back(Step::Send(self.chunk(&json!({}), Some(self.finish_reason))));
+        if self.include_usage {
+            let chunk = json!({
+                "id": self.id,
+                "object": "chat.completion.chunk",
+                "created": self.created,
+                "model": self.model,
+                "choices": [],
+                "usage": self.usage(sent),
+            });
+            steps.push_back(Step::Send(Bytes::from(format!("data: {chunk}\n\n"))));
+        }
         steps.push_back(match fault {
             Fault::NoDone => Step::Hang,
             _ => Step::Send(Bytes::from_static(b"data: [DONE]\n\n")),
@@ -259,10 +399,9 @@ impl<'a> Answer<'a> {
         sse(steps)
     }
 
-    /// A `chat.completion` object, delivered whole unless the fault breaks the body.
-    fn complete(&self, fault: &Fault) -> Response {
-        let completion_tokens = self.tokens.len();
-        let body = json!({
+    /// The `chat.completion` object.
+    fn completion(&self) -> Value {
+        json!({
             "id": self.id,
             "object": "chat.completion",
             "created": self.created,
@@ -273,12 +412,18 @@ impl<'a> Answer<'a> {
                 "logprobs": null,
                 "finish_reason": self.finish_reason,
             }],
-            "usage": {
-                "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": self.prompt_tokens + completion_tokens,
-            },
-        });
+            "usage": self.usage(self.tokens.len()),
+        })
+    }
+
+    /// A `chat.completion` object, delivered whole unless the fault breaks the body; for
+    /// [`Fault::ErrorAfter`], the mid-stream error object in its place.
+    fn complete(&self, fault: &Fault) -> Response {
+        let body = if let Fault::ErrorAfter(_) = fault {
+            json!({"error": mid_stream_error()})
+        } else {
+            self.completion()
+        };
         let body = Bytes::from(body.to_string());
         let half = body.slice(..body.len() / 2);
         let (steps, length) = match fault {
@@ -296,6 +441,11 @@ impl<'a> Answer<'a> {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         resp
     }
+}
+
+/// The error object of [`Fault::ErrorAfter`], as OpenRouter reports an upstream failure.
+fn mid_stream_error() -> Value {
+    json!({"message": "Upstream provider error mid-stream", "code": 502})
 }
 
 /// An SSE response that plays `steps`.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::time::{Instant, timeout};
 
-use super::{ANSWER, Fault, Sim, answer_tokens};
+use super::{ANSWER, Fault, Prefill, Sim, answer_tokens};
 use crate::Reason;
 use crate::classify::{Signal, classify};
 
@@ -743,4 +743,348 @@ async fn dropping_the_sim_releases_the_port() {
     })
     .await
     .expect("the port is closed");
+}
+
+/// [`request`] with an assistant prefill as the last message.
+fn prefilled(model: &str, prefill: &str, stream: bool) -> Value {
+    let mut req = request(model, stream);
+    req["messages"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"role": "assistant", "content": prefill}));
+    req
+}
+
+/// The content deltas of each JSON chunk that has one.
+fn deltas(events: &[String]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter_map(|chunk| {
+            chunk["choices"][0]["delta"]["content"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn continue_prefill_sends_the_rest_of_the_answer() {
+    let sim = sim().await;
+    let client = client();
+    let n = answer_tokens().count();
+    let whole_words = prefix(3);
+    let no_space = whole_words.trim_end().to_owned();
+    // (prefill, the continuation's first token, its token count)
+    let cases = [
+        (whole_words.as_str(), answer_tokens().nth(3).unwrap(), n - 3),
+        ("The simul", "ated ", n - 1),
+        (no_space.as_str(), " answered ", n - 3),
+    ];
+    for (prefill, first, count) in cases {
+        let (events, err) = Events::new(
+            post(&client, &sim, &prefilled("sim-ok", prefill, true))
+                .await
+                .unwrap(),
+        )
+        .all()
+        .await;
+        assert!(err.is_none(), "{prefill:?}: {err:?}");
+        let tokens = deltas(&events);
+        assert_eq!(tokens.len(), count, "{prefill:?}: {tokens:?}");
+        assert_eq!(tokens[0], first, "{prefill:?}");
+        assert_eq!(format!("{prefill}{}", tokens.concat()), ANSWER);
+        assert!(events[count].contains("\"finish_reason\":\"stop\""));
+        assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+
+        let body: Value = post(&client, &sim, &prefilled("sim-ok", prefill, false))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let rest = body["choices"][0]["message"]["content"].as_str().unwrap();
+        assert_eq!(format!("{prefill}{rest}"), ANSWER);
+        assert_eq!(body["usage"]["completion_tokens"], count);
+    }
+}
+
+#[tokio::test]
+async fn a_prefill_that_is_not_a_prefix_gets_the_whole_answer() {
+    let sim = sim().await;
+    let client = client();
+    for prefill in ["Something else entirely ", "the simulated ", ""] {
+        let (events, err) = Events::new(
+            post(&client, &sim, &prefilled("sim-ok", prefill, true))
+                .await
+                .unwrap(),
+        )
+        .all()
+        .await;
+        assert!(err.is_none());
+        assert_eq!(content(&events), ANSWER, "{prefill:?}");
+    }
+}
+
+#[tokio::test]
+async fn ignore_prefill_sends_the_whole_answer_again() {
+    let sim = Sim::builder()
+        .prefill(Prefill::Ignore)
+        .start()
+        .await
+        .unwrap();
+    let client = client();
+    let req = prefilled("sim-ok", &prefix(3), true);
+    let (events, err) = Events::new(post(&client, &sim, &req).await.unwrap())
+        .all()
+        .await;
+    assert!(err.is_none());
+    assert_eq!(content(&events), ANSWER);
+
+    // And at run time, both ways.
+    sim.set_prefill(Prefill::Continue);
+    let (events, _) = Events::new(post(&client, &sim, &req).await.unwrap())
+        .all()
+        .await;
+    assert_eq!(format!("{}{}", prefix(3), content(&events)), ANSWER);
+    sim.set_prefill(Prefill::Ignore);
+    let body: Value = post(&client, &sim, &prefilled("sim-ok", &prefix(3), false))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], ANSWER);
+}
+
+#[tokio::test]
+async fn reject_prefill_is_anthropics_400_which_the_classifier_reads_as_format() {
+    let sim = sim().await;
+    sim.set_prefill(Prefill::Reject);
+    let client = client();
+    let want = json!({
+        "type": "error",
+        "error": {
+            "type": "invalid_request_error",
+            "message": "This model does not support assistant message prefill. The conversation must end with a user message.",
+        },
+    });
+    for stream in [false, true] {
+        for model in ["sim-ok", "sim-cut-2", "sim-slow-5s"] {
+            let resp = post(&client, &sim, &prefilled(model, &prefix(3), stream))
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 400, "{model}");
+            assert_eq!(resp.headers()["content-type"], "application/json");
+            let text = resp.text().await.unwrap();
+            assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), want);
+            let c = classify(&Signal::new().status(400).body(text.as_str()));
+            assert_eq!(c.reason, Reason::Format, "{c:?}");
+        }
+    }
+    // A request without a prefill is answered, and an error fault keeps its error.
+    let body: Value = post(&client, &sim, &request("sim-ok", false))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], ANSWER);
+    let resp = post(&client, &sim, &prefilled("sim-503", &prefix(3), false))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert_eq!(sim.attempts("sim-ok"), 3);
+}
+
+#[tokio::test]
+async fn a_fault_applies_to_the_continuation() {
+    let sim = sim().await;
+    let resp = post(&client(), &sim, &prefilled("sim-cut-2", &prefix(3), true))
+        .await
+        .unwrap();
+    let (events, err) = Events::new(resp).all().await;
+    let want: Vec<&str> = answer_tokens().skip(3).take(2).collect();
+    assert_eq!(deltas(&events), want, "{events:#?}");
+    assert_eq!(events.len(), 2);
+    let err = err.expect("the body read fails after 2 continuation tokens");
+    assert!(err.is_body() || err.is_decode(), "{err:?}");
+}
+
+#[tokio::test]
+async fn max_tokens_limits_the_continuation() {
+    let sim = sim().await;
+    let client = client();
+    let rest = answer_tokens().count() - 3;
+    for (limit, finish) in [(2, "length"), (rest, "stop")] {
+        let mut req = prefilled("sim-ok", &prefix(3), true);
+        req["max_tokens"] = json!(limit);
+        let (events, err) = Events::new(post(&client, &sim, &req).await.unwrap())
+            .all()
+            .await;
+        assert!(err.is_none());
+        let want: String = answer_tokens().skip(3).take(limit).collect();
+        assert_eq!(content(&events), want, "{limit}");
+        assert!(
+            events[limit].contains(&format!("\"finish_reason\":\"{finish}\"")),
+            "{limit}: {}",
+            events[limit]
+        );
+
+        let mut req = prefilled("sim-ok", &prefix(3), false);
+        req["max_completion_tokens"] = json!(limit);
+        let body: Value = post(&client, &sim, &req)
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["choices"][0]["message"]["content"], want.as_str());
+        assert_eq!(body["choices"][0]["finish_reason"], finish);
+    }
+}
+
+/// The events of `req` streamed with `"stream_options": {"include_usage": true}`, and the
+/// error that broke the body, if any.
+async fn with_usage(sim: &Sim, mut req: Value) -> (Vec<String>, Option<reqwest::Error>) {
+    req["stream_options"] = json!({"include_usage": true});
+    Events::new(post(&client(), sim, &req).await.unwrap())
+        .all()
+        .await
+}
+
+fn usage_events(events: &[String]) -> Vec<Value> {
+    events
+        .iter()
+        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
+        .filter(|chunk| chunk.get("usage").is_some())
+        .collect()
+}
+
+#[tokio::test]
+async fn include_usage_sends_the_usage_chunk_before_done() {
+    let sim = sim().await;
+    let n = answer_tokens().count();
+    // "say the thing" is 3 words; the prefill adds 3 more.
+    for (req, prompt, completion) in [
+        (request("sim-ok", true), 3, n),
+        (prefilled("sim-ok", &prefix(3), true), 6, n - 3),
+    ] {
+        let (events, err) = with_usage(&sim, req).await;
+        assert!(err.is_none(), "{err:?}");
+        assert_eq!(events.len(), completion + 3, "{events:#?}");
+        assert!(events[completion].contains("\"finish_reason\":\"stop\""));
+        let usage: Value = serde_json::from_str(&events[completion + 1]).unwrap();
+        assert_eq!(usage["object"], "chat.completion.chunk");
+        assert_eq!(usage["model"], "sim-ok");
+        assert!(usage["id"].as_str().unwrap().starts_with("chatcmpl-"));
+        assert!(usage["created"].is_u64());
+        assert_eq!(usage["choices"], json!([]));
+        assert_eq!(
+            usage["usage"],
+            json!({
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            })
+        );
+        assert_eq!(events[completion + 2], "[DONE]");
+    }
+
+    // The malformed line does not count: the usage says what arrived as tokens.
+    let (events, _) = with_usage(&sim, request("sim-malformed-3", true)).await;
+    let usage = usage_events(&events);
+    assert_eq!(usage.len(), 1);
+    assert_eq!(usage[0]["usage"]["completion_tokens"], n - 1);
+
+    // Without include_usage, no usage chunk.
+    let (events, _) = Events::new(
+        post(&client(), &sim, &request("sim-ok", true))
+            .await
+            .unwrap(),
+    )
+    .all()
+    .await;
+    assert!(usage_events(&events).is_empty());
+}
+
+#[tokio::test]
+async fn a_broken_stream_sends_no_usage_chunk() {
+    let sim = sim().await;
+    for model in ["sim-cut-3", "sim-error-3"] {
+        let (events, _) = with_usage(&sim, request(model, true)).await;
+        assert!(events.len() >= 3, "{model}: {events:#?}");
+        assert!(usage_events(&events).is_empty(), "{model}: {events:#?}");
+    }
+}
+
+#[tokio::test]
+async fn error_after_streams_n_tokens_then_an_error_event_and_a_clean_end() {
+    let sim = sim().await;
+    let resp = post(&client(), &sim, &request("sim-error-2", true))
+        .await
+        .unwrap();
+    let (events, err) = Events::new(resp).all().await;
+    assert!(err.is_none(), "the body ends cleanly: {err:?}");
+    assert_eq!(events.len(), 3, "{events:#?}");
+    assert_eq!(content(&events[..2]), prefix(2));
+    let error: Value = serde_json::from_str(&events[2]).unwrap();
+    assert_eq!(error["object"], "chat.completion.chunk");
+    assert_eq!(error["model"], "sim-error-2");
+    assert!(error["id"].is_string() && error["created"].is_u64());
+    assert_eq!(
+        error["error"],
+        json!({"message": "Upstream provider error mid-stream", "code": 502})
+    );
+    assert_eq!(
+        error["choices"],
+        json!([{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}])
+    );
+    assert!(!events.iter().any(|e| e == "[DONE]"));
+}
+
+#[tokio::test]
+async fn error_after_without_streaming_is_a_200_error_object() {
+    let sim = sim().await;
+    let resp = post(&client(), &sim, &request("sim-error-2", false))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body,
+        json!({"error": {"message": "Upstream provider error mid-stream", "code": 502}})
+    );
+}
+
+#[tokio::test]
+async fn last_request_is_the_last_body_per_model() {
+    let sim = sim().await;
+    let client = client();
+    assert_eq!(sim.last_request("m"), None);
+    let mut first = prefilled("m", &prefix(3), true);
+    first["max_tokens"] = json!(7);
+    first["continue_final_message"] = json!(true);
+    first["add_generation_prompt"] = json!(false);
+    first["temperature"] = json!(0.5);
+    first["tools"] = json!([{"type": "function", "function": {"name": "f"}}]);
+    let _ = Events::new(post(&client, &sim, &first).await.unwrap())
+        .all()
+        .await;
+    assert_eq!(sim.last_request("m"), Some(first));
+
+    let second = request("m", false);
+    post(&client, &sim, &second).await.unwrap();
+    post(&client, &sim, &request("other", false)).await.unwrap();
+    // A body that is not a valid request is not kept.
+    let bad = client
+        .post(format!("{}/chat/completions", sim.base_url()))
+        .json(&json!({"model": "m", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 400);
+    assert_eq!(sim.last_request("m"), Some(second));
+    assert_eq!(sim.last_request("other"), Some(request("other", false)));
 }
