@@ -22,6 +22,7 @@
 //! | `limited` | `sim/sim-429` | 429 from the proxy: `rate_limit`, with `failover` details |
 //! | `cut` | `sim/sim-cut-3` | a stream that breaks after three tokens: an `error` event, no `[DONE]` |
 //! | `failing` | `failing/sim-500` → `failing/sim-503` | 503 from the proxy after the chain's attempts, with `x-should-retry: false` |
+//! | `resumed` | `sim/sim-cut-3` → `sim/gpt-4o-mini` (stream resume) | a stream cut after three tokens, finished by the second target: one whole answer |
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -58,6 +59,8 @@ total_deadline = "15s"
 
 [providers.sim]
 base_url = "{sim}"
+# The sim continues an assistant prefill, as Anthropic, llama.cpp and Ollama do.
+prefill = "assistant"
 [providers.down]
 base_url = "{down}"
 connect_timeout = "1s"
@@ -83,6 +86,10 @@ targets = ["sim/sim-429"]
 targets = ["sim/sim-cut-3"]
 [routes.failing]
 targets = ["failing/sim-500", "failing/sim-503"]
+[routes.resumed]
+targets = ["sim/sim-cut-3", "sim/gpt-4o-mini"]
+[routes.resumed.policy]
+stream_resume = true
 "#,
         sim = sim.base_url(),
         down = down.base_url(),

@@ -13,6 +13,7 @@ mod demo;
 mod proxy;
 mod proxy_faults;
 mod reload;
+mod resume;
 mod secrets;
 mod serve;
 mod shaping;

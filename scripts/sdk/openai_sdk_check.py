@@ -71,6 +71,31 @@ def check_default_retries(base_url, status_url):
           "once), InternalServerError 503 at once, x-should-retry false")
 
 
+def check_resumed(client):
+    """A stream cut after three tokens on a route with stream_resume reads as one answer."""
+    chunks = list(client.chat.completions.create(
+        model="resumed", messages=MESSAGES, stream=True,
+        stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    check("resumed", text == ANSWER, f"text {text!r}")
+    check("resumed", len({c.id for c in chunks}) == 1, f"ids {[c.id for c in chunks]}")
+    roles = [c for c in chunks if c.choices and c.choices[0].delta.role]
+    check("resumed", len(roles) == 1, f"{len(roles)} chunks with a role")
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    check("resumed", finishes == ["stop"], f"finish reasons {finishes}")
+    usage = chunks[-1].usage
+    check("resumed", usage is not None and usage.completion_tokens == len(ANSWER.split(" ")),
+          f"usage {usage}")
+    trail = (chunks[-1].model_extra or {}).get("failover", {}).get("trail", "")
+    check("resumed", trail.endswith("sim/gpt-4o-mini=ok"), f"failover extension {chunks[-1]}")
+    # The SDK's stream helper assembles the chunks into one completion.
+    with client.chat.completions.stream(model="resumed", messages=MESSAGES) as stream:
+        final = stream.get_final_completion()
+    check("resumed", final.choices[0].message.content == ANSWER, repr(final))
+    check("resumed", final.choices[0].finish_reason == "stop", repr(final))
+    print(f"ok  stream cut after three tokens, resumed on another target: one answer ({trail})")
+
+
 def main():
     base_url = sys.argv[1]
     status_url = sys.argv[2]
@@ -134,6 +159,7 @@ def main():
     else:
         raise AssertionError(f"cut: the stream ended normally with {text!r}")
 
+    check_resumed(client)
     check_default_retries(base_url, status_url)
 
     print("all SDK checks passed")

@@ -32,7 +32,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -46,6 +46,11 @@ pub const DEFAULT_DECAY: Duration = Duration::from_secs(10);
 
 /// The cost of a target with requests in flight and no latency sample yet, in seconds.
 const PENALTY: f64 = 1e9;
+
+/// [`Load`] flag: the in-flight count is read by something, so it is kept.
+const COUNTED: u8 = 1;
+/// [`Load`] flag: rate limits or an adopted quota apply.
+const LIMITED: u8 = 2;
 
 /// Loads by (provider, model).
 type Board = HashMap<(Arc<str>, Arc<str>), Arc<Load>>;
@@ -325,12 +330,11 @@ pub struct Load {
     /// Some `least_loaded` tier reads the latency average: keep it. Until then the closed
     /// path skips the clock read and the arithmetic.
     timed: AtomicBool,
-    /// Something reads the in-flight count (a limit, a `least_loaded` tier): count it. Until
-    /// then the closed path skips the counting and the gauge.
-    counted: AtomicBool,
-    /// Rate limits are set or a provider's quota was adopted: ask the limiter. Until then the
-    /// closed path does not take its lock.
-    limited: AtomicBool,
+    /// [`COUNTED`]: something reads the in-flight count (a limit, a `least_loaded` tier), so
+    /// count it; until then the closed path skips the counting and the gauge. [`LIMITED`]:
+    /// rate limits are set or a provider's quota was adopted, so ask the limiter; until then
+    /// the closed path does not take its lock. One word, so a plain target costs one load.
+    flags: AtomicU8,
     limiter: Mutex<Limiter>,
     /// The slow start, if one is set.
     slow_start: Mutex<Option<SlowStart>>,
@@ -366,8 +370,7 @@ impl Load {
             epoch: Instant::now(),
             decay: decay.as_secs_f64(),
             timed: AtomicBool::new(false),
-            counted: AtomicBool::new(false),
-            limited: AtomicBool::new(false),
+            flags: AtomicU8::new(0),
             limiter: Mutex::new(Limiter::new(Instant::now())),
             slow_start: Mutex::new(None),
             slow_window: AtomicU64::new(0),
@@ -428,7 +431,7 @@ impl Load {
     /// assert_eq!(load.inflight(), 0);
     /// ```
     pub fn count(&self) {
-        self.counted.store(true, Ordering::Release);
+        self.flags.fetch_or(COUNTED, Ordering::Release);
     }
 
     /// Counts this target against its provider's limit (once).
@@ -501,7 +504,7 @@ impl Load {
     pub fn set_rate_limits(&self, limits: RateLimits) {
         self.limiter().set_limits(limits);
         if !limits.is_none() {
-            self.limited.store(true, Ordering::Release);
+            self.flags.fetch_or(LIMITED, Ordering::Release);
         }
     }
 
@@ -510,7 +513,7 @@ impl Load {
     /// ([`AttemptFailure::quota`](super::AttemptFailure::quota)).
     pub fn adopt(&self, quota: &Quota) {
         self.limiter().adopt(Instant::now(), quota);
-        self.limited.store(true, Ordering::Release);
+        self.flags.fetch_or(LIMITED, Ordering::Release);
     }
 
     fn limiter(&self) -> std::sync::MutexGuard<'_, Limiter> {
@@ -520,7 +523,13 @@ impl Load {
     /// True when a rate limit or an adopted quota applies.
     #[inline]
     pub(crate) fn is_limited(&self) -> bool {
-        self.limited.load(Ordering::Acquire)
+        self.flags.load(Ordering::Acquire) & LIMITED != 0
+    }
+
+    /// Neither counted nor limited: an attempt here needs no place in flight and no admission.
+    #[inline]
+    pub(crate) fn is_plain(&self) -> bool {
+        self.flags.load(Ordering::Acquire) == 0
     }
 
     /// Takes a request of `tokens` under the rate limits, or says which refuses it and how
@@ -617,11 +626,8 @@ impl Load {
     /// the place is [`announced`](Inflight::announce).
     #[inline]
     pub(crate) fn try_enter(self: &Arc<Self>) -> Option<Inflight> {
-        if !self.counted.load(Ordering::Acquire) {
-            return Some(Inflight {
-                load: None,
-                announced: false,
-            });
+        if self.flags.load(Ordering::Acquire) & COUNTED == 0 {
+            return Some(Inflight::uncounted());
         }
         let max = self.max.load(Ordering::Relaxed);
         if max == 0 {
@@ -654,6 +660,15 @@ pub(crate) struct Inflight {
 }
 
 impl Inflight {
+    /// No place: the target is not counted.
+    #[inline]
+    pub(crate) fn uncounted() -> Self {
+        Inflight {
+            load: None,
+            announced: false,
+        }
+    }
+
     /// The request was sent: the in-flight gauge counts it from now on.
     #[inline]
     pub(crate) fn announce(&mut self) {

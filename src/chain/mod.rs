@@ -53,6 +53,12 @@
 //! OpenAI, the one with a `finish_reason`) ends the stream at once, even if the upstream never
 //! sends its `[DONE]` marker.
 //!
+//! A route whose policy says [`stream_resume`](RoutePolicyBuilder::stream_resume) finishes
+//! such a broken stream on another target instead, for streams opened with
+//! [`Route::resumable_stream`]: the text so far goes to the next admitting target that
+//! accepts an assistant prefill, and the reader sees one answer (see [`Resume`] and
+//! [`openai::ChatResume`]).
+//!
 //! Dropping the request future (or the stream) cancels the attempt in flight; its breaker
 //! permit is released without counting, so cancellation never counts against a provider.
 //!
@@ -90,6 +96,7 @@ mod load;
 pub mod openai;
 mod policy;
 mod rate;
+mod resume;
 mod stream;
 mod telemetry;
 mod tier;
@@ -118,6 +125,7 @@ pub use self::error::{
 pub use self::load::{DEFAULT_DECAY, Load, Loads, SlowStart};
 pub use self::policy::{RoutePolicy, RoutePolicyBuilder, RoutePolicyError};
 pub use self::rate::{Quota, RateLimits};
+pub use self::resume::{Opening, Resume};
 pub use self::stream::{Chunk, FailoverStream};
 pub use self::tier::{Pick, Tier, UnknownPick};
 
@@ -167,7 +175,7 @@ impl RouteTarget {
 /// The names of a target, what an attempt in flight keeps of it (its load is held by the
 /// attempt's [`Inflight`] place).
 #[derive(Debug, Clone)]
-struct Named {
+pub(crate) struct Named {
     provider: Arc<str>,
     model: Arc<str>,
 }
@@ -377,7 +385,10 @@ impl RouteBuilder {
         let (ratio, floor, window, _) = self.policy.retry_budget();
         let budget = RetryBudget::new(window, floor, ratio);
         let p = &self.policy;
-        let budgeted = p.max_retries > 0 || p.hedge_after.is_some() || p.retry_budget_failovers;
+        let budgeted = p.max_retries > 0
+            || p.hedge_after.is_some()
+            || p.retry_budget_failovers
+            || p.stream_resume;
         Ok(Route {
             name: self.name,
             targets,
@@ -864,12 +875,17 @@ impl Route {
     ///
     /// [`FailoverError`] when no target answered: every one failed or was open, a failure was
     /// returned as is, or the total deadline passed.
-    pub async fn call<T, F, Fut>(&self, attempt: F) -> Result<Answer<T>, FailoverError>
+    pub fn call<T, F, Fut>(
+        &self,
+        attempt: F,
+    ) -> impl Future<Output = Result<Answer<T>, FailoverError>>
     where
         F: FnMut(AttemptContext) -> Fut,
         Fut: Future<Output = Result<T, AttemptFailure>>,
     {
-        self.call_with_tokens(0, attempt).await
+        // Not an `async fn`: a wrapper future would be one more state machine to move and
+        // poll on every call (measured on the closed path).
+        self.call_with_tokens(0, attempt)
     }
 
     /// True when some target of the route has rate limits (its own, or a quota a provider
@@ -894,7 +910,7 @@ impl Route {
     pub async fn call_with_tokens<T, F, Fut>(
         &self,
         tokens: u64,
-        mut attempt: F,
+        attempt: F,
     ) -> Result<Answer<T>, FailoverError>
     where
         F: FnMut(AttemptContext) -> Fut,
@@ -903,7 +919,7 @@ impl Route {
         let limit = self.policy.attempt_timeout;
         let request = telemetry::Request::new(&self.name);
         let c = match self
-            .run(&request, tokens, &mut attempt, |_| limit)
+            .run(&request, tokens, attempt, |_| limit)
             .instrument(request.span().clone())
             .await
         {
@@ -939,17 +955,17 @@ impl Route {
     /// # Errors
     ///
     /// [`FailoverError`] when no target produced a first chunk.
-    pub async fn stream<C, S, F, Fut>(
+    pub fn stream<C, S, F, Fut>(
         &self,
         open: F,
-    ) -> Result<Answer<FailoverStream<C, S>>, FailoverError>
+    ) -> impl Future<Output = Result<Answer<FailoverStream<C, S>>, FailoverError>>
     where
         C: Chunk,
         S: futures_core::Stream<Item = Result<C, AttemptFailure>> + Unpin,
         F: FnMut(AttemptContext) -> Fut,
         Fut: Future<Output = Result<S, AttemptFailure>>,
     {
-        self.stream_with_tokens(0, open).await
+        self.stream_with_tokens(0, open)
     }
 
     /// [`stream`](Self::stream) for a request estimated at `tokens` (see
@@ -961,7 +977,7 @@ impl Route {
     pub async fn stream_with_tokens<C, S, F, Fut>(
         &self,
         tokens: u64,
-        mut open: F,
+        open: F,
     ) -> Result<Answer<FailoverStream<C, S>>, FailoverError>
     where
         C: Chunk,
@@ -969,26 +985,122 @@ impl Route {
         F: FnMut(AttemptContext) -> Fut,
         Fut: Future<Output = Result<S, AttemptFailure>>,
     {
-        use futures_util::StreamExt as _;
+        self.open_stream(tokens, open, |_| None).await
+    }
+
+    /// [`stream_with_tokens`](Self::stream_with_tokens) for a route that resumes broken
+    /// streams: when the stream breaks after its first token and the route's policy says
+    /// [`stream_resume`](RoutePolicyBuilder::stream_resume), `resume` continues the answer on
+    /// another target (see [`Resume`] for what the chain does). Without that policy it is
+    /// [`stream_with_tokens`](Self::stream_with_tokens).
+    ///
+    /// ```
+    /// # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(async {
+    /// use std::sync::Arc;
+    /// use futures_util::StreamExt as _;
+    /// use llm_failover::{breaker::Registry, chain::{AttemptContext, Route, RoutePolicy}};
+    /// use llm_failover::chain::openai::{ChatResume, Client, Endpoint, Prefill};
+    /// use llm_failover::sim::{ANSWER, Sim};
+    ///
+    /// // A local model whose stream is cut after three tokens, and a provider that continues
+    /// // an assistant prefill.
+    /// let (local, other) = (Sim::builder().start().await?, Sim::builder().start().await?);
+    /// let endpoints = Arc::new([
+    ///     Endpoint::new("local", &local.base_url()),
+    ///     Endpoint::new("other", &other.base_url()).prefill(Prefill::Assistant),
+    /// ]);
+    /// let registry = Arc::new(
+    ///     Registry::builder().target("local", "sim-cut-3").target("other", "m").build()?,
+    /// );
+    /// let route = Route::builder("chat", registry)
+    ///     .target("local", "sim-cut-3")
+    ///     .target("other", "m")
+    ///     .policy(RoutePolicy::builder().stream_resume(true).build()?)
+    ///     .build()?;
+    /// let route = Arc::new(route);
+    ///
+    /// let client = Client::new()?;
+    /// let open = {
+    ///     let endpoints = Arc::clone(&endpoints);
+    ///     move |attempt: AttemptContext, body: Arc<serde_json::Value>| {
+    ///         let (client, endpoints) = (client.clone(), Arc::clone(&endpoints));
+    ///         async move {
+    ///             let endpoint = endpoints.iter().find(|e| e.provider() == attempt.provider());
+    ///             client.chat_stream(endpoint.unwrap(), attempt.model(), &body).await
+    ///         }
+    ///     }
+    /// };
+    /// let prefill = move |provider: &str| {
+    ///     endpoints.iter().find(|e| e.provider() == provider).map_or(Prefill::None, Endpoint::prefill_mode)
+    /// };
+    /// let request = Arc::new(serde_json::json!({"messages": [{"role": "user", "content": "Hi"}]}));
+    /// let resume = ChatResume::new(Arc::clone(&request), prefill, open.clone());
+    /// let answer = route
+    ///     .resumable_stream(0, |attempt| open(attempt, Arc::clone(&request)), resume)
+    ///     .await?;
+    /// let mut stream = answer.value;
+    /// let mut text = String::new();
+    /// while let Some(chunk) = stream.next().await {
+    ///     text.push_str(&chunk?.text());
+    /// }
+    /// assert_eq!(text, ANSWER); // three tokens from local, the rest from other
+    /// assert!(stream.resumed());
+    /// assert_eq!(stream.trail().to_string(), "local/sim-cut-3=stream_interrupted; other/m=ok");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`stream`](Self::stream).
+    pub async fn resumable_stream<C, S, F, Fut, R>(
+        self: &Arc<Self>,
+        tokens: u64,
+        open: F,
+        resume: R,
+    ) -> Result<Answer<FailoverStream<C, S>>, FailoverError>
+    where
+        C: Chunk + Send + 'static,
+        S: futures_core::Stream<Item = Result<C, AttemptFailure>> + Unpin + Send + 'static,
+        F: FnMut(AttemptContext) -> Fut,
+        Fut: Future<Output = Result<S, AttemptFailure>>,
+        R: Resume<C, S> + 'static,
+    {
+        let begun = Instant::now();
+        let resumer = |_: &()| {
+            self.policy.stream_resume.then(|| {
+                Box::new(resume::Resumer {
+                    route: Arc::clone(self),
+                    resume: Box::new(resume),
+                    deadline: begun + self.policy.total_deadline,
+                    tokens,
+                    start: |job| Box::pin(resume::continuation(job)),
+                })
+            })
+        };
+        self.open_stream(tokens, open, resumer).await
+    }
+
+    /// Opens a stream (see [`stream`](Self::stream)); `resumer` gives what resumes it, if
+    /// anything does.
+    async fn open_stream<C, S, F, Fut>(
+        &self,
+        tokens: u64,
+        open: F,
+        resumer: impl FnOnce(&()) -> Option<Box<resume::Resumer<C, S>>>,
+    ) -> Result<Answer<FailoverStream<C, S>>, FailoverError>
+    where
+        C: Chunk,
+        S: futures_core::Stream<Item = Result<C, AttemptFailure>> + Unpin,
+        F: FnMut(AttemptContext) -> Fut,
+        Fut: Future<Output = Result<S, AttemptFailure>>,
+    {
+        let resumer = resumer(&());
         let limit = self.policy.attempt_timeout.min(self.policy.ttft_timeout);
         let request = telemetry::Request::new(&self.name);
+        let mut open = open;
         let run = self
-            .run(
-                &request,
-                tokens,
-                |ctx| {
-                    let opening = open(ctx);
-                    async move {
-                        let mut s = opening.await?;
-                        match s.next().await {
-                            Some(Ok(first)) => Ok((first, s)),
-                            Some(Err(e)) => Err(e),
-                            None => Err(AttemptFailure::new(Reason::EmptyResponse)),
-                        }
-                    }
-                },
-                |_| limit,
-            )
+            .run(&request, tokens, |ctx| first_chunk(open(ctx)), |_| limit)
             .instrument(request.span().clone())
             .await;
         let c = match run {
@@ -1020,8 +1132,10 @@ impl Route {
                 ttft,
                 idle: self.policy.idle_timeout,
                 span: c.span,
-                request,
+                request: Arc::new(request),
+                target: c.target.clone(),
             },
+            resumer,
         );
         Ok(Answer {
             value: stream,
@@ -1276,12 +1390,18 @@ impl Route {
         F: FnMut(AttemptContext) -> Fut,
         Fut: Future<Output = Result<V, AttemptFailure>>,
     {
-        let Some(mut inflight) = t.load.try_enter() else {
-            return Err(Skipped::Shed(ShedCause::Concurrency, None));
+        // A plain target (no limits, nothing reading its count) skips both checks.
+        let (mut inflight, limited) = if t.load.is_plain() {
+            (Inflight::uncounted(), None)
+        } else {
+            let Some(inflight) = t.load.try_enter() else {
+                return Err(Skipped::Shed(ShedCause::Concurrency, None));
+            };
+            if let Err((cause, wait)) = t.load.admit(tokens) {
+                return Err(Skipped::Shed(cause, Some(wait)));
+            }
+            (inflight, t.load.is_limited().then(|| Arc::clone(&t.load)))
         };
-        if let Err((cause, wait)) = t.load.admit(tokens) {
-            return Err(Skipped::Shed(cause, Some(wait)));
-        }
         let span = telemetry::attempt_span(request, t, number, primary, target);
         let permit = if admit {
             match target.try_acquire_owned() {
@@ -1304,7 +1424,7 @@ impl Route {
             primary,
             deadline: attempt_deadline,
             tokens,
-            limited: t.load.is_limited().then(|| Arc::clone(&t.load)),
+            limited,
         };
         let fut = Box::pin(tokio::time::timeout_at(
             attempt_deadline,
@@ -1577,6 +1697,22 @@ pub(crate) fn recovered(
         && let Some(load) = loads.get(provider, model)
     {
         load.recovered();
+    }
+}
+
+/// A stream once its first chunk is in: a stream that ends at once is an empty answer.
+async fn first_chunk<C, S>(
+    opening: impl Future<Output = Result<S, AttemptFailure>>,
+) -> Result<(C, S), AttemptFailure>
+where
+    S: futures_core::Stream<Item = Result<C, AttemptFailure>> + Unpin,
+{
+    use futures_util::StreamExt as _;
+    let mut s = opening.await?;
+    match s.next().await {
+        Some(Ok(first)) => Ok((first, s)),
+        Some(Err(e)) => Err(e),
+        None => Err(AttemptFailure::new(Reason::EmptyResponse)),
     }
 }
 

@@ -46,6 +46,10 @@ use super::{AttemptFailure, Chunk};
 use crate::Reason;
 use crate::classify::{Classifier, Signal};
 
+mod resume;
+
+pub use self::resume::{ChatResume, Prefill};
+
 /// One provider's OpenAI-compatible base URL and key.
 #[derive(Clone)]
 pub struct Endpoint {
@@ -54,6 +58,7 @@ pub struct Endpoint {
     api_key: Option<HeaderValue>,
     /// A key sent as a query parameter (name, key), for providers that take it in the URL.
     query_key: Option<(String, String)>,
+    prefill: Prefill,
 }
 
 impl fmt::Debug for Endpoint {
@@ -62,6 +67,7 @@ impl fmt::Debug for Endpoint {
             .field("provider", &self.provider)
             .field("base_url", &redacted_url(&self.base_url))
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("prefill", &self.prefill)
             .field(
                 "query_key",
                 &self
@@ -75,7 +81,8 @@ impl fmt::Debug for Endpoint {
 
 impl Endpoint {
     /// An endpoint for `provider` (the name used in routes and metrics) at `base_url`, the
-    /// URL that `/chat/completions` is appended to (e.g. `https://api.openai.com/v1`).
+    /// URL that `/chat/completions` is appended to (e.g. `https://api.openai.com/v1`). Its
+    /// prefill support is what [`Prefill::for_base_url`] knows of the host.
     #[must_use]
     pub fn new(provider: &str, base_url: &str) -> Self {
         Self {
@@ -83,7 +90,22 @@ impl Endpoint {
             base_url: base_url.trim_end_matches('/').to_owned(),
             api_key: None,
             query_key: None,
+            prefill: Prefill::for_base_url(base_url),
         }
+    }
+
+    /// Whether and how the provider continues an assistant prefill, for stream resume
+    /// ([`ChatResume`]). Default: [`Prefill::for_base_url`].
+    #[must_use]
+    pub fn prefill(mut self, prefill: Prefill) -> Self {
+        self.prefill = prefill;
+        self
+    }
+
+    /// The provider's prefill support (see [`prefill`](Self::prefill)).
+    #[must_use]
+    pub fn prefill_mode(&self) -> Prefill {
+        self.prefill
     }
 
     /// The API key, sent as `Authorization: Bearer …` and marked sensitive, so it is never
@@ -317,6 +339,15 @@ impl Client {
 /// ```
 #[must_use]
 pub fn estimate_tokens(request: &Value) -> u64 {
+    let completion = ["max_completion_tokens", "max_tokens"]
+        .iter()
+        .find_map(|k| request.get(*k).and_then(Value::as_u64))
+        .unwrap_or(0);
+    prompt_tokens(request) + completion
+}
+
+/// A request's prompt tokens, estimated: its messages, tools and schema as JSON, over 4.
+fn prompt_tokens(request: &Value) -> u64 {
     /// Counts the bytes written to it.
     struct Count(u64);
     impl std::io::Write for Count {
@@ -335,11 +366,7 @@ pub fn estimate_tokens(request: &Value) -> u64 {
             let _ = serde_json::to_writer(&mut bytes, v);
         }
     }
-    let completion = ["max_completion_tokens", "max_tokens"]
-        .iter()
-        .find_map(|k| request.get(*k).and_then(Value::as_u64))
-        .unwrap_or(0);
-    bytes.0 / 4 + completion
+    bytes.0 / 4
 }
 
 /// The `usage.total_tokens` of a chat answer (or of a stream's final chunk), if it has one.

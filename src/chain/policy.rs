@@ -47,6 +47,8 @@ pub struct RoutePolicy {
     pub(crate) retry_budget_window: Duration,
     /// Failovers to another target spend the budget too.
     pub(crate) retry_budget_failovers: bool,
+    /// A stream that breaks after its first token is finished on another target.
+    pub(crate) stream_resume: bool,
 }
 
 impl Default for RoutePolicy {
@@ -66,6 +68,7 @@ impl Default for RoutePolicy {
             retry_budget_floor: 1,
             retry_budget_window: Duration::from_secs(10),
             retry_budget_failovers: false,
+            stream_resume: false,
         }
     }
 }
@@ -113,6 +116,13 @@ impl RoutePolicy {
             self.retry_budget_window,
             self.retry_budget_failovers,
         )
+    }
+
+    /// Whether a stream that breaks after its first token is finished on another target
+    /// (see [`RoutePolicyBuilder::stream_resume`]).
+    #[must_use]
+    pub fn stream_resume(&self) -> bool {
+        self.stream_resume
     }
 
     /// What the chain does after a failure for `reason`: the route's override, else the
@@ -236,6 +246,18 @@ impl RoutePolicyBuilder {
         self
     }
 
+    /// Stream resume: a stream that breaks after its first token (cut, stalled, malformed,
+    /// an error event, or ended without its finish) is finished on the next admitting target
+    /// that accepts an assistant prefill, and the reader sees one answer. Its end is then
+    /// written by another model. Only for streams opened with
+    /// [`Route::resumable_stream`](super::Route::resumable_stream), which says how to
+    /// continue one; a continuation obeys the total deadline, the breakers and the retry
+    /// budget. Default: false (a break ends the stream with its classified error).
+    pub fn stream_resume(mut self, on: bool) -> Self {
+        self.policy.stream_resume = on;
+        self
+    }
+
     /// The policy.
     ///
     /// # Errors
@@ -349,6 +371,8 @@ struct RoutePolicyConfig {
     retry_budget_window: Option<Duration>,
     #[serde(default)]
     retry_budget_failovers: Option<bool>,
+    #[serde(default)]
+    stream_resume: Option<bool>,
 }
 
 impl<'de> Deserialize<'de> for RoutePolicy {
@@ -396,6 +420,9 @@ impl<'de> Deserialize<'de> for RoutePolicy {
         }
         if let Some(v) = c.retry_budget_failovers {
             b = b.retry_budget_failovers(v);
+        }
+        if let Some(v) = c.stream_resume {
+            b = b.stream_resume(v);
         }
         b.build().map_err(serde::de::Error::custom)
     }

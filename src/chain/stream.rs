@@ -1,5 +1,5 @@
 //! A committed stream: the first chunk has arrived; from here on a break is an error, never a
-//! short answer.
+//! short answer (unless the route resumes it elsewhere: see [`resume`](super::resume)).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -11,8 +11,9 @@ use futures_core::Stream;
 use tokio::time::{Instant, Sleep};
 
 use super::load::Inflight;
+use super::resume::{Done, Job, Resumer, Search};
 use super::telemetry::{self, Request};
-use super::{AttemptFailure, AttemptOutcome, FailoverError, FailoverErrorKind, Trail};
+use super::{AttemptFailure, AttemptOutcome, FailoverError, FailoverErrorKind, Named, Trail};
 use crate::Reason;
 use crate::breaker::{Outcome, OwnedTargetPermit};
 
@@ -47,7 +48,19 @@ pub(crate) struct Committed {
     /// The committed attempt's span, settled when the stream ends.
     pub(crate) span: tracing::Span,
     /// The request's span, finished when the stream ends (cancelled if it is dropped first).
-    pub(crate) request: Request,
+    pub(crate) request: Arc<Request>,
+    /// The target streaming.
+    pub(crate) target: Named,
+}
+
+/// Where a resumable stream is in its resume.
+enum Resuming<C, S> {
+    /// Not broken: the chain may still resume it.
+    Ready(Box<Resumer<C, S>>),
+    /// Looking for a continuation; the error to end with if there is none.
+    Opening(Search<C, S>, Box<FailoverError>),
+    /// Continued from the target that broke: its chunks go through the resumer.
+    Resumed(Box<Resumer<C, S>>, Named),
 }
 
 /// The stream a route committed to. Yields the upstream's chunks; ends after the final chunk;
@@ -67,6 +80,8 @@ pub struct FailoverStream<C, S> {
     /// A complete chunk has been seen: whatever happens next, the answer stands.
     complete: bool,
     done: bool,
+    /// Set for a route that resumes broken streams.
+    resuming: Option<Resuming<C, S>>,
 }
 
 impl<C, S> std::fmt::Debug for FailoverStream<C, S> {
@@ -74,7 +89,17 @@ impl<C, S> std::fmt::Debug for FailoverStream<C, S> {
         f.debug_struct("FailoverStream")
             .field("route", &self.info.route)
             .field("done", &self.done)
+            .field("resumed", &self.resumed())
             .finish_non_exhaustive()
+    }
+}
+
+impl<C, S> FailoverStream<C, S> {
+    /// True once the answer was continued on another target (see
+    /// [`Route::resumable_stream`](super::Route::resumable_stream)).
+    #[must_use]
+    pub fn resumed(&self) -> bool {
+        matches!(self.resuming, Some(Resuming::Resumed(..)))
     }
 }
 
@@ -89,6 +114,7 @@ where
         permit: Option<OwnedTargetPermit>,
         inflight: Inflight,
         info: Committed,
+        resumer: Option<Box<Resumer<C, S>>>,
     ) -> Self {
         let stall = Box::pin(tokio::time::sleep(info.idle));
         Self {
@@ -100,10 +126,12 @@ where
             stall,
             complete: false,
             done: false,
+            resuming: resumer.map(Resuming::Ready),
         }
     }
 
-    /// Every attempt up to and including the one that is streaming.
+    /// Every attempt up to and including the one that is streaming (after a resume, the
+    /// continuation's too).
     #[must_use]
     pub fn trail(&self) -> &Trail {
         &self.info.trail
@@ -118,22 +146,31 @@ where
     fn settle(&mut self, outcome: Outcome) {
         if let Some(permit) = self.permit.take() {
             let changes = permit.record(outcome);
-            if let Some(last) = self.info.trail.0.last() {
-                super::recovered(&self.info.loads, &changes, &last.provider, &last.model);
-            }
+            let t = &self.info.target;
+            super::recovered(&self.info.loads, &changes, &t.provider, &t.model);
         }
         self.inflight = None;
     }
 
-    fn finish(&mut self, chunk: C) -> Poll<Option<Result<C, FailoverError>>> {
-        if chunk.is_final() {
+    /// Hands out a chunk from the target streaming now (through the resumer after a resume).
+    fn finish(&mut self, chunk: C) -> Option<Poll<Option<Result<C, FailoverError>>>> {
+        let (last, complete) = (chunk.is_final(), chunk.is_complete());
+        let chunk = match &mut self.resuming {
+            Some(Resuming::Ready(r)) => {
+                r.resume.sent(&chunk);
+                Some(chunk)
+            }
+            Some(Resuming::Resumed(r, _)) => r.resume.splice(chunk, &self.info.trail),
+            Some(Resuming::Opening(..)) | None => Some(chunk),
+        };
+        if last {
             self.succeed();
         } else {
-            self.complete |= chunk.is_complete();
+            self.complete |= complete;
             let wait = if self.complete { GRACE } else { self.info.idle };
             self.stall.as_mut().reset(Instant::now() + wait);
         }
-        Poll::Ready(Some(Ok(chunk)))
+        chunk.map(|c| Poll::Ready(Some(Ok(c))))
     }
 
     fn succeed(&mut self) {
@@ -141,19 +178,19 @@ where
         let took = self.info.started.elapsed();
         self.settle(Outcome::success(took).with_ttft(self.info.ttft));
         telemetry::settled(&self.info.span, AttemptOutcome::Ok, None, took);
+        if let Some(Resuming::Resumed(_, from)) = &self.resuming {
+            self.info
+                .request
+                .resumed(&from.provider, Some(&self.info.target.provider), true);
+        }
         self.info.request.succeeded(self.info.trail.0.len());
     }
 
-    fn broken(
-        &mut self,
-        reason: Reason,
-        failure: AttemptFailure,
-    ) -> Poll<Option<Result<C, FailoverError>>> {
-        self.done = true;
+    /// The stream broke: ends it with its error, or starts looking for a continuation.
+    fn broken(&mut self, reason: Reason, failure: AttemptFailure) -> Option<FailoverError> {
         let took = self.info.started.elapsed();
         self.settle(Outcome::failure(reason, took).with_ttft(self.info.ttft));
-        let mut trail = self.info.trail.clone();
-        if let Some(last) = trail.0.last_mut() {
+        if let Some(last) = self.info.trail.0.last_mut() {
             last.outcome = AttemptOutcome::Failed(reason);
             last.duration = took;
         }
@@ -161,12 +198,72 @@ where
         let error = FailoverError {
             kind: FailoverErrorKind::StreamBroken(reason),
             route: Arc::clone(&self.info.route),
-            trail,
+            trail: self.info.trail.clone(),
             last: Some(failure),
             retry_after: None,
         };
+        match self.resuming.take() {
+            Some(Resuming::Ready(r)) if r.resume.continuable() => {
+                let start = r.start;
+                let job = Job {
+                    resumer: r,
+                    request: Arc::clone(&self.info.request),
+                    trail: std::mem::take(&mut self.info.trail),
+                    from: self.info.target.clone(),
+                    reason,
+                };
+                self.resuming = Some(Resuming::Opening(start(job), Box::new(error)));
+                None
+            }
+            Some(Resuming::Resumed(r, from)) => {
+                self.info
+                    .request
+                    .resumed(&from.provider, Some(&self.info.target.provider), false);
+                self.resuming = Some(Resuming::Resumed(r, from));
+                Some(self.end(error))
+            }
+            other => {
+                self.resuming = other;
+                Some(self.end(error))
+            }
+        }
+    }
+
+    fn end(&mut self, error: FailoverError) -> FailoverError {
+        self.done = true;
         self.info.request.failed(&error);
-        Poll::Ready(Some(Err(error)))
+        error
+    }
+
+    /// A continuation search ended: swaps the continuation in and returns its first chunk,
+    /// or ends the stream with the original break (the trail now holds the search).
+    fn resumed_with(&mut self, done: Done<C, S>, error: FailoverError) -> Result<C, FailoverError> {
+        self.info.trail = done.trail;
+        let Some(c) = done.opened else {
+            self.info
+                .request
+                .resumed(&self.info.target.provider, None, false);
+            let error = FailoverError {
+                trail: self.info.trail.clone(),
+                ..error
+            };
+            return Err(self.end(error));
+        };
+        let from = std::mem::replace(&mut self.info.target, c.target);
+        self.rest = c.rest;
+        self.permit = c.permit;
+        self.inflight = Some(c.inflight);
+        self.info.ttft = c.started.elapsed();
+        c.span.record(
+            crate::telemetry::names::chain::TTFT,
+            self.info.ttft.as_secs_f64(),
+        );
+        self.info.span = c.span;
+        self.info.started = c.started;
+        self.complete = false;
+        self.stall.as_mut().reset(Instant::now() + self.info.idle);
+        self.resuming = Some(Resuming::Resumed(done.resumer, from));
+        Ok(c.first)
     }
 }
 
@@ -179,39 +276,68 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
-        if this.done {
-            return Poll::Ready(None);
-        }
-        if let Some(first) = this.first.take() {
-            return this.finish(first);
-        }
-        let next = Pin::new(&mut this.rest).poll_next(cx);
-        if this.complete && matches!(next, Poll::Ready(None | Some(Err(_)))) {
-            // The answer was whole; a missing marker or a late failure does not undo it.
-            this.succeed();
-            return Poll::Ready(None);
-        }
-        match next {
-            Poll::Ready(Some(Ok(chunk))) => this.finish(chunk),
-            // After the first token every failure is a broken stream: the answer is short.
-            Poll::Ready(Some(Err(failure))) => {
-                let reason = match failure.reason() {
-                    Reason::Timeout => Reason::Timeout,
-                    _ => Reason::StreamInterrupted,
-                };
-                this.broken(reason, failure)
+        loop {
+            if this.done {
+                return Poll::Ready(None);
             }
-            Poll::Ready(None) => this.broken(
-                Reason::StreamInterrupted,
-                AttemptFailure::new(Reason::StreamInterrupted),
-            ),
-            Poll::Pending => {
-                ready!(this.stall.as_mut().poll(cx));
-                if this.complete {
+            let chunk = if let Some(Resuming::Opening(mut search, error)) = this
+                .resuming
+                .take_if(|r| matches!(r, Resuming::Opening(..)))
+            {
+                let Poll::Ready(done) = search.as_mut().poll(cx) else {
+                    this.resuming = Some(Resuming::Opening(search, error));
+                    return Poll::Pending;
+                };
+                match this.resumed_with(done, *error) {
+                    Ok(first) => first,
+                    Err(error) => return Poll::Ready(Some(Err(error))),
+                }
+            } else if let Some(first) = this.first.take() {
+                first
+            } else {
+                let next = Pin::new(&mut this.rest).poll_next(cx);
+                if this.complete && matches!(next, Poll::Ready(None | Some(Err(_)))) {
+                    // The answer was whole; a missing marker or a late failure does not undo it.
                     this.succeed();
                     return Poll::Ready(None);
                 }
-                this.broken(Reason::Timeout, AttemptFailure::new(Reason::Timeout))
+                let (reason, failure) = match next {
+                    Poll::Ready(Some(Ok(chunk))) => {
+                        if let Some(out) = this.finish(chunk) {
+                            return out;
+                        }
+                        continue;
+                    }
+                    // After the first token every failure is a broken stream: the answer is
+                    // short.
+                    Poll::Ready(Some(Err(failure))) => {
+                        let reason = match failure.reason() {
+                            Reason::Timeout => Reason::Timeout,
+                            _ => Reason::StreamInterrupted,
+                        };
+                        (reason, failure)
+                    }
+                    Poll::Ready(None) => (
+                        Reason::StreamInterrupted,
+                        AttemptFailure::new(Reason::StreamInterrupted),
+                    ),
+                    Poll::Pending => {
+                        ready!(this.stall.as_mut().poll(cx));
+                        if this.complete {
+                            this.succeed();
+                            return Poll::Ready(None);
+                        }
+                        (Reason::Timeout, AttemptFailure::new(Reason::Timeout))
+                    }
+                };
+                match this.broken(reason, failure) {
+                    Some(error) => return Poll::Ready(Some(Err(error))),
+                    // Looking for a continuation.
+                    None => continue,
+                }
+            };
+            if let Some(out) = this.finish(chunk) {
+                return out;
             }
         }
     }

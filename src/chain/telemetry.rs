@@ -77,6 +77,11 @@ impl Request {
 }
 
 impl Request {
+    /// TEMPORARY (replaced by the telemetry branch).
+    pub(super) fn resumed(&self, from: &str, to: Option<&str>, ok: bool) {
+        let _ = (from, to, ok, &self.span);
+    }
+
     /// `t` was skipped at one of its own limits: nothing was sent.
     pub(super) fn shed(&self, t: &RouteTarget, cause: ShedCause) {
         tracing::event!(
@@ -156,6 +161,11 @@ pub(super) fn attempt_span(
         "llm_failover.duration_s" = Empty,
         "http.response.status_code" = Empty,
     )
+}
+
+/// TEMPORARY (replaced by the telemetry branch).
+pub(super) fn resume_attempt(span: &Span) {
+    let _ = span;
 }
 
 /// A breaker refused the attempt: nothing was sent.

@@ -182,6 +182,8 @@ pub(crate) struct Provider {
     pub(crate) slow_start: Option<crate::chain::SlowStart>,
     /// `max_inflight_total`: requests in flight over all the provider's models together.
     pub(crate) max_inflight_total: Option<u32>,
+    /// `prefill`: how the provider continues an assistant prefill (stream resume).
+    pub(crate) prefill: crate::chain::openai::Prefill,
 }
 
 impl Provider {
@@ -319,6 +321,8 @@ struct ProviderFile {
     slow_start: Option<Duration>,
     /// How fast the ramp rises early (1: linear).
     slow_start_aggression: Option<Spanned<f64>>,
+    /// How the provider continues an assistant prefill, for stream resume.
+    prefill: Option<Spanned<String>>,
     /// Limits of one model.
     #[serde(default)]
     models: BTreeMap<String, ModelFile>,
@@ -819,6 +823,13 @@ impl Config {
                 ),
                 _ => None,
             };
+            let prefill = match &p.prefill {
+                Some(v) => v
+                    .get_ref()
+                    .parse()
+                    .map_err(|e: String| c.error(&v.span(), field("prefill"), e))?,
+                None => crate::chain::openai::Prefill::for_base_url(p.base_url.get_ref()),
+            };
             let mut model_rates = BTreeMap::new();
             for (model, m) in &p.models {
                 let r = rates(&m.rpm, &m.tpm, &format!("models.{model}."))?;
@@ -844,6 +855,7 @@ impl Config {
                         model_rates,
                         slow_start,
                         max_inflight_total,
+                        prefill,
                     },
                     p.classify,
                 ),

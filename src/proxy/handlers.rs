@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::{Secret, Shared, Upstream, headers, sse};
 use crate::Reason;
 use crate::breaker::Breaker;
-use crate::chain::openai::{ChatStream, Endpoint};
+use crate::chain::openai::{ChatResume, ChatStream, Endpoint, Prefill};
 use crate::chain::{AttemptContext, AttemptFailure, Route, Trail};
 use crate::telemetry::names::access;
 
@@ -312,15 +312,32 @@ pub(super) async fn chat(
         0
     };
     if chat.stream {
-        let opening = chat.route.stream_with_tokens(tokens, |ctx| {
-            let (shared, body, key) = (Arc::clone(&shared), Arc::clone(&chat.body), key.clone());
-            async move {
-                shared
-                    .upstream(&ctx)?
-                    .chat_stream(&ctx, &body, key.as_ref())
-                    .await
+        let open = {
+            let (shared, key) = (Arc::clone(&shared), key.clone());
+            move |ctx: AttemptContext, body: Arc<Value>| {
+                let (shared, key) = (Arc::clone(&shared), key.clone());
+                async move {
+                    shared
+                        .upstream(&ctx)?
+                        .chat_stream(&ctx, &body, key.as_ref())
+                        .await
+                }
             }
-        });
+        };
+        // A continuation goes only to providers that take an assistant prefill.
+        let prefill = {
+            let shared = Arc::clone(&shared);
+            move |provider: &str| {
+                shared
+                    .upstreams
+                    .get(provider)
+                    .map_or(Prefill::None, |u| u.endpoint.prefill_mode())
+            }
+        };
+        let resume = ChatResume::new(Arc::clone(&chat.body), prefill, open.clone());
+        let opening =
+            chat.route
+                .resumable_stream(tokens, |ctx| open(ctx, Arc::clone(&chat.body)), resume);
         let answer = tokio::select! {
             r = opening => r,
             Ok(_) = cut.wait_for(|c| *c) => return ApiError::shutting_down().into_response(),

@@ -382,7 +382,7 @@ impl Proxy {
             let client = Client::with_connect_timeout(p.connect_timeout)
                 .map_err(ProxyError::Client)?
                 .with_classifier(Arc::clone(&config.classifier));
-            let bare = Endpoint::new(name, &p.base_url);
+            let bare = Endpoint::new(name, &p.base_url).prefill(p.prefill);
             let mut endpoint = bare.clone();
             if let Some(key) = &p.api_key {
                 endpoint = match &p.api_key_query {

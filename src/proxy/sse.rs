@@ -22,6 +22,21 @@ struct Relay {
     done_sent: bool,
 }
 
+impl Relay {
+    /// For a resumed stream, a comment line with the whole trail (the `x-failover-trail`
+    /// header went out before the resume): before the `[DONE]` or the error event.
+    fn trail_comment(&self) -> Bytes {
+        if !self.upstream.resumed() {
+            return Bytes::new();
+        }
+        Bytes::from(format!(
+            ": {}: {}\n",
+            super::headers::TRAIL,
+            self.upstream.trail()
+        ))
+    }
+}
+
 fn event(data: &str) -> Bytes {
     let mut b = String::with_capacity(data.len() + 8);
     b.push_str("data: ");
@@ -33,8 +48,9 @@ fn event(data: &str) -> Bytes {
 /// The SSE body of a committed stream. It ends with `[DONE]` only when the answer is
 /// complete (the proxy sends it if the upstream ended with a `finish_reason` but without
 /// one); a break ends it with one `error` event whose body names the attempts; the end of
-/// the shutdown grace period ends it with a `shutting_down` error. `scrub` removes keys from
-/// upstream text.
+/// the shutdown grace period ends it with a `shutting_down` error. A stream resumed on
+/// another target has a comment line `: x-failover-trail: ...` before its end. `scrub`
+/// removes keys from upstream text.
 pub(super) fn body(
     upstream: FailoverStream<ChatChunk, ChatStream>,
     cut: watch::Receiver<bool>,
@@ -59,17 +75,26 @@ pub(super) fn body(
             Some(Ok(chunk)) => {
                 let mut out = Vec::new();
                 for d in chunk.data() {
-                    r.done_sent |= d.trim() == "[DONE]";
+                    if d.trim() == "[DONE]" {
+                        r.done_sent = true;
+                        out.extend_from_slice(&r.trail_comment());
+                    }
                     out.extend_from_slice(&event(d));
                 }
                 Some((Ok(Bytes::from(out)), Some(r)))
             }
             Some(Err(e)) => {
                 let body = failover_body(&e, &*r.scrub);
-                Some((Ok(event(&body.to_string())), None))
+                let mut out = r.trail_comment().to_vec();
+                out.extend_from_slice(&event(&body.to_string()));
+                Some((Ok(Bytes::from(out)), None))
             }
             None if r.done_sent => None,
-            None => Some((Ok(event("[DONE]")), None)),
+            None => {
+                let mut out = r.trail_comment().to_vec();
+                out.extend_from_slice(&event("[DONE]"));
+                Some((Ok(Bytes::from(out)), None))
+            }
         }
     })
 }

@@ -155,6 +155,16 @@ fn errors_name_line_and_field() {
             "providers.c.slow_start_aggression",
         ),
         (
+            "[providers.c]\nbase_url = \"http://x/v1\"\nprefill = \"yes\"\n",
+            3,
+            "providers.c.prefill",
+        ),
+        (
+            "[routes.more]\ntargets = [\"a/m\"]\n[routes.more.policy]\nstream_resume = \"on\"\n",
+            4,
+            "routes.more.policy.stream_resume",
+        ),
+        (
             "[routes.more]\ntargets = [\"a/m\"]\n[routes.more.policy]\nhedge_after = 5\n",
             4,
             "routes.more.policy.hedge_after",

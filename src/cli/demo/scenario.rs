@@ -127,6 +127,9 @@ ttft_timeout = "2s"
 idle_timeout = "1s"
 total_deadline = "10s"
 retry_backoff = "10ms"
+# A stream that breaks after its first token is finished by the next target that continues an
+# assistant prefill: the client gets one whole answer, whose end another model wrote.
+stream_resume = true
 
 [providers.{primary_provider}]
 base_url = "{primary_url}"
@@ -134,6 +137,8 @@ connect_timeout = "1s"
 
 [providers.{fallback_provider}]
 base_url = "{fallback_url}"
+# The simulated provider continues a prefill (as Anthropic, llama.cpp and Ollama do).
+prefill = "assistant"
 
 [routes.{ROUTE}]
 targets = ["{primary_provider}/{primary_model}", "{fallback_provider}/{fallback_model}"]
@@ -155,8 +160,9 @@ pub(super) fn split(target: &str) -> (&str, &str) {
 /// The power goes off between requests: the script takes the write side of `gate`, which
 /// every request holds for reading, so no answer is in flight from the primary at that
 /// moment. A host that dies mid-answer is a different failure (`stream_interrupted`: the
-/// client gets a clean error, never a truncated answer; the proxy's tests cover it); this
-/// demo shows connection refusals, which fail over without the client noticing.
+/// proxy's config resumes such a stream on the fallback, or the client gets a clean error,
+/// never a truncated answer; the proxy's tests cover both); this demo shows connection
+/// refusals, which fail over without the client noticing.
 pub(super) async fn run(t: Timeline, primary: Arc<Sim>, board: Arc<Board>, gate: Arc<RwLock<()>>) {
     let start = tokio::time::Instant::from_std(board.start());
     tokio::time::sleep_until(start + t.outage_at).await;

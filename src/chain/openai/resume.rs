@@ -1,0 +1,341 @@
+//! Stream resume for OpenAI-compatible chat: the continuation request and the splice.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use super::{ChatChunk, ChatStream, has_content, prompt_tokens};
+use crate::chain::{AttemptContext, AttemptFailure, Opening, Resume, Trail};
+
+/// Whether and how a provider continues an assistant prefill: a chat request whose last
+/// message is the assistant's, answered by the rest of that message.
+#[non_exhaustive]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Prefill {
+    /// It does not, or it is not known to: such a target never gets a continuation.
+    /// OpenAI's chat API is one: it answers a trailing assistant message anew, so the reader
+    /// would get the answer twice. The default for hosts [`Prefill::for_base_url`] does not
+    /// know.
+    #[default]
+    None,
+    /// A trailing assistant message is continued as it is: Anthropic, llama.cpp's server,
+    /// Ollama.
+    Assistant,
+    /// vLLM: the trailing assistant message is continued when the request also says
+    /// `"continue_final_message": true, "add_generation_prompt": false`.
+    ContinueFinalMessage,
+}
+
+impl Prefill {
+    /// Every mode, in declaration order.
+    pub const ALL: [Prefill; 3] = [
+        Prefill::None,
+        Prefill::Assistant,
+        Prefill::ContinueFinalMessage,
+    ];
+
+    /// The configuration name: `none`, `assistant` or `continue_final_message`.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Prefill::None => "none",
+            Prefill::Assistant => "assistant",
+            Prefill::ContinueFinalMessage => "continue_final_message",
+        }
+    }
+
+    /// The mode a base URL's host is known to support: [`Assistant`](Self::Assistant) for
+    /// `api.anthropic.com` and for port 11434 (Ollama's), else [`None`](Self::None) (vLLM and
+    /// llama.cpp cannot be told from their URL: configure them).
+    ///
+    /// ```
+    /// use llm_failover::chain::openai::Prefill;
+    ///
+    /// assert_eq!(Prefill::for_base_url("https://api.anthropic.com/v1"), Prefill::Assistant);
+    /// assert_eq!(Prefill::for_base_url("http://127.0.0.1:11434/v1"), Prefill::Assistant);
+    /// assert_eq!(Prefill::for_base_url("https://api.openai.com/v1"), Prefill::None);
+    /// ```
+    #[must_use]
+    pub fn for_base_url(base_url: &str) -> Prefill {
+        let Ok(url) = reqwest::Url::parse(base_url) else {
+            return Prefill::None;
+        };
+        let anthropic = url
+            .host_str()
+            .is_some_and(|h| h == "api.anthropic.com" || h.ends_with(".anthropic.com"));
+        if anthropic || url.port() == Some(11434) {
+            Prefill::Assistant
+        } else {
+            Prefill::None
+        }
+    }
+}
+
+impl std::fmt::Display for Prefill {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Prefill {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Prefill::ALL
+            .into_iter()
+            .find(|p| p.as_str() == s)
+            .ok_or_else(|| {
+                format!("unknown prefill mode {s:?}; use none, assistant or continue_final_message")
+            })
+    }
+}
+
+/// Opens a chat stream for an attempt with a request body.
+type Open = Box<dyn FnMut(AttemptContext, Arc<Value>) -> Opening<ChatStream> + Send>;
+
+/// The [`Resume`] of an OpenAI-compatible chat stream, for
+/// [`Route::resumable_stream`](crate::chain::Route::resumable_stream).
+///
+/// It follows the text the reader was given. When the stream breaks, the continuation
+/// request is the original one with that text appended as the last, assistant message
+/// (without its trailing whitespace, which Anthropic rejects; the continuation's leading
+/// whitespace makes up for it), `max_tokens` / `max_completion_tokens` reduced by the tokens
+/// already streamed (one per content chunk), and for [`Prefill::ContinueFinalMessage`] the
+/// two vLLM flags; everything else (tools, temperature, stop sequences) is unchanged. Only
+/// targets whose [`Prefill`] is not `None` are asked. An answer that holds more than text (a
+/// tool call, a refusal, reasoning, a second choice) is not continued.
+///
+/// The continuation's chunks reach the reader as part of the same answer: the original `id`
+/// and `created`, no second `role`, and on the chunk with the `finish_reason` and on the
+/// usage chunk an extension field `failover` (`{"resumed": true, "trail": "..."}`, the trail
+/// as in `x-failover-trail`). A usage chunk adds the broken attempt's usage: what it
+/// reported, else an estimate (its prompt at 4 bytes a token, one token per content chunk
+/// streamed).
+pub struct ChatResume {
+    request: Arc<Value>,
+    prefill: Box<dyn Fn(&str) -> Prefill + Send>,
+    open: Open,
+    /// The answer's text so far.
+    text: String,
+    /// Content chunks streamed: the tokens the answer used.
+    tokens: u64,
+    /// The usage the broken attempt reported, if it did.
+    usage: Option<Value>,
+    id: Option<Value>,
+    created: Option<Value>,
+    /// Only text was sent: a prefill can carry it.
+    plain: bool,
+    /// Leading whitespace still to drop from the continuation (what the prefill left off).
+    owed: usize,
+}
+
+impl std::fmt::Debug for ChatResume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatResume")
+            .field("tokens", &self.tokens)
+            .field("plain", &self.plain)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChatResume {
+    /// Resumes streams of `request`: `prefill` says what each provider supports (for
+    /// example from its [`Endpoint::prefill_mode`](super::Endpoint::prefill_mode)), and
+    /// `open` opens a stream on an attempt's target with a request body (the continuation's),
+    /// as the route's own attempts do.
+    pub fn new<F, Fut>(
+        request: Arc<Value>,
+        prefill: impl Fn(&str) -> Prefill + Send + 'static,
+        mut open: F,
+    ) -> Self
+    where
+        F: FnMut(AttemptContext, Arc<Value>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<ChatStream, AttemptFailure>> + Send + 'static,
+    {
+        Self {
+            request,
+            prefill: Box::new(prefill),
+            open: Box::new(move |ctx, body| Box::pin(open(ctx, body))),
+            text: String::new(),
+            tokens: 0,
+            usage: None,
+            id: None,
+            created: None,
+            plain: true,
+            owed: 0,
+        }
+    }
+
+    /// The completion limit the request set, if any, and its field.
+    fn limit(&self) -> Option<(&'static str, u64)> {
+        ["max_completion_tokens", "max_tokens"]
+            .into_iter()
+            .find_map(|k| Some((k, self.request.get(k)?.as_u64()?)))
+    }
+
+    /// The usage of the broken attempt: reported, else estimated.
+    fn spent(&self) -> (u64, u64) {
+        let field = |k: &str| self.usage.as_ref().and_then(|u| u.get(k)?.as_u64());
+        match (field("prompt_tokens"), field("completion_tokens")) {
+            (Some(p), Some(c)) => (p, c),
+            _ => (prompt_tokens(&self.request), self.tokens),
+        }
+    }
+
+    /// Fits one continuation event into the answer; `None` when nothing is left of it.
+    fn splice_event(&mut self, event: &str, trail: &Trail) -> Option<String> {
+        let Ok(Value::Object(mut v)) = serde_json::from_str::<Value>(event) else {
+            return Some(event.to_owned());
+        };
+        for (k, original) in [("id", &self.id), ("created", &self.created)] {
+            if let Some(o) = original {
+                v.insert(k.into(), o.clone());
+            }
+        }
+        let mut keep = false;
+        let mut last = false;
+        if let Some(choice) = v
+            .get_mut("choices")
+            .and_then(|c| c.get_mut(0))
+            .and_then(Value::as_object_mut)
+        {
+            if let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) {
+                delta.remove("role");
+                self.pay_whitespace(delta);
+                keep |= has_content(&Value::Object(delta.clone()));
+            }
+            last = choice.get("finish_reason").is_some_and(|r| !r.is_null());
+        }
+        if let Some(usage) = v.get_mut("usage").filter(|u| u.is_object()) {
+            let (prompt, completion) = self.spent();
+            add(usage, "prompt_tokens", prompt);
+            add(usage, "completion_tokens", completion);
+            add(usage, "total_tokens", prompt + completion);
+            last = true;
+        }
+        if last {
+            v.insert(
+                "failover".into(),
+                json!({"resumed": true, "trail": trail.to_string()}),
+            );
+        }
+        (keep || last).then(|| Value::Object(v).to_string())
+    }
+
+    /// Drops the leading whitespace the prefill left off from the continuation's content.
+    fn pay_whitespace(&mut self, delta: &mut Map<String, Value>) {
+        if self.owed == 0 {
+            return;
+        }
+        let Some(content) = delta.get("content").and_then(Value::as_str) else {
+            return;
+        };
+        let mut drop = 0;
+        for c in content.chars().take_while(|c| c.is_whitespace()) {
+            if drop + c.len_utf8() > self.owed {
+                break;
+            }
+            drop += c.len_utf8();
+        }
+        let rest = content[drop..].to_owned();
+        // The owed whitespace is paid, or the continuation did not start with it.
+        self.owed = if rest.is_empty() { self.owed - drop } else { 0 };
+        delta.insert("content".into(), Value::from(rest));
+    }
+}
+
+/// `usage[key] += n`.
+fn add(usage: &mut Value, key: &str, n: u64) {
+    let was = usage.get(key).and_then(Value::as_u64).unwrap_or(0);
+    usage[key] = Value::from(was + n);
+}
+
+impl Resume<ChatChunk, ChatStream> for ChatResume {
+    fn sent(&mut self, chunk: &ChatChunk) {
+        for d in chunk.data() {
+            let Ok(v) = serde_json::from_str::<Value>(d) else {
+                continue;
+            };
+            if self.id.is_none() {
+                self.id = v.get("id").cloned();
+                self.created = v.get("created").cloned();
+            }
+            if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+                self.usage = Some(u.clone());
+            }
+            let choices = v.get("choices").and_then(Value::as_array);
+            for choice in choices.into_iter().flatten() {
+                if choice.get("index").and_then(Value::as_u64).unwrap_or(0) != 0 {
+                    self.plain = false;
+                }
+                let Some(delta) = choice.get("delta") else {
+                    continue;
+                };
+                if let Some(text) = delta.get("content").and_then(Value::as_str)
+                    && !text.is_empty()
+                {
+                    self.text.push_str(text);
+                    self.tokens += 1;
+                }
+                let mut other = delta.clone();
+                if let Some(o) = other.as_object_mut() {
+                    o.remove("content");
+                }
+                self.plain &= !has_content(&other);
+            }
+        }
+    }
+
+    fn continuable(&self) -> bool {
+        let room = self.limit().is_none_or(|(_, max)| max > self.tokens);
+        let one_choice = self
+            .request
+            .get("n")
+            .and_then(Value::as_u64)
+            .is_none_or(|n| n <= 1);
+        self.plain && room && one_choice && !self.text.trim().is_empty()
+    }
+
+    fn accepts(&self, provider: &str, _model: &str) -> bool {
+        (self.prefill)(provider) != Prefill::None
+    }
+
+    fn open(&mut self, attempt: AttemptContext) -> Opening<ChatStream> {
+        let mut body = (*self.request).clone();
+        let prefill = self.text.trim_end();
+        self.owed = self.text.len() - prefill.len();
+        if let Some(messages) = body.get_mut("messages").and_then(Value::as_array_mut) {
+            messages.push(json!({"role": "assistant", "content": prefill}));
+        }
+        let limit = self.limit();
+        let vllm = (self.prefill)(attempt.provider()) == Prefill::ContinueFinalMessage;
+        if let Some(obj) = body.as_object_mut() {
+            if let Some((key, max)) = limit {
+                obj.insert(
+                    key.into(),
+                    Value::from(max.saturating_sub(self.tokens).max(1)),
+                );
+            }
+            if vllm {
+                obj.insert("continue_final_message".into(), Value::Bool(true));
+                obj.insert("add_generation_prompt".into(), Value::Bool(false));
+            }
+        }
+        (self.open)(attempt, Arc::new(body))
+    }
+
+    fn splice(&mut self, chunk: ChatChunk, trail: &Trail) -> Option<ChatChunk> {
+        let data: Vec<String> = chunk
+            .data
+            .iter()
+            .filter_map(|d| {
+                if d.trim() == "[DONE]" {
+                    Some(d.clone())
+                } else {
+                    self.splice_event(d, trail)
+                }
+            })
+            .collect();
+        (!data.is_empty()).then_some(ChatChunk { data, ..chunk })
+    }
+}
