@@ -27,6 +27,12 @@
 //! admin `reset` of its breaker (`llm_failover_admin_actions_total`) and a config reload
 //! (`llm_failover_config_reloads_total`, and the success timestamp). It prints `ready` on
 //! stdout once `/metrics` is served.
+//!
+//! The same proxy serves `edge-resume` (`stream_resume = true`): `flaky/sim-cut-3`, whose
+//! streams the simulator cuts after 3 tokens, then `steady/gpt-4o-mini` (`prefill =
+//! "assistant"`), which finishes the answer from the 3 tokens already sent. Each round sends it
+//! a few streaming requests, so every one of them is resumed
+//! (`llm_failover_stream_resumes_total{from_provider="flaky",to_provider="steady",outcome="ok"}`).
 
 #![expect(clippy::print_stdout, reason = "the script waits for the ready line")]
 
@@ -176,6 +182,12 @@ fn sha256_hex(key: &str) -> String {
 
 /// Writes the proxy's config file (a client key and an admin key, as hashes) and serves it on
 /// a loopback port; its breakers show in the state gauge from the start.
+///
+/// `edge-resume` (both providers are the healthy simulator; the model name makes `flaky` cut
+/// its streams): a stream of `flaky/sim-cut-3` breaks after its third token and the chain
+/// continues it on `steady`, sending the three tokens as an assistant prefill, which the
+/// simulator continues because they are the start of its answer. The cut is ignored by
+/// `flaky`'s breaker, so it never opens and every streaming request of every round resumes.
 async fn start_proxy(
     upstream: &Sim,
     metrics: &MetricsLayer,
@@ -183,16 +195,51 @@ async fn start_proxy(
     let dir = std::env::temp_dir().join(format!("llm-failover-scenario-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("edge.toml");
+    let (upstream, client_key, admin_key) = (
+        upstream.base_url(),
+        sha256_hex(CLIENT_KEY),
+        sha256_hex(ADMIN_KEY),
+    );
     std::fs::write(
         &path,
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n\n[providers.edge]\nbase_url = \"{}\"\n\n\
-             [routes.edge-chat]\ntargets = [\"edge/gpt-4o-mini\"]\n\n\
-             [[clients]]\nname = \"webapp\"\nkey_sha256 = \"{}\"\nroutes = [\"*\"]\n\n\
-             [admin]\nname = \"ops\"\nkey_sha256 = \"{}\"\n",
-            upstream.base_url(),
-            sha256_hex(CLIENT_KEY),
-            sha256_hex(ADMIN_KEY),
+            r#"[server]
+listen = "127.0.0.1:0"
+
+[providers.edge]
+base_url = "{upstream}"
+
+# edge-resume: the primary's streams are cut (model sim-cut-3); its breaker ignores the cut
+# so that it stays admitted and every stream is resumed.
+[providers.flaky]
+base_url = "{upstream}"
+
+[providers.flaky.breaker.reasons.stream_interrupted]
+effect = "ignore"
+
+# The fallback continues a broken answer from an assistant prefill.
+[providers.steady]
+base_url = "{upstream}"
+prefill = "assistant"
+
+[routes.edge-chat]
+targets = ["edge/gpt-4o-mini"]
+
+[routes.edge-resume]
+targets = ["flaky/sim-cut-3", "steady/gpt-4o-mini"]
+
+[routes.edge-resume.policy]
+stream_resume = true
+
+[[clients]]
+name = "webapp"
+key_sha256 = "{client_key}"
+routes = ["*"]
+
+[admin]
+name = "ops"
+key_sha256 = "{admin_key}"
+"#
         ),
     )?;
     let config = Config::from_file(&path)?;
@@ -208,8 +255,9 @@ async fn start_proxy(
 }
 
 impl Edge {
-    /// One of each: an answered request, a request without a key, an admin reset, a reload.
-    /// Their answers are only counted.
+    /// One of each: an answered request, a request without a key, an admin reset, a reload;
+    /// and a few streams of `edge-resume`, each cut and resumed. Their answers are only
+    /// counted.
     async fn round(&self, http: &reqwest::Client) {
         let chat = format!("{}/v1/chat/completions", self.base);
         let body = serde_json::json!({
@@ -223,6 +271,23 @@ impl Edge {
             .send()
             .await;
         let _ = http.post(&chat).json(&body).send().await;
+        let resumed = serde_json::json!({
+            "model": "edge-resume",
+            "stream": true,
+            "messages": [{"role": "user", "content": "hi"}],
+        });
+        for _ in 0..3 {
+            // Read to the end: the cut and the resume happen while the answer streams.
+            if let Ok(response) = http
+                .post(&chat)
+                .bearer_auth(CLIENT_KEY)
+                .json(&resumed)
+                .send()
+                .await
+            {
+                let _ = response.bytes().await;
+            }
+        }
         let _ = http
             .post(format!(
                 "{}/v1/failover/breakers/edge/gpt-4o-mini",

@@ -92,6 +92,18 @@ mod emit {
         );
     }
 
+    pub fn resume(request: &Span, from: &str, to: &str, outcome: &str) {
+        tracing::event!(
+            name: "stream_resume",
+            target: "llm_failover::chain",
+            parent: request,
+            tracing::Level::INFO,
+            from_provider = from,
+            to_provider = to,
+            outcome = outcome,
+        );
+    }
+
     pub fn transition(
         provider: &str,
         model: &str,
@@ -703,6 +715,9 @@ fn a_prometheus_scrape_of_a_scenario() {
             let a2 = emit::attempt(&req, "openai", "gpt-4o-mini", 2, "fallback");
             emit::failed(a2, "rate_limit", Some(429), 0.05);
             emit::finish(&req, "exhausted", 2);
+            let req = emit::request("stream");
+            emit::resume(&req, "local", "openai", "ok");
+            emit::finish(&req, "ok", 2);
         });
     });
     let scrape = handle.render();
@@ -716,6 +731,7 @@ fn a_prometheus_scrape_of_a_scenario() {
         r#"llm_failover_attempt_duration_seconds_bucket{provider="openai",model="gpt-4o-mini",outcome="ok",le="1"} 0"#,
         "# TYPE llm_failover_time_to_first_token_seconds histogram",
         "# HELP llm_failover_failovers_total Requests that moved",
+        r#"llm_failover_stream_resumes_total{route="stream",from_provider="local",to_provider="openai",outcome="ok"} 1"#,
     ] {
         assert!(scrape.contains(line), "missing {line:?} in\n{scrape}");
     }
@@ -723,6 +739,45 @@ fn a_prometheus_scrape_of_a_scenario() {
     std::fs::create_dir_all(&dir).unwrap();
     let mut file = std::fs::File::create(dir.join("telemetry-scrape.prom")).unwrap();
     file.write_all(scrape.as_bytes()).unwrap();
+}
+
+/// A stream resume counts by the route of its request span, its providers (`none` when no
+/// target took the stream over) and its outcome; one outside a request span, or with an
+/// outcome outside the closed set, is not counted.
+#[test]
+fn stream_resumes_count_by_route_providers_and_outcome() {
+    let m = run(|_| {
+        let req = emit::request("chat");
+        emit::resume(&req, "local", "openai", "ok");
+        emit::resume(&req, "local", "openai", "ok");
+        emit::resume(&req, "local", "openai", "error");
+        emit::resume(&req, "local", "none", "error");
+        emit::resume(&req, "local", "openai", "upstream said no at 10.0.0.1");
+        emit::finish(&req, "ok", 3);
+        tracing::event!(
+            name: "stream_resume",
+            target: "llm_failover::chain",
+            tracing::Level::INFO,
+            from_provider = "local",
+            to_provider = "openai",
+            outcome = "ok",
+        );
+    });
+    let resumes = |to, outcome| {
+        m.counter(
+            "llm_failover_stream_resumes_total",
+            &[
+                ("route", "chat"),
+                ("from_provider", "local"),
+                ("to_provider", to),
+                ("outcome", outcome),
+            ],
+        )
+    };
+    assert_eq!(resumes("openai", "ok"), 2);
+    assert_eq!(resumes("openai", "error"), 1);
+    assert_eq!(resumes("none", "error"), 1);
+    assert_eq!(m.total("llm_failover_stream_resumes_total"), 4);
 }
 
 /// The real chain and breakers, not emitted by hand: a route whose attempts are scripted.

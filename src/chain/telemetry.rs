@@ -96,6 +96,45 @@ impl Request {
     }
 }
 
+// Called by the stream-resume chain (`resume.rs`), which lands separately; until then only
+// the tests below call these. Remove the `expect`s once it does (they then fail the build).
+impl Request {
+    /// A committed stream of `from` broke after its first token and the chain tried to finish
+    /// the answer on `to` (`None`: no target could take it over); `ok` says whether the
+    /// continuation finished it. Counted in `llm_failover_stream_resumes_total`.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "called by the stream-resume chain, merged separately"
+        )
+    )]
+    pub(super) fn resumed(&self, from: &str, to: Option<&str>, ok: bool) {
+        tracing::event!(
+            name: "stream_resume",
+            target: "llm_failover::chain",
+            parent: &self.span,
+            tracing::Level::INFO,
+            from_provider = from,
+            to_provider = to.unwrap_or(field::NO_PROVIDER),
+            outcome = if ok { field::RESUME_OK } else { field::RESUME_ERROR },
+        );
+    }
+}
+
+/// Marks `span` (an [`attempt_span`]) as a continuation attempt: it finishes a broken stream's
+/// answer from its prefill.
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "called by the stream-resume chain, merged separately"
+    )
+)]
+pub(super) fn resume_attempt(span: &Span) {
+    span.record(field::RESUME, true);
+}
+
 /// A target's in-flight count moved by `delta`.
 pub(super) fn inflight(provider: &str, model: &str, delta: i64) {
     tracing::event!(
@@ -160,6 +199,8 @@ pub(super) fn attempt_span(
         "llm_failover.ttft_s" = Empty,
         "llm_failover.duration_s" = Empty,
         "http.response.status_code" = Empty,
+        // Last, so the fields above keep their order; see `resume_attempt`.
+        "llm_failover.resume" = Empty,
     )
 }
 
@@ -239,16 +280,20 @@ mod tests {
         }
     }
 
-    #[test]
-    fn the_literals_are_the_names_the_layer_reads() {
-        // While at most one dispatcher exists, tracing-core computes a new callsite's
-        // interest from the registering thread's alone: another test's thread without one
-        // would cache "never" for a callsite here. A second dispatcher kept alive makes it
-        // ask all of them (see tests/support.rs).
+    /// While at most one dispatcher exists, tracing-core computes a new callsite's interest
+    /// from the registering thread's alone: another test's thread without one would cache
+    /// "never" for a callsite here. A second dispatcher kept alive makes it ask all of them
+    /// (see tests/support.rs).
+    fn keep_interest() {
         static KEEPER: std::sync::LazyLock<tracing::Dispatch> = std::sync::LazyLock::new(|| {
             tracing::Dispatch::new(tracing::subscriber::NoSubscriber::default())
         });
         std::sync::LazyLock::force(&KEEPER);
+    }
+
+    #[test]
+    fn the_literals_are_the_names_the_layer_reads() {
+        keep_interest();
         let seen = Seen::default();
         let subscriber = Registry::default().with(seen.clone());
         tracing::subscriber::with_default(subscriber, || {
@@ -261,9 +306,11 @@ mod tests {
             let request = Request::new("r");
             let t = RouteTarget::new("p", "m", &super::super::Loads::new());
             let target = registry.target("p", "m").unwrap();
-            let _span = attempt_span(&request, &t, 1, true, &target);
+            let span = attempt_span(&request, &t, 1, true, &target);
+            resume_attempt(&span);
             request.failover("p", "q", Reason::Timeout);
             request.shed(&t, ShedCause::Concurrency);
+            request.resumed("p", Some("q"), true);
             inflight("p", "m", 1);
         });
         let seen = seen.0.lock().unwrap();
@@ -293,6 +340,7 @@ mod tests {
                 field::TTFT,
                 field::DURATION,
                 field::STATUS,
+                field::RESUME,
             ]
         );
         let (target, _, fields) = find(names::FAILOVER_EVENT);
@@ -311,11 +359,70 @@ mod tests {
             fields,
             [field::PROVIDER_LABEL, field::MODEL_LABEL, field::CAUSE]
         );
+        let (target, _, fields) = find(names::RESUME_EVENT);
+        assert_eq!(target, names::CHAIN_TARGET);
+        assert_eq!(
+            fields,
+            [
+                field::FROM_PROVIDER,
+                field::TO_PROVIDER,
+                field::RESUME_OUTCOME
+            ]
+        );
         let (target, _, fields) = find(names::INFLIGHT_EVENT);
         assert_eq!(target, names::CHAIN_TARGET);
         assert_eq!(
             fields,
             [field::PROVIDER_LABEL, field::MODEL_LABEL, field::DELTA]
         );
+    }
+
+    /// `Request::resumed` under the real layer, rendered as Prometheus text: one series per
+    /// route, providers and outcome, `none` when no target took the stream over.
+    #[test]
+    fn resumes_are_counted_by_route_providers_and_outcome() {
+        keep_interest();
+        let recorder = crate::telemetry::prometheus_builder().build_recorder();
+        let scrape = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            crate::telemetry::describe_metrics();
+            let subscriber = Registry::default().with(crate::telemetry::MetricsLayer::new());
+            tracing::subscriber::with_default(subscriber, || {
+                // A thread without a subscriber that hits the request span's callsite first
+                // computes "never" and may publish it just after a rebuild here: rebuild
+                // until a request span is live, or the events below would have no route.
+                for _ in 0..1000 {
+                    tracing::callsite::rebuild_interest_cache();
+                    if !Request::new("probe").span().is_disabled() {
+                        break;
+                    }
+                    std::thread::yield_now();
+                }
+                for _ in 0..2 {
+                    let request = Request::new("chat");
+                    request.resumed("local", Some("cloud"), true);
+                    request.succeeded(2);
+                }
+                let request = Request::new("chat");
+                request.resumed("local", Some("cloud"), false);
+                let request = Request::new("batch");
+                request.resumed("cloud", None, false);
+            });
+        });
+        let text = scrape.render();
+        for line in [
+            "# TYPE llm_failover_stream_resumes_total counter",
+            "# HELP llm_failover_stream_resumes_total Streams that broke after their first token",
+            r#"llm_failover_stream_resumes_total{route="chat",from_provider="local",to_provider="cloud",outcome="ok"} 2"#,
+            r#"llm_failover_stream_resumes_total{route="chat",from_provider="local",to_provider="cloud",outcome="error"} 1"#,
+            r#"llm_failover_stream_resumes_total{route="batch",from_provider="cloud",to_provider="none",outcome="error"} 1"#,
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("llm_failover_stream_resumes_total{"))
+            .count();
+        assert_eq!(series, 3, "{text}");
     }
 }

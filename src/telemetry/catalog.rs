@@ -190,6 +190,20 @@ pub const SHED_TOTAL: Metric = Metric {
            (concurrency, request_rate, token_rate, retry_budget).",
 };
 
+/// `llm_failover_stream_resumes_total{route,from_provider,to_provider,outcome}`: committed
+/// streams that broke after their first token and that the chain tried to finish on another
+/// target (the `stream_resume` event). `to_provider` is `none` when no target could take the
+/// stream over; `outcome` is `ok` (the answer was finished) or `error`.
+pub const STREAM_RESUMES_TOTAL: Metric = Metric {
+    name: "llm_failover_stream_resumes_total",
+    kind: MetricKind::Counter,
+    labels: &["route", "from_provider", "to_provider", "outcome"],
+    unit: None,
+    help: "Streams that broke after their first token and were continued on another provider \
+           from the answer so far, by outcome (ok: the answer was finished; error: it was not). \
+           to_provider is none when no target could take the stream over.",
+};
+
 /// `llm_failover_config_reloads_total{outcome}`: configuration reloads (SIGHUP or
 /// `POST /v1/failover/reload`), by outcome (`ok`: the new file serves; `error`: it was
 /// rejected and the running configuration stays). Both series start at 0 when the proxy starts.
@@ -230,6 +244,7 @@ pub const METRICS: &[Metric] = &[
     STATE_BACKEND_UP,
     INFLIGHT,
     SHED_TOTAL,
+    STREAM_RESUMES_TOTAL,
     CONFIG_RELOADS_TOTAL,
     CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
 ];

@@ -18,7 +18,7 @@ use super::catalog::{
     BREAKER_TRANSITIONS_TOTAL, CLIENT_REJECTIONS_TOTAL,
     CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS, CONFIG_RELOADS_TOTAL, FAILOVERS_TOTAL,
     FAILURES_TOTAL, INFLIGHT, REQUESTS_TOTAL, SHED_TOTAL, STATE_BACKEND_UP, STATE_SYNC_TOTAL,
-    TIME_TO_FIRST_TOKEN_SECONDS,
+    STREAM_RESUMES_TOTAL, TIME_TO_FIRST_TOKEN_SECONDS,
 };
 use super::names::{
     self, access as afield, admin as dfield, breaker as bfield, chain as cfield, reload as rfield,
@@ -148,6 +148,8 @@ struct Inner {
     backend_up: OnceLock<Gauge>,
     /// By route, provider and model.
     shed: Cache<ShedHandles>,
+    /// By route, from provider and to provider.
+    resumes: Cache<ResumeHandles>,
     /// By provider and model.
     inflight: Cache<Gauge>,
     /// By outcome.
@@ -354,6 +356,13 @@ struct ShedHandles {
     provider: Box<str>,
     model: Box<str>,
     causes: [OnceLock<Counter>; SHED_CAUSES.len()],
+}
+
+struct ResumeHandles {
+    route: Box<str>,
+    from: Box<str>,
+    to: Box<str>,
+    outcomes: [OnceLock<Counter>; cfield::RESUME_OUTCOMES.len()],
 }
 
 struct BreakerHandles {
@@ -580,6 +589,25 @@ impl Visit for HopVisitor<'_> {
             cfield::FROM_PROVIDER => self.from.push_str(value),
             cfield::TO_PROVIDER => self.to.push_str(value),
             cfield::FAILOVER_REASON => self.reason = reason_index(value),
+            _ => {}
+        }
+    }
+    fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
+}
+
+/// The fields of a `stream_resume` event.
+struct ResumeVisitor<'a> {
+    from: &'a mut String,
+    to: &'a mut String,
+    outcome: Option<usize>,
+}
+
+impl Visit for ResumeVisitor<'_> {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        match field.name() {
+            cfield::FROM_PROVIDER => self.from.push_str(value),
+            cfield::TO_PROVIDER => self.to.push_str(value),
+            cfield::RESUME_OUTCOME => self.outcome = index_of(&cfield::RESUME_OUTCOMES, value),
             _ => {}
         }
     }
@@ -823,6 +851,39 @@ impl Inner {
         .increment(1);
     }
 
+    /// `stream_resume`: counted by route, providers and outcome; an outcome outside the
+    /// closed set is not counted.
+    fn stream_resume<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>)
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let Some(route) = request_route(event, ctx) else {
+            return;
+        };
+        let found = with_scratch(|s| {
+            let mut v = ResumeVisitor {
+                from: &mut s.a,
+                to: &mut s.b,
+                outcome: None,
+            };
+            event.record(&mut v);
+            let outcome = v.outcome?;
+            encode(&mut s.key, &[&route.route, &s.a, &s.b]);
+            let h = self.resumes.get_or_insert(&s.key, || ResumeHandles {
+                route: route.route.clone(),
+                from: s.a.as_str().into(),
+                to: s.b.as_str().into(),
+                outcomes: Default::default(),
+            });
+            Some((h, outcome))
+        });
+        let Some((h, o)) = found else { return };
+        lazy_counter(&h.outcomes[o], || {
+            STREAM_RESUMES_TOTAL.counter([&h.route, &h.from, &h.to, cfield::RESUME_OUTCOMES[o]])
+        })
+        .increment(1);
+    }
+
     fn inflight(&self, event: &Event<'_>) {
         with_scratch(|s| {
             let mut v = TargetVisitor {
@@ -1060,6 +1121,7 @@ where
                 }
             }
             (names::CHAIN_TARGET, names::SHED_EVENT) => self.inner.shed(event, &ctx),
+            (names::CHAIN_TARGET, names::RESUME_EVENT) => self.inner.stream_resume(event, &ctx),
             (names::CHAIN_TARGET, names::INFLIGHT_EVENT) => self.inner.inflight(event),
             (names::PROXY_TARGET, names::CONFIG_RELOAD_EVENT) => self.inner.config_reload(event),
             (names::BREAKER_TARGET, names::BREAKER_RETIRED_EVENT) => {

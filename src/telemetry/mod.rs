@@ -49,6 +49,7 @@
 //! | `llm_failover_state_sync_total` | `state_sync` event (shared-state backend) | `op`, `outcome` |
 //! | `llm_failover_state_backend_up` | `state_backend` event | none |
 //! | `llm_failover_shed_total` | `shed` event (inside the request span) | `route`, `provider`, `model`, `cause` |
+//! | `llm_failover_stream_resumes_total` | `stream_resume` event (inside the request span) | `route`, `from_provider`, `to_provider` (`none` when no target took it over), `outcome` |
 //! | `llm_failover_inflight` | `inflight` event (+1 when an attempt is sent, -1 when it or its stream ends) | `provider`, `model` |
 //! | `llm_failover_config_reloads_total` | `config_reload` event (not `initial`; both outcomes registered at 0 by the initial one) | `outcome` |
 //! | `llm_failover_config_last_reload_success_timestamp_seconds` | `config_reload` event with outcome `ok` (the initial one too) | none |
@@ -68,8 +69,9 @@
 //! are read from `&str` values only: text recorded with `%` or `?` never becomes a label.
 //!
 //! Not counted, on purpose: an attempt span that closes without an outcome (the caller went
-//! away mid-attempt; its request counts as `cancelled`), an attempt span or `failover_hop`
-//! event outside a `failover` span (there is no route to label it with), and a transition
+//! away mid-attempt; its request counts as `cancelled`), an attempt span or a `failover_hop`,
+//! `shed` or `stream_resume` event outside a `failover` span (there is no route to label it
+//! with), and a transition
 //! whose `from` or `to` is not a state. Labels are taken when a span is created (route,
 //! provider, model, role); outcome, reason, duration and TTFT may be recorded later with
 //! `Span::record`. The layer reads INFO spans: a per-layer filter that hides the crate's INFO
@@ -110,7 +112,8 @@ pub use self::catalog::{
     BREAKER_TRANSITIONS_TOTAL, CLIENT_REJECTIONS_TOTAL,
     CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS, CONFIG_RELOADS_TOTAL, FAILOVERS_TOTAL,
     FAILURES_TOTAL, INFLIGHT, METRICS, Metric, MetricKind, REQUESTS_TOTAL, SHED_TOTAL,
-    STATE_BACKEND_UP, STATE_SYNC_TOTAL, TIME_TO_FIRST_TOKEN_SECONDS, describe_metrics,
+    STATE_BACKEND_UP, STATE_SYNC_TOTAL, STREAM_RESUMES_TOTAL, TIME_TO_FIRST_TOKEN_SECONDS,
+    describe_metrics,
 };
 pub use self::exporter::{
     ExporterError, LATENCY_BUCKETS, install_prometheus, install_prometheus_recorder,
@@ -359,6 +362,14 @@ pub mod names {
     /// [`chain::CAUSE`].
     pub const SHED_EVENT: &str = "shed";
 
+    /// The event emitted inside a request span when a committed stream broke after its first
+    /// token and the chain tried to finish the answer on another target (a continuation
+    /// attempt with the answer so far as an assistant prefill). Fields:
+    /// [`chain::FROM_PROVIDER`] (the provider whose stream broke), [`chain::TO_PROVIDER`]
+    /// (the provider that continued it, [`chain::NO_PROVIDER`] when no target could take it
+    /// over), [`chain::RESUME_OUTCOME`].
+    pub const RESUME_EVENT: &str = "stream_resume";
+
     /// The event emitted when a target's in-flight count moves (a request sent, a request or
     /// stream ended). Fields: [`chain::PROVIDER_LABEL`], [`chain::MODEL_LABEL`],
     /// [`chain::DELTA`].
@@ -422,14 +433,30 @@ pub mod names {
         pub const DURATION: &str = "llm_failover.duration_s";
         /// Attempt span: the HTTP status the provider answered with, if any.
         pub const STATUS: &str = "http.response.status_code";
+        /// Attempt span: true on a continuation attempt, one that finishes a broken stream's
+        /// answer from its prefill (absent on every other attempt).
+        pub const RESUME: &str = "llm_failover.resume";
 
-        /// Failover event: the provider left.
+        /// Failover event: the provider left. Resume event: the provider whose stream broke.
         pub const FROM_PROVIDER: &str = "from_provider";
-        /// Failover event: the provider tried next.
+        /// Failover event: the provider tried next. Resume event: the provider that continued
+        /// the answer, or [`NO_PROVIDER`].
         pub const TO_PROVIDER: &str = "to_provider";
         /// Failover event: why the request left (a failure's reason, or the reason that opened
         /// the breaker that refused it; `unknown` when an operator forced it open).
         pub const FAILOVER_REASON: &str = "reason";
+        /// Resume event: [`RESUME_OK`] or [`RESUME_ERROR`].
+        pub const RESUME_OUTCOME: &str = "outcome";
+
+        /// Resume event `to_provider`: no target could take the broken stream over.
+        pub const NO_PROVIDER: &str = "none";
+        /// Resume outcome: the continuation finished the answer.
+        pub const RESUME_OK: &str = "ok";
+        /// Resume outcome: it did not (no target could take it over, or the continuation
+        /// failed too); the caller's stream ends with an error.
+        pub const RESUME_ERROR: &str = "error";
+        /// Every resume outcome.
+        pub const RESUME_OUTCOMES: [&str; 2] = [RESUME_OK, RESUME_ERROR];
 
         /// `role` of the route's first target.
         pub const ROLE_PRIMARY: &str = "primary";
