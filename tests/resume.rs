@@ -480,17 +480,6 @@ async fn post(
     (headers, data, comments)
 }
 
-fn content(data: &[String]) -> String {
-    data.iter()
-        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
-        .filter_map(|v| {
-            v["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect()
-}
-
 #[tokio::test]
 async fn through_the_proxy_every_break_is_finished_as_one_stream() {
     let rig = rig().await;
@@ -498,7 +487,7 @@ async fn through_the_proxy_every_break_is_finished_as_one_stream() {
     for m in BROKEN {
         let route = m.trim_start_matches("sim-").trim_end_matches("-3");
         let (headers, data, comments) = post(&p, route).await;
-        assert_eq!(content(&data), ANSWER, "{route}");
+        assert_eq!(crate::proxy::streamed_text(&data), ANSWER, "{route}");
         // The headers went out when the first target committed.
         assert_eq!(headers["x-failover-trail"], format!("a/{m}=ok"));
         let reason = if route == "stall" {
@@ -533,7 +522,7 @@ async fn through_the_proxy_with_no_continuer_the_error_is_the_interruption_and_o
     let p = proxy(&rig).await;
     for route in ["unfinished", "off"] {
         let (_, data, comments) = post(&p, route).await;
-        assert_eq!(content(&data), head(3), "{route}");
+        assert_eq!(crate::proxy::streamed_text(&data), head(3), "{route}");
         let last: Value = serde_json::from_str(data.last().unwrap()).unwrap();
         assert_eq!(
             last["error"]["code"], "stream_interrupted",
@@ -546,4 +535,31 @@ async fn through_the_proxy_with_no_continuer_the_error_is_the_interruption_and_o
     }
     assert_eq!(rig.b.attempts("m"), 0);
     assert_eq!(rig.d.attempts("m"), 1);
+}
+
+#[test]
+fn resumes_are_counted_by_route_providers_and_outcome_and_the_attempt_says_resume() {
+    let (scrape, logs) = support::observed(|| async {
+        let rig = rig().await;
+        let ok = rig.route(&[("a", "sim-cut-3"), ("b", "m")], true);
+        assert_eq!(rig.stream(&ok, hi()).await.text, ANSWER);
+        let none = rig.route(&[("a", "sim-error-3"), ("c", "m")], true);
+        assert!(rig.stream(&none, hi()).await.error.is_some());
+        let broke = rig.route(&[("a", "sim-malformed-3"), ("b", "sim-cut-2")], true);
+        assert!(rig.stream(&broke, hi()).await.error.is_some());
+    });
+    for series in [
+        r#"llm_failover_stream_resumes_total{route="chat",from_provider="a",to_provider="b",outcome="ok"} 1"#,
+        r#"llm_failover_stream_resumes_total{route="chat",from_provider="a",to_provider="none",outcome="error"} 1"#,
+        r#"llm_failover_stream_resumes_total{route="chat",from_provider="a",to_provider="b",outcome="error"} 1"#,
+    ] {
+        assert!(scrape.contains(series), "{series} not in\n{scrape}");
+    }
+    // The continuations' attempt spans say so; the first attempts' do not.
+    let resumed = logs
+        .lines()
+        .filter(|l| l.contains("}:attempt{") && l.contains("llm_failover::chain: close"))
+        .filter(|l| l.contains("llm_failover.resume=true"))
+        .count();
+    assert_eq!(resumed, 2, "{logs}");
 }

@@ -985,7 +985,7 @@ impl Route {
         F: FnMut(AttemptContext) -> Fut,
         Fut: Future<Output = Result<S, AttemptFailure>>,
     {
-        self.open_stream(tokens, open, |_| None).await
+        self.open_stream(tokens, open, None).await
     }
 
     /// [`stream_with_tokens`](Self::stream_with_tokens) for a route that resumes broken
@@ -1066,18 +1066,15 @@ impl Route {
         Fut: Future<Output = Result<S, AttemptFailure>>,
         R: Resume<C, S> + 'static,
     {
-        let begun = Instant::now();
-        let resumer = |_: &()| {
-            self.policy.stream_resume.then(|| {
-                Box::new(resume::Resumer {
-                    route: Arc::clone(self),
-                    resume: Box::new(resume),
-                    deadline: begun + self.policy.total_deadline,
-                    tokens,
-                    start: |job| Box::pin(resume::continuation(job)),
-                })
+        let resumer = self.policy.stream_resume.then(|| {
+            Box::new(resume::Resumer {
+                route: Arc::clone(self),
+                resume: Box::new(resume),
+                deadline: Instant::now() + self.policy.total_deadline,
+                tokens,
+                start: |job| Box::pin(resume::continuation(job)),
             })
-        };
+        });
         self.open_stream(tokens, open, resumer).await
     }
 
@@ -1087,7 +1084,7 @@ impl Route {
         &self,
         tokens: u64,
         open: F,
-        resumer: impl FnOnce(&()) -> Option<Box<resume::Resumer<C, S>>>,
+        resumer: Option<Box<resume::Resumer<C, S>>>,
     ) -> Result<Answer<FailoverStream<C, S>>, FailoverError>
     where
         C: Chunk,
@@ -1095,7 +1092,6 @@ impl Route {
         F: FnMut(AttemptContext) -> Fut,
         Fut: Future<Output = Result<S, AttemptFailure>>,
     {
-        let resumer = resumer(&());
         let limit = self.policy.attempt_timeout.min(self.policy.ttft_timeout);
         let request = telemetry::Request::new(&self.name);
         let mut open = open;

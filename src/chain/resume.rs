@@ -6,21 +6,7 @@
 //! fits the continuation's chunks into the stream the reader already has.
 //! [`openai::ChatResume`](super::openai::ChatResume) is the one for OpenAI-compatible chat.
 //!
-//! # What the chain does when a resumable stream breaks
-//!
-//! The broken attempt settles as before (its breakers count the break). If the [`Resume`]
-//! says the answer can be continued, the chain tries the route's other targets (the broken
-//! one's tier first, then the tiers after it), skipping every target the [`Resume`] does not
-//! [accept](Resume::accepts) (no prefill support). Each continuation is an attempt like any
-//! other: breakers and limits admit it, the attempt timeout and the route's total deadline
-//! bound it (no continuation starts after the deadline), it spends the retry budget, and its
-//! span says `llm_failover.resume = true`. A target that answers a continuation with a
-//! `format` failure (a 400 about the assistant message: it rejected the prefill) is passed
-//! over without its breakers hearing of it. The first continuation that produces a chunk is
-//! committed, and its chunks go to the reader through [`Resume::splice`]. At most one
-//! continuation is committed per stream: if it breaks too, the stream ends with that break.
-//! If none could be committed, the stream ends with the original break, never a
-//! continuation's error.
+//! What the chain does is documented on [`Resume`], the public face of this module.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,9 +26,24 @@ use crate::breaker::OwnedTargetPermit;
 /// A boxed future that opens a continuation stream.
 pub type Opening<S> = Pin<Box<dyn Future<Output = Result<S, AttemptFailure>> + Send>>;
 
-/// How to finish a broken stream of chunks `C` on another target (see the
-/// [module docs](self)). Given to [`Route::resumable_stream`]; the chain calls it from the
-/// stream's `poll_next`.
+/// How to finish a broken stream of chunks `C` (from streams `S`) on another target. Given to
+/// [`Route::resumable_stream`]; the chain calls it from the stream's `poll_next`.
+///
+/// # What the chain does when a resumable stream breaks
+///
+/// The broken attempt settles as before (its breakers count the break). If the [`Resume`]
+/// says the answer can be continued, the chain tries the route's other targets (the broken
+/// one's tier first, then the tiers after it), skipping every target the [`Resume`] does not
+/// [accept](Resume::accepts) (no prefill support). Each continuation is an attempt like any
+/// other: breakers and limits admit it, the attempt timeout and the route's total deadline
+/// bound it (no continuation starts after the deadline), it spends the retry budget, and its
+/// span says `llm_failover.resume = true`. A target that answers a continuation with a
+/// `format` failure (a 400 about the assistant message: it rejected the prefill) is passed
+/// over without its breakers hearing of it. The first continuation that produces a chunk is
+/// committed, and its chunks go to the reader through [`Resume::splice`]. At most one
+/// continuation is committed per stream: if it breaks too, the stream ends with that break.
+/// If none could be committed, the stream ends with the original break, never a
+/// continuation's error.
 pub trait Resume<C, S>: Send {
     /// The reader was given `chunk` (called for every chunk before a break).
     fn sent(&mut self, chunk: &C);

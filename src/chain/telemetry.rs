@@ -77,11 +77,6 @@ impl Request {
 }
 
 impl Request {
-    /// TEMPORARY (replaced by the telemetry branch).
-    pub(super) fn resumed(&self, from: &str, to: Option<&str>, ok: bool) {
-        let _ = (from, to, ok, &self.span);
-    }
-
     /// `t` was skipped at one of its own limits: nothing was sent.
     pub(super) fn shed(&self, t: &RouteTarget, cause: ShedCause) {
         tracing::event!(
@@ -96,19 +91,10 @@ impl Request {
     }
 }
 
-// Called by the stream-resume chain (`resume.rs`), which lands separately; until then only
-// the tests below call these. Remove the `expect`s once it does (they then fail the build).
 impl Request {
     /// A committed stream of `from` broke after its first token and the chain tried to finish
     /// the answer on `to` (`None`: no target could take it over); `ok` says whether the
     /// continuation finished it. Counted in `llm_failover_stream_resumes_total`.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "called by the stream-resume chain, merged separately"
-        )
-    )]
     pub(super) fn resumed(&self, from: &str, to: Option<&str>, ok: bool) {
         tracing::event!(
             name: "stream_resume",
@@ -124,13 +110,6 @@ impl Request {
 
 /// Marks `span` (an [`attempt_span`]) as a continuation attempt: it finishes a broken stream's
 /// answer from its prefill.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "called by the stream-resume chain, merged separately"
-    )
-)]
 pub(super) fn resume_attempt(span: &Span) {
     span.record(field::RESUME, true);
 }
@@ -202,11 +181,6 @@ pub(super) fn attempt_span(
         // Last, so the fields above keep their order; see `resume_attempt`.
         "llm_failover.resume" = Empty,
     )
-}
-
-/// TEMPORARY (replaced by the telemetry branch).
-pub(super) fn resume_attempt(span: &Span) {
-    let _ = span;
 }
 
 /// A breaker refused the attempt: nothing was sent.
