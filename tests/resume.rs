@@ -3,7 +3,6 @@
 //! of their known answer with the rest of it, so a client that ends with exactly [`ANSWER`]
 //! got one whole answer.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures_util::StreamExt as _;
@@ -18,14 +17,13 @@ use crate::support;
 
 /// Four providers: `a` breaks as its model names say, `b` continues a prefill, `c` answers
 /// anew (OpenAI-like, configured as not taking a prefill), `d` rejects a prefill with a 400
-/// (configured as taking one, wrongly). `e` is a server whose stream ends cleanly after
-/// three tokens, without a `finish_reason` or `[DONE]`.
+/// (configured as taking one, wrongly). `e` is a canned server whose stream ends cleanly after
+/// three tokens, without a `finish_reason` or `[DONE]` (see [`Rig::with_e`] for others).
 struct Rig {
     a: Sim,
     b: Sim,
     c: Sim,
     d: Sim,
-    e: SocketAddr,
     endpoints: Arc<Vec<Endpoint>>,
     registry: Arc<Registry>,
 }
@@ -35,17 +33,30 @@ fn head(n: usize) -> String {
     sim::answer_tokens().take(n).collect()
 }
 
-/// An SSE body of three tokens that ends without its finish.
-fn unfinished() -> String {
-    let events: String = sim::answer_tokens()
-        .take(3)
-        .map(|t| {
+/// A 200 whose SSE body is one chunk per `(delta, finish_reason)`, then the end of the body
+/// (no `[DONE]`).
+fn sse_body(chunks: impl IntoIterator<Item = (Value, Value)>) -> String {
+    let events: String = chunks
+        .into_iter()
+        .map(|(delta, finish)| {
             let chunk = json!({"id": "chatcmpl-e", "object": "chat.completion.chunk", "created": 1,
-                "model": "m", "choices": [{"index": 0, "delta": {"content": t}, "finish_reason": null}]});
+                "model": "m", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]});
             format!("data: {chunk}\n\n")
         })
         .collect();
     support::http("200 OK", "content-type: text/event-stream\r\n", &events)
+}
+
+/// The first `n` tokens of the answer as content deltas.
+fn tokens(n: usize) -> impl Iterator<Item = (Value, Value)> {
+    sim::answer_tokens()
+        .take(n)
+        .map(|t| (json!({"content": t}), Value::Null))
+}
+
+/// An SSE body of three tokens that ends without its finish.
+fn unfinished() -> String {
+    sse_body(tokens(3))
 }
 
 const BROKEN: [&str; 4] = ["sim-cut-3", "sim-stall-3", "sim-malformed-3", "sim-error-3"];
@@ -97,7 +108,6 @@ async fn rig() -> Rig {
         b,
         c,
         d,
-        e,
         endpoints: Arc::new(endpoints),
         registry: Arc::new(registry.build().unwrap()),
     }
@@ -114,6 +124,17 @@ struct Read {
 }
 
 impl Rig {
+    /// The rig with `e` answering `response`.
+    async fn with_e(self, response: String) -> Rig {
+        let e = support::canned(response).await;
+        let mut endpoints = (*self.endpoints).clone();
+        endpoints[4] = Endpoint::new("e", &format!("http://{e}/v1"));
+        Rig {
+            endpoints: Arc::new(endpoints),
+            ..self
+        }
+    }
+
     fn route(&self, targets: &[(&str, &str)], resume: bool) -> Arc<Route> {
         let policy = RoutePolicy::builder()
             .idle_timeout(std::time::Duration::from_millis(300))
@@ -376,30 +397,82 @@ async fn with_resume_off_a_break_ends_the_stream_as_before() {
 async fn an_answer_with_a_tool_call_is_not_continued() {
     let rig = rig().await;
     // e's stream: a word of text, then a tool call, then the end without a finish.
-    let text = json!({"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m",
-        "choices": [{"index": 0, "delta": {"content": head(1)}, "finish_reason": null}]});
-    let call = json!({"id": "x", "object": "chat.completion.chunk", "created": 1, "model": "m",
-        "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1",
-        "type": "function", "function": {"name": "f", "arguments": "{"}}]}, "finish_reason": null}]});
-    let body = format!("data: {text}\n\ndata: {call}\n\n");
-    let e = support::canned(support::http(
-        "200 OK",
-        "content-type: text/event-stream\r\n",
-        &body,
-    ))
-    .await;
-    let mut endpoints = (*rig.endpoints).clone();
-    endpoints[4] = Endpoint::new("e", &format!("http://{e}/v1"));
-    let rig = Rig {
-        endpoints: Arc::new(endpoints),
-        ..rig
-    };
+    let call = json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+        "function": {"name": "f", "arguments": "{"}}]});
+    let rig = rig
+        .with_e(sse_body(tokens(1).chain([(call, Value::Null)])))
+        .await;
     let route = rig.route(&[("e", "m"), ("b", "m")], true);
     let read = rig.stream(&route, hi()).await;
     assert_eq!(read.text, head(1));
     assert!(read.error.is_some());
     assert_eq!(rig.b.attempts("m"), 0);
-    let _ = (&rig.a, &rig.c, &rig.d, rig.e);
+}
+
+#[tokio::test]
+async fn a_content_filter_stop_is_not_finished_by_another_model() {
+    let rig = rig().await;
+    let filtered = (json!({}), json!("content_filter"));
+    let rig = rig.with_e(sse_body(tokens(3).chain([filtered]))).await;
+    let route = rig.route(&[("e", "m"), ("b", "m")], true);
+    let read = rig.stream(&route, hi()).await;
+    assert_eq!(read.text, head(3));
+    assert!(read.error.is_some());
+    assert!(!read.resumed);
+    assert_eq!(rig.b.attempts("m"), 0);
+}
+
+#[tokio::test]
+async fn a_break_after_the_last_token_is_finished_by_a_continuation_with_nothing_to_add() {
+    let rig = rig().await;
+    let all = sim::answer_tokens().count();
+    let rig = rig.with_e(sse_body(tokens(all))).await;
+    let route = rig.route(&[("e", "m"), ("b", "m")], true);
+    let read = rig.stream(&route, hi()).await;
+    assert!(read.error.is_none(), "{:?}", read.error);
+    assert_eq!(read.text, ANSWER);
+    assert_eq!(read.trail, "e/m=stream_interrupted; b/m=ok");
+    let finish = read
+        .events
+        .iter()
+        .filter(|e| !e["choices"][0]["finish_reason"].is_null())
+        .count();
+    assert_eq!(finish, 1);
+    // The continuer did its job: nothing against its breaker.
+    let b = rig.registry.target("b", "m").unwrap();
+    assert_eq!(b.model_breaker().snapshot().consecutive_failures, 0);
+}
+
+#[tokio::test]
+async fn a_request_with_its_own_prefill_gets_the_text_appended_to_it() {
+    let rig = rig().await;
+    let own = head(2);
+    let mut request = hi();
+    request["messages"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"role": "assistant", "content": own}));
+    request["max_tokens"] = json!(100);
+    request["max_completion_tokens"] = json!(50);
+    let route = rig.route(&[("a", "sim-cut-3"), ("b", "m")], true);
+    let read = rig.stream(&route, request).await;
+    // a continued the client's prefill; b continued both.
+    assert_eq!(format!("{own}{}", read.text), ANSWER);
+    let sent = rig.b.last_request("m").unwrap();
+    let messages = sent["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 2, "{messages:?}");
+    assert_eq!(
+        messages[1],
+        json!({"role": "assistant", "content": head(5).trim_end()})
+    );
+    // Both limits shrink by the three tokens streamed.
+    assert_eq!(
+        (
+            sent["max_tokens"].as_u64(),
+            sent["max_completion_tokens"].as_u64()
+        ),
+        (Some(97), Some(47))
+    );
 }
 
 /// A proxy over the rig: one route per way a stream breaks, each `[a/<fault>, c/m, d/m,

@@ -251,8 +251,12 @@ impl RoutePolicyBuilder {
     /// that accepts an assistant prefill, and the reader sees one answer. Its end is then
     /// written by another model. Only for streams opened with
     /// [`Route::resumable_stream`](super::Route::resumable_stream), which says how to
-    /// continue one; a continuation obeys the total deadline, the breakers and the retry
-    /// budget. Default: false (a break ends the stream with its classified error).
+    /// continue one; a continuation obeys the breakers, the retry budget and the total
+    /// deadline, which counts from the start of the request: a stream that breaks after it
+    /// has passed is not resumed (long answers want a longer `total_deadline`). A stop no
+    /// other model may finish (a content filter, any reason whose action is `return_error`)
+    /// is not resumed either. Default: false (a break ends the stream with its classified
+    /// error).
     pub fn stream_resume(mut self, on: bool) -> Self {
         self.policy.stream_resume = on;
         self

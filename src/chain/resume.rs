@@ -168,7 +168,8 @@ where
             t,
             &target,
             number,
-            t.tier == 0,
+            // A continuation is never the primary's attempt.
+            false,
             now,
             limit,
             resumer.deadline,

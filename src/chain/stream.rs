@@ -16,6 +16,7 @@ use super::telemetry::{self, Request};
 use super::{AttemptFailure, AttemptOutcome, FailoverError, FailoverErrorKind, Named, Trail};
 use crate::Reason;
 use crate::breaker::{Outcome, OwnedTargetPermit};
+use crate::reason::Action;
 
 /// A chunk of a streamed answer that knows whether it ends the answer.
 ///
@@ -179,15 +180,19 @@ where
         self.settle(Outcome::success(took).with_ttft(self.info.ttft));
         telemetry::settled(&self.info.span, AttemptOutcome::Ok, None, took);
         if let Some(Resuming::Resumed(_, from)) = &self.resuming {
-            self.info
-                .request
-                .resumed(&from.provider, Some(&self.info.target.provider), true);
+            self.info.request.resumed(
+                &from.provider,
+                Some(&self.info.target.provider),
+                true,
+                &self.info.trail,
+            );
         }
         self.info.request.succeeded(self.info.trail.0.len());
     }
 
     /// The stream broke: ends it with its error, or starts looking for a continuation.
     fn broken(&mut self, reason: Reason, failure: AttemptFailure) -> Option<FailoverError> {
+        let failure_reason = failure.reason();
         let took = self.info.started.elapsed();
         self.settle(Outcome::failure(reason, took).with_ttft(self.info.ttft));
         if let Some(last) = self.info.trail.0.last_mut() {
@@ -203,12 +208,16 @@ where
             retry_after: None,
         };
         match self.resuming.take() {
-            Some(Resuming::Ready(r)) if r.resume.continuable() => {
+            // A failure no other model may see the end of (a content filter) is not resumed.
+            Some(Resuming::Ready(r))
+                if r.resume.continuable()
+                    && r.route.policy.action(failure_reason) != Action::ReturnError =>
+            {
                 let start = r.start;
                 let job = Job {
                     resumer: r,
                     request: Arc::clone(&self.info.request),
-                    trail: std::mem::take(&mut self.info.trail),
+                    trail: self.info.trail.clone(),
                     from: self.info.target.clone(),
                     reason,
                 };
@@ -216,9 +225,12 @@ where
                 None
             }
             Some(Resuming::Resumed(r, from)) => {
-                self.info
-                    .request
-                    .resumed(&from.provider, Some(&self.info.target.provider), false);
+                self.info.request.resumed(
+                    &from.provider,
+                    Some(&self.info.target.provider),
+                    false,
+                    &self.info.trail,
+                );
                 self.resuming = Some(Resuming::Resumed(r, from));
                 Some(self.end(error))
             }
@@ -242,7 +254,7 @@ where
         let Some(c) = done.opened else {
             self.info
                 .request
-                .resumed(&self.info.target.provider, None, false);
+                .resumed(&self.info.target.provider, None, false, &self.info.trail);
             let error = FailoverError {
                 trail: self.info.trail.clone(),
                 ..error

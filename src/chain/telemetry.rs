@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tracing::Span;
 use tracing::field::Empty;
 
-use super::{AttemptOutcome, FailoverError, FailoverErrorKind, RouteTarget, ShedCause};
+use super::{AttemptOutcome, FailoverError, FailoverErrorKind, RouteTarget, ShedCause, Trail};
 use crate::Reason;
 use crate::breaker::{Rejected, State, Target};
 use crate::telemetry::names::chain as field;
@@ -94,8 +94,9 @@ impl Request {
 impl Request {
     /// A committed stream of `from` broke after its first token and the chain tried to finish
     /// the answer on `to` (`None`: no target could take it over); `ok` says whether the
-    /// continuation finished it. Counted in `llm_failover_stream_resumes_total`.
-    pub(super) fn resumed(&self, from: &str, to: Option<&str>, ok: bool) {
+    /// continuation finished it; `trail` is the request's, for the log. Counted in
+    /// `llm_failover_stream_resumes_total`.
+    pub(super) fn resumed(&self, from: &str, to: Option<&str>, ok: bool, trail: &Trail) {
         tracing::event!(
             name: "stream_resume",
             target: "llm_failover::chain",
@@ -104,6 +105,7 @@ impl Request {
             from_provider = from,
             to_provider = to.unwrap_or(field::NO_PROVIDER),
             outcome = if ok { field::RESUME_OK } else { field::RESUME_ERROR },
+            trail = %trail,
         );
     }
 }
@@ -284,7 +286,7 @@ mod tests {
             resume_attempt(&span);
             request.failover("p", "q", Reason::Timeout);
             request.shed(&t, ShedCause::Concurrency);
-            request.resumed("p", Some("q"), true);
+            request.resumed("p", Some("q"), true, &Trail::default());
             inflight("p", "m", 1);
         });
         let seen = seen.0.lock().unwrap();
@@ -340,7 +342,8 @@ mod tests {
             [
                 field::FROM_PROVIDER,
                 field::TO_PROVIDER,
-                field::RESUME_OUTCOME
+                field::RESUME_OUTCOME,
+                field::RESUME_TRAIL,
             ]
         );
         let (target, _, fields) = find(names::INFLIGHT_EVENT);
@@ -374,13 +377,13 @@ mod tests {
                 }
                 for _ in 0..2 {
                     let request = Request::new("chat");
-                    request.resumed("local", Some("cloud"), true);
+                    request.resumed("local", Some("cloud"), true, &Trail::default());
                     request.succeeded(2);
                 }
                 let request = Request::new("chat");
-                request.resumed("local", Some("cloud"), false);
+                request.resumed("local", Some("cloud"), false, &Trail::default());
                 let request = Request::new("batch");
-                request.resumed("cloud", None, false);
+                request.resumed("cloud", None, false, &Trail::default());
             });
         });
         let text = scrape.render();

@@ -447,6 +447,9 @@ pub mod names {
         pub const FAILOVER_REASON: &str = "reason";
         /// Resume event: [`RESUME_OK`] or [`RESUME_ERROR`].
         pub const RESUME_OUTCOME: &str = "outcome";
+        /// Resume event: the request's whole trail, as in `x-failover-trail` (for the log; no
+        /// metric reads it).
+        pub const RESUME_TRAIL: &str = "trail";
 
         /// Resume event `to_provider`: no target could take the broken stream over.
         pub const NO_PROVIDER: &str = "none";

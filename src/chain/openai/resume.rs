@@ -90,6 +90,9 @@ impl std::str::FromStr for Prefill {
     }
 }
 
+/// The request fields that limit the completion's tokens.
+const LIMITS: [&str; 2] = ["max_completion_tokens", "max_tokens"];
+
 /// Opens a chat stream for an attempt with a request body.
 type Open = Box<dyn FnMut(AttemptContext, Arc<Value>) -> Opening<ChatStream> + Send>;
 
@@ -166,11 +169,12 @@ impl ChatResume {
         }
     }
 
-    /// The completion limit the request set, if any, and its field.
-    fn limit(&self) -> Option<(&'static str, u64)> {
-        ["max_completion_tokens", "max_tokens"]
+    /// The completion limit the request set, if any.
+    fn limit(&self) -> Option<u64> {
+        LIMITS
             .into_iter()
-            .find_map(|k| Some((k, self.request.get(k)?.as_u64()?)))
+            .filter_map(|k| self.request.get(k)?.as_u64())
+            .min()
     }
 
     /// The usage of the broken attempt: reported, else estimated.
@@ -206,12 +210,18 @@ impl ChatResume {
             }
             last = choice.get("finish_reason").is_some_and(|r| !r.is_null());
         }
+        let no_choices = v
+            .get("choices")
+            .and_then(Value::as_array)
+            .is_none_or(Vec::is_empty);
         if let Some(usage) = v.get_mut("usage").filter(|u| u.is_object()) {
+            // Usage is cumulative (some servers send it on every chunk): each gets the broken
+            // attempt's added. The usage chunk proper (no choices) is the last of an answer.
             let (prompt, completion) = self.spent();
             add(usage, "prompt_tokens", prompt);
             add(usage, "completion_tokens", completion);
             add(usage, "total_tokens", prompt + completion);
-            last = true;
+            last |= no_choices;
         }
         if last {
             v.insert(
@@ -287,7 +297,7 @@ impl Resume<ChatChunk, ChatStream> for ChatResume {
     }
 
     fn continuable(&self) -> bool {
-        let room = self.limit().is_none_or(|(_, max)| max > self.tokens);
+        let room = self.limit().is_none_or(|max| max > self.tokens);
         let one_choice = self
             .request
             .get("n")
@@ -305,23 +315,39 @@ impl Resume<ChatChunk, ChatStream> for ChatResume {
         let prefill = self.text.trim_end();
         self.owed = self.text.len() - prefill.len();
         if let Some(messages) = body.get_mut("messages").and_then(Value::as_array_mut) {
-            messages.push(json!({"role": "assistant", "content": prefill}));
+            // A request that ends with its own prefill gets the text appended to it: the
+            // provider continues only the last message.
+            match messages.last_mut() {
+                Some(last) if last["role"] == "assistant" && last["content"].is_string() => {
+                    let own = last["content"].as_str().unwrap_or_default();
+                    last["content"] = Value::from(format!("{own}{prefill}"));
+                }
+                _ => messages.push(json!({"role": "assistant", "content": prefill})),
+            }
         }
-        let limit = self.limit();
         let vllm = (self.prefill)(attempt.provider()) == Prefill::ContinueFinalMessage;
         if let Some(obj) = body.as_object_mut() {
-            if let Some((key, max)) = limit {
-                obj.insert(
-                    key.into(),
-                    Value::from(max.saturating_sub(self.tokens).max(1)),
-                );
+            for key in LIMITS {
+                if let Some(max) = obj.get(key).and_then(Value::as_u64) {
+                    obj.insert(
+                        key.into(),
+                        Value::from(max.saturating_sub(self.tokens).max(1)),
+                    );
+                }
             }
             if vllm {
                 obj.insert("continue_final_message".into(), Value::Bool(true));
                 obj.insert("add_generation_prompt".into(), Value::Bool(false));
             }
         }
-        (self.open)(attempt, Arc::new(body))
+        let opening = (self.open)(attempt, Arc::new(body));
+        Box::pin(async move {
+            // The answer has its tokens already: a continuation that only finishes it (the
+            // break came after its last token) is whole, not empty.
+            let mut stream = opening.await?;
+            stream.answered = true;
+            Ok(stream)
+        })
     }
 
     fn splice(&mut self, chunk: ChatChunk, trail: &Trail) -> Option<ChatChunk> {
