@@ -236,6 +236,13 @@ impl Registry {
         })
     }
 
+    /// The two breakers of a target (provider-wide, model), as handles that share their
+    /// state: for a route to keep instead of looking the target up on every request.
+    pub(crate) fn handles(&self, provider: &str, model: &str) -> Option<(Breaker, Breaker)> {
+        let entry = self.providers.get(provider)?;
+        Some((entry.breaker.clone(), entry.models.get(model)?.clone()))
+    }
+
     /// One breaker: `model` of `provider`, or the provider-wide breaker when `model` is `*`.
     #[must_use]
     pub fn breaker(&self, provider: &str, model: &str) -> Option<&Breaker> {
@@ -289,6 +296,12 @@ pub struct Target<'a> {
 }
 
 impl<'a> Target<'a> {
+    /// The target of these two breakers (see [`Registry::handles`]).
+    #[inline]
+    pub(crate) fn of(provider: &'a Breaker, model: &'a Breaker) -> Self {
+        Target { provider, model }
+    }
+
     /// Asks both breakers: the provider-wide one first (it gates every model), then the
     /// model's.
     ///

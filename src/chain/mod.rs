@@ -112,7 +112,7 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 
 use crate::Reason;
-use crate::breaker::{Outcome, OwnedTargetPermit, Registry, State};
+use crate::breaker::{Breaker, Outcome, OwnedTargetPermit, Registry, State};
 use crate::reason::Action;
 
 use self::budget::RetryBudget;
@@ -134,6 +134,8 @@ pub use self::tier::{Pick, Tier, UnknownPick};
 struct RouteTarget {
     provider: Arc<str>,
     model: Arc<str>,
+    /// Its breakers (provider-wide, model), kept so a request needs no registry lookup.
+    breakers: (Breaker, Breaker),
     load: Arc<Load>,
     weight: u32,
     /// The tier's index in the route.
@@ -146,10 +148,11 @@ struct RouteTarget {
 
 impl RouteTarget {
     /// A one-target tier.
-    fn new(provider: &str, model: &str, loads: &Loads) -> Self {
+    fn new(provider: &str, model: &str, loads: &Loads, breakers: (Breaker, Breaker)) -> Self {
         Self {
             provider: provider.into(),
             model: model.into(),
+            breakers,
             load: loads.target(provider, model),
             weight: 1,
             tier: 0,
@@ -161,6 +164,12 @@ impl RouteTarget {
 
     fn is(&self, provider: &str, model: &str) -> bool {
         *self.provider == *provider && *self.model == *model
+    }
+
+    /// Its breakers.
+    #[inline]
+    fn target(&self) -> crate::breaker::Target<'_> {
+        crate::breaker::Target::of(&self.breakers.0, &self.breakers.1)
     }
 
     #[inline]
@@ -333,14 +342,13 @@ impl RouteBuilder {
         }
         let loads = self.loads.clone().unwrap_or_default();
         let known = |provider: &str, model: &str| {
-            if self.registry.target(provider, model).is_none() {
-                return Err(RouteError::UnknownTarget {
+            self.registry
+                .handles(provider, model)
+                .ok_or_else(|| RouteError::UnknownTarget {
                     route: route(),
                     provider: provider.to_owned(),
                     model: model.to_owned(),
-                });
-            }
-            Ok(())
+                })
         };
         let mut targets = Vec::new();
         for (index, tier) in self.tiers.iter().enumerate() {
@@ -353,7 +361,7 @@ impl RouteBuilder {
             let start = u32::try_from(targets.len()).unwrap_or(u32::MAX);
             let len = u32::try_from(tier.targets.len()).unwrap_or(u32::MAX);
             for t in &tier.targets {
-                known(&t.provider, &t.model)?;
+                let breakers = known(&t.provider, &t.model)?;
                 if t.weight == 0 {
                     return Err(RouteError::ZeroWeight {
                         route: route(),
@@ -368,6 +376,7 @@ impl RouteBuilder {
                 targets.push(RouteTarget {
                     provider: Arc::clone(&t.provider),
                     model: Arc::clone(&t.model),
+                    breakers,
                     load,
                     weight: t.weight,
                     tier: u32::try_from(index).unwrap_or(u32::MAX),
@@ -379,8 +388,7 @@ impl RouteBuilder {
         }
         let mut larger_context = Vec::new();
         for (p, m) in &self.larger_context {
-            known(p, m)?;
-            larger_context.push(RouteTarget::new(p, m, &loads));
+            larger_context.push(RouteTarget::new(p, m, &loads, known(p, m)?));
         }
         let (ratio, floor, window, _) = self.policy.retry_budget();
         let budget = RetryBudget::new(window, floor, ratio);
@@ -814,8 +822,8 @@ impl Route {
                         .filter(|t| self.available(t))
                         .map_or(f64::INFINITY, |t| t.load.cost())
                 };
-                let k = tier::two_choices(tier.len(), cost);
-                if cost(k).is_finite() {
+                let (k, c) = tier::two_choices(tier.len(), cost);
+                if c.is_finite() {
                     return k;
                 }
                 // Both draws were unavailable: the cheapest of all, if any is available.
@@ -830,13 +838,10 @@ impl Route {
 
     /// False when a breaker of `t` would refuse it now.
     fn available(&self, t: &RouteTarget) -> bool {
-        self.registry
-            .target(&t.provider, &t.model)
-            .is_some_and(|b| {
-                ![b.provider_breaker().state(), b.model_breaker().state()]
-                    .iter()
-                    .any(|s| matches!(s, State::Open | State::ForcedOpen))
-            })
+        let b = t.target();
+        ![b.provider_breaker().state(), b.model_breaker().state()]
+            .iter()
+            .any(|s| matches!(s, State::Open | State::ForcedOpen))
     }
 
     /// The route's name.
@@ -1186,10 +1191,7 @@ impl Route {
             })
         };
         'targets: while let Some(t) = self.resolve(list, i, &mut cursor) {
-            let Some(target) = self.registry.target(&t.provider, &t.model) else {
-                i += 1;
-                continue;
-            };
+            let target = t.target();
             let mut retries = 0;
             let primary = std::ptr::eq(list, &self.targets) && t.tier == 0;
             if let Some((from, reason)) = leaving.take() {
@@ -1467,9 +1469,7 @@ impl Route {
             r = &mut a.fut => return Race::single(a.flight, r),
             () = tokio::time::sleep(delay) => {}
         }
-        let Some(target) = self.registry.target(&next.provider, &next.model) else {
-            return Race::single(a.flight, a.fut.await);
-        };
+        let target = next.target();
         if !self.budget.withdraw() {
             // No budget for a hedge: the first attempt runs alone.
             request.shed(next, ShedCause::RetryBudget);
@@ -1542,9 +1542,7 @@ impl Route {
     fn soonest_admit(&self, trail: &Trail) -> Option<Duration> {
         let mut soonest = Duration::MAX;
         for t in self.targets.iter().chain(&self.larger_context) {
-            let Some(target) = self.registry.target(&t.provider, &t.model) else {
-                continue;
-            };
+            let target = t.target();
             let open = [target.provider_breaker(), target.model_breaker()]
                 .into_iter()
                 .filter_map(crate::breaker::Breaker::closed_in)
@@ -1629,7 +1627,7 @@ impl Route {
             .iter()
             .find(|t| t.is(&soonest.provider, &soonest.model))?
             .clone();
-        let target = self.registry.target(&t.provider, &t.model)?;
+        let target = t.target();
         let primary = t.tier == 0;
         let now = Instant::now();
         let limit = attempt_limit(&t);

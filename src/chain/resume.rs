@@ -149,9 +149,7 @@ where
         if !resumer.resume.accepts(&t.provider, &t.model) {
             continue;
         }
-        let Some(target) = route.registry.target(&t.provider, &t.model) else {
-            continue;
-        };
+        let target = t.target();
         let now = Instant::now();
         if now >= resumer.deadline {
             break;

@@ -280,7 +280,8 @@ mod tests {
                 .build()
                 .unwrap();
             let request = Request::new("r");
-            let t = RouteTarget::new("p", "m", &super::super::Loads::new());
+            let handles = registry.handles("p", "m").unwrap();
+            let t = RouteTarget::new("p", "m", &super::super::Loads::new(), handles);
             let target = registry.target("p", "m").unwrap();
             let span = attempt_span(&request, &t, 1, true, &target);
             resume_attempt(&span);

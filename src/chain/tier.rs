@@ -153,18 +153,19 @@ impl Tier {
     }
 }
 
-/// The index in `0..costs.len()` of the cheaper of two distinct targets drawn at random (for
-/// two targets: of both). Ties go to the first drawn.
-pub(crate) fn two_choices(len: usize, cost: impl Fn(usize) -> f64) -> usize {
+/// The index in `0..len` of the cheaper of two distinct targets drawn at random (for two
+/// targets: of both), and its cost (each cost is asked once). Ties go to the first drawn.
+pub(crate) fn two_choices(len: usize, cost: impl Fn(usize) -> f64) -> (usize, f64) {
     if len < 2 {
-        return 0;
+        return (0, if len == 0 { f64::INFINITY } else { cost(0) });
     }
     let a = fastrand::usize(..len);
     let mut b = fastrand::usize(..len - 1);
     if b >= a {
         b += 1;
     }
-    if cost(b) < cost(a) { b } else { a }
+    let (ca, cb) = (cost(a), cost(b));
+    if cb < ca { (b, cb) } else { (a, ca) }
 }
 
 /// An index drawn in proportion to `weight(i)`, skipping unavailable ones (weight 0 here);
@@ -194,12 +195,12 @@ mod tests {
         let costs = [3.0, 1.0, 2.0, f64::INFINITY];
         let mut seen = [0; 4];
         for _ in 0..1000 {
-            seen[two_choices(4, |i| costs[i])] += 1;
+            seen[two_choices(4, |i| costs[i]).0] += 1;
         }
         assert_eq!(seen[3], 0, "{seen:?}");
         assert!(seen[1] > seen[2] && seen[2] > seen[0], "{seen:?}");
         assert!(seen[0] > 0);
-        assert_eq!(two_choices(2, |i| [2.0, 1.0][i]), 1);
+        assert_eq!(two_choices(2, |i| [2.0, 1.0][i]), (1, 1.0));
     }
 
     #[test]
