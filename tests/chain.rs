@@ -452,3 +452,21 @@ async fn a_withheld_answer_is_a_content_filter_and_an_empty_one_fails_over() {
     assert!(err.is_none());
     assert_eq!(text, ANSWER);
 }
+
+#[tokio::test]
+async fn a_200_carrying_an_error_object_is_the_error_it_describes() {
+    // Some gateways answer 200 with an error object: its code decides, not the 200.
+    let body = json!({"error": {"message": "Upstream provider error", "code": 502}}).to_string();
+    let (r, route) = canned_primary(crate::support::http(
+        "200 OK",
+        "content-type: application/json\r\n",
+        &body,
+    ))
+    .await;
+    let a = r.call(&route).await.unwrap();
+    // A server error is retried once in place, as a 502 status would be.
+    assert_eq!(
+        a.trail.to_string(),
+        "primary/p=server_error; primary/p=server_error; fallback/f=ok"
+    );
+}

@@ -231,6 +231,25 @@ impl Client {
         req
     }
 
+    /// Sends a chat request; a transport failure or a non-2xx answer is the attempt's failure.
+    async fn send(
+        &self,
+        endpoint: &Endpoint,
+        model: &str,
+        request: &Value,
+        stream: bool,
+    ) -> Result<reqwest::Response, AttemptFailure> {
+        let resp = self
+            .post(endpoint, model, request, stream)
+            .send()
+            .await
+            .map_err(self.transport(endpoint))?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        Err(AttemptFailure::from_response_with(resp, &endpoint.provider, &self.classifier).await)
+    }
+
     /// One non-streaming chat completion: the upstream's JSON answer, with `model` set to the
     /// target's model and `stream` to false.
     ///
@@ -243,19 +262,7 @@ impl Client {
         model: &str,
         request: &Value,
     ) -> Result<Value, AttemptFailure> {
-        let resp = self
-            .post(endpoint, model, request, false)
-            .send()
-            .await
-            .map_err(self.transport(endpoint))?;
-        if !resp.status().is_success() {
-            return Err(AttemptFailure::from_response_with(
-                resp,
-                &endpoint.provider,
-                &self.classifier,
-            )
-            .await);
-        }
+        let resp = self.send(endpoint, model, request, false).await?;
         let status = resp.status().as_u16();
         let body = resp
             .text()
@@ -265,10 +272,10 @@ impl Client {
             return Err(AttemptFailure::new(Reason::EmptyResponse).with_status(status));
         };
         if answer.get("error").is_some() {
-            // Some gateways answer 200 with an error object.
+            // Some gateways answer 200 with an error object: the object says what happened
+            // (the 200 only that the gateway answered), as an error event in a stream does.
             let c = self.classifier.classify(
                 &Signal::new()
-                    .status(status)
                     .body(body.as_str())
                     .provider(endpoint.provider()),
             );
@@ -297,19 +304,7 @@ impl Client {
         model: &str,
         request: &Value,
     ) -> Result<ChatStream, AttemptFailure> {
-        let resp = self
-            .post(endpoint, model, request, true)
-            .send()
-            .await
-            .map_err(self.transport(endpoint))?;
-        if !resp.status().is_success() {
-            return Err(AttemptFailure::from_response_with(
-                resp,
-                &endpoint.provider,
-                &self.classifier,
-            )
-            .await);
-        }
+        let resp = self.send(endpoint, model, request, true).await?;
         Ok(ChatStream {
             events: Box::pin(resp.bytes_stream().eventsource()),
             provider: Arc::clone(&endpoint.provider),

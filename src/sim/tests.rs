@@ -96,15 +96,7 @@ impl Events {
 
 /// The content deltas of the JSON chunks, concatenated; non-JSON payloads are skipped.
 fn content(events: &[String]) -> String {
-    events
-        .iter()
-        .filter_map(|e| serde_json::from_str::<Value>(e).ok())
-        .filter_map(|chunk| {
-            chunk["choices"][0]["delta"]["content"]
-                .as_str()
-                .map(str::to_owned)
-        })
-        .collect()
+    deltas(events).concat()
 }
 
 fn prefix(tokens: usize) -> String {
