@@ -11,7 +11,12 @@
 //! * for `"stream": true`, the upstream's server-sent events chunk by chunk. The proxy commits
 //!   to a target at its first token, so a target that fails before it is invisible to the
 //!   client; after it, a break ends the stream with an OpenAI-style `error` event and no
-//!   `[DONE]`, never a truncated answer that looks complete;
+//!   `[DONE]`, never a truncated answer that looks complete. On a route with `stream_resume`,
+//!   the break is instead finished by a target whose provider takes an assistant prefill
+//!   (`prefill` in its config), and the client reads one answer: the same `id`, one `role`,
+//!   one `finish_reason`, summed `usage`, a `failover` field on the final chunks and a
+//!   comment line `: x-failover-trail: ...` before `[DONE]` (see
+//!   [`ChatResume`](crate::chain::openai::ChatResume));
 //! * when no target answers, an OpenAI-style error body naming each attempt and its reason,
 //!   with a status that says what happened (429 rate limited, 503 every breaker open, 504 out
 //!   of time, 502 otherwise, or the provider's own 4xx for a request no target can serve)
