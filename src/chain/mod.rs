@@ -1193,7 +1193,11 @@ impl Route {
         'targets: while let Some(t) = self.resolve(list, i, &mut cursor) {
             let target = t.target();
             let mut retries = 0;
-            let primary = std::ptr::eq(list, &self.targets) && t.tier == 0;
+            let role = if std::ptr::eq(list, &self.targets) && t.tier == 0 {
+                telemetry::Role::Primary
+            } else {
+                telemetry::Role::Fallback
+            };
             if let Some((from, reason)) = leaving.take() {
                 request.failover(&from, &t.provider, reason);
             }
@@ -1209,7 +1213,7 @@ impl Route {
                     t,
                     &target,
                     number,
-                    primary,
+                    role,
                     now,
                     limit,
                     deadline,
@@ -1376,7 +1380,7 @@ impl Route {
         t: &RouteTarget,
         target: &crate::breaker::Target<'_>,
         number: u32,
-        primary: bool,
+        role: telemetry::Role,
         now: Instant,
         limit: Duration,
         deadline: Instant,
@@ -1400,7 +1404,7 @@ impl Route {
             }
             (inflight, t.load.is_limited().then(|| Arc::clone(&t.load)))
         };
-        let span = telemetry::attempt_span(request, t, number, primary, target);
+        let span = telemetry::attempt_span(request, t, number, role, target);
         let permit = if admit {
             match target.try_acquire_owned() {
                 Ok(p) => Some(p),
@@ -1419,7 +1423,7 @@ impl Route {
             provider: Arc::clone(&t.provider),
             model: Arc::clone(&t.model),
             number,
-            primary,
+            primary: role == telemetry::Role::Primary,
             deadline: attempt_deadline,
             tokens,
             limited,
@@ -1479,7 +1483,17 @@ impl Route {
         let now = Instant::now();
         let limit = attempt_limit(next);
         let mut b = match self.launch(
-            request, next, &target, *number, false, now, limit, deadline, true, tokens, attempt,
+            request,
+            next,
+            &target,
+            *number,
+            telemetry::Role::Fallback,
+            now,
+            limit,
+            deadline,
+            true,
+            tokens,
+            attempt,
         ) {
             Ok(b) => b,
             Err(skipped) => {
@@ -1628,7 +1642,11 @@ impl Route {
             .find(|t| t.is(&soonest.provider, &soonest.model))?
             .clone();
         let target = t.target();
-        let primary = t.tier == 0;
+        let role = if t.tier == 0 {
+            telemetry::Role::Primary
+        } else {
+            telemetry::Role::Fallback
+        };
         let now = Instant::now();
         let limit = attempt_limit(&t);
         let a = self
@@ -1637,7 +1655,7 @@ impl Route {
                 &t,
                 &target,
                 number + 1,
-                primary,
+                role,
                 now,
                 limit,
                 deadline,

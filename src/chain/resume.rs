@@ -166,8 +166,8 @@ where
             t,
             &target,
             number,
-            // A continuation is never the primary's attempt.
-            false,
+            // A continuation is never the primary's attempt, and its span says it resumes.
+            telemetry::Role::Resume,
             now,
             limit,
             resumer.deadline,
@@ -183,7 +183,6 @@ where
                 continue;
             }
         };
-        telemetry::resume_attempt(&a.flight.span);
         let r = a.fut.await;
         let mut flight = a.flight;
         match landed(r, &flight) {

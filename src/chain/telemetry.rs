@@ -110,12 +110,6 @@ impl Request {
     }
 }
 
-/// Marks `span` (an [`attempt_span`]) as a continuation attempt: it finishes a broken stream's
-/// answer from its prefill.
-pub(super) fn resume_attempt(span: &Span) {
-    span.record(field::RESUME, true);
-}
-
 /// A target's in-flight count moved by `delta`.
 pub(super) fn inflight(provider: &str, model: &str, delta: i64) {
     tracing::event!(
@@ -149,20 +143,31 @@ fn breaker_state(target: &Target<'_>) -> &'static str {
     }
 }
 
+/// What an attempt is to its request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    /// A first-tier target's attempt.
+    Primary,
+    /// Any other target's.
+    Fallback,
+    /// A continuation of a broken stream (a fallback whose span says `resume`).
+    Resume,
+}
+
 /// The span of one attempt, a child of the request's, with the OpenTelemetry GenAI fields.
 pub(super) fn attempt_span(
     request: &Request,
     t: &RouteTarget,
     number: u32,
-    primary: bool,
+    role: Role,
     target: &Target<'_>,
 ) -> Span {
-    let role = if primary {
+    let label = if role == Role::Primary {
         field::ROLE_PRIMARY
     } else {
         field::ROLE_FALLBACK
     };
-    tracing::info_span!(
+    let span = tracing::info_span!(
         target: "llm_failover::chain",
         parent: request.span(),
         "attempt",
@@ -170,7 +175,7 @@ pub(super) fn attempt_span(
         "gen_ai.provider.name" = &*t.provider,
         "gen_ai.request.model" = &*t.model,
         "llm_failover.attempt" = number,
-        "llm_failover.role" = role,
+        "llm_failover.role" = label,
         "llm_failover.breaker.state" = breaker_state(target),
         "llm_failover.tier" = t.tier,
         "llm_failover.pick" = t.pick.as_str(),
@@ -182,7 +187,11 @@ pub(super) fn attempt_span(
         "http.response.status_code" = Empty,
         // Last, so the fields above keep their order; see `resume_attempt`.
         "llm_failover.resume" = Empty,
-    )
+    );
+    if role == Role::Resume {
+        span.record(field::RESUME, true);
+    }
+    span
 }
 
 /// A breaker refused the attempt: nothing was sent.
@@ -283,8 +292,7 @@ mod tests {
             let handles = registry.handles("p", "m").unwrap();
             let t = RouteTarget::new("p", "m", &super::super::Loads::new(), handles);
             let target = registry.target("p", "m").unwrap();
-            let span = attempt_span(&request, &t, 1, true, &target);
-            resume_attempt(&span);
+            let _span = attempt_span(&request, &t, 1, Role::Resume, &target);
             request.failover("p", "q", Reason::Timeout);
             request.shed(&t, ShedCause::Concurrency);
             request.resumed("p", Some("q"), true, &Trail::default());
