@@ -6,22 +6,15 @@ use std::time::Duration;
 use llm_failover::proxy::Config;
 use llm_failover::sim::{ANSWER, Sim};
 use serde_json::{Value, json};
-use sha2::Digest as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::proxy::{chat_body, start_config};
+use crate::support::{post_chat, sha256_hex};
 
 const PROVIDER_KEY: &str = "provider-key-aaaa1111";
 const WEB_KEY: &str = "client-key-web-bbbb2222";
 const BATCH_KEY: &str = "client-key-batch-cccc3333";
 const ADMIN_KEY: &str = "admin-key-dddd4444";
-
-fn sha256_hex(key: &str) -> String {
-    sha2::Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 fn env(var: &str) -> Option<String> {
     match var {
@@ -556,12 +549,7 @@ async fn a_slow_client_is_cut_off_at_the_header_timeout_while_others_are_served(
     };
     let others = async {
         let http = reqwest::Client::new();
-        let resp = http
-            .post(p.url("/v1/chat/completions"))
-            .json(&chat_body("chat", false))
-            .send()
-            .await
-            .unwrap();
+        let resp = post_chat(&http, &p.url("/v1/chat/completions"), "chat", false).await;
         assert_eq!(resp.status(), 200, "another client is served meanwhile");
         // A request head over max_header_bytes is refused.
         let resp = http

@@ -8,6 +8,8 @@ use llm_failover::sim::{ANSWER, Sim};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+use crate::support::post_chat;
+
 /// A proxy serving on loopback; dropping it (or [`Running::stop`]) shuts it down.
 pub struct Running {
     pub addr: SocketAddr,
@@ -122,12 +124,7 @@ async fn a_refusing_primary_fails_over_and_the_headers_say_so() {
     let b = Sim::builder().start().await.unwrap();
     let p = start(&config(&a, &b, &["a/llama3", "b/gpt-4o-mini"], "")).await;
     let http = reqwest::Client::new();
-    let resp = http
-        .post(p.url("/v1/chat/completions"))
-        .json(&chat_body("chat", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&http, &p.url("/v1/chat/completions"), "chat", false).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "x-failover-provider"), "b");
     assert_eq!(header(&resp, "x-failover-model"), "gpt-4o-mini");
@@ -147,12 +144,13 @@ async fn a_stream_passes_through_chunk_by_chunk_and_ends_with_done() {
     let a = Sim::builder().start().await.unwrap();
     let b = Sim::builder().start().await.unwrap();
     let p = start(&config(&a, &b, &["a/llama3", "b/gpt-4o-mini"], "")).await;
-    let resp = reqwest::Client::new()
-        .post(p.url("/v1/chat/completions"))
-        .json(&chat_body("chat", true))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(
+        &reqwest::Client::new(),
+        &p.url("/v1/chat/completions"),
+        "chat",
+        true,
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "content-type"), "text/event-stream");
     assert_eq!(header(&resp, "x-failover-trail"), "a/llama3=ok");
@@ -213,12 +211,13 @@ async fn when_every_target_fails_the_body_names_each_attempt() {
     let a = Sim::builder().start().await.unwrap();
     let b = Sim::builder().start().await.unwrap();
     let p = start(&config(&a, &b, &["a/sim-401", "b/sim-429-retry-30"], "")).await;
-    let resp = reqwest::Client::new()
-        .post(p.url("/v1/chat/completions"))
-        .json(&chat_body("chat", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(
+        &reqwest::Client::new(),
+        &p.url("/v1/chat/completions"),
+        "chat",
+        false,
+    )
+    .await;
     assert_eq!(resp.status(), 429);
     // The soonest target to admit again: a's key is refused (its breaker opens for a long
     // time), b asked for 30 s.
@@ -388,12 +387,7 @@ async fn past_the_grace_period_requests_end_with_a_clean_error() {
     let p = start(&gate_config(&g, "50ms")).await;
     let url = p.url("/v1/chat/completions");
     let http = reqwest::Client::new();
-    let stream = http
-        .post(&url)
-        .json(&chat_body("chat", true))
-        .send()
-        .await
-        .unwrap();
+    let stream = post_chat(&http, &url, "chat", true).await;
     g.arrived.recv().await.unwrap();
     assert_eq!(stream.status(), 200);
     let plain = tokio::spawn(http.post(&url).json(&chat_body("chat", false)).send());

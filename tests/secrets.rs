@@ -11,6 +11,8 @@ use llm_failover::sim::Sim;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::support::sha256_hex;
+
 const SENTINEL: &str = "sk-SENTINEL-7f3a9c0e1b2d4f6a";
 
 /// A provider that answers 401 with an OpenAI error body quoting the request it received,
@@ -282,17 +284,10 @@ fn client_and_admin_keys_and_their_hashes_appear_nowhere() {
     const CLIENT: &str = "sk-CLIENT-SENTINEL-2b7e151628aed2a6";
     const HASHED: &str = "sk-HASHED-SENTINEL-abf7158809cf4f3c";
     const ADMIN: &str = "sk-ADMIN-SENTINEL-762e7160f38b4da5";
-    let hex = |k: &str| -> String {
-        use sha2::Digest as _;
-        sha2::Sha256::digest(k.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    };
     let mut sentinels = vec![CLIENT.to_owned(), HASHED.to_owned(), ADMIN.to_owned()];
     for k in [CLIENT, HASHED, ADMIN] {
-        sentinels.push(hex(k));
-        sentinels.push(hex(k).to_uppercase());
+        sentinels.push(sha256_hex(k));
+        sentinels.push(sha256_hex(k).to_uppercase());
     }
     let env = |v: &str| match v {
         "CLIENT_KEY" => Some(CLIENT.to_owned()),
@@ -337,7 +332,7 @@ routes = ["chat"]
 key_env = "ADMIN_KEY"
 "#,
             sim.base_url(),
-            hex(HASHED).to_uppercase()
+            sha256_hex(HASHED).to_uppercase()
         );
         let config = llm_failover::proxy::Config::parse_with_env(&toml, "t.toml", env).unwrap();
         seen.push(format!("{config:?}"));

@@ -11,6 +11,7 @@ use llm_failover::sim::{Fault, Sim};
 use serde_json::json;
 
 use crate::proxy::{chat_body, config, start};
+use crate::support::post_chat;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_loaded_sends_most_requests_to_the_fast_target_and_keeps_both_in_use() {
@@ -241,12 +242,7 @@ async fn sdk_like_call(http: &reqwest::Client, url: &str) -> (u16, u32) {
     let mut tries = 0;
     loop {
         tries += 1;
-        let resp = http
-            .post(url)
-            .json(&chat_body("chat", false))
-            .send()
-            .await
-            .unwrap();
+        let resp = post_chat(http, url, "chat", false).await;
         let status = resp.status().as_u16();
         let should = resp
             .headers()
@@ -276,12 +272,7 @@ async fn a_client_that_honours_x_should_retry_replays_a_failed_chain_once_not_th
     let proxy = start(&config(&a, &b, &["a/m", "b/m"], "")).await;
     let http = reqwest::Client::new();
     let url = proxy.url("/v1/chat/completions");
-    let resp = http
-        .post(&url)
-        .json(&chat_body("chat", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&http, &url, "chat", false).await;
     assert_eq!(resp.status(), 502);
     assert_eq!(resp.headers()["x-should-retry"], "false");
     let once = (a.attempts("m"), b.attempts("m"));
@@ -320,12 +311,7 @@ async fn a_target_past_its_rpm_is_skipped_before_the_provider_has_to_say_429() {
     let mut trails = Vec::new();
     // Eight requests take far less than the minute the limit counts over.
     for _ in 0..8 {
-        let resp = http
-            .post(&url)
-            .json(&chat_body("chat", false))
-            .send()
-            .await
-            .unwrap();
+        let resp = post_chat(&http, &url, "chat", false).await;
         assert_eq!(resp.status(), 200);
         trails.push(
             resp.headers()["x-failover-trail"]

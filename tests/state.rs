@@ -14,7 +14,7 @@ use llm_failover::sim::{Fault, Sim};
 use llm_failover::state::{RedisState, StateConfig, StateHandle};
 use tokio::sync::oneshot;
 
-use crate::proxy::chat_body;
+use crate::support::post_chat;
 
 /// The admin key of [`replica`]s whose config has an `[admin]` section.
 const ADMIN_KEY: &str = "fleet-admin-key-5eb1";
@@ -316,12 +316,7 @@ async fn replica(toml: &str, redis: &RedisServer) -> Replica {
 }
 
 async fn ask(http: &reqwest::Client, r: &Replica) -> (u16, String) {
-    let resp = http
-        .post(r.url())
-        .json(&chat_body("chat", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(http, &r.url(), "chat", false).await;
     let provider = resp
         .headers()
         .get("x-failover-provider")
@@ -499,12 +494,7 @@ targets = ["a/m2", "b/m"]"#,
         .unwrap();
     assert_eq!(n, 1);
     // ...and trips are shared again.
-    let resp = http
-        .post(r1.url())
-        .json(&chat_body("chat2", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&http, &r1.url(), "chat2", false).await;
     assert_eq!(resp.status(), 200);
     until(
         "the new trip to reach the other replica",
@@ -836,12 +826,13 @@ async fn after_a_reload_the_reused_breakers_still_share_their_trips() {
     wait_for("reloaded");
 
     // The child's a/m breaker survived the reload (same policy); trip it there.
-    let resp = reqwest::Client::new()
-        .post(format!("http://{addr}/v1/chat/completions"))
-        .json(&chat_body("chat", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(
+        &reqwest::Client::new(),
+        &format!("http://{addr}/v1/chat/completions"),
+        "chat",
+        false,
+    )
+    .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(a.attempts("m"), 1);
     until(
@@ -1166,12 +1157,7 @@ async fn a_refused_primary_trips_the_provider_wide_breaker_fleet_wide() {
         || r2.state_of("a", "*") == State::Open,
     )
     .await;
-    let resp = http
-        .post(r2.url())
-        .json(&chat_body("chat", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&http, &r2.url(), "chat", false).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         resp.headers()["x-failover-trail"].to_str().unwrap(),
