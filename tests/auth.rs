@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::proxy::{Running, chat_body, start_config};
-use crate::support::{post_chat, sha256_hex, sim, status_breaker};
+use crate::support::{model_ids, sha256_hex, sim, status_breaker};
 
 const PROVIDER_KEY: &str = "provider-key-aaaa1111";
 const WEB_KEY: &str = "client-key-web-bbbb2222";
@@ -231,13 +231,7 @@ fn the_auth_matrix_turns_away_everyone_it_should_before_any_upstream() {
             .json()
             .await
             .unwrap();
-        let ids: Vec<&str> = models["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["id"].as_str().unwrap())
-            .collect();
-        assert_eq!(ids, ["chat"]);
+        assert_eq!(model_ids(&models), ["chat"]);
         p.stop().await.unwrap();
     });
     for line in [
@@ -519,7 +513,7 @@ async fn a_slow_client_is_cut_off_at_the_header_timeout_while_others_are_served(
     };
     let others = async {
         let http = reqwest::Client::new();
-        let resp = post_chat(&http, &p.url("/v1/chat/completions"), "chat", false).await;
+        let resp = p.chat(&http, "chat", false).await;
         assert_eq!(resp.status(), 200, "another client is served meanwhile");
         // A request head over max_header_bytes is refused.
         let resp = http

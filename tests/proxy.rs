@@ -8,7 +8,7 @@ use llm_failover::sim::{ANSWER, Sim};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use crate::support::post_chat;
+use crate::support::{get_json, model_ids, post_chat, sim, status_breaker};
 
 /// A proxy serving on loopback; dropping it (or [`Running::stop`]) shuts it down.
 pub struct Running {
@@ -21,6 +21,16 @@ pub struct Running {
 impl Running {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Posts a chat for `route` to this proxy.
+    pub async fn chat(
+        &self,
+        http: &reqwest::Client,
+        route: &str,
+        stream: bool,
+    ) -> reqwest::Response {
+        post_chat(http, &self.url("/v1/chat/completions"), route, stream).await
     }
 
     /// Signals shutdown and waits for the server to return.
@@ -121,10 +131,10 @@ async fn a_refusing_primary_fails_over_and_the_headers_say_so() {
         .start()
         .await
         .unwrap();
-    let b = Sim::builder().start().await.unwrap();
+    let b = sim().await;
     let p = start(&config(&a, &b, &["a/llama3", "b/gpt-4o-mini"], "")).await;
     let http = reqwest::Client::new();
-    let resp = post_chat(&http, &p.url("/v1/chat/completions"), "chat", false).await;
+    let resp = p.chat(&http, "chat", false).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "x-failover-provider"), "b");
     assert_eq!(header(&resp, "x-failover-model"), "gpt-4o-mini");
@@ -141,16 +151,9 @@ async fn a_refusing_primary_fails_over_and_the_headers_say_so() {
 
 #[tokio::test]
 async fn a_stream_passes_through_chunk_by_chunk_and_ends_with_done() {
-    let a = Sim::builder().start().await.unwrap();
-    let b = Sim::builder().start().await.unwrap();
+    let (a, b) = (sim().await, sim().await);
     let p = start(&config(&a, &b, &["a/llama3", "b/gpt-4o-mini"], "")).await;
-    let resp = post_chat(
-        &reqwest::Client::new(),
-        &p.url("/v1/chat/completions"),
-        "chat",
-        true,
-    )
-    .await;
+    let resp = p.chat(&reqwest::Client::new(), "chat", true).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "content-type"), "text/event-stream");
     assert_eq!(header(&resp, "x-failover-trail"), "a/llama3=ok");
@@ -162,8 +165,7 @@ async fn a_stream_passes_through_chunk_by_chunk_and_ends_with_done() {
 
 #[tokio::test]
 async fn client_mistakes_are_4xx_and_never_reach_an_upstream() {
-    let a = Sim::builder().start().await.unwrap();
-    let b = Sim::builder().start().await.unwrap();
+    let (a, b) = (sim().await, sim().await);
     let p = start(&config(
         &a,
         &b,
@@ -208,16 +210,9 @@ async fn client_mistakes_are_4xx_and_never_reach_an_upstream() {
 
 #[tokio::test]
 async fn when_every_target_fails_the_body_names_each_attempt() {
-    let a = Sim::builder().start().await.unwrap();
-    let b = Sim::builder().start().await.unwrap();
+    let (a, b) = (sim().await, sim().await);
     let p = start(&config(&a, &b, &["a/sim-401", "b/sim-429-retry-30"], "")).await;
-    let resp = post_chat(
-        &reqwest::Client::new(),
-        &p.url("/v1/chat/completions"),
-        "chat",
-        false,
-    )
-    .await;
+    let resp = p.chat(&reqwest::Client::new(), "chat", false).await;
     assert_eq!(resp.status(), 429);
     // The soonest target to admit again: a's key is refused (its breaker opens for a long
     // time), b asked for 30 s.
@@ -235,8 +230,7 @@ async fn when_every_target_fails_the_body_names_each_attempt() {
 
 #[tokio::test]
 async fn models_status_and_health_describe_the_proxy() {
-    let a = Sim::builder().start().await.unwrap();
-    let b = Sim::builder().start().await.unwrap();
+    let (a, b) = (sim().await, sim().await);
     let p = start(&config(
         &a,
         &b,
@@ -245,39 +239,16 @@ async fn models_status_and_health_describe_the_proxy() {
     ))
     .await;
     let http = reqwest::Client::new();
-    let models: Value = http
-        .get(p.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<&str> = models["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["chat", "fast"]);
+    let models = get_json(&http, &p.url("/v1/models")).await;
+    assert_eq!(model_ids(&models), ["chat", "fast"]);
     let health = http.get(p.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     let control = p.proxy.registry().control("a", "*").unwrap();
     control.force_open(Some(Duration::from_secs(60)));
-    let status: Value = http
-        .get(p.url("/v1/failover/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = get_json(&http, &p.url("/v1/failover/status")).await;
     let breakers = status["breakers"].as_array().unwrap();
     assert_eq!(breakers.len(), 4, "{status}");
-    let a_wide = breakers
-        .iter()
-        .find(|b| b["provider"] == "a" && b["model"] == "*")
-        .unwrap();
+    let a_wide = status_breaker(&status, "a", "*").unwrap();
     assert_eq!(a_wide["state"], "forced_open");
     assert!(a_wide["open_until"].as_str().is_some());
     let unknown = http.get(p.url("/v2/nothing")).send().await.unwrap();

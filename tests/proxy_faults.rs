@@ -14,7 +14,6 @@ use llm_failover::sim::{ANSWER, Sim, answer_tokens};
 use serde_json::Value;
 
 use super::proxy::{Running, config, sse_data, start, streamed_text};
-use crate::support::post_chat;
 
 /// The healthy fallback's model on sim `b`.
 const FALLBACK: &str = "gpt-4o-mini";
@@ -562,7 +561,7 @@ struct Seen {
 }
 
 async fn post(http: &reqwest::Client, p: &Running, route: &str, stream: bool) -> Seen {
-    let resp = post_chat(http, &p.url("/v1/chat/completions"), route, stream).await;
+    let resp = p.chat(http, route, stream).await;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.text().await.unwrap();

@@ -254,7 +254,7 @@ targets = ["dead/m", "ok/m"]
         llm_failover::breaker::State::Closed
     );
     // Still open: the request goes straight to `ok`, which answers now.
-    let resp = post_chat(&http, &p.url("/v1/chat/completions"), "chat", false).await;
+    let resp = p.chat(&http, "chat", false).await;
     assert_eq!(resp.status(), 200);
     let trail = resp.headers()["x-failover-trail"].to_str().unwrap();
     assert!(trail.ends_with("ok/m=ok"), "{trail}");

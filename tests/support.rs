@@ -75,6 +75,16 @@ pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
     http.get(url).send().await.unwrap().json().await.unwrap()
 }
 
+/// The ids in a `/v1/models` body, in order.
+pub fn model_ids(models: &Value) -> Vec<&str> {
+    models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect()
+}
+
 /// The entry for `provider`/`model` in the `breakers` of a `/v1/failover/status` body.
 pub fn status_breaker<'a>(status: &'a Value, provider: &str, model: &str) -> Option<&'a Value> {
     status["breakers"]
