@@ -8,7 +8,7 @@ use llm_failover::sim::{ANSWER, Sim};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::proxy::{Running, chat_body, start_config};
+use crate::proxy::{chat_body, start_config};
 use crate::support::{model_ids, sha256_hex, sim, status_breaker};
 
 const PROVIDER_KEY: &str = "provider-key-aaaa1111";
@@ -75,22 +75,6 @@ fn with_key(r: reqwest::RequestBuilder, key: Option<&str>) -> reqwest::RequestBu
         Some(k) => r.bearer_auth(k),
         None => r,
     }
-}
-
-/// Posts a chat for `route` to the proxy `p` with `key` as a Bearer token.
-async fn chat_as(
-    http: &reqwest::Client,
-    p: &Running,
-    key: &str,
-    route: &str,
-    stream: bool,
-) -> reqwest::Response {
-    http.post(p.url("/v1/chat/completions"))
-        .bearer_auth(key)
-        .json(&chat_body(route, stream))
-        .send()
-        .await
-        .unwrap()
 }
 
 #[test]
@@ -318,7 +302,7 @@ async fn over_its_request_rate_a_client_gets_429_with_an_honest_retry_after() {
             .unwrap();
         assert_eq!(resp.status(), 200, "request {i}");
     }
-    let resp = chat_as(&http, &p, WEB_KEY, "chat", false).await;
+    let resp = p.chat_as(&http, WEB_KEY, "chat", false).await;
     let wait: u64 = resp.headers()["retry-after"]
         .to_str()
         .unwrap()
@@ -337,11 +321,11 @@ async fn over_its_request_rate_a_client_gets_429_with_an_honest_retry_after() {
         "the 429 never reached the upstream"
     );
     // Other clients have their own budget.
-    let other = chat_as(&http, &p, BATCH_KEY, "chat", false).await;
+    let other = p.chat_as(&http, BATCH_KEY, "chat", false).await;
     assert_eq!(other.status(), 200);
     // Honest: after Retry-After, the next request is admitted.
     tokio::time::sleep(Duration::from_secs(wait)).await;
-    let resp = chat_as(&http, &p, WEB_KEY, "chat", false).await;
+    let resp = p.chat_as(&http, WEB_KEY, "chat", false).await;
     assert_eq!(resp.status(), 200);
     p.stop().await.unwrap();
 }
@@ -356,7 +340,7 @@ async fn over_its_concurrent_requests_a_client_gets_429_until_a_stream_ends() {
         .unwrap();
     let p = start_config(&keyed(&sim, "max_concurrent = 1")).await;
     let http = reqwest::Client::new();
-    let send = async || chat_as(&http, &p, WEB_KEY, "chat", true).await;
+    let send = async || p.chat_as(&http, WEB_KEY, "chat", true).await;
     let first = send().await;
     assert_eq!(first.status(), 200);
     let resp = send().await;
@@ -415,7 +399,7 @@ fn admin_actions_take_effect_at_once_and_are_counted() {
         assert!(body["breaker"]["open_until"].is_string(), "{body}");
         assert_eq!(breaker(&status().await, "a", "m1")["state"], "forced_open");
         // It holds: the route's only target is forced open, the upstream is not asked.
-        let resp = chat_as(&http, &p, WEB_KEY, "chat", false).await;
+        let resp = p.chat_as(&http, WEB_KEY, "chat", false).await;
         assert_eq!(resp.status(), 503);
         assert_eq!(sim.total_attempts(), 0);
 

@@ -33,6 +33,22 @@ impl Running {
         post_chat(http, &self.url("/v1/chat/completions"), route, stream).await
     }
 
+    /// Posts a chat for `route` to this proxy with `key` as a Bearer token.
+    pub async fn chat_as(
+        &self,
+        http: &reqwest::Client,
+        key: &str,
+        route: &str,
+        stream: bool,
+    ) -> reqwest::Response {
+        http.post(self.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&chat_body(route, stream))
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Signals shutdown and waits for the server to return.
     pub async fn stop(mut self) -> std::io::Result<()> {
         if let Some(s) = self.stop.take() {

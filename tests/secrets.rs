@@ -7,11 +7,11 @@ use std::time::Duration;
 use llm_failover::breaker::Registry;
 use llm_failover::chain::openai::{Client, Endpoint};
 use llm_failover::chain::{AttemptFailure, Route, RoutePolicy};
-use llm_failover::sim::Sim;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::support::sha256_hex;
+use crate::proxy::start_config;
+use crate::support::{sha256_hex, sim};
 
 const SENTINEL: &str = "sk-SENTINEL-7f3a9c0e1b2d4f6a";
 
@@ -69,7 +69,7 @@ fn the_sentinel_key_appears_nowhere() {
     let mut returned = Vec::new();
     let mut echoed = false;
     let (scrape, logs) = crate::support::observed(|| async {
-        let sim = Sim::builder().start().await.unwrap();
+        let sim = sim().await;
         let echo = echoing_provider().await;
         let closed = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -168,7 +168,7 @@ fn the_proxy_never_shows_a_providers_key() {
     let saw = Arc::new(AtomicBool::new(false));
     let mut seen_by_client = Vec::new();
     let (scrape, logs) = crate::support::observed(|| async {
-        let sim = Sim::builder().start().await.unwrap();
+        let sim = sim().await;
         let echo = echoing_provider().await;
         let format =
             echoing_provider_with("400 Bad Request", "invalid_value", Some(Arc::clone(&saw))).await;
@@ -205,11 +205,8 @@ targets = ["echo/m"]
         })
         .unwrap();
         seen_by_client.push(format!("{config:?}"));
-        let proxy = llm_failover::proxy::Proxy::new(&config).unwrap();
-        seen_by_client.push(format!("{proxy:?}"));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(proxy.serve(listener, std::future::pending()));
+        let p = start_config(&config).await;
+        seen_by_client.push(format!("{:?}", p.proxy));
         let http = reqwest::Client::new();
         for (route, stream) in [
             ("chat", false),
@@ -218,22 +215,13 @@ targets = ["echo/m"]
             ("broken", false),
             ("broken", true),
         ] {
-            let resp = http
-                .post(format!("http://{addr}/v1/chat/completions"))
-                .json(&serde_json::json!({
-                    "model": route,
-                    "stream": stream,
-                    "messages": [{"role": "user", "content": "hi"}],
-                }))
-                .send()
-                .await
-                .unwrap();
+            let resp = p.chat(&http, route, stream).await;
             seen_by_client.push(format!("{:?}", resp.headers()));
             seen_by_client.push(resp.text().await.unwrap());
         }
         for path in ["/v1/failover/status", "/v1/models", "/healthz"] {
             let body = http
-                .get(format!("http://{addr}{path}"))
+                .get(p.url(path))
                 .send()
                 .await
                 .unwrap()
@@ -300,7 +288,7 @@ fn client_and_admin_keys_and_their_hashes_appear_nowhere() {
     let mut seen = Vec::new();
     let mut toml = String::new();
     let (scrape, logs) = crate::support::observed(|| async {
-        let sim = Sim::builder().start().await.unwrap();
+        let sim = sim().await;
         let echo = echoing_provider_seeing(
             "400 Bad Request",
             "invalid_value",
@@ -336,11 +324,8 @@ key_env = "ADMIN_KEY"
         );
         let config = llm_failover::proxy::Config::parse_with_env(&toml, "t.toml", env).unwrap();
         seen.push(format!("{config:?}"));
-        let proxy = llm_failover::proxy::Proxy::new(&config).unwrap();
-        seen.push(format!("{proxy:?}"));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(proxy.serve(listener, std::future::pending()));
+        let p = start_config(&config).await;
+        seen.push(format!("{:?}", p.proxy));
         let http = reqwest::Client::new();
         let wrong = format!("{CLIENT}x");
         for key in [CLIENT, HASHED, ADMIN, wrong.as_str()] {
@@ -350,23 +335,13 @@ key_env = "ADMIN_KEY"
                 ("echo", false),
                 ("echo", true),
             ] {
-                let resp = http
-                    .post(format!("http://{addr}/v1/chat/completions"))
-                    .bearer_auth(key)
-                    .json(&serde_json::json!({
-                        "model": route,
-                        "stream": stream,
-                        "messages": [{"role": "user", "content": "hi"}],
-                    }))
-                    .send()
-                    .await
-                    .unwrap();
+                let resp = p.chat_as(&http, key, route, stream).await;
                 seen.push(format!("{:?}", resp.headers()));
                 seen.push(resp.text().await.unwrap());
             }
             for path in ["/v1/failover/status", "/v1/models", "/healthz"] {
                 let resp = http
-                    .get(format!("http://{addr}{path}"))
+                    .get(p.url(path))
                     .header("x-api-key", key)
                     .send()
                     .await
@@ -376,7 +351,7 @@ key_env = "ADMIN_KEY"
             }
             for action in ["force_open", "reset"] {
                 let resp = http
-                    .post(format!("http://{addr}/v1/failover/breakers/sim/*"))
+                    .post(p.url("/v1/failover/breakers/sim/*"))
                     .bearer_auth(key)
                     .json(&serde_json::json!({"action": action}))
                     .send()
