@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::proxy::{chat_body, start_config};
-use crate::support::{model_ids, sha256_hex, sim, status_breaker};
+use crate::support::{json_of, model_ids, sha256_hex, sim, status_breaker};
 
 const PROVIDER_KEY: &str = "provider-key-aaaa1111";
 const WEB_KEY: &str = "client-key-web-bbbb2222";
@@ -206,15 +206,7 @@ fn the_auth_matrix_turns_away_everyone_it_should_before_any_upstream() {
         assert_eq!(sim.attempts("m2"), 1);
 
         // A client sees its own routes only.
-        let models: Value = http
-            .get(p.url("/v1/models"))
-            .bearer_auth(WEB_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let models = json_of(http.get(p.url("/v1/models")).bearer_auth(WEB_KEY)).await;
         assert_eq!(model_ids(&models), ["chat"]);
         p.stop().await.unwrap();
     });
@@ -380,15 +372,11 @@ fn admin_actions_take_effect_at_once_and_are_counted() {
         let breaker = |status: &Value, provider: &str, model: &str| {
             status_breaker(status, provider, model).cloned().unwrap()
         };
-        let status = || async {
-            http.get(p.url("/v1/failover/status"))
-                .bearer_auth(ADMIN_KEY)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
+        let status = || {
+            json_of(
+                http.get(p.url("/v1/failover/status"))
+                    .bearer_auth(ADMIN_KEY),
+            )
         };
 
         let (code, _, body) = act("a/m1", json!({"action": "force_open", "duration": "10m"})).await;

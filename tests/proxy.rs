@@ -8,7 +8,7 @@ use llm_failover::sim::{ANSWER, Sim};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use crate::support::{get_json, model_ids, post_chat, sim, status_breaker};
+use crate::support::{down_sim, get_json, model_ids, post_chat, sim, status_breaker};
 
 /// A proxy serving on loopback; dropping it (or [`Running::stop`]) shuts it down.
 pub struct Running {
@@ -142,11 +142,7 @@ fn header<'a>(resp: &'a reqwest::Response, name: &str) -> &'a str {
 
 #[tokio::test]
 async fn a_refusing_primary_fails_over_and_the_headers_say_so() {
-    let a = Sim::builder()
-        .down_for(Duration::from_secs(3600))
-        .start()
-        .await
-        .unwrap();
+    let a = down_sim().await;
     let b = sim().await;
     let p = start(&config(&a, &b, &["a/llama3", "b/gpt-4o-mini"], "")).await;
     let http = reqwest::Client::new();

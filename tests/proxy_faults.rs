@@ -14,6 +14,7 @@ use llm_failover::sim::{ANSWER, Sim, answer_tokens};
 use serde_json::Value;
 
 use super::proxy::{Running, config, sse_data, start, streamed_text};
+use crate::support::{get_json, status_breaker};
 
 /// The healthy fallback's model on sim `b`.
 const FALLBACK: &str = "gpt-4o-mini";
@@ -947,19 +948,8 @@ async fn an_open_breaker_rejects_at_once_and_the_primary_sees_nothing() {
         p.eq("all open: requests on a", a.total_attempts(), 1);
 
         // The status endpoint shows the breaker open.
-        let status: Value = http
-            .get(proxy.url("/v1/failover/status"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let state = status["breakers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|x| x["provider"] == "a" && x["model"] == breaker)
+        let status = get_json(&http, &proxy.url("/v1/failover/status")).await;
+        let state = status_breaker(&status, "a", breaker)
             .map(|x| (x["state"].clone(), x["reason"].clone()));
         p.eq(
             "status: breaker state and reason",

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::proxy::{Running, chat_body, start_config};
-use crate::support::{Served, get_json, post_chat, sha256_hex, sim, status_breaker};
+use crate::support::{Served, get_json, json_of, post_chat, sha256_hex, sim, status_breaker};
 
 fn temp_file(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("llm-failover-reload-{}", std::process::id()));
@@ -347,16 +347,9 @@ fn serve_reloads_its_config_on_sighup_and_counts_reloads() {
     assert_eq!(chat("added"), 200);
     assert_eq!(chat("old"), 404);
     // Through the endpoint too (no keys configured: anyone on loopback is the admin).
-    let answer = rt.block_on(async {
-        reqwest::Client::new()
-            .post(format!("http://{addr}/v1/failover/reload"))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    });
+    let answer = rt.block_on(json_of(
+        reqwest::Client::new().post(format!("http://{addr}/v1/failover/reload")),
+    ));
     assert_eq!(answer["reloaded"], true, "{answer}");
 
     std::fs::write(&path, config("[routes.broken]\ntargets = [\"sim\"]\n")).unwrap();

@@ -14,7 +14,7 @@ use llm_failover::sim::{Fault, Sim};
 use llm_failover::state::{RedisState, StateConfig, StateHandle};
 use tokio::sync::oneshot;
 
-use crate::support::{Served, observed, post_chat, sim};
+use crate::support::{Served, down_sim, observed, post_chat, sim};
 
 /// The admin key of [`replica`]s whose config has an `[admin]` section.
 const ADMIN_KEY: &str = "fleet-admin-key-5eb1";
@@ -1014,11 +1014,7 @@ fn state_settings_that_cannot_work_are_refused_with_their_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_primary_trips_the_provider_wide_breaker_fleet_wide() {
     let redis = RedisServer::start(&[]);
-    let a = Sim::builder()
-        .down_for(Duration::from_secs(3600))
-        .start()
-        .await
-        .unwrap();
+    let a = down_sim().await;
     let b = sim().await;
     let toml = fleet_config(&a, &b, "30s", "");
     let (r1, r2) = (replica(&toml, &redis).await, replica(&toml, &redis).await);

@@ -70,9 +70,23 @@ pub async fn post_chat(
         .unwrap()
 }
 
+/// Sends `req` and reads the JSON body of its response.
+pub async fn json_of(req: reqwest::RequestBuilder) -> Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 /// The JSON body of a GET of `url`.
 pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
-    http.get(url).send().await.unwrap().json().await.unwrap()
+    json_of(http.get(url)).await
+}
+
+/// A sim whose port refuses connections for an hour.
+pub async fn down_sim() -> Sim {
+    Sim::builder()
+        .down_for(Duration::from_secs(3600))
+        .start()
+        .await
+        .unwrap()
 }
 
 /// The ids in a `/v1/models` body, in order.
