@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use llm_failover::proxy::Config;
+use llm_failover::proxy::{Config, Proxy, Reloaded};
 use llm_failover::sim::Sim;
 use serde_json::{Value, json};
 use tokio::sync::watch;
@@ -55,6 +55,15 @@ async fn post(http: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
     let resp = http.post(url).json(body).send().await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Reloads `proxy` from its file on a blocking thread (the read blocks).
+async fn reload_file(proxy: &Proxy) -> Reloaded {
+    let proxy = proxy.clone();
+    tokio::task::spawn_blocking(move || proxy.reload())
+        .await
+        .unwrap()
+        .unwrap()
 }
 
 /// Status and body of a non-streaming chat for `route`, posted to the proxy `p`.
@@ -230,13 +239,7 @@ targets = ["dead/m", "ok/m"]
 
     // `ok`'s breaker policy changes, `dead`'s does not.
     std::fs::write(&path, write(7, "[routes.other]\ntargets = [\"ok/n\"]\n")).unwrap();
-    let done = tokio::task::spawn_blocking({
-        let proxy = p.proxy.clone();
-        move || proxy.reload()
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let done = reload_file(&p.proxy).await;
     assert_eq!(done.reset, ["ok/*", "ok/m"]);
     assert_eq!(done.added, ["ok/n"]);
     assert!(done.kept.contains(&"dead/*".to_owned()), "{done:?}");
@@ -269,13 +272,7 @@ targets = ["dead/m", "ok/m"]
         ),
     )
     .unwrap();
-    let done = tokio::task::spawn_blocking({
-        let proxy = p.proxy.clone();
-        move || proxy.reload()
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let done = reload_file(&p.proxy).await;
     assert_eq!(done.restart_required, ["server.listen"]);
     p.stop().await.unwrap();
 }
