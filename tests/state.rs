@@ -252,6 +252,14 @@ impl Replica {
             .unwrap()
             .state()
     }
+    /// Waits up to 5 s (for `what`) until this replica's `provider/model` breaker is in
+    /// `state`.
+    async fn wait_for(&self, what: &str, provider: &str, model: &str, state: State) {
+        until(what, Duration::from_secs(5), || {
+            self.state_of(provider, model) == state
+        })
+        .await;
+    }
     fn backend(&self) -> StateHandle {
         self.proxy.state().unwrap()
     }
@@ -493,10 +501,11 @@ targets = ["a/m2", "b/m"]"#,
     // ...and trips are shared again.
     let resp = post_chat(&http, &r1.url(), "chat2", false).await;
     assert_eq!(resp.status(), 200);
-    until(
+    r2.wait_for(
         "the new trip to reach the other replica",
-        Duration::from_secs(5),
-        || r2.state_of("a", "m2") == State::Open,
+        "a",
+        "m2",
+        State::Open,
     )
     .await;
 }
@@ -761,12 +770,14 @@ async fn after_a_reload_the_reused_breakers_still_share_their_trips() {
     .await;
     assert_eq!(resp.status(), 200);
     assert_eq!(a.attempts("m"), 1);
-    until(
-        "the reloaded replica's trip to reach the watcher",
-        Duration::from_secs(5),
-        || watcher.state_of("a", "m") == State::Open,
-    )
-    .await;
+    watcher
+        .wait_for(
+            "the reloaded replica's trip to reach the watcher",
+            "a",
+            "m",
+            State::Open,
+        )
+        .await;
 }
 
 /// [`shared_config`] for `a` failing with 500s, counted; the breaker trips after 4 failures,
@@ -864,10 +875,11 @@ async fn an_admin_action_on_one_proxy_applies_on_another_replica() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(r1.state_of("a", "m"), State::ForcedOpen);
-    until(
+    r2.wait_for(
         "the forced open to reach the other replica",
-        Duration::from_secs(5),
-        || r2.state_of("a", "m") == State::ForcedOpen,
+        "a",
+        "m",
+        State::ForcedOpen,
     )
     .await;
     assert_eq!(ask(&http, &r2).await, (200, "b".into()));
@@ -878,10 +890,11 @@ async fn an_admin_action_on_one_proxy_applies_on_another_replica() {
     );
     let resp = act(serde_json::json!({"action": "reset"})).await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    until(
+    r2.wait_for(
         "the reset to reach the other replica",
-        Duration::from_secs(5),
-        || r2.state_of("a", "m") == State::Closed,
+        "a",
+        "m",
+        State::Closed,
     )
     .await;
     assert_eq!(r1.state_of("a", "m"), State::Closed);
@@ -907,10 +920,11 @@ async fn rediss_connects_over_tls_with_a_private_ca_and_shares_a_trip() {
     assert!(r1.backend().is_up() && r2.backend().is_up());
     let http = reqwest::Client::new();
     assert_eq!(ask(&http, &r1).await, (200, "b".into()));
-    until(
+    r2.wait_for(
         "the trip to reach the other replica over TLS",
-        Duration::from_secs(5),
-        || r2.state_of("a", "m") == State::Open,
+        "a",
+        "m",
+        State::Open,
     )
     .await;
     assert_eq!(ask(&http, &r2).await, (200, "b".into()));
@@ -1021,10 +1035,11 @@ async fn a_refused_primary_trips_the_provider_wide_breaker_fleet_wide() {
     let http = reqwest::Client::new();
     assert_eq!(ask(&http, &r1).await, (200, "b".into()));
     assert_eq!(r1.state_of("a", "*"), State::Open);
-    until(
+    r2.wait_for(
         "the provider-wide trip to reach the other replica",
-        Duration::from_secs(5),
-        || r2.state_of("a", "*") == State::Open,
+        "a",
+        "*",
+        State::Open,
     )
     .await;
     let resp = post_chat(&http, &r2.url(), "chat", false).await;
