@@ -7,11 +7,9 @@ use std::time::Duration;
 use llm_failover::breaker::Registry;
 use llm_failover::chain::openai::{Client, Endpoint};
 use llm_failover::chain::{AttemptFailure, Route, RoutePolicy};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
 
 use crate::proxy::start_config;
-use crate::support::{sha256_hex, sim};
+use crate::support::{answering, http, route_chat, sha256_hex, sim};
 
 const SENTINEL: &str = "sk-SENTINEL-7f3a9c0e1b2d4f6a";
 
@@ -38,30 +36,17 @@ async fn echoing_provider_seeing(
     saw: Option<Arc<std::sync::atomic::AtomicBool>>,
     needle: &'static str,
 ) -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let saw = saw.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0_u8; 8192];
-                let n = sock.read(&mut buf).await.unwrap_or(0);
-                let seen = String::from_utf8_lossy(&buf[..n]).replace(['"', '\\', '\r', '\n'], " ");
-                if let Some(saw) = &saw {
-                    saw.fetch_or(seen.contains(needle), std::sync::atomic::Ordering::SeqCst);
-                }
-                let body = format!(
-                    r#"{{"error":{{"message":"Request rejected. We received: {seen}","type":"invalid_request_error","code":"{code}"}}}}"#
-                );
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
-            });
+    answering(move |request| {
+        let seen = request.replace(['"', '\\', '\r', '\n'], " ");
+        if let Some(saw) = &saw {
+            saw.fetch_or(seen.contains(needle), std::sync::atomic::Ordering::SeqCst);
         }
-    });
-    addr
+        let body = format!(
+            r#"{{"error":{{"message":"Request rejected. We received: {seen}","type":"invalid_request_error","code":"{code}"}}}}"#
+        );
+        http(status, "content-type: application/json\r\n", &body)
+    })
+    .await
 }
 
 #[test]
@@ -89,7 +74,6 @@ fn the_sentinel_key_appears_nowhere() {
                 .unwrap(),
         );
         let client = Client::new().unwrap();
-        let request = serde_json::json!({"messages": [{"role": "user", "content": "hi"}]});
         let policy = RoutePolicy::builder()
             .attempt_timeout(Duration::from_secs(5))
             .build()
@@ -101,22 +85,7 @@ fn the_sentinel_key_appears_nowhere() {
             }
             b.build().unwrap()
         };
-        let call = |route: Route| {
-            let (client, request, endpoints) = (client.clone(), request.clone(), endpoints.clone());
-            async move {
-                route
-                    .call(|a| {
-                        let endpoint = endpoints
-                            .iter()
-                            .find(|e| e.provider() == a.provider())
-                            .unwrap()
-                            .clone();
-                        let (client, request) = (client.clone(), request.clone());
-                        async move { client.chat(&endpoint, a.model(), &request).await }
-                    })
-                    .await
-            }
-        };
+        let call = async |route: Route| route_chat(&route, &client, &endpoints).await;
         // Two failures, then an answer.
         let answer = call(route(&["query", "echo", "sim"])).await.unwrap();
         returned.push(format!("{} {:?}", answer.trail, answer.trail));

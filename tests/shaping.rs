@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use llm_failover::breaker::Registry;
 use llm_failover::chain::openai::{Client, Endpoint};
-use llm_failover::chain::{Answer, FailoverError, Loads, Route, RoutePolicy, Tier};
+use llm_failover::chain::{Loads, Route, RoutePolicy, Tier};
 use llm_failover::sim::{Fault, Sim};
-use serde_json::{Value, json};
 
 use crate::proxy::{chat_body, config, start};
-use crate::support::post_chat;
+use crate::support::{post_chat, route_chat};
 
 /// A sim that sends its tokens without a pause, with `faults` by model.
 async fn instant_sim(faults: &[(&str, Fault)]) -> Sim {
@@ -20,29 +19,6 @@ async fn instant_sim(faults: &[(&str, Fault)]) -> Sim {
         builder = builder.fault(*model, fault.clone());
     }
     builder.start().await.unwrap()
-}
-
-/// One call through `route` of a one-message chat, each attempt sent to the endpoint of its
-/// provider.
-async fn call(
-    route: &Route,
-    client: &Client,
-    endpoints: &[Endpoint],
-) -> Result<Answer<Value>, FailoverError> {
-    route
-        .call(|a| {
-            let e = endpoints
-                .iter()
-                .find(|e| e.provider() == a.provider())
-                .unwrap()
-                .clone();
-            let client = client.clone();
-            async move {
-                let body = json!({"messages": [{"role": "user", "content": "hi"}]});
-                client.chat(&e, a.model(), &body).await
-            }
-        })
-        .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +58,7 @@ async fn least_loaded_sends_most_requests_to_the_fast_target_and_keeps_both_in_u
             (Arc::clone(&route), client.clone(), Arc::clone(&endpoints));
         workers.push(tokio::spawn(async move {
             for _ in 0..20 {
-                call(&route, &client, &endpoints[..]).await.unwrap();
+                route_chat(&route, &client, &endpoints[..]).await.unwrap();
             }
         }));
     }
@@ -210,7 +186,7 @@ async fn a_retry_budget_of_20_percent_bounds_retries_during_an_outage_counted_at
     ];
     let n = 100;
     for _ in 0..n {
-        let a = call(&route, &client, &endpoints).await.unwrap();
+        let a = route_chat(&route, &client, &endpoints).await.unwrap();
         assert_eq!(&*a.provider, "fallback");
     }
     // Without a budget every 500 would be retried once: 200 at the sim. With it: the first

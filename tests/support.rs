@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
+use llm_failover::chain::openai::{Client, Endpoint};
+use llm_failover::chain::{Answer, FailoverError, Route};
 use llm_failover::sim::Sim;
 use serde_json::Value;
 
@@ -26,20 +28,51 @@ pub fn http(status_line: &str, headers: &str, body: &str) -> String {
 /// reading the request.
 pub async fn canned(response: impl Into<String>) -> SocketAddr {
     let response: Arc<str> = response.into().into();
+    answering(move |_| response.to_string()).await
+}
+
+/// A loopback server that reads each connection's request (its first 8 KiB, as text) and
+/// sends back what `answer` makes of it.
+pub async fn answering(answer: impl Fn(&str) -> String + Send + Sync + 'static) -> SocketAddr {
+    let answer = Arc::new(answer);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
-            let response = response.clone();
+            let answer = Arc::clone(&answer);
             tokio::spawn(async move {
-                let mut buf = [0_u8; 4096];
-                let _ = sock.read(&mut buf).await;
+                let mut buf = vec![0_u8; 8192];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let response = answer(&String::from_utf8_lossy(&buf[..n]));
                 let _ = sock.write_all(response.as_bytes()).await;
                 let _ = sock.shutdown().await;
             });
         }
     });
     addr
+}
+
+/// One call through `route` of a one-message chat, each attempt sent to the endpoint of its
+/// provider.
+pub async fn route_chat(
+    route: &Route,
+    client: &Client,
+    endpoints: &[Endpoint],
+) -> Result<Answer<Value>, FailoverError> {
+    route
+        .call(|a| {
+            let e = endpoints
+                .iter()
+                .find(|e| e.provider() == a.provider())
+                .unwrap()
+                .clone();
+            let client = client.clone();
+            async move {
+                let body = serde_json::json!({"messages": [{"role": "user", "content": "hi"}]});
+                client.chat(&e, a.model(), &body).await
+            }
+        })
+        .await
 }
 
 /// The SHA-256 of `key`, as lowercase hex (a `key_sha256` value).
