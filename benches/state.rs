@@ -22,19 +22,9 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[i.min(sorted.len() - 1)]
 }
 
-fn registry(url: &str) -> (Arc<Registry>, StateHandle) {
-    let state = RedisState::new(
-        StateConfig::builder(url)
-            .namespace("bench")
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
-    let policy = BreakerPolicy::builder()
-        .consecutive_failures(1)
-        .open_base(Reason::ModelNotFound, Duration::from_secs(3600))
-        .build()
-        .unwrap();
+/// A registry of one target `p/m` sharing through `state`; `policy` is its breaker policy.
+fn shared_registry(state: StateConfig, policy: BreakerPolicy) -> (Arc<Registry>, StateHandle) {
+    let state = RedisState::new(state).unwrap();
     let registry = Arc::new(
         Registry::builder()
             .policy(policy)
@@ -47,31 +37,33 @@ fn registry(url: &str) -> (Arc<Registry>, StateHandle) {
     (registry, handle)
 }
 
+/// A registry whose breaker trips on the first model-not-found.
+fn registry(url: &str) -> (Arc<Registry>, StateHandle) {
+    let state = StateConfig::builder(url)
+        .namespace("bench")
+        .build()
+        .unwrap();
+    let policy = BreakerPolicy::builder()
+        .consecutive_failures(1)
+        .open_base(Reason::ModelNotFound, Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    shared_registry(state, policy)
+}
+
 /// A registry whose breaker trips after 4 failures counted across the fleet.
 fn counting_registry(url: &str) -> (Arc<Registry>, StateHandle) {
-    let state = RedisState::new(
-        StateConfig::builder(url)
-            .namespace("bench-count")
-            .fleet_counting(true)
-            .build()
-            .unwrap(),
-    )
-    .unwrap();
+    let state = StateConfig::builder(url)
+        .namespace("bench-count")
+        .fleet_counting(true)
+        .build()
+        .unwrap();
     let policy = BreakerPolicy::builder()
         .consecutive_failures(4)
         .open_base(Reason::ServerError, Duration::from_secs(3600))
         .build()
         .unwrap();
-    let registry = Arc::new(
-        Registry::builder()
-            .policy(policy)
-            .target("p", "m")
-            .on_transition(state.listener())
-            .build()
-            .unwrap(),
-    );
-    let handle = state.start(Arc::clone(&registry)).unwrap();
-    (registry, handle)
+    shared_registry(state, policy)
 }
 
 fn fail(registry: &Registry) {
@@ -80,6 +72,23 @@ fn fail(registry: &Registry) {
         Reason::ServerError,
         Duration::from_millis(1),
     ));
+}
+
+/// Yields until `cond` holds; panics with `what` once `limit` has passed since `t`.
+async fn spin_until(t: Instant, limit: Duration, what: &str, cond: impl Fn() -> bool) {
+    while !cond() {
+        assert!(t.elapsed() < limit, "{what}");
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A loopback port that was free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn closed_path_ns(registry: &Registry, n: u32) -> f64 {
@@ -134,11 +143,7 @@ async fn main() {
         println!("state bench skipped: redis-server is not installed");
         return;
     }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let dir = std::env::temp_dir().join(format!("llm-failover-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut redis = Command::new("redis-server")
@@ -175,17 +180,17 @@ async fn main() {
             Reason::ModelNotFound,
             Duration::from_millis(1),
         ));
-        while bb.state() != State::Open {
-            assert!(t.elapsed() < limit, "the trip never arrived");
-            tokio::task::yield_now().await;
-        }
+        spin_until(t, limit, "the trip never arrived", || {
+            bb.state() == State::Open
+        })
+        .await;
         delays.push(t.elapsed());
         // Reset fleet-wide and wait until B is closed again.
         let _ = a.control("p", "m").unwrap().reset();
-        while bb.state() != State::Closed {
-            assert!(t.elapsed() < limit, "the reset never arrived");
-            tokio::task::yield_now().await;
-        }
+        spin_until(t, limit, "the reset never arrived", || {
+            bb.state() == State::Closed
+        })
+        .await;
     }
     delays.sort();
     println!(
@@ -211,16 +216,16 @@ async fn main() {
         fail(&cb);
         let t = Instant::now();
         fail(&cb);
-        while sa.state() != State::Open || sb.state() != State::Open {
-            assert!(t.elapsed() < limit, "the fleet never tripped");
-            tokio::task::yield_now().await;
-        }
+        spin_until(t, limit, "the fleet never tripped", || {
+            sa.state() == State::Open && sb.state() == State::Open
+        })
+        .await;
         fleet.push(t.elapsed());
         let _ = ca.control("p", "m").unwrap().reset();
-        while sb.state() != State::Closed {
-            assert!(t.elapsed() < limit, "the reset never arrived");
-            tokio::task::yield_now().await;
-        }
+        spin_until(t, limit, "the reset never arrived", || {
+            sb.state() == State::Closed
+        })
+        .await;
     }
     fleet.sort();
     println!(
@@ -245,11 +250,7 @@ async fn main() {
         "[providers.a]\nbase_url = \"{}\"\n[routes.chat]\ntargets = [\"a/m\"]\n",
         primary.base_url()
     );
-    let dead_port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let dead_port = free_port();
     let dead = format!("redis://127.0.0.1:{dead_port}");
     let with_state = format!(
         "{base}[state]\nbackend = \"redis\"\nurl_env = \"BENCH_REDIS_URL\"\ntimeout = \"100ms\"\n"

@@ -6,22 +6,15 @@ use std::time::Duration;
 use llm_failover::proxy::Config;
 use llm_failover::sim::{ANSWER, Sim};
 use serde_json::{Value, json};
-use sha2::Digest as _;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::proxy::{chat_body, start_config};
+use crate::support::{json_of, model_ids, sha256_hex, sim, status_breaker};
 
 const PROVIDER_KEY: &str = "provider-key-aaaa1111";
 const WEB_KEY: &str = "client-key-web-bbbb2222";
 const BATCH_KEY: &str = "client-key-batch-cccc3333";
 const ADMIN_KEY: &str = "admin-key-dddd4444";
-
-fn sha256_hex(key: &str) -> String {
-    sha2::Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
 
 fn env(var: &str) -> Option<String> {
     match var {
@@ -76,20 +69,25 @@ async fn answer(resp: reqwest::Response) -> (u16, String, Value) {
     (status, code, body)
 }
 
+/// `r` with `key`, if any, as a Bearer token.
+fn with_key(r: reqwest::RequestBuilder, key: Option<&str>) -> reqwest::RequestBuilder {
+    match key {
+        Some(k) => r.bearer_auth(k),
+        None => r,
+    }
+}
+
 #[test]
 fn the_auth_matrix_turns_away_everyone_it_should_before_any_upstream() {
     let (scrape, logs) = crate::support::observed(|| async {
-        let sim = Sim::builder().start().await.unwrap();
+        let sim = sim().await;
         let p = start_config(&keyed(&sim, "")).await;
         let http = reqwest::Client::new();
         let chat = |model: &str, key: Option<&str>| {
-            let mut r = http
+            let r = http
                 .post(p.url("/v1/chat/completions"))
                 .json(&chat_body(model, false));
-            if let Some(k) = key {
-                r = r.bearer_auth(k);
-            }
-            r.send()
+            with_key(r, key).send()
         };
 
         // Turned away: status, OpenAI-style error body, and nothing reached the sim.
@@ -141,13 +139,10 @@ fn the_auth_matrix_turns_away_everyone_it_should_before_any_upstream() {
 
         // A client key on the admin endpoints; no key; a wrong key.
         let control = |key: Option<&str>| {
-            let mut r = http
+            let r = http
                 .post(p.url("/v1/failover/breakers/a/m1"))
                 .json(&json!({"action": "force_open"}));
-            if let Some(k) = key {
-                r = r.bearer_auth(k);
-            }
-            r.send()
+            with_key(r, key).send()
         };
         for (key, status, code) in [
             (Some(WEB_KEY), 403, "forbidden"),
@@ -179,13 +174,8 @@ fn the_auth_matrix_turns_away_everyone_it_should_before_any_upstream() {
         );
 
         // Status: any configured key, none without.
-        let status = |key: Option<&str>| {
-            let mut r = http.get(p.url("/v1/failover/status"));
-            if let Some(k) = key {
-                r = r.bearer_auth(k);
-            }
-            r.send()
-        };
+        let status =
+            |key: Option<&str>| with_key(http.get(p.url("/v1/failover/status")), key).send();
         assert_eq!(status(None).await.unwrap().status(), 401);
         assert_eq!(status(Some("sk-not-a-key")).await.unwrap().status(), 401);
         for key in [WEB_KEY, BATCH_KEY, ADMIN_KEY] {
@@ -216,22 +206,8 @@ fn the_auth_matrix_turns_away_everyone_it_should_before_any_upstream() {
         assert_eq!(sim.attempts("m2"), 1);
 
         // A client sees its own routes only.
-        let models: Value = http
-            .get(p.url("/v1/models"))
-            .bearer_auth(WEB_KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let ids: Vec<&str> = models["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["id"].as_str().unwrap())
-            .collect();
-        assert_eq!(ids, ["chat"]);
+        let models = json_of(http.get(p.url("/v1/models")).bearer_auth(WEB_KEY)).await;
+        assert_eq!(model_ids(&models), ["chat"]);
         p.stop().await.unwrap();
     });
     for line in [
@@ -249,7 +225,7 @@ fn the_auth_matrix_turns_away_everyone_it_should_before_any_upstream() {
 
 #[tokio::test]
 async fn the_upstream_gets_the_providers_key_never_the_clients_unless_forwarding() {
-    let sim = Sim::builder().start().await.unwrap();
+    let sim = sim().await;
     let toml = format!(
         r#"
 [providers.own]
@@ -305,7 +281,7 @@ routes = ["*"]
 
 #[tokio::test]
 async fn over_its_request_rate_a_client_gets_429_with_an_honest_retry_after() {
-    let sim = Sim::builder().start().await.unwrap();
+    let sim = sim().await;
     let p = start_config(&keyed(&sim, "requests_per_minute = 60")).await;
     let http = reqwest::Client::new();
     // A burst of a minute's worth is admitted (GET /v1/models counts too, and is cheap).
@@ -318,13 +294,7 @@ async fn over_its_request_rate_a_client_gets_429_with_an_honest_retry_after() {
             .unwrap();
         assert_eq!(resp.status(), 200, "request {i}");
     }
-    let resp = http
-        .post(p.url("/v1/chat/completions"))
-        .bearer_auth(WEB_KEY)
-        .json(&chat_body("chat", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = p.chat_as(&http, WEB_KEY, "chat", false).await;
     let wait: u64 = resp.headers()["retry-after"]
         .to_str()
         .unwrap()
@@ -343,23 +313,11 @@ async fn over_its_request_rate_a_client_gets_429_with_an_honest_retry_after() {
         "the 429 never reached the upstream"
     );
     // Other clients have their own budget.
-    let other = http
-        .post(p.url("/v1/chat/completions"))
-        .bearer_auth(BATCH_KEY)
-        .json(&chat_body("chat", false))
-        .send()
-        .await
-        .unwrap();
+    let other = p.chat_as(&http, BATCH_KEY, "chat", false).await;
     assert_eq!(other.status(), 200);
     // Honest: after Retry-After, the next request is admitted.
     tokio::time::sleep(Duration::from_secs(wait)).await;
-    let resp = http
-        .post(p.url("/v1/chat/completions"))
-        .bearer_auth(WEB_KEY)
-        .json(&chat_body("chat", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = p.chat_as(&http, WEB_KEY, "chat", false).await;
     assert_eq!(resp.status(), 200);
     p.stop().await.unwrap();
 }
@@ -374,15 +332,10 @@ async fn over_its_concurrent_requests_a_client_gets_429_until_a_stream_ends() {
         .unwrap();
     let p = start_config(&keyed(&sim, "max_concurrent = 1")).await;
     let http = reqwest::Client::new();
-    let send = || {
-        http.post(p.url("/v1/chat/completions"))
-            .bearer_auth(WEB_KEY)
-            .json(&chat_body("chat", true))
-            .send()
-    };
-    let first = send().await.unwrap();
+    let send = async || p.chat_as(&http, WEB_KEY, "chat", true).await;
+    let first = send().await;
     assert_eq!(first.status(), 200);
-    let resp = send().await.unwrap();
+    let resp = send().await;
     assert_eq!(resp.headers()["retry-after"], "1");
     let (status, code, body) = answer(resp).await;
     assert_eq!(
@@ -394,7 +347,7 @@ async fn over_its_concurrent_requests_a_client_gets_429_until_a_stream_ends() {
     // The slot is held until the stream's last event, then freed.
     let text = first.text().await.unwrap();
     assert!(text.ends_with("data: [DONE]\n\n"));
-    let again = send().await.unwrap();
+    let again = send().await;
     assert_eq!(again.status(), 200);
     again.text().await.unwrap();
     p.stop().await.unwrap();
@@ -403,41 +356,30 @@ async fn over_its_concurrent_requests_a_client_gets_429_until_a_stream_ends() {
 #[test]
 fn admin_actions_take_effect_at_once_and_are_counted() {
     let (scrape, logs) = crate::support::observed(|| async {
-        let sim = Sim::builder().start().await.unwrap();
+        let sim = sim().await;
         let p = start_config(&keyed(&sim, "")).await;
         let http = reqwest::Client::new();
-        let act = |path: &str, body: Value| {
-            http.post(p.url(&format!("/v1/failover/breakers/{path}")))
+        let act = async |path: &str, body: Value| {
+            let resp = http
+                .post(p.url(&format!("/v1/failover/breakers/{path}")))
                 .bearer_auth(ADMIN_KEY)
                 .json(&body)
                 .send()
+                .await
+                .unwrap();
+            answer(resp).await
         };
         let breaker = |status: &Value, provider: &str, model: &str| {
-            status["breakers"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|b| b["provider"] == provider && b["model"] == model)
-                .cloned()
-                .unwrap()
+            status_breaker(status, provider, model).cloned().unwrap()
         };
-        let status = || async {
-            http.get(p.url("/v1/failover/status"))
-                .bearer_auth(ADMIN_KEY)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
+        let status = || {
+            json_of(
+                http.get(p.url("/v1/failover/status"))
+                    .bearer_auth(ADMIN_KEY),
+            )
         };
 
-        let (code, _, body) = answer(
-            act("a/m1", json!({"action": "force_open", "duration": "10m"}))
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (code, _, body) = act("a/m1", json!({"action": "force_open", "duration": "10m"})).await;
         assert_eq!(code, 200, "{body}");
         assert_eq!(body["changed"], true);
         assert_eq!(body["duration_s"], 600.0);
@@ -445,43 +387,30 @@ fn admin_actions_take_effect_at_once_and_are_counted() {
         assert!(body["breaker"]["open_until"].is_string(), "{body}");
         assert_eq!(breaker(&status().await, "a", "m1")["state"], "forced_open");
         // It holds: the route's only target is forced open, the upstream is not asked.
-        let resp = http
-            .post(p.url("/v1/chat/completions"))
-            .bearer_auth(WEB_KEY)
-            .json(&chat_body("chat", false))
-            .send()
-            .await
-            .unwrap();
+        let resp = p.chat_as(&http, WEB_KEY, "chat", false).await;
         assert_eq!(resp.status(), 503);
         assert_eq!(sim.total_attempts(), 0);
 
         // The provider-wide breaker, and a model name after the provider.
-        let (code, _, body) =
-            answer(act("a/*", json!({"action": "metrics_only"})).await.unwrap()).await;
+        let (code, _, body) = act("a/*", json!({"action": "metrics_only"})).await;
         assert_eq!(code, 200, "{body}");
         assert_eq!(breaker(&status().await, "a", "*")["state"], "metrics_only");
-        let (code, _, _) = answer(act("a/m2", json!({"action": "disable"})).await.unwrap()).await;
+        let (code, _, _) = act("a/m2", json!({"action": "disable"})).await;
         assert_eq!(code, 200);
         assert_eq!(breaker(&status().await, "a", "m2")["state"], "disabled");
         for path in ["a/m1", "a/*", "a/m2"] {
-            let (code, _, body) =
-                answer(act(path, json!({"action": "reset"})).await.unwrap()).await;
+            let (code, _, body) = act(path, json!({"action": "reset"})).await;
             assert_eq!(code, 200, "{body}");
             assert_eq!(body["breaker"]["state"], "closed");
         }
         assert_eq!(breaker(&status().await, "a", "m1")["state"], "closed");
 
         // Mistakes: an unknown breaker, a bad duration, an unknown action, a reload without a file.
-        let (code, err, _) = answer(act("a/nope", json!({"action": "reset"})).await.unwrap()).await;
+        let (code, err, _) = act("a/nope", json!({"action": "reset"})).await;
         assert_eq!((code, err.as_str()), (404, "breaker_not_found"));
-        let (code, err, _) = answer(
-            act("a/m1", json!({"action": "force_open", "duration": "soon"}))
-                .await
-                .unwrap(),
-        )
-        .await;
+        let (code, err, _) = act("a/m1", json!({"action": "force_open", "duration": "soon"})).await;
         assert_eq!((code, err.as_str()), (400, "invalid_duration"));
-        let (code, err, _) = answer(act("a/m1", json!({"action": "explode"})).await.unwrap()).await;
+        let (code, err, _) = act("a/m1", json!({"action": "explode"})).await;
         assert_eq!((code, err.as_str()), (400, "invalid_action"));
         let resp = http
             .post(p.url("/v1/failover/reload"))
@@ -521,7 +450,7 @@ fn admin_actions_take_effect_at_once_and_are_counted() {
 
 #[tokio::test]
 async fn a_slow_client_is_cut_off_at_the_header_timeout_while_others_are_served() {
-    let sim = Sim::builder().start().await.unwrap();
+    let sim = sim().await;
     let toml = format!(
         "[server]\nheader_read_timeout = \"1s\"\nmax_header_bytes = 8192\n[providers.a]\nbase_url = \"{}\"\n[routes.chat]\ntargets = [\"a/m\"]\n",
         sim.base_url()
@@ -556,12 +485,7 @@ async fn a_slow_client_is_cut_off_at_the_header_timeout_while_others_are_served(
     };
     let others = async {
         let http = reqwest::Client::new();
-        let resp = http
-            .post(p.url("/v1/chat/completions"))
-            .json(&chat_body("chat", false))
-            .send()
-            .await
-            .unwrap();
+        let resp = p.chat(&http, "chat", false).await;
         assert_eq!(resp.status(), 200, "another client is served meanwhile");
         // A request head over max_header_bytes is refused.
         let resp = http

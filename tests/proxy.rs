@@ -8,6 +8,8 @@ use llm_failover::sim::{ANSWER, Sim};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
+use crate::support::{down_sim, get_json, model_ids, post_chat, sim, status_breaker};
+
 /// A proxy serving on loopback; dropping it (or [`Running::stop`]) shuts it down.
 pub struct Running {
     pub addr: SocketAddr,
@@ -19,6 +21,32 @@ pub struct Running {
 impl Running {
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    /// Posts a chat for `route` to this proxy.
+    pub async fn chat(
+        &self,
+        http: &reqwest::Client,
+        route: &str,
+        stream: bool,
+    ) -> reqwest::Response {
+        post_chat(http, &self.url("/v1/chat/completions"), route, stream).await
+    }
+
+    /// Posts a chat for `route` to this proxy with `key` as a Bearer token.
+    pub async fn chat_as(
+        &self,
+        http: &reqwest::Client,
+        key: &str,
+        route: &str,
+        stream: bool,
+    ) -> reqwest::Response {
+        http.post(self.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&chat_body(route, stream))
+            .send()
+            .await
+            .unwrap()
     }
 
     /// Signals shutdown and waits for the server to return.
@@ -114,20 +142,11 @@ fn header<'a>(resp: &'a reqwest::Response, name: &str) -> &'a str {
 
 #[tokio::test]
 async fn a_refusing_primary_fails_over_and_the_headers_say_so() {
-    let a = Sim::builder()
-        .down_for(Duration::from_secs(3600))
-        .start()
-        .await
-        .unwrap();
-    let b = Sim::builder().start().await.unwrap();
+    let a = down_sim().await;
+    let b = sim().await;
     let p = start(&config(&a, &b, &["a/llama3", "b/gpt-4o-mini"], "")).await;
     let http = reqwest::Client::new();
-    let resp = http
-        .post(p.url("/v1/chat/completions"))
-        .json(&chat_body("chat", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = p.chat(&http, "chat", false).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "x-failover-provider"), "b");
     assert_eq!(header(&resp, "x-failover-model"), "gpt-4o-mini");
@@ -144,15 +163,9 @@ async fn a_refusing_primary_fails_over_and_the_headers_say_so() {
 
 #[tokio::test]
 async fn a_stream_passes_through_chunk_by_chunk_and_ends_with_done() {
-    let a = Sim::builder().start().await.unwrap();
-    let b = Sim::builder().start().await.unwrap();
+    let (a, b) = (sim().await, sim().await);
     let p = start(&config(&a, &b, &["a/llama3", "b/gpt-4o-mini"], "")).await;
-    let resp = reqwest::Client::new()
-        .post(p.url("/v1/chat/completions"))
-        .json(&chat_body("chat", true))
-        .send()
-        .await
-        .unwrap();
+    let resp = p.chat(&reqwest::Client::new(), "chat", true).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(header(&resp, "content-type"), "text/event-stream");
     assert_eq!(header(&resp, "x-failover-trail"), "a/llama3=ok");
@@ -164,8 +177,7 @@ async fn a_stream_passes_through_chunk_by_chunk_and_ends_with_done() {
 
 #[tokio::test]
 async fn client_mistakes_are_4xx_and_never_reach_an_upstream() {
-    let a = Sim::builder().start().await.unwrap();
-    let b = Sim::builder().start().await.unwrap();
+    let (a, b) = (sim().await, sim().await);
     let p = start(&config(
         &a,
         &b,
@@ -210,15 +222,9 @@ async fn client_mistakes_are_4xx_and_never_reach_an_upstream() {
 
 #[tokio::test]
 async fn when_every_target_fails_the_body_names_each_attempt() {
-    let a = Sim::builder().start().await.unwrap();
-    let b = Sim::builder().start().await.unwrap();
+    let (a, b) = (sim().await, sim().await);
     let p = start(&config(&a, &b, &["a/sim-401", "b/sim-429-retry-30"], "")).await;
-    let resp = reqwest::Client::new()
-        .post(p.url("/v1/chat/completions"))
-        .json(&chat_body("chat", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = p.chat(&reqwest::Client::new(), "chat", false).await;
     assert_eq!(resp.status(), 429);
     // The soonest target to admit again: a's key is refused (its breaker opens for a long
     // time), b asked for 30 s.
@@ -236,8 +242,7 @@ async fn when_every_target_fails_the_body_names_each_attempt() {
 
 #[tokio::test]
 async fn models_status_and_health_describe_the_proxy() {
-    let a = Sim::builder().start().await.unwrap();
-    let b = Sim::builder().start().await.unwrap();
+    let (a, b) = (sim().await, sim().await);
     let p = start(&config(
         &a,
         &b,
@@ -246,39 +251,16 @@ async fn models_status_and_health_describe_the_proxy() {
     ))
     .await;
     let http = reqwest::Client::new();
-    let models: Value = http
-        .get(p.url("/v1/models"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let ids: Vec<&str> = models["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, ["chat", "fast"]);
+    let models = get_json(&http, &p.url("/v1/models")).await;
+    assert_eq!(model_ids(&models), ["chat", "fast"]);
     let health = http.get(p.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status(), 200);
     let control = p.proxy.registry().control("a", "*").unwrap();
     control.force_open(Some(Duration::from_secs(60)));
-    let status: Value = http
-        .get(p.url("/v1/failover/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status = get_json(&http, &p.url("/v1/failover/status")).await;
     let breakers = status["breakers"].as_array().unwrap();
     assert_eq!(breakers.len(), 4, "{status}");
-    let a_wide = breakers
-        .iter()
-        .find(|b| b["provider"] == "a" && b["model"] == "*")
-        .unwrap();
+    let a_wide = status_breaker(&status, "a", "*").unwrap();
     assert_eq!(a_wide["state"], "forced_open");
     assert!(a_wide["open_until"].as_str().is_some());
     let unknown = http.get(p.url("/v2/nothing")).send().await.unwrap();
@@ -388,12 +370,7 @@ async fn past_the_grace_period_requests_end_with_a_clean_error() {
     let p = start(&gate_config(&g, "50ms")).await;
     let url = p.url("/v1/chat/completions");
     let http = reqwest::Client::new();
-    let stream = http
-        .post(&url)
-        .json(&chat_body("chat", true))
-        .send()
-        .await
-        .unwrap();
+    let stream = post_chat(&http, &url, "chat", true).await;
     g.arrived.recv().await.unwrap();
     assert_eq!(stream.status(), 200);
     let plain = tokio::spawn(http.post(&url).json(&chat_body("chat", false)).send());

@@ -13,7 +13,8 @@ use futures_util::future::join_all;
 use llm_failover::sim::{ANSWER, Sim, answer_tokens};
 use serde_json::Value;
 
-use super::proxy::{Running, chat_body, config, sse_data, start, streamed_text};
+use super::proxy::{Running, config, sse_data, start, streamed_text};
+use crate::support::{get_json, status_breaker};
 
 /// The healthy fallback's model on sim `b`.
 const FALLBACK: &str = "gpt-4o-mini";
@@ -561,12 +562,7 @@ struct Seen {
 }
 
 async fn post(http: &reqwest::Client, p: &Running, route: &str, stream: bool) -> Seen {
-    let resp = http
-        .post(p.url("/v1/chat/completions"))
-        .json(&chat_body(route, stream))
-        .send()
-        .await
-        .unwrap();
+    let resp = p.chat(http, route, stream).await;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let body = resp.text().await.unwrap();
@@ -952,19 +948,8 @@ async fn an_open_breaker_rejects_at_once_and_the_primary_sees_nothing() {
         p.eq("all open: requests on a", a.total_attempts(), 1);
 
         // The status endpoint shows the breaker open.
-        let status: Value = http
-            .get(proxy.url("/v1/failover/status"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let state = status["breakers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .find(|x| x["provider"] == "a" && x["model"] == breaker)
+        let status = get_json(&http, &proxy.url("/v1/failover/status")).await;
+        let state = status_breaker(&status, "a", breaker)
             .map(|x| (x["state"].clone(), x["reason"].clone()));
         p.eq(
             "status: breaker state and reason",

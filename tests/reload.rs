@@ -1,21 +1,17 @@
 //! Live reload: the config file read again under load, by the endpoint, `ctl` and SIGHUP;
 //! breakers carried over, removed routes gone, bad files rejected, and the metrics.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
 
-use llm_failover::proxy::Config;
+use llm_failover::proxy::{Config, Proxy, Reloaded};
 use llm_failover::sim::Sim;
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use crate::proxy::{chat_body, start_config};
-
-const BIN: &str = env!("CARGO_BIN_EXE_llm-failover");
+use crate::proxy::{Running, chat_body, start_config};
+use crate::support::{Served, get_json, json_of, post_chat, sha256_hex, sim, status_breaker};
 
 fn temp_file(name: &str, text: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("llm-failover-reload-{}", std::process::id()));
@@ -54,10 +50,30 @@ targets = ["a/m{n}x"]
     )
 }
 
+/// Status and body (`null` if not JSON) of a POST of `body` to `url`.
 async fn post(http: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
     let resp = http.post(url).json(body).send().await.unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+/// Reloads `proxy` from its file on a blocking thread (the read blocks).
+async fn reload_file(proxy: &Proxy) -> Reloaded {
+    let proxy = proxy.clone();
+    tokio::task::spawn_blocking(move || proxy.reload())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+/// Status and body of a non-streaming chat for `route`, posted to the proxy `p`.
+async fn chat(http: &reqwest::Client, p: &Running, route: &str) -> (u16, Value) {
+    post(
+        http,
+        &p.url("/v1/chat/completions"),
+        &chat_body(route, false),
+    )
+    .await
 }
 
 /// Ten reloads that change routes and timeouts while four clients send requests without a
@@ -66,7 +82,7 @@ async fn post(http: &reqwest::Client, url: &str, body: &Value) -> (u16, Value) {
 /// configuration keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_under_load_drop_no_request_and_keep_breaker_state() {
-    let sim = Sim::builder().start().await.unwrap();
+    let sim = sim().await;
     let path = temp_file("load.toml", &generation(&sim, 0));
     let p = start_config(&Config::from_file(&path).unwrap()).await;
     let http = reqwest::Client::new();
@@ -126,19 +142,9 @@ async fn reloads_under_load_drop_no_request_and_keep_breaker_state() {
         assert_eq!(body["breakers"]["added"], json!([format!("a/m{n}x")]));
         assert_eq!(body["breakers"]["reset"], json!([]));
         // The new route serves at once, the one removed is gone.
-        let (status, _) = post(
-            &http,
-            &p.url("/v1/chat/completions"),
-            &chat_body(&format!("extra{n}"), false),
-        )
-        .await;
+        let (status, _) = chat(&http, &p, &format!("extra{n}")).await;
         assert_eq!(status, 200);
-        let (status, body) = post(
-            &http,
-            &p.url("/v1/chat/completions"),
-            &chat_body(&format!("extra{}", n - 1), false),
-        )
-        .await;
+        let (status, body) = chat(&http, &p, &format!("extra{}", n - 1)).await;
         assert_eq!(status, 404, "{body}");
         assert_eq!(body["error"]["code"], "model_not_found");
         // Let the load run across each generation before the next reload.
@@ -164,12 +170,7 @@ async fn reloads_under_load_drop_no_request_and_keep_breaker_state() {
         message.contains("the running configuration stays"),
         "{message}"
     );
-    let (status, _) = post(
-        &http,
-        &p.url("/v1/chat/completions"),
-        &chat_body("extra10", false),
-    )
-    .await;
+    let (status, _) = chat(&http, &p, "extra10").await;
     assert_eq!(status, 200, "the last good config serves");
     let seen = *done.borrow_and_update();
     done.wait_for(|&now| now >= seen + 4).await.unwrap();
@@ -186,27 +187,10 @@ async fn reloads_under_load_drop_no_request_and_keep_breaker_state() {
     assert!(served.load(Ordering::Relaxed) >= 44);
 
     // The breaker forced open before the first reload is still the same breaker, still open.
-    let status: Value = http
-        .get(p.url("/v1/failover/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let held = status["breakers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|b| b["provider"] == "b" && b["model"] == "held")
-        .unwrap();
+    let status = get_json(&http, &p.url("/v1/failover/status")).await;
+    let held = status_breaker(&status, "b", "held").unwrap();
     assert_eq!(held["state"], "forced_open", "{status}");
-    let (status, _) = post(
-        &http,
-        &p.url("/v1/chat/completions"),
-        &chat_body("held", false),
-    )
-    .await;
+    let (status, _) = chat(&http, &p, "held").await;
     assert_eq!(status, 503);
     assert_eq!(sim.attempts("held"), 0);
     p.stop().await.unwrap();
@@ -219,7 +203,7 @@ async fn reloads_under_load_drop_no_request_and_keep_breaker_state() {
 async fn a_tripped_breaker_survives_and_a_changed_policy_resets() {
     // Nothing listens there: connections are refused.
     let dead_url = "http://127.0.0.1:9/v1";
-    let sim = Sim::builder().start().await.unwrap();
+    let sim = sim().await;
     let write = |threshold: u32, extra: &str| {
         format!(
             r#"
@@ -242,12 +226,7 @@ targets = ["dead/m", "ok/m"]
     let path = temp_file("trip.toml", &write(5, ""));
     let p = start_config(&Config::from_file(&path).unwrap()).await;
     let http = reqwest::Client::new();
-    let (status, _) = post(
-        &http,
-        &p.url("/v1/chat/completions"),
-        &chat_body("chat", false),
-    )
-    .await;
+    let (status, _) = chat(&http, &p, "chat").await;
     assert_eq!(status, 200);
     let registry = p.proxy.registry();
     let opened = registry.breaker("dead", "*").unwrap().clone();
@@ -260,13 +239,7 @@ targets = ["dead/m", "ok/m"]
 
     // `ok`'s breaker policy changes, `dead`'s does not.
     std::fs::write(&path, write(7, "[routes.other]\ntargets = [\"ok/n\"]\n")).unwrap();
-    let done = tokio::task::spawn_blocking({
-        let proxy = p.proxy.clone();
-        move || proxy.reload()
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let done = reload_file(&p.proxy).await;
     assert_eq!(done.reset, ["ok/*", "ok/m"]);
     assert_eq!(done.added, ["ok/n"]);
     assert!(done.kept.contains(&"dead/*".to_owned()), "{done:?}");
@@ -284,12 +257,7 @@ targets = ["dead/m", "ok/m"]
         llm_failover::breaker::State::Closed
     );
     // Still open: the request goes straight to `ok`, which answers now.
-    let resp = http
-        .post(p.url("/v1/chat/completions"))
-        .json(&chat_body("chat", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = p.chat(&http, "chat", false).await;
     assert_eq!(resp.status(), 200);
     let trail = resp.headers()["x-failover-trail"].to_str().unwrap();
     assert!(trail.ends_with("ok/m=ok"), "{trail}");
@@ -304,13 +272,7 @@ targets = ["dead/m", "ok/m"]
         ),
     )
     .unwrap();
-    let done = tokio::task::spawn_blocking({
-        let proxy = p.proxy.clone();
-        move || proxy.reload()
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let done = reload_file(&p.proxy).await;
     assert_eq!(done.restart_required, ["server.listen"]);
     p.stop().await.unwrap();
 }
@@ -322,7 +284,7 @@ targets = ["dead/m", "ok/m"]
 #[test]
 fn serve_reloads_its_config_on_sighup_and_counts_reloads() {
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let sim = rt.block_on(Sim::builder().start()).unwrap();
+    let sim = rt.block_on(sim());
     let config = |routes: &str| {
         format!(
             "[providers.sim]\nbase_url = \"{}\"\n[routes.chat]\ntargets = [\"sim/m\"]\n{routes}",
@@ -333,50 +295,19 @@ fn serve_reloads_its_config_on_sighup_and_counts_reloads() {
         "hup.toml",
         &config("[routes.old]\ntargets = [\"sim/gone\"]\n"),
     );
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, lines) = std::sync::mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    // Waits for the log line that has `needle` (the wait is a guard against a hang only).
-    let wait_for = |needle: &str| -> String {
-        loop {
-            let l = lines
-                .recv_timeout(Duration::from_secs(60))
-                .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
-            if l.contains(needle) {
-                return l;
-            }
-        }
-    };
-    let line = wait_for("API on http://");
-    let addr = line
-        .split("API on http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap()
-        .to_owned();
+    let mut served = Served::start(&path, &[]);
+    let addr = served.addr.clone();
     let chat = |route: &str| {
         rt.block_on(async {
-            reqwest::Client::new()
-                .post(format!("http://{addr}/v1/chat/completions"))
-                .json(&chat_body(route, false))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
+            post_chat(
+                &reqwest::Client::new(),
+                &format!("http://{addr}/v1/chat/completions"),
+                route,
+                false,
+            )
+            .await
+            .status()
+            .as_u16()
         })
     };
     assert_eq!(chat("added"), 404);
@@ -405,36 +336,22 @@ fn serve_reloads_its_config_on_sighup_and_counts_reloads() {
     };
     let started = stamp(&get("/metrics"));
     assert!(started > 1.6e9, "{started}");
-    let hup = |child: &std::process::Child| {
-        let ok = Command::new("kill")
-            .args(["-HUP", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    };
 
     std::fs::write(&path, config("[routes.added]\ntargets = [\"sim/n\"]\n")).unwrap();
-    hup(&child);
-    let line = wait_for("reloaded");
+    served.signal("HUP");
+    let line = served.wait_for("reloaded");
     assert!(line.contains("chat") && line.contains("added"), "{line}");
     assert_eq!(chat("added"), 200);
     assert_eq!(chat("old"), 404);
     // Through the endpoint too (no keys configured: anyone on loopback is the admin).
-    let answer = rt.block_on(async {
-        reqwest::Client::new()
-            .post(format!("http://{addr}/v1/failover/reload"))
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    });
+    let answer = rt.block_on(json_of(
+        reqwest::Client::new().post(format!("http://{addr}/v1/failover/reload")),
+    ));
     assert_eq!(answer["reloaded"], true, "{answer}");
 
     std::fs::write(&path, config("[routes.broken]\ntargets = [\"sim\"]\n")).unwrap();
-    hup(&child);
-    let line = wait_for("reload rejected");
+    served.signal("HUP");
+    let line = served.wait_for("reload rejected");
     assert!(
         line.contains("hup.toml:6:") && line.contains("routes.broken.targets"),
         "{line}"
@@ -460,12 +377,8 @@ fn serve_reloads_its_config_on_sighup_and_counts_reloads() {
     assert!(gone.iter().all(|l| l.ends_with(" 0")), "{gone:?}");
     assert!(stamp(&scrape) >= started);
 
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    assert!(child.wait().unwrap().success());
+    served.signal("TERM");
+    assert!(served.child.wait().unwrap().success());
 }
 
 /// A reload rejected because a key was written where its hash belongs, or for a typo next to a
@@ -476,24 +389,17 @@ fn serve_reloads_its_config_on_sighup_and_counts_reloads() {
 async fn reload_errors_echo_no_key_and_client_limits_survive() {
     const CLIENT: &str = "sk-RELOAD-SENTINEL-3c1f9a77e2b04d58";
     const ADMIN: &str = "sk-RELOAD-ADMIN-SENTINEL-9e41b2c6d7a0f315";
-    let hex = |k: &str| -> String {
-        use sha2::Digest as _;
-        sha2::Sha256::digest(k.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    };
-    let sim = Sim::builder().start().await.unwrap();
+    let sim = sim().await;
     let file = |client_name: &str, client_key: &str, extra: &str| {
         format!(
             "[providers.a]\nbase_url = \"{}\"\n[routes.chat]\ntargets = [\"a/m\"]\n\
              [[clients]]\nname = \"{client_name}\"\nkey_sha256 = \"{client_key}\"\nroutes = [\"*\"]\n\
              requests_per_minute = 1\n{extra}[admin]\nname = \"ops\"\nkey_sha256 = \"{}\"\n",
             sim.base_url(),
-            hex(ADMIN)
+            sha256_hex(ADMIN)
         )
     };
-    let path = temp_file("keys.toml", &file("web", &hex(CLIENT), ""));
+    let path = temp_file("keys.toml", &file("web", &sha256_hex(CLIENT), ""));
     let p = start_config(&Config::from_file(&path).unwrap()).await;
     let http = reqwest::Client::new();
     let chat = || {
@@ -516,7 +422,10 @@ async fn reload_errors_echo_no_key_and_client_limits_survive() {
             file("web", CLIENT, ""),
             "keys.toml:7:14: clients.web.key_sha256",
         ),
-        (file("web", &hex(CLIENT), "max_concurent = 2\n"), "clients"),
+        (
+            file("web", &sha256_hex(CLIENT), "max_concurent = 2\n"),
+            "clients",
+        ),
     ] {
         std::fs::write(&path, bad).unwrap();
         let resp = reload().await.unwrap();
@@ -527,13 +436,18 @@ async fn reload_errors_echo_no_key_and_client_limits_survive() {
         seen.push(p.proxy.reload().unwrap_err().to_string());
     }
     for text in &seen {
-        for secret in [CLIENT.to_owned(), ADMIN.to_owned(), hex(CLIENT), hex(ADMIN)] {
+        for secret in [
+            CLIENT.to_owned(),
+            ADMIN.to_owned(),
+            sha256_hex(CLIENT),
+            sha256_hex(ADMIN),
+        ] {
             assert!(!text.contains(&secret), "{secret} in {text}");
         }
     }
     // The old config still serves, and the bucket is the same one.
     assert_eq!(chat().await.unwrap().status(), 429);
-    std::fs::write(&path, file("web-renamed", &hex(CLIENT), "")).unwrap();
+    std::fs::write(&path, file("web-renamed", &sha256_hex(CLIENT), "")).unwrap();
     assert_eq!(reload().await.unwrap().status(), 200);
     assert_eq!(
         chat().await.unwrap().status(),

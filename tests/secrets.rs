@@ -7,9 +7,9 @@ use std::time::Duration;
 use llm_failover::breaker::Registry;
 use llm_failover::chain::openai::{Client, Endpoint};
 use llm_failover::chain::{AttemptFailure, Route, RoutePolicy};
-use llm_failover::sim::Sim;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpListener;
+
+use crate::proxy::start_config;
+use crate::support::{answering, http, route_chat, sha256_hex, sim};
 
 const SENTINEL: &str = "sk-SENTINEL-7f3a9c0e1b2d4f6a";
 
@@ -36,30 +36,17 @@ async fn echoing_provider_seeing(
     saw: Option<Arc<std::sync::atomic::AtomicBool>>,
     needle: &'static str,
 ) -> std::net::SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let saw = saw.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0_u8; 8192];
-                let n = sock.read(&mut buf).await.unwrap_or(0);
-                let seen = String::from_utf8_lossy(&buf[..n]).replace(['"', '\\', '\r', '\n'], " ");
-                if let Some(saw) = &saw {
-                    saw.fetch_or(seen.contains(needle), std::sync::atomic::Ordering::SeqCst);
-                }
-                let body = format!(
-                    r#"{{"error":{{"message":"Request rejected. We received: {seen}","type":"invalid_request_error","code":"{code}"}}}}"#
-                );
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-                    body.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
-            });
+    answering(move |request| {
+        let seen = request.replace(['"', '\\', '\r', '\n'], " ");
+        if let Some(saw) = &saw {
+            saw.fetch_or(seen.contains(needle), std::sync::atomic::Ordering::SeqCst);
         }
-    });
-    addr
+        let body = format!(
+            r#"{{"error":{{"message":"Request rejected. We received: {seen}","type":"invalid_request_error","code":"{code}"}}}}"#
+        );
+        http(status, "content-type: application/json\r\n", &body)
+    })
+    .await
 }
 
 #[test]
@@ -67,7 +54,7 @@ fn the_sentinel_key_appears_nowhere() {
     let mut returned = Vec::new();
     let mut echoed = false;
     let (scrape, logs) = crate::support::observed(|| async {
-        let sim = Sim::builder().start().await.unwrap();
+        let sim = sim().await;
         let echo = echoing_provider().await;
         let closed = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -87,7 +74,6 @@ fn the_sentinel_key_appears_nowhere() {
                 .unwrap(),
         );
         let client = Client::new().unwrap();
-        let request = serde_json::json!({"messages": [{"role": "user", "content": "hi"}]});
         let policy = RoutePolicy::builder()
             .attempt_timeout(Duration::from_secs(5))
             .build()
@@ -99,22 +85,7 @@ fn the_sentinel_key_appears_nowhere() {
             }
             b.build().unwrap()
         };
-        let call = |route: Route| {
-            let (client, request, endpoints) = (client.clone(), request.clone(), endpoints.clone());
-            async move {
-                route
-                    .call(|a| {
-                        let endpoint = endpoints
-                            .iter()
-                            .find(|e| e.provider() == a.provider())
-                            .unwrap()
-                            .clone();
-                        let (client, request) = (client.clone(), request.clone());
-                        async move { client.chat(&endpoint, a.model(), &request).await }
-                    })
-                    .await
-            }
-        };
+        let call = async |route: Route| route_chat(&route, &client, &endpoints).await;
         // Two failures, then an answer.
         let answer = call(route(&["query", "echo", "sim"])).await.unwrap();
         returned.push(format!("{} {:?}", answer.trail, answer.trail));
@@ -166,7 +137,7 @@ fn the_proxy_never_shows_a_providers_key() {
     let saw = Arc::new(AtomicBool::new(false));
     let mut seen_by_client = Vec::new();
     let (scrape, logs) = crate::support::observed(|| async {
-        let sim = Sim::builder().start().await.unwrap();
+        let sim = sim().await;
         let echo = echoing_provider().await;
         let format =
             echoing_provider_with("400 Bad Request", "invalid_value", Some(Arc::clone(&saw))).await;
@@ -203,11 +174,8 @@ targets = ["echo/m"]
         })
         .unwrap();
         seen_by_client.push(format!("{config:?}"));
-        let proxy = llm_failover::proxy::Proxy::new(&config).unwrap();
-        seen_by_client.push(format!("{proxy:?}"));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(proxy.serve(listener, std::future::pending()));
+        let p = start_config(&config).await;
+        seen_by_client.push(format!("{:?}", p.proxy));
         let http = reqwest::Client::new();
         for (route, stream) in [
             ("chat", false),
@@ -216,22 +184,13 @@ targets = ["echo/m"]
             ("broken", false),
             ("broken", true),
         ] {
-            let resp = http
-                .post(format!("http://{addr}/v1/chat/completions"))
-                .json(&serde_json::json!({
-                    "model": route,
-                    "stream": stream,
-                    "messages": [{"role": "user", "content": "hi"}],
-                }))
-                .send()
-                .await
-                .unwrap();
+            let resp = p.chat(&http, route, stream).await;
             seen_by_client.push(format!("{:?}", resp.headers()));
             seen_by_client.push(resp.text().await.unwrap());
         }
         for path in ["/v1/failover/status", "/v1/models", "/healthz"] {
             let body = http
-                .get(format!("http://{addr}{path}"))
+                .get(p.url(path))
                 .send()
                 .await
                 .unwrap()
@@ -282,17 +241,10 @@ fn client_and_admin_keys_and_their_hashes_appear_nowhere() {
     const CLIENT: &str = "sk-CLIENT-SENTINEL-2b7e151628aed2a6";
     const HASHED: &str = "sk-HASHED-SENTINEL-abf7158809cf4f3c";
     const ADMIN: &str = "sk-ADMIN-SENTINEL-762e7160f38b4da5";
-    let hex = |k: &str| -> String {
-        use sha2::Digest as _;
-        sha2::Sha256::digest(k.as_bytes())
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect()
-    };
     let mut sentinels = vec![CLIENT.to_owned(), HASHED.to_owned(), ADMIN.to_owned()];
     for k in [CLIENT, HASHED, ADMIN] {
-        sentinels.push(hex(k));
-        sentinels.push(hex(k).to_uppercase());
+        sentinels.push(sha256_hex(k));
+        sentinels.push(sha256_hex(k).to_uppercase());
     }
     let env = |v: &str| match v {
         "CLIENT_KEY" => Some(CLIENT.to_owned()),
@@ -305,7 +257,7 @@ fn client_and_admin_keys_and_their_hashes_appear_nowhere() {
     let mut seen = Vec::new();
     let mut toml = String::new();
     let (scrape, logs) = crate::support::observed(|| async {
-        let sim = Sim::builder().start().await.unwrap();
+        let sim = sim().await;
         let echo = echoing_provider_seeing(
             "400 Bad Request",
             "invalid_value",
@@ -337,15 +289,12 @@ routes = ["chat"]
 key_env = "ADMIN_KEY"
 "#,
             sim.base_url(),
-            hex(HASHED).to_uppercase()
+            sha256_hex(HASHED).to_uppercase()
         );
         let config = llm_failover::proxy::Config::parse_with_env(&toml, "t.toml", env).unwrap();
         seen.push(format!("{config:?}"));
-        let proxy = llm_failover::proxy::Proxy::new(&config).unwrap();
-        seen.push(format!("{proxy:?}"));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(proxy.serve(listener, std::future::pending()));
+        let p = start_config(&config).await;
+        seen.push(format!("{:?}", p.proxy));
         let http = reqwest::Client::new();
         let wrong = format!("{CLIENT}x");
         for key in [CLIENT, HASHED, ADMIN, wrong.as_str()] {
@@ -355,23 +304,13 @@ key_env = "ADMIN_KEY"
                 ("echo", false),
                 ("echo", true),
             ] {
-                let resp = http
-                    .post(format!("http://{addr}/v1/chat/completions"))
-                    .bearer_auth(key)
-                    .json(&serde_json::json!({
-                        "model": route,
-                        "stream": stream,
-                        "messages": [{"role": "user", "content": "hi"}],
-                    }))
-                    .send()
-                    .await
-                    .unwrap();
+                let resp = p.chat_as(&http, key, route, stream).await;
                 seen.push(format!("{:?}", resp.headers()));
                 seen.push(resp.text().await.unwrap());
             }
             for path in ["/v1/failover/status", "/v1/models", "/healthz"] {
                 let resp = http
-                    .get(format!("http://{addr}{path}"))
+                    .get(p.url(path))
                     .header("x-api-key", key)
                     .send()
                     .await
@@ -381,7 +320,7 @@ key_env = "ADMIN_KEY"
             }
             for action in ["force_open", "reset"] {
                 let resp = http
-                    .post(format!("http://{addr}/v1/failover/breakers/sim/*"))
+                    .post(p.url("/v1/failover/breakers/sim/*"))
                     .bearer_auth(key)
                     .json(&serde_json::json!({"action": action}))
                     .send()

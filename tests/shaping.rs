@@ -8,23 +8,23 @@ use llm_failover::breaker::Registry;
 use llm_failover::chain::openai::{Client, Endpoint};
 use llm_failover::chain::{Loads, Route, RoutePolicy, Tier};
 use llm_failover::sim::{Fault, Sim};
-use serde_json::json;
 
 use crate::proxy::{chat_body, config, start};
+use crate::support::{post_chat, route_chat};
+
+/// A sim that sends its tokens without a pause, with `faults` by model.
+async fn instant_sim(faults: &[(&str, Fault)]) -> Sim {
+    let mut builder = Sim::builder().token_delay(Duration::ZERO);
+    for (model, fault) in faults {
+        builder = builder.fault(*model, fault.clone());
+    }
+    builder.start().await.unwrap()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn least_loaded_sends_most_requests_to_the_fast_target_and_keeps_both_in_use() {
-    let fast = Sim::builder()
-        .token_delay(Duration::ZERO)
-        .start()
-        .await
-        .unwrap();
-    let slow = Sim::builder()
-        .token_delay(Duration::ZERO)
-        .fault("m", Fault::FirstTokenDelay(Duration::from_millis(300)))
-        .start()
-        .await
-        .unwrap();
+    let fast = instant_sim(&[]).await;
+    let slow = instant_sim(&[("m", Fault::FirstTokenDelay(Duration::from_millis(300)))]).await;
     let registry = Arc::new(
         Registry::builder()
             .target("fast", "m")
@@ -58,17 +58,7 @@ async fn least_loaded_sends_most_requests_to_the_fast_target_and_keeps_both_in_u
             (Arc::clone(&route), client.clone(), Arc::clone(&endpoints));
         workers.push(tokio::spawn(async move {
             for _ in 0..20 {
-                route
-                    .call(|a| {
-                        let e = endpoints[usize::from(a.provider() == "slow")].clone();
-                        let client = client.clone();
-                        async move {
-                            let body = json!({"messages": [{"role": "user", "content": "hi"}]});
-                            client.chat(&e, a.model(), &body).await
-                        }
-                    })
-                    .await
-                    .unwrap();
+                route_chat(&route, &client, &endpoints[..]).await.unwrap();
             }
         }));
     }
@@ -86,17 +76,8 @@ async fn least_loaded_sends_most_requests_to_the_fast_target_and_keeps_both_in_u
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fallback_with_a_concurrency_limit_never_sees_more_and_the_excess_gets_a_clean_503() {
-    let primary = Sim::builder()
-        .token_delay(Duration::ZERO)
-        .start()
-        .await
-        .unwrap();
-    let fallback = Sim::builder()
-        .token_delay(Duration::ZERO)
-        .fault("m", Fault::FirstTokenDelay(Duration::from_millis(150)))
-        .start()
-        .await
-        .unwrap();
+    let primary = instant_sim(&[]).await;
+    let fallback = instant_sim(&[("m", Fault::FirstTokenDelay(Duration::from_millis(150)))]).await;
     let proxy = start(&config(
         &primary,
         &fallback,
@@ -172,17 +153,8 @@ async fn a_fallback_with_a_concurrency_limit_never_sees_more_and_the_excess_gets
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_budget_of_20_percent_bounds_retries_during_an_outage_counted_at_the_sim() {
-    let sim = Sim::builder()
-        .token_delay(Duration::ZERO)
-        .fault("p", Fault::Status(500))
-        .start()
-        .await
-        .unwrap();
-    let fallback = Sim::builder()
-        .token_delay(Duration::ZERO)
-        .start()
-        .await
-        .unwrap();
+    let sim = instant_sim(&[("p", Fault::Status(500))]).await;
+    let fallback = instant_sim(&[]).await;
     let registry = Arc::new(
         Registry::builder()
             .target("primary", "p")
@@ -214,17 +186,7 @@ async fn a_retry_budget_of_20_percent_bounds_retries_during_an_outage_counted_at
     ];
     let n = 100;
     for _ in 0..n {
-        let a = route
-            .call(|a| {
-                let e = endpoints[usize::from(a.provider() == "fallback")].clone();
-                let client = client.clone();
-                async move {
-                    let body = json!({"messages": [{"role": "user", "content": "hi"}]});
-                    client.chat(&e, a.model(), &body).await
-                }
-            })
-            .await
-            .unwrap();
+        let a = route_chat(&route, &client, &endpoints).await.unwrap();
         assert_eq!(&*a.provider, "fallback");
     }
     // Without a budget every 500 would be retried once: 200 at the sim. With it: the first
@@ -241,12 +203,7 @@ async fn sdk_like_call(http: &reqwest::Client, url: &str) -> (u16, u32) {
     let mut tries = 0;
     loop {
         tries += 1;
-        let resp = http
-            .post(url)
-            .json(&chat_body("chat", false))
-            .send()
-            .await
-            .unwrap();
+        let resp = post_chat(http, url, "chat", false).await;
         let status = resp.status().as_u16();
         let should = resp
             .headers()
@@ -261,27 +218,12 @@ async fn sdk_like_call(http: &reqwest::Client, url: &str) -> (u16, u32) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_honours_x_should_retry_replays_a_failed_chain_once_not_three_times() {
-    let a = Sim::builder()
-        .token_delay(Duration::ZERO)
-        .fault("m", Fault::Status(500))
-        .start()
-        .await
-        .unwrap();
-    let b = Sim::builder()
-        .token_delay(Duration::ZERO)
-        .fault("m", Fault::Status(500))
-        .start()
-        .await
-        .unwrap();
+    let a = instant_sim(&[("m", Fault::Status(500))]).await;
+    let b = instant_sim(&[("m", Fault::Status(500))]).await;
     let proxy = start(&config(&a, &b, &["a/m", "b/m"], "")).await;
     let http = reqwest::Client::new();
     let url = proxy.url("/v1/chat/completions");
-    let resp = http
-        .post(&url)
-        .json(&chat_body("chat", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&http, &url, "chat", false).await;
     assert_eq!(resp.status(), 502);
     assert_eq!(resp.headers()["x-should-retry"], "false");
     let once = (a.attempts("m"), b.attempts("m"));
@@ -298,16 +240,8 @@ async fn a_client_that_honours_x_should_retry_replays_a_failed_chain_once_not_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_target_past_its_rpm_is_skipped_before_the_provider_has_to_say_429() {
-    let limited = Sim::builder()
-        .token_delay(Duration::ZERO)
-        .start()
-        .await
-        .unwrap();
-    let fallback = Sim::builder()
-        .token_delay(Duration::ZERO)
-        .start()
-        .await
-        .unwrap();
+    let limited = instant_sim(&[]).await;
+    let fallback = instant_sim(&[]).await;
     let proxy = start(&config(
         &limited,
         &fallback,
@@ -320,12 +254,7 @@ async fn a_target_past_its_rpm_is_skipped_before_the_provider_has_to_say_429() {
     let mut trails = Vec::new();
     // Eight requests take far less than the minute the limit counts over.
     for _ in 0..8 {
-        let resp = http
-            .post(&url)
-            .json(&chat_body("chat", false))
-            .send()
-            .await
-            .unwrap();
+        let resp = post_chat(&http, &url, "chat", false).await;
         assert_eq!(resp.status(), 200);
         trails.push(
             resp.headers()["x-failover-trail"]

@@ -14,7 +14,7 @@ use llm_failover::sim::{Fault, Sim};
 use llm_failover::state::{RedisState, StateConfig, StateHandle};
 use tokio::sync::oneshot;
 
-use crate::proxy::chat_body;
+use crate::support::{Served, down_sim, observed, post_chat, sim};
 
 /// The admin key of [`replica`]s whose config has an `[admin]` section.
 const ADMIN_KEY: &str = "fleet-admin-key-5eb1";
@@ -209,6 +209,14 @@ impl RedisServer {
     pub fn client(&self) -> redis::Client {
         redis::Client::open(self.url()).unwrap()
     }
+
+    /// A connection to the server.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        self.client()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
 }
 
 impl Drop for RedisServer {
@@ -244,30 +252,32 @@ impl Replica {
             .unwrap()
             .state()
     }
+    /// Waits up to 5 s (for `what`) until this replica's `provider/model` breaker is in
+    /// `state`.
+    async fn wait_for(&self, what: &str, provider: &str, model: &str, state: State) {
+        until(what, Duration::from_secs(5), || {
+            self.state_of(provider, model) == state
+        })
+        .await;
+    }
     fn backend(&self) -> StateHandle {
         self.proxy.state().unwrap()
     }
 }
 
-/// Providers `a` (primary) and `b` (fallback), route `chat` = a/m, b/m; a model-not-found
-/// trips `a/m` at once for `open`, and re-opens for far longer.
-fn fleet_config(a: &Sim, b: &Sim, open: &str, extra: &str) -> String {
+/// Providers `a` (primary) and `b` (fallback), route `chat` = a/m, b/m, breakers shared
+/// through Redis (namespace `t`); `breaker` holds the `[breaker]` settings, `state` more
+/// `[state]` ones.
+fn shared_config(a: &Sim, b: &Sim, backoff: &str, breaker: &str, state: &str) -> String {
     format!(
         r#"
 [route]
 attempt_timeout = "2s"
 total_deadline = "10s"
-retry_backoff = "10ms"
+retry_backoff = "{backoff}"
 
 [breaker]
-consecutive_failures = 1
-half_open_probes = 1
-probe_lease = "3s"
-backoff_multiplier = 50.0
-jitter = 0.0
-max_open = "1m"
-[breaker.reasons.model_not_found]
-open_base = "{open}"
+{breaker}
 
 [providers.a]
 base_url = "{}"
@@ -283,12 +293,28 @@ url_env = "TEST_REDIS_URL"
 namespace = "t"
 timeout = "2s"
 connect_timeout = "2s"
-reconcile_interval = "200ms"
-{extra}
+{state}
 "#,
         a.base_url(),
         b.base_url()
     )
+}
+
+/// [`shared_config`] where a model-not-found trips `a/m` at once for `open`, and re-opens for
+/// far longer.
+fn fleet_config(a: &Sim, b: &Sim, open: &str, extra: &str) -> String {
+    let breaker = format!(
+        r#"consecutive_failures = 1
+half_open_probes = 1
+probe_lease = "3s"
+backoff_multiplier = 50.0
+jitter = 0.0
+max_open = "1m"
+[breaker.reasons.model_not_found]
+open_base = "{open}""#
+    );
+    let state = format!("reconcile_interval = \"200ms\"\n{extra}");
+    shared_config(a, b, "10ms", &breaker, &state)
 }
 
 async fn replica(toml: &str, redis: &RedisServer) -> Replica {
@@ -316,12 +342,7 @@ async fn replica(toml: &str, redis: &RedisServer) -> Replica {
 }
 
 async fn ask(http: &reqwest::Client, r: &Replica) -> (u16, String) {
-    let resp = http
-        .post(r.url())
-        .json(&chat_body("chat", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(http, &r.url(), "chat", false).await;
     let provider = resp
         .headers()
         .get("x-failover-provider")
@@ -330,14 +351,19 @@ async fn ask(http: &reqwest::Client, r: &Replica) -> (u16, String) {
     (resp.status().as_u16(), provider)
 }
 
-async fn sims() -> (Sim, Sim) {
+/// Sim `a`, whose model `m` answers `status`, and a healthy sim `b`.
+async fn sims_failing(status: u16) -> (Sim, Sim) {
     let a = Sim::builder()
-        .fault("m", Fault::Status(404))
+        .fault("m", Fault::Status(status))
         .start()
         .await
         .unwrap();
-    let b = Sim::builder().start().await.unwrap();
-    (a, b)
+    (a, sim().await)
+}
+
+/// [`sims_failing`] with model-not-found.
+async fn sims() -> (Sim, Sim) {
+    sims_failing(404).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -369,11 +395,7 @@ async fn a_trip_on_one_replica_sends_the_others_straight_to_the_fallback() {
         "no replica sent a single attempt to the open target"
     );
     // The key's expiry is the open time, on the server's clock.
-    let mut c = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut c = redis.conn().await;
     let ttl: i64 = redis::cmd("PTTL")
         .arg("t:open:a:m")
         .query_async(&mut c)
@@ -426,24 +448,12 @@ async fn a_replica_started_after_the_trip_knows_it_before_its_first_request() {
     let http = reqwest::Client::new();
     assert_eq!(ask(&http, &r1).await, (200, "b".into()));
     // Wait for the publish to land (the key is there), then start the late replica.
-    let mut c = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let start = Instant::now();
-    loop {
-        let n: i64 = redis::cmd("EXISTS")
-            .arg("t:open:a:m")
-            .query_async(&mut c)
-            .await
-            .unwrap();
-        if n == 1 {
-            break;
-        }
-        assert!(start.elapsed() < Duration::from_secs(5));
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let c = redis.conn().await;
+    until_async("the open key", || {
+        let mut c = c.clone();
+        async move { exists(&mut c, "t:open:a:m").await }
+    })
+    .await;
     let late = replica(&toml, &redis).await;
     assert_eq!(late.state_of("a", "m"), State::Open);
     assert_eq!(ask(&http, &late).await, (200, "b".into()));
@@ -487,42 +497,26 @@ targets = ["a/m2", "b/m"]"#,
     )
     .await;
     // The restarted (empty) server learned the open breakers back from the replicas...
-    let mut c = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let n: i64 = redis::cmd("EXISTS")
-        .arg("t:open:a:m")
-        .query_async(&mut c)
-        .await
-        .unwrap();
-    assert_eq!(n, 1);
+    assert!(exists(&mut redis.conn().await, "t:open:a:m").await);
     // ...and trips are shared again.
-    let resp = http
-        .post(r1.url())
-        .json(&chat_body("chat2", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&http, &r1.url(), "chat2", false).await;
     assert_eq!(resp.status(), 200);
-    until(
+    r2.wait_for(
         "the new trip to reach the other replica",
-        Duration::from_secs(5),
-        || r2.state_of("a", "m2") == State::Open,
+        "a",
+        "m2",
+        State::Open,
     )
     .await;
 }
 
-fn registry_with_state(
-    redis: &RedisServer,
-    open: Duration,
-    lease: Duration,
-) -> (Arc<Registry>, StateHandle) {
+/// A replica's registry of one target `p/m`, sharing through `redis` (namespace `lib`); a
+/// model-not-found opens it for `open`, and a probe's lease lasts 1 s.
+fn registry_with_state(redis: &RedisServer, open: Duration) -> (Arc<Registry>, StateHandle) {
     let policy = BreakerPolicy::builder()
         .consecutive_failures(1)
         .half_open_probes(1)
-        .probe_lease(lease)
+        .probe_lease(Duration::from_secs(1))
         .open_base(Reason::ModelNotFound, open)
         .build()
         .unwrap();
@@ -546,12 +540,27 @@ fn registry_with_state(
     (registry, handle)
 }
 
+/// Two replicas' [`registry_with_state`], both synchronised with `redis`.
+async fn synced_pair(redis: &RedisServer, open: Duration) -> [(Arc<Registry>, StateHandle); 2] {
+    let pair = [
+        registry_with_state(redis, open),
+        registry_with_state(redis, open),
+    ];
+    for (_, handle) in &pair {
+        assert!(handle.synced(Duration::from_secs(5)).await);
+    }
+    pair
+}
+
+/// Whether `key` exists on the server behind `c`.
+async fn exists(c: &mut redis::aio::MultiplexedConnection, key: &str) -> bool {
+    redis::cmd("EXISTS").arg(key).query_async(c).await.unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lease_held_by_a_dead_replica_expires_and_another_replica_probes() {
     let redis = RedisServer::start(&[]);
-    let (r1, h1) = registry_with_state(&redis, Duration::from_millis(300), Duration::from_secs(1));
-    let (r2, h2) = registry_with_state(&redis, Duration::from_millis(300), Duration::from_secs(1));
-    assert!(h1.synced(Duration::from_secs(5)).await && h2.synced(Duration::from_secs(5)).await);
+    let [(r1, _h1), (r2, _h2)] = synced_pair(&redis, Duration::from_millis(300)).await;
     let t = r1.target("p", "m").unwrap();
     let _ = t.try_acquire().unwrap().record(Outcome::failure(
         Reason::ModelNotFound,
@@ -564,11 +573,7 @@ async fn a_lease_held_by_a_dead_replica_expires_and_another_replica_probes() {
     )
     .await;
     // A replica took the lease and died before its probe settled.
-    let mut c = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut c = redis.conn().await;
     let _: () = redis::cmd("SET")
         .arg(&["lib:lease:p:m", "dead-replica", "PX", "1000"][..])
         .query_async(&mut c)
@@ -576,6 +581,13 @@ async fn a_lease_held_by_a_dead_replica_expires_and_another_replica_probes() {
         .unwrap();
     // Both replicas ask for a probe until one is admitted; the lease must have expired by
     // then, and only one replica may hold a probe.
+    let try_probes = |probes: &mut Vec<_>| {
+        for r in [&r1, &r2] {
+            if let Ok(p) = r.target("p", "m").unwrap().try_acquire_owned() {
+                probes.push(p);
+            }
+        }
+    };
     let mut probes = Vec::new();
     let start = Instant::now();
     while probes.is_empty() {
@@ -583,11 +595,7 @@ async fn a_lease_held_by_a_dead_replica_expires_and_another_replica_probes() {
             start.elapsed() < Duration::from_secs(10),
             "no replica took the lease over"
         );
-        for r in [&r1, &r2] {
-            if let Ok(p) = r.target("p", "m").unwrap().try_acquire_owned() {
-                probes.push(p);
-            }
-        }
+        try_probes(&mut probes);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let holder: Option<String> = redis::cmd("GET")
@@ -598,11 +606,7 @@ async fn a_lease_held_by_a_dead_replica_expires_and_another_replica_probes() {
     assert_ne!(holder.as_deref(), Some("dead-replica"));
     let deadline = Instant::now() + Duration::from_millis(300);
     while Instant::now() < deadline {
-        for r in [&r1, &r2] {
-            if let Ok(p) = r.target("p", "m").unwrap().try_acquire_owned() {
-                probes.push(p);
-            }
-        }
+        try_probes(&mut probes);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(probes.len(), 1, "exactly one probe fleet-wide");
@@ -619,9 +623,7 @@ async fn a_lease_held_by_a_dead_replica_expires_and_another_replica_probes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn manual_control_applies_fleet_wide() {
     let redis = RedisServer::start(&[]);
-    let (r1, h1) = registry_with_state(&redis, Duration::from_secs(30), Duration::from_secs(1));
-    let (r2, h2) = registry_with_state(&redis, Duration::from_secs(30), Duration::from_secs(1));
-    assert!(h1.synced(Duration::from_secs(5)).await && h2.synced(Duration::from_secs(5)).await);
+    let [(r1, _h1), (r2, _h2)] = synced_pair(&redis, Duration::from_secs(30)).await;
     let b2 = || r2.breaker("p", "*").unwrap().state();
     r1.control("p", "*")
         .unwrap()
@@ -643,114 +645,74 @@ async fn manual_control_applies_fleet_wide() {
     assert_eq!(r1.breaker("p", "*").unwrap().state(), State::Closed);
 }
 
-/// A writer that keeps everything the subscriber prints.
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-#[tokio::test(flavor = "current_thread")]
-async fn the_password_never_leaks_and_the_sync_metrics_are_produced() {
-    use tracing_subscriber::layer::SubscriberExt as _;
+#[test]
+fn the_password_never_leaks_and_the_sync_metrics_are_produced() {
     const SENTINEL: &str = "sentinel-pw-8d1f0c";
     let redis = RedisServer::start(&["--requirepass", SENTINEL]);
-    let logs = Captured::default();
-    let recorder = llm_failover::telemetry::prometheus_builder().build_recorder();
-    let scrape = recorder.handle();
-    let _recorder = metrics::set_default_local_recorder(&recorder);
-    let writer = logs.clone();
-    let subscriber = tracing_subscriber::registry()
-        .with(llm_failover::telemetry::MetricsLayer::new())
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_writer(move || writer.clone())
-                .with_ansi(false),
-        )
-        .with(tracing_subscriber::filter::LevelFilter::TRACE);
-    let _subscriber = tracing::subscriber::set_default(subscriber);
-
-    // The right password: the fleet works.
-    let url = format!("redis://:{SENTINEL}@127.0.0.1:{}", redis.port);
-    let config = StateConfig::builder(&url).namespace("pw").build().unwrap();
-    let shown = vec![format!("{config:?}")];
-    let state = RedisState::new(config).unwrap();
-    let registry = Arc::new(
-        Registry::builder()
-            .policy(
-                BreakerPolicy::builder()
-                    .consecutive_failures(1)
-                    .build()
-                    .unwrap(),
-            )
+    let mut shown = Vec::new();
+    let shown_in = &mut shown;
+    let (text, logs) = observed(move || async move {
+        let shown = shown_in;
+        // The right password: the fleet works.
+        let url = format!("redis://:{SENTINEL}@127.0.0.1:{}", redis.port);
+        let config = StateConfig::builder(&url).namespace("pw").build().unwrap();
+        shown.push(format!("{config:?}"));
+        let state = RedisState::new(config).unwrap();
+        let registry = Arc::new(
+            Registry::builder()
+                .policy(
+                    BreakerPolicy::builder()
+                        .consecutive_failures(1)
+                        .build()
+                        .unwrap(),
+                )
+                .target("p", "m")
+                .on_transition(state.listener())
+                .build()
+                .unwrap(),
+        );
+        shown.push(format!("{state:?}"));
+        let handle = state.start(Arc::clone(&registry)).unwrap();
+        assert!(handle.synced(Duration::from_secs(5)).await);
+        let _ = registry
             .target("p", "m")
-            .on_transition(state.listener())
-            .build()
-            .unwrap(),
-    );
-    let mut shown = shown;
-    shown.push(format!("{state:?}"));
-    let handle = state.start(Arc::clone(&registry)).unwrap();
-    assert!(handle.synced(Duration::from_secs(5)).await);
-    let _ = registry
-        .target("p", "m")
-        .unwrap()
-        .try_acquire()
-        .unwrap()
-        .record(Outcome::failure(
-            Reason::ModelNotFound,
-            Duration::from_millis(1),
-        ));
-    let mut c = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let ping: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut c).await;
-    assert!(ping.is_err(), "the server asks for the password");
-    let authed = redis::Client::open(url.as_str()).unwrap();
-    let mut c = authed.get_multiplexed_async_connection().await.unwrap();
-    until_async("the open key", || {
-        let mut c = c.clone();
-        async move {
-            let n: i64 = redis::cmd("EXISTS")
-                .arg("pw:open:p:m")
-                .query_async(&mut c)
-                .await
-                .unwrap();
-            n == 1
-        }
-    })
-    .await;
-    shown.push(format!("{handle:?}"));
-    drop(handle);
-    let _: () = redis::cmd("PING").query_async(&mut c).await.unwrap();
+            .unwrap()
+            .try_acquire()
+            .unwrap()
+            .record(Outcome::failure(
+                Reason::ModelNotFound,
+                Duration::from_millis(1),
+            ));
+        let mut c = redis.conn().await;
+        let ping: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut c).await;
+        assert!(ping.is_err(), "the server asks for the password");
+        let authed = redis::Client::open(url.as_str()).unwrap();
+        let mut c = authed.get_multiplexed_async_connection().await.unwrap();
+        until_async("the open key", || {
+            let mut c = c.clone();
+            async move { exists(&mut c, "pw:open:p:m").await }
+        })
+        .await;
+        shown.push(format!("{handle:?}"));
+        drop(handle);
+        let _: () = redis::cmd("PING").query_async(&mut c).await.unwrap();
 
-    // A wrong password: errors, and still nothing shows it.
-    let wrong = format!("redis://:{SENTINEL}-wrong@127.0.0.1:{}", redis.port);
-    let state = RedisState::new(StateConfig::builder(&wrong).build().unwrap()).unwrap();
-    let registry = Arc::new(Registry::builder().target("p", "m").build().unwrap());
-    let handle = state.start(registry).unwrap();
-    assert!(!handle.synced(Duration::from_millis(500)).await);
-    assert!(!handle.is_up());
-    shown.push(format!("{handle:?}"));
-    shown.push(
-        StateConfig::builder(format!("http://:{SENTINEL}@x"))
-            .build()
-            .unwrap_err()
-            .to_string(),
-    );
-    drop(handle);
-
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    let text = scrape.render();
+        // A wrong password: errors, and still nothing shows it.
+        let wrong = format!("redis://:{SENTINEL}-wrong@127.0.0.1:{}", redis.port);
+        let state = RedisState::new(StateConfig::builder(&wrong).build().unwrap()).unwrap();
+        let registry = Arc::new(Registry::builder().target("p", "m").build().unwrap());
+        let handle = state.start(registry).unwrap();
+        assert!(!handle.synced(Duration::from_millis(500)).await);
+        assert!(!handle.is_up());
+        shown.push(format!("{handle:?}"));
+        shown.push(
+            StateConfig::builder(format!("http://:{SENTINEL}@x"))
+                .build()
+                .unwrap_err()
+                .to_string(),
+        );
+        drop(handle);
+    });
     for s in shown.iter().chain([&logs, &text]) {
         assert!(!s.contains(SENTINEL), "the password leaked: {s}");
     }
@@ -784,9 +746,6 @@ async fn until_async<F: std::future::Future<Output = bool>>(
 /// configuration's backend). The real binary reloads on SIGHUP; an in-process replica watches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_reload_the_reused_breakers_still_share_their_trips() {
-    use std::io::{BufRead, BufReader};
-    use std::process::{Command, Stdio};
-
     let redis = RedisServer::start(&[]);
     let (a, b) = sims().await;
     let toml = fleet_config(&a, &b, "30s", "");
@@ -794,115 +753,51 @@ async fn after_a_reload_the_reused_breakers_still_share_their_trips() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("fleet.toml");
     std::fs::write(&path, &toml).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_llm-failover"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&path)
-        .env("TEST_REDIS_URL", redis.url())
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = lines_tx.send(l);
-        }
-    });
-    let wait_for = |needle: &str| -> String {
-        loop {
-            let l = lines
-                .recv_timeout(Duration::from_secs(10))
-                .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
-            if l.contains(needle) {
-                return l;
-            }
-        }
-    };
-    let served = wait_for("API on http://");
-    let addr = served
-        .split("API on http://")
-        .nth(1)
-        .and_then(|r| r.split('/').next())
-        .unwrap()
-        .to_owned();
+    let url = redis.url();
+    let served = Served::start(&path, &[("TEST_REDIS_URL", &url)]);
     let watcher = replica(&toml, &redis).await;
 
-    let hup = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
-    wait_for("reloaded");
+    served.signal("HUP");
+    served.wait_for("reloaded");
 
     // The child's a/m breaker survived the reload (same policy); trip it there.
-    let resp = reqwest::Client::new()
-        .post(format!("http://{addr}/v1/chat/completions"))
-        .json(&chat_body("chat", false))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(a.attempts("m"), 1);
-    until(
-        "the reloaded replica's trip to reach the watcher",
-        Duration::from_secs(5),
-        || watcher.state_of("a", "m") == State::Open,
+    let resp = post_chat(
+        &reqwest::Client::new(),
+        &format!("http://{}/v1/chat/completions", served.addr),
+        "chat",
+        false,
     )
     .await;
-    let _ = child.kill();
-    let _ = child.wait();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(a.attempts("m"), 1);
+    watcher
+        .wait_for(
+            "the reloaded replica's trip to reach the watcher",
+            "a",
+            "m",
+            State::Open,
+        )
+        .await;
 }
 
-/// Providers `a` (failing with 500s, counted) and `b`; the breaker trips after 4 failures,
+/// [`shared_config`] for `a` failing with 500s, counted; the breaker trips after 4 failures,
 /// counted fleet-wide.
 fn counting_config(a: &Sim, b: &Sim) -> String {
-    format!(
-        r#"
-[route]
-attempt_timeout = "2s"
-total_deadline = "10s"
-retry_backoff = "1ms"
-
-[breaker]
-consecutive_failures = 4
+    let breaker = "consecutive_failures = 4
 failure_rate = 1.0
 min_calls = 100
 window_calls = 100
-jitter = 0.0
-
-[providers.a]
-base_url = "{}"
-[providers.b]
-base_url = "{}"
-
-[routes.chat]
-targets = ["a/m", "b/m"]
-
-[state]
-backend = "redis"
-url_env = "TEST_REDIS_URL"
-namespace = "t"
-timeout = "2s"
-connect_timeout = "2s"
-fleet_counting = true
+jitter = 0.0";
+    let state = r#"fleet_counting = true
 fleet_window = "1m"
-flush_interval = "5ms"
-"#,
-        a.base_url(),
-        b.base_url()
-    )
+flush_interval = "5ms""#;
+    shared_config(a, b, "1ms", breaker, state)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_counting_trips_every_replica_when_the_fleet_total_reaches_the_threshold() {
     let redis = RedisServer::start(&[]);
-    let a = Sim::builder()
-        .fault("m", Fault::Status(500))
-        .start()
-        .await
-        .unwrap();
-    let b = Sim::builder().start().await.unwrap();
+    let (a, b) = sims_failing(500).await;
     let toml = counting_config(&a, &b);
     let (r1, r2) = (replica(&toml, &redis).await, replica(&toml, &redis).await);
     let http = reqwest::Client::new();
@@ -933,28 +828,13 @@ async fn fleet_counting_trips_every_replica_when_the_fleet_total_reaches_the_thr
     }
     assert_eq!(a.attempts("m"), 4, "no attempt reached the open target");
     // The trip emptied the fleet's count.
-    let mut conn = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let exists: bool = redis::cmd("EXISTS")
-        .arg("t:count:a:m")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-    assert!(!exists);
+    assert!(!exists(&mut redis.conn().await, "t:count:a:m").await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counting_stays_local_by_default() {
     let redis = RedisServer::start(&[]);
-    let a = Sim::builder()
-        .fault("m", Fault::Status(500))
-        .start()
-        .await
-        .unwrap();
-    let b = Sim::builder().start().await.unwrap();
+    let (a, b) = sims_failing(500).await;
     let toml = counting_config(&a, &b).replace("fleet_counting = true", "");
     let (r1, r2) = (replica(&toml, &redis).await, replica(&toml, &redis).await);
     let http = reqwest::Client::new();
@@ -965,11 +845,7 @@ async fn counting_stays_local_by_default() {
     }
     assert_eq!(a.attempts("m"), 4);
     // Nothing was counted in Redis.
-    let mut conn = redis
-        .client()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut conn = redis.conn().await;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("t:count:*")
         .query_async(&mut conn)
@@ -999,10 +875,11 @@ async fn an_admin_action_on_one_proxy_applies_on_another_replica() {
         .unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(r1.state_of("a", "m"), State::ForcedOpen);
-    until(
+    r2.wait_for(
         "the forced open to reach the other replica",
-        Duration::from_secs(5),
-        || r2.state_of("a", "m") == State::ForcedOpen,
+        "a",
+        "m",
+        State::ForcedOpen,
     )
     .await;
     assert_eq!(ask(&http, &r2).await, (200, "b".into()));
@@ -1013,10 +890,11 @@ async fn an_admin_action_on_one_proxy_applies_on_another_replica() {
     );
     let resp = act(serde_json::json!({"action": "reset"})).await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
-    until(
+    r2.wait_for(
         "the reset to reach the other replica",
-        Duration::from_secs(5),
-        || r2.state_of("a", "m") == State::Closed,
+        "a",
+        "m",
+        State::Closed,
     )
     .await;
     assert_eq!(r1.state_of("a", "m"), State::Closed);
@@ -1042,10 +920,11 @@ async fn rediss_connects_over_tls_with_a_private_ca_and_shares_a_trip() {
     assert!(r1.backend().is_up() && r2.backend().is_up());
     let http = reqwest::Client::new();
     assert_eq!(ask(&http, &r1).await, (200, "b".into()));
-    until(
+    r2.wait_for(
         "the trip to reach the other replica over TLS",
-        Duration::from_secs(5),
-        || r2.state_of("a", "m") == State::Open,
+        "a",
+        "m",
+        State::Open,
     )
     .await;
     assert_eq!(ask(&http, &r2).await, (200, "b".into()));
@@ -1149,29 +1028,21 @@ fn state_settings_that_cannot_work_are_refused_with_their_field() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_primary_trips_the_provider_wide_breaker_fleet_wide() {
     let redis = RedisServer::start(&[]);
-    let a = Sim::builder()
-        .down_for(Duration::from_secs(3600))
-        .start()
-        .await
-        .unwrap();
-    let b = Sim::builder().start().await.unwrap();
+    let a = down_sim().await;
+    let b = sim().await;
     let toml = fleet_config(&a, &b, "30s", "");
     let (r1, r2) = (replica(&toml, &redis).await, replica(&toml, &redis).await);
     let http = reqwest::Client::new();
     assert_eq!(ask(&http, &r1).await, (200, "b".into()));
     assert_eq!(r1.state_of("a", "*"), State::Open);
-    until(
+    r2.wait_for(
         "the provider-wide trip to reach the other replica",
-        Duration::from_secs(5),
-        || r2.state_of("a", "*") == State::Open,
+        "a",
+        "*",
+        State::Open,
     )
     .await;
-    let resp = http
-        .post(r2.url())
-        .json(&chat_body("chat", false))
-        .send()
-        .await
-        .unwrap();
+    let resp = post_chat(&http, &r2.url(), "chat", false).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         resp.headers()["x-failover-trail"].to_str().unwrap(),

@@ -1,7 +1,17 @@
 //! Helpers shared by the integration tests.
 
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+
+use llm_failover::chain::openai::{Client, Endpoint};
+use llm_failover::chain::{Answer, FailoverError, Route};
+use llm_failover::sim::Sim;
+use serde_json::Value;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -18,14 +28,22 @@ pub fn http(status_line: &str, headers: &str, body: &str) -> String {
 /// reading the request.
 pub async fn canned(response: impl Into<String>) -> SocketAddr {
     let response: Arc<str> = response.into().into();
+    answering(move |_| response.to_string()).await
+}
+
+/// A loopback server that reads each connection's request (its first 8 KiB, as text) and
+/// sends back what `answer` makes of it.
+pub async fn answering(answer: impl Fn(&str) -> String + Send + Sync + 'static) -> SocketAddr {
+    let answer = Arc::new(answer);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
-            let response = response.clone();
+            let answer = Arc::clone(&answer);
             tokio::spawn(async move {
-                let mut buf = [0_u8; 4096];
-                let _ = sock.read(&mut buf).await;
+                let mut buf = vec![0_u8; 8192];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let response = answer(&String::from_utf8_lossy(&buf[..n]));
                 let _ = sock.write_all(response.as_bytes()).await;
                 let _ = sock.shutdown().await;
             });
@@ -34,9 +52,180 @@ pub async fn canned(response: impl Into<String>) -> SocketAddr {
     addr
 }
 
+/// One call through `route` of a one-message chat, each attempt sent to the endpoint of its
+/// provider.
+pub async fn route_chat(
+    route: &Route,
+    client: &Client,
+    endpoints: &[Endpoint],
+) -> Result<Answer<Value>, FailoverError> {
+    route
+        .call(|a| {
+            let e = endpoints
+                .iter()
+                .find(|e| e.provider() == a.provider())
+                .unwrap()
+                .clone();
+            let client = client.clone();
+            async move {
+                let body = serde_json::json!({"messages": [{"role": "user", "content": "hi"}]});
+                client.chat(&e, a.model(), &body).await
+            }
+        })
+        .await
+}
+
+/// The SHA-256 of `key`, as lowercase hex (a `key_sha256` value).
+pub fn sha256_hex(key: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(key.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A sim with no faults configured.
+pub async fn sim() -> Sim {
+    Sim::builder().start().await.unwrap()
+}
+
+/// Posts [`chat_body`](crate::proxy::chat_body)`(model, stream)` to `url`.
+pub async fn post_chat(
+    http: &reqwest::Client,
+    url: &str,
+    model: &str,
+    stream: bool,
+) -> reqwest::Response {
+    http.post(url)
+        .json(&crate::proxy::chat_body(model, stream))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Sends `req` and reads the JSON body of its response.
+pub async fn json_of(req: reqwest::RequestBuilder) -> Value {
+    req.send().await.unwrap().json().await.unwrap()
+}
+
+/// The JSON body of a GET of `url`.
+pub async fn get_json(http: &reqwest::Client, url: &str) -> Value {
+    json_of(http.get(url)).await
+}
+
+/// A sim whose port refuses connections for an hour.
+pub async fn down_sim() -> Sim {
+    Sim::builder()
+        .down_for(Duration::from_secs(3600))
+        .start()
+        .await
+        .unwrap()
+}
+
+/// The ids in a `/v1/models` body, in order.
+pub fn model_ids(models: &Value) -> Vec<&str> {
+    models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect()
+}
+
+/// The entry for `provider`/`model` in the `breakers` of a `/v1/failover/status` body.
+pub fn status_breaker<'a>(status: &'a Value, provider: &str, model: &str) -> Option<&'a Value> {
+    status["breakers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|b| b["provider"] == provider && b["model"] == model)
+}
+
+/// The `llm-failover serve` binary on a config file, its log (stderr) read line by line;
+/// killed on drop.
+pub struct Served {
+    pub child: Child,
+    lines: Receiver<String>,
+    /// The API's `host:port`.
+    pub addr: String,
+}
+
+impl Served {
+    /// Runs `serve --listen 127.0.0.1:0 --config path` with `RUST_LOG=info` and `env`, and
+    /// waits until it says where its API is.
+    pub fn start(path: &Path, env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_llm-failover"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(path)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        let stderr = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut served = Self {
+            child,
+            lines,
+            addr: String::new(),
+        };
+        let line = served.wait_for("API on http://");
+        served.addr = line
+            .split("API on http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap()
+            .to_owned();
+        served
+    }
+
+    /// Waits for the log line that has `needle` (the wait is a guard against a hang only).
+    pub fn wait_for(&self, needle: &str) -> String {
+        loop {
+            let l = self
+                .lines
+                .recv_timeout(Duration::from_secs(60))
+                .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
+            if l.contains(needle) {
+                return l;
+            }
+        }
+    }
+
+    /// Sends the process signal `sig` (`HUP`, `TERM`) with `kill`.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([format!("-{sig}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Everything the fmt layer writes.
 #[derive(Clone, Default)]
-struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+pub struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl Logs {
+    /// What was written so far, as text.
+    pub fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+    }
+}
 
 impl std::io::Write for Logs {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
@@ -86,6 +275,5 @@ pub fn observed<F: std::future::Future<Output = ()>>(f: impl FnOnce() -> F) -> (
                 .block_on(f());
         });
     });
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
-    (scrape.render(), logs)
+    (scrape.render(), logs.text())
 }

@@ -47,6 +47,27 @@ async fn post(
         .await
 }
 
+/// The `data:` payloads of the stream that answers `req`, and the error that broke it, if any.
+async fn read_stream(
+    client: &reqwest::Client,
+    sim: &Sim,
+    req: &Value,
+) -> (Vec<String>, Option<reqwest::Error>) {
+    Events::new(post(client, sim, req).await.unwrap())
+        .all()
+        .await
+}
+
+/// The JSON body of the answer to `req`.
+async fn answer(client: &reqwest::Client, sim: &Sim, req: &Value) -> Value {
+    post(client, sim, req).await.unwrap().json().await.unwrap()
+}
+
+/// The status of the answer to `req`.
+async fn status(client: &reqwest::Client, sim: &Sim, req: &Value) -> reqwest::StatusCode {
+    post(client, sim, req).await.unwrap().status()
+}
+
 /// Reads `data:` payloads of an SSE body one by one.
 struct Events {
     resp: reqwest::Response,
@@ -141,10 +162,7 @@ async fn healthy_answer_is_the_known_text() {
 #[tokio::test]
 async fn healthy_stream_is_one_chunk_per_token_then_stop_then_done() {
     let sim = sim().await;
-    let resp = post(&client(), &sim, &request("sim-ok", true))
-        .await
-        .unwrap();
-    let (events, err) = Events::new(resp).all().await;
+    let (events, err) = read_stream(&client(), &sim, &request("sim-ok", true)).await;
     assert!(err.is_none(), "{err:?}");
     let n = answer_tokens().count();
     assert_eq!(events.len(), n + 2, "{events:#?}");
@@ -164,19 +182,12 @@ async fn max_tokens_ends_the_answer_early_with_length() {
     let client = client();
     let mut req = request("sim-ok", false);
     req["max_tokens"] = json!(3);
-    let body: Value = post(&client, &sim, &req)
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = answer(&client, &sim, &req).await;
     assert_eq!(body["choices"][0]["message"]["content"], prefix(3));
     assert_eq!(body["choices"][0]["finish_reason"], "length");
 
     req["stream"] = json!(true);
-    let (events, err) = Events::new(post(&client, &sim, &req).await.unwrap())
-        .all()
-        .await;
+    let (events, err) = read_stream(&client, &sim, &req).await;
     assert!(err.is_none());
     assert_eq!(content(&events), prefix(3));
     assert!(events[3].contains("\"finish_reason\":\"length\""));
@@ -286,23 +297,13 @@ async fn error_faults_send_provider_errors_the_classifier_reads() {
 async fn context_and_filter_messages_are_openais() {
     let sim = sim().await;
     let client = client();
-    let context: Value = post(&client, &sim, &request("sim-context", false))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let context: Value = answer(&client, &sim, &request("sim-context", false)).await;
     let message = context["error"]["message"].as_str().unwrap();
     assert!(
         message.starts_with("This model's maximum context length is "),
         "{message}"
     );
-    let filter: Value = post(&client, &sim, &request("sim-filter", false))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let filter: Value = answer(&client, &sim, &request("sim-filter", false)).await;
     let message = filter["error"]["message"].as_str().unwrap();
     assert!(
         message.starts_with("Your request was rejected as a result of our safety system"),
@@ -331,10 +332,7 @@ async fn server_error_once_then_healthy_and_set_fault_rearms_it() {
 #[tokio::test]
 async fn cut_stream_breaks_the_body_after_n_tokens() {
     let sim = sim().await;
-    let resp = post(&client(), &sim, &request("sim-cut-3", true))
-        .await
-        .unwrap();
-    let (events, err) = Events::new(resp).all().await;
+    let (events, err) = read_stream(&client(), &sim, &request("sim-cut-3", true)).await;
     assert_eq!(events.len(), 3, "{events:#?}");
     assert_eq!(content(&events), prefix(3));
     let err = err.expect("the body read fails, it does not end cleanly");
@@ -384,10 +382,7 @@ async fn stall_sends_n_tokens_then_nothing() {
 #[tokio::test]
 async fn malformed_chunk_is_a_non_json_data_line_then_the_rest() {
     let sim = sim().await;
-    let resp = post(&client(), &sim, &request("sim-malformed-3", true))
-        .await
-        .unwrap();
-    let (events, err) = Events::new(resp).all().await;
+    let (events, err) = read_stream(&client(), &sim, &request("sim-malformed-3", true)).await;
     assert!(err.is_none(), "{err:?}");
     let bad: Vec<usize> = events
         .iter()
@@ -537,13 +532,7 @@ async fn going_down_closes_open_connections_too() {
     let sim = sim().await;
     let client = client();
     // A pooled keep-alive connection to the sim.
-    assert_eq!(
-        post(&client, &sim, &request("sim-ok", false))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(&client, &sim, &request("sim-ok", false)).await, 200);
     sim.down_for(Duration::from_millis(300)).await;
     let err = post(&client, &sim, &request("sim-ok", false))
         .await
@@ -554,13 +543,7 @@ async fn going_down_closes_open_connections_too() {
         "{reason:?} {err:?}"
     );
     sim.wait_until_up().await;
-    assert_eq!(
-        post(&client, &sim, &request("sim-ok", false))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(&client, &sim, &request("sim-ok", false)).await, 200);
 }
 
 #[tokio::test]
@@ -575,13 +558,7 @@ async fn set_down_and_up_by_hand() {
     assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
     sim.set_down(false).await;
     assert!(sim.is_listening());
-    assert_eq!(
-        post(&client, &sim, &request("sim-ok", true))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(&client, &sim, &request("sim-ok", true)).await, 200);
 }
 
 #[tokio::test]
@@ -629,13 +606,7 @@ async fn bad_requests_get_openai_400s() {
     assert_eq!(sim.total_attempts(), bodies.len() as u64 + 1);
     assert_eq!(sim.attempts("a"), 0);
     // The server is still fine.
-    assert_eq!(
-        post(&client, &sim, &request("a", false))
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
+    assert_eq!(status(&client, &sim, &request("a", false)).await, 200);
 }
 
 #[tokio::test]
@@ -680,18 +651,13 @@ async fn configured_faults_take_precedence_over_names() {
         .await
         .unwrap();
     let client = client();
-    let status = async |model: &str| {
-        post(&client, &sim, &request(model, false))
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    };
-    assert_eq!(status("sim-503").await, 200);
+    let status_of =
+        async |model: &str| status(&client, &sim, &request(model, false)).await.as_u16();
+    assert_eq!(status_of("sim-503").await, 200);
     sim.set_fault("gpt-4o", Fault::Status(529));
-    assert_eq!(status("gpt-4o").await, 529);
+    assert_eq!(status_of("gpt-4o").await, 529);
     sim.clear_fault("sim-503");
-    assert_eq!(status("sim-503").await, 503);
+    assert_eq!(status_of("sim-503").await, 503);
 }
 
 #[tokio::test]
@@ -774,13 +740,7 @@ async fn continue_prefill_sends_the_rest_of_the_answer() {
         (no_space.as_str(), " answered ", n - 3),
     ];
     for (prefill, first, count) in cases {
-        let (events, err) = Events::new(
-            post(&client, &sim, &prefilled("sim-ok", prefill, true))
-                .await
-                .unwrap(),
-        )
-        .all()
-        .await;
+        let (events, err) = read_stream(&client, &sim, &prefilled("sim-ok", prefill, true)).await;
         assert!(err.is_none(), "{prefill:?}: {err:?}");
         let tokens = deltas(&events);
         assert_eq!(tokens.len(), count, "{prefill:?}: {tokens:?}");
@@ -789,12 +749,7 @@ async fn continue_prefill_sends_the_rest_of_the_answer() {
         assert!(events[count].contains("\"finish_reason\":\"stop\""));
         assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
 
-        let body: Value = post(&client, &sim, &prefilled("sim-ok", prefill, false))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body: Value = answer(&client, &sim, &prefilled("sim-ok", prefill, false)).await;
         let rest = body["choices"][0]["message"]["content"].as_str().unwrap();
         assert_eq!(format!("{prefill}{rest}"), ANSWER);
         assert_eq!(body["usage"]["completion_tokens"], count);
@@ -806,13 +761,7 @@ async fn a_prefill_that_is_not_a_prefix_gets_the_whole_answer() {
     let sim = sim().await;
     let client = client();
     for prefill in ["Something else entirely ", "the simulated ", ""] {
-        let (events, err) = Events::new(
-            post(&client, &sim, &prefilled("sim-ok", prefill, true))
-                .await
-                .unwrap(),
-        )
-        .all()
-        .await;
+        let (events, err) = read_stream(&client, &sim, &prefilled("sim-ok", prefill, true)).await;
         assert!(err.is_none());
         assert_eq!(content(&events), ANSWER, "{prefill:?}");
     }
@@ -827,25 +776,16 @@ async fn ignore_prefill_sends_the_whole_answer_again() {
         .unwrap();
     let client = client();
     let req = prefilled("sim-ok", &prefix(3), true);
-    let (events, err) = Events::new(post(&client, &sim, &req).await.unwrap())
-        .all()
-        .await;
+    let (events, err) = read_stream(&client, &sim, &req).await;
     assert!(err.is_none());
     assert_eq!(content(&events), ANSWER);
 
     // And at run time, both ways.
     sim.set_prefill(Prefill::Continue);
-    let (events, _) = Events::new(post(&client, &sim, &req).await.unwrap())
-        .all()
-        .await;
+    let (events, _) = read_stream(&client, &sim, &req).await;
     assert_eq!(format!("{}{}", prefix(3), content(&events)), ANSWER);
     sim.set_prefill(Prefill::Ignore);
-    let body: Value = post(&client, &sim, &prefilled("sim-ok", &prefix(3), false))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = answer(&client, &sim, &prefilled("sim-ok", &prefix(3), false)).await;
     assert_eq!(body["choices"][0]["message"]["content"], ANSWER);
 }
 
@@ -875,12 +815,7 @@ async fn reject_prefill_is_anthropics_400_which_the_classifier_reads_as_format()
         }
     }
     // A request without a prefill is answered, and an error fault keeps its error.
-    let body: Value = post(&client, &sim, &request("sim-ok", false))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body: Value = answer(&client, &sim, &request("sim-ok", false)).await;
     assert_eq!(body["choices"][0]["message"]["content"], ANSWER);
     let resp = post(&client, &sim, &prefilled("sim-503", &prefix(3), false))
         .await
@@ -892,10 +827,8 @@ async fn reject_prefill_is_anthropics_400_which_the_classifier_reads_as_format()
 #[tokio::test]
 async fn a_fault_applies_to_the_continuation() {
     let sim = sim().await;
-    let resp = post(&client(), &sim, &prefilled("sim-cut-2", &prefix(3), true))
-        .await
-        .unwrap();
-    let (events, err) = Events::new(resp).all().await;
+    let (events, err) =
+        read_stream(&client(), &sim, &prefilled("sim-cut-2", &prefix(3), true)).await;
     let want: Vec<&str> = answer_tokens().skip(3).take(2).collect();
     assert_eq!(deltas(&events), want, "{events:#?}");
     assert_eq!(events.len(), 2);
@@ -911,9 +844,7 @@ async fn max_tokens_limits_the_continuation() {
     for (limit, finish) in [(2, "length"), (rest, "stop")] {
         let mut req = prefilled("sim-ok", &prefix(3), true);
         req["max_tokens"] = json!(limit);
-        let (events, err) = Events::new(post(&client, &sim, &req).await.unwrap())
-            .all()
-            .await;
+        let (events, err) = read_stream(&client, &sim, &req).await;
         assert!(err.is_none());
         let want: String = answer_tokens().skip(3).take(limit).collect();
         assert_eq!(content(&events), want, "{limit}");
@@ -925,12 +856,7 @@ async fn max_tokens_limits_the_continuation() {
 
         let mut req = prefilled("sim-ok", &prefix(3), false);
         req["max_completion_tokens"] = json!(limit);
-        let body: Value = post(&client, &sim, &req)
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body: Value = answer(&client, &sim, &req).await;
         assert_eq!(body["choices"][0]["message"]["content"], want.as_str());
         assert_eq!(body["choices"][0]["finish_reason"], finish);
     }
@@ -940,9 +866,7 @@ async fn max_tokens_limits_the_continuation() {
 /// error that broke the body, if any.
 async fn with_usage(sim: &Sim, mut req: Value) -> (Vec<String>, Option<reqwest::Error>) {
     req["stream_options"] = json!({"include_usage": true});
-    Events::new(post(&client(), sim, &req).await.unwrap())
-        .all()
-        .await
+    read_stream(&client(), sim, &req).await
 }
 
 fn usage_events(events: &[String]) -> Vec<Value> {
@@ -990,13 +914,7 @@ async fn include_usage_sends_the_usage_chunk_before_done() {
     assert_eq!(usage[0]["usage"]["completion_tokens"], n - 1);
 
     // Without include_usage, no usage chunk.
-    let (events, _) = Events::new(
-        post(&client(), &sim, &request("sim-ok", true))
-            .await
-            .unwrap(),
-    )
-    .all()
-    .await;
+    let (events, _) = read_stream(&client(), &sim, &request("sim-ok", true)).await;
     assert!(usage_events(&events).is_empty());
 }
 
@@ -1013,10 +931,7 @@ async fn a_broken_stream_sends_no_usage_chunk() {
 #[tokio::test]
 async fn error_after_streams_n_tokens_then_an_error_event_and_a_clean_end() {
     let sim = sim().await;
-    let resp = post(&client(), &sim, &request("sim-error-2", true))
-        .await
-        .unwrap();
-    let (events, err) = Events::new(resp).all().await;
+    let (events, err) = read_stream(&client(), &sim, &request("sim-error-2", true)).await;
     assert!(err.is_none(), "the body ends cleanly: {err:?}");
     assert_eq!(events.len(), 3, "{events:#?}");
     assert_eq!(content(&events[..2]), prefix(2));
@@ -1061,9 +976,7 @@ async fn last_request_is_the_last_body_per_model() {
     first["add_generation_prompt"] = json!(false);
     first["temperature"] = json!(0.5);
     first["tools"] = json!([{"type": "function", "function": {"name": "f"}}]);
-    let _ = Events::new(post(&client, &sim, &first).await.unwrap())
-        .all()
-        .await;
+    let _ = read_stream(&client, &sim, &first).await;
     assert_eq!(sim.last_request("m"), Some(first));
 
     let second = request("m", false);
