@@ -17,8 +17,8 @@ use super::catalog::{
     ADMIN_ACTIONS_TOTAL, ATTEMPT_DURATION_SECONDS, ATTEMPTS_TOTAL, BREAKER_STATE,
     BREAKER_TRANSITIONS_TOTAL, CLIENT_REJECTIONS_TOTAL,
     CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS, CONFIG_RELOADS_TOTAL, FAILOVERS_TOTAL,
-    FAILURES_TOTAL, INFLIGHT, REQUESTS_TOTAL, SHED_TOTAL, STATE_BACKEND_UP, STATE_SYNC_TOTAL,
-    STREAM_RESUMES_TOTAL, TIME_TO_FIRST_TOKEN_SECONDS,
+    FAILURES_TOTAL, INFLIGHT, Metric, REQUESTS_TOTAL, SHED_TOTAL, STATE_BACKEND_UP,
+    STATE_SYNC_TOTAL, STREAM_RESUMES_TOTAL, TIME_TO_FIRST_TOKEN_SECONDS,
 };
 use super::names::{
     self, access as afield, admin as dfield, breaker as bfield, chain as cfield, reload as rfield,
@@ -135,7 +135,7 @@ struct Inner {
     /// By route, provider, model and role.
     attempts: Cache<AttemptHandles>,
     /// By route, from provider and to provider.
-    failovers: Cache<FailoverHandles>,
+    failovers: Cache<RoutePair<REASONS>>,
     /// By provider and model.
     breakers: Cache<BreakerHandles>,
     /// By client name, then reason.
@@ -147,9 +147,9 @@ struct Inner {
     /// Whether the shared-state backend answers.
     backend_up: OnceLock<Gauge>,
     /// By route, provider and model.
-    shed: Cache<ShedHandles>,
+    shed: Cache<RoutePair<{ SHED_CAUSES.len() }>>,
     /// By route, from provider and to provider.
-    resumes: Cache<ResumeHandles>,
+    resumes: Cache<RoutePair<{ cfield::RESUME_OUTCOMES.len() }>>,
     /// By provider and model.
     inflight: Cache<Gauge>,
     /// By outcome.
@@ -344,26 +344,60 @@ struct AttemptHandles {
     ttft: OnceLock<Histogram>,
 }
 
-struct FailoverHandles {
+/// The counters of one route and two labels (from and to provider, or provider and model),
+/// one per value of the event's closed-set label.
+struct RoutePair<const N: usize> {
     route: Box<str>,
-    from: Box<str>,
-    to: Box<str>,
-    reasons: [OnceLock<Counter>; REASONS],
+    a: Box<str>,
+    b: Box<str>,
+    counters: [OnceLock<Counter>; N],
 }
 
-struct ShedHandles {
-    route: Box<str>,
-    provider: Box<str>,
-    model: Box<str>,
-    causes: [OnceLock<Counter>; SHED_CAUSES.len()],
+/// How a route-scoped event with two labels and a closed-set one is counted: failover hops
+/// (by reason), sheds (by cause) and stream resumes (by outcome).
+struct PairCount {
+    /// The fields of the two labels and of the closed-set one.
+    fields: [&'static str; 3],
+    /// The closed set's index of a value; `None` is not counted.
+    index: fn(&str) -> Option<usize>,
+    /// The index when the event has no such field (`None`: not counted).
+    missing: Option<usize>,
+    /// The label value of an index.
+    label: fn(usize) -> &'static str,
+    metric: &'static Metric,
 }
 
-struct ResumeHandles {
-    route: Box<str>,
-    from: Box<str>,
-    to: Box<str>,
-    outcomes: [OnceLock<Counter>; cfield::RESUME_OUTCOMES.len()],
-}
+const HOPS: PairCount = PairCount {
+    fields: [
+        cfield::FROM_PROVIDER,
+        cfield::TO_PROVIDER,
+        cfield::FAILOVER_REASON,
+    ],
+    index: |v| Some(reason_index(v)),
+    missing: Some(UNKNOWN),
+    label: reason_label,
+    metric: &FAILOVERS_TOTAL,
+};
+
+const SHEDS: PairCount = PairCount {
+    fields: [cfield::PROVIDER_LABEL, cfield::MODEL_LABEL, cfield::CAUSE],
+    index: |v| index_of(&SHED_CAUSES, v),
+    missing: None,
+    label: |i| SHED_CAUSES[i],
+    metric: &SHED_TOTAL,
+};
+
+const RESUMES: PairCount = PairCount {
+    fields: [
+        cfield::FROM_PROVIDER,
+        cfield::TO_PROVIDER,
+        cfield::RESUME_OUTCOME,
+    ],
+    index: |v| index_of(&cfield::RESUME_OUTCOMES, v),
+    missing: None,
+    label: |i| cfield::RESUME_OUTCOMES[i],
+    metric: &STREAM_RESUMES_TOTAL,
+};
 
 struct BreakerHandles {
     provider: Box<str>,
@@ -577,38 +611,24 @@ impl Visit for AttemptVisitor<'_> {
     fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
 }
 
-struct HopVisitor<'a> {
-    from: &'a mut String,
-    to: &'a mut String,
-    reason: usize,
+/// The fields of an event counted by [`PairCount`].
+struct CountedPairVisitor<'a> {
+    count: &'a PairCount,
+    a: &'a mut String,
+    b: &'a mut String,
+    value: Option<usize>,
 }
 
-impl Visit for HopVisitor<'_> {
+impl Visit for CountedPairVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        match field.name() {
-            cfield::FROM_PROVIDER => self.from.push_str(value),
-            cfield::TO_PROVIDER => self.to.push_str(value),
-            cfield::FAILOVER_REASON => self.reason = reason_index(value),
-            _ => {}
-        }
-    }
-    fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
-}
-
-/// The fields of a `stream_resume` event.
-struct ResumeVisitor<'a> {
-    from: &'a mut String,
-    to: &'a mut String,
-    outcome: Option<usize>,
-}
-
-impl Visit for ResumeVisitor<'_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        match field.name() {
-            cfield::FROM_PROVIDER => self.from.push_str(value),
-            cfield::TO_PROVIDER => self.to.push_str(value),
-            cfield::RESUME_OUTCOME => self.outcome = index_of(&cfield::RESUME_OUTCOMES, value),
-            _ => {}
+        let [a, b, label] = self.count.fields;
+        let name = field.name();
+        if name == a {
+            self.a.push_str(value);
+        } else if name == b {
+            self.b.push_str(value);
+        } else if name == label {
+            self.value = (self.count.index)(value);
         }
     }
     fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
@@ -632,11 +652,10 @@ impl Visit for PairVisitor<'_> {
     fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
 }
 
-/// The fields of a shed or in-flight event.
+/// The fields of an in-flight event.
 struct TargetVisitor<'a> {
     provider: &'a mut String,
     model: &'a mut String,
-    cause: Option<usize>,
     delta: i64,
 }
 
@@ -645,7 +664,6 @@ impl Visit for TargetVisitor<'_> {
         match field.name() {
             cfield::PROVIDER_LABEL => self.provider.push_str(value),
             cfield::MODEL_LABEL => self.model.push_str(value),
-            cfield::CAUSE => self.cause = index_of(&SHED_CAUSES, value),
             _ => {}
         }
     }
@@ -781,105 +799,44 @@ impl Inner {
         }
     }
 
-    fn failover_hop<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>)
-    where
-        S: Subscriber + for<'a> LookupSpan<'a>,
-    {
-        let Some(route) = request_route(event, ctx) else {
-            return;
-        };
-        let (handles, reason) = with_scratch(|s| {
-            let mut v = HopVisitor {
-                from: &mut s.a,
-                to: &mut s.b,
-                reason: UNKNOWN,
-            };
-            event.record(&mut v);
-            let reason = v.reason;
-            encode(&mut s.key, &[&route.route, &s.a, &s.b]);
-            let h = self.failovers.get_or_insert(&s.key, || FailoverHandles {
-                route: route.route.clone(),
-                from: s.a.as_str().into(),
-                to: s.b.as_str().into(),
-                reasons: Default::default(),
-            });
-            (h, reason)
-        });
-        lazy_counter(&handles.reasons[reason], || {
-            FAILOVERS_TOTAL.counter([
-                &handles.route,
-                &handles.from,
-                &handles.to,
-                reason_label(reason),
-            ])
-        })
-        .increment(1);
-    }
-
-    fn shed<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>)
-    where
-        S: Subscriber + for<'a> LookupSpan<'a>,
-    {
-        let Some(route) = request_route(event, ctx) else {
-            return;
-        };
-        let (handles, cause) = with_scratch(|s| {
-            let mut v = TargetVisitor {
-                provider: &mut s.a,
-                model: &mut s.b,
-                cause: None,
-                delta: 0,
-            };
-            event.record(&mut v);
-            let cause = v.cause?;
-            encode(&mut s.key, &[&route.route, &s.a, &s.b]);
-            let h = self.shed.get_or_insert(&s.key, || ShedHandles {
-                route: route.route.clone(),
-                provider: s.a.as_str().into(),
-                model: s.b.as_str().into(),
-                causes: Default::default(),
-            });
-            Some((h, cause))
-        })
-        .unzip();
-        let (Some(h), Some(cause)) = (handles, cause) else {
-            return;
-        };
-        lazy_counter(&h.causes[cause], || {
-            SHED_TOTAL.counter([&h.route, &h.provider, &h.model, SHED_CAUSES[cause]])
-        })
-        .increment(1);
-    }
-
-    /// `stream_resume`: counted by route, providers and outcome; an outcome outside the
-    /// closed set is not counted.
-    fn stream_resume<S>(&self, event: &Event<'_>, ctx: &Context<'_, S>)
-    where
+    /// A route-scoped event with two labels and a closed-set one, counted as `count` says in
+    /// `cache`; an event outside a request span, or whose closed-set value is not in the set,
+    /// is not counted.
+    fn route_pair<S, const N: usize>(
+        &self,
+        cache: &Cache<RoutePair<N>>,
+        count: &PairCount,
+        event: &Event<'_>,
+        ctx: &Context<'_, S>,
+    ) where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
         let Some(route) = request_route(event, ctx) else {
             return;
         };
         let found = with_scratch(|s| {
-            let mut v = ResumeVisitor {
-                from: &mut s.a,
-                to: &mut s.b,
-                outcome: None,
+            let mut v = CountedPairVisitor {
+                count,
+                a: &mut s.a,
+                b: &mut s.b,
+                value: count.missing,
             };
             event.record(&mut v);
-            let outcome = v.outcome?;
+            let value = v.value.filter(|&i| i < N)?;
             encode(&mut s.key, &[&route.route, &s.a, &s.b]);
-            let h = self.resumes.get_or_insert(&s.key, || ResumeHandles {
+            let h = cache.get_or_insert(&s.key, || RoutePair {
                 route: route.route.clone(),
-                from: s.a.as_str().into(),
-                to: s.b.as_str().into(),
-                outcomes: Default::default(),
+                a: s.a.as_str().into(),
+                b: s.b.as_str().into(),
+                counters: std::array::from_fn(|_| OnceLock::new()),
             });
-            Some((h, outcome))
+            Some((h, value))
         });
-        let Some((h, o)) = found else { return };
-        lazy_counter(&h.outcomes[o], || {
-            STREAM_RESUMES_TOTAL.counter([&h.route, &h.from, &h.to, cfield::RESUME_OUTCOMES[o]])
+        let Some((h, i)) = found else { return };
+        lazy_counter(&h.counters[i], || {
+            count
+                .metric
+                .counter([&h.route, &h.a, &h.b, (count.label)(i)])
         })
         .increment(1);
     }
@@ -889,7 +846,6 @@ impl Inner {
             let mut v = TargetVisitor {
                 provider: &mut s.a,
                 model: &mut s.b,
-                cause: None,
                 delta: 0,
             };
             event.record(&mut v);
@@ -1090,7 +1046,10 @@ where
             (names::BREAKER_TARGET, names::BREAKER_TRANSITION_EVENT) => {
                 self.inner.breaker_transition(event);
             }
-            (names::CHAIN_TARGET, names::FAILOVER_EVENT) => self.inner.failover_hop(event, &ctx),
+            (names::CHAIN_TARGET, names::FAILOVER_EVENT) => {
+                self.inner
+                    .route_pair(&self.inner.failovers, &HOPS, event, &ctx);
+            }
             (names::PROXY_TARGET, names::CLIENT_REJECTED_EVENT) => {
                 self.inner.client_rejected(event);
             }
@@ -1120,8 +1079,13 @@ where
                         .set(if up { 1.0 } else { 0.0 });
                 }
             }
-            (names::CHAIN_TARGET, names::SHED_EVENT) => self.inner.shed(event, &ctx),
-            (names::CHAIN_TARGET, names::RESUME_EVENT) => self.inner.stream_resume(event, &ctx),
+            (names::CHAIN_TARGET, names::SHED_EVENT) => {
+                self.inner.route_pair(&self.inner.shed, &SHEDS, event, &ctx);
+            }
+            (names::CHAIN_TARGET, names::RESUME_EVENT) => {
+                self.inner
+                    .route_pair(&self.inner.resumes, &RESUMES, event, &ctx);
+            }
             (names::CHAIN_TARGET, names::INFLIGHT_EVENT) => self.inner.inflight(event),
             (names::PROXY_TARGET, names::CONFIG_RELOAD_EVENT) => self.inner.config_reload(event),
             (names::BREAKER_TARGET, names::BREAKER_RETIRED_EVENT) => {
