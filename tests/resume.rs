@@ -4,12 +4,15 @@
 //! got one whole answer.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::StreamExt as _;
 use llm_failover::Reason;
 use llm_failover::breaker::{BreakerPolicy, Registry, State};
 use llm_failover::chain::openai::{ChatChunk, ChatResume, Client, Endpoint, Prefill};
-use llm_failover::chain::{AttemptContext, FailoverErrorKind, Route, RoutePolicy};
+use llm_failover::chain::{
+    AttemptContext, FailoverErrorKind, Route, RoutePolicy, RoutePolicyBuilder,
+};
 use llm_failover::sim::{self, ANSWER, Sim};
 use serde_json::{Value, json};
 
@@ -87,7 +90,7 @@ async fn rig() -> Rig {
     // failure would open its breaker at once.
     let strict = BreakerPolicy::builder()
         .trip_immediately(Reason::Format)
-        .open_base(Reason::Format, std::time::Duration::from_secs(30))
+        .open_base(Reason::Format, Duration::from_secs(30))
         .build()
         .unwrap();
     let mut registry = Registry::builder().target_with_policy("d", "m", strict);
@@ -137,13 +140,16 @@ impl Rig {
 
     fn route(&self, targets: &[(&str, &str)], resume: bool) -> Arc<Route> {
         let policy = RoutePolicy::builder()
-            .idle_timeout(std::time::Duration::from_millis(300))
-            .ttft_timeout(std::time::Duration::from_secs(2))
-            .attempt_timeout(std::time::Duration::from_secs(5))
-            .total_deadline(std::time::Duration::from_secs(10))
-            .stream_resume(resume)
-            .build()
-            .unwrap();
+            .idle_timeout(Duration::from_millis(300))
+            .ttft_timeout(Duration::from_secs(2))
+            .attempt_timeout(Duration::from_secs(5))
+            .total_deadline(Duration::from_secs(10))
+            .stream_resume(resume);
+        self.route_with(targets, policy)
+    }
+
+    fn route_with(&self, targets: &[(&str, &str)], policy: RoutePolicyBuilder) -> Arc<Route> {
+        let policy = policy.build().unwrap();
         let mut b = Route::builder("chat", Arc::clone(&self.registry)).policy(policy);
         for (p, m) in targets {
             b = b.target(p, m);
@@ -321,6 +327,60 @@ async fn with_no_target_left_the_error_is_the_interruption_not_the_prefill_400()
         "a/sim-cut-3=stream_interrupted; d/m=format"
     );
     assert!(!read.resumed);
+}
+
+#[tokio::test]
+async fn continuations_obey_the_breakers_the_retry_budget_and_the_total_deadline() {
+    let rig = rig().await;
+    // An open breaker skips its target, as on any attempt; the next one continues.
+    rig.registry
+        .control("b", "m")
+        .unwrap()
+        .force_open(Some(Duration::from_secs(60)));
+    let route = rig.route(&[("a", "sim-cut-3"), ("b", "m"), ("v", "m")], true);
+    let read = rig.stream(&route, hi()).await;
+    assert_eq!(read.text, ANSWER);
+    assert_eq!(
+        read.trail,
+        "a/sim-cut-3=stream_interrupted; b/m=breaker_open; v/m=ok"
+    );
+    rig.registry.control("b", "m").unwrap().reset();
+
+    // No budget for extra attempts: no continuation is sent.
+    let no_budget = RoutePolicy::builder()
+        .stream_resume(true)
+        .retry_budget_ratio(0.0)
+        .retry_budget_floor(0);
+    let route = rig.route_with(&[("a", "sim-cut-3"), ("b", "m")], no_budget);
+    let read = rig.stream(&route, hi()).await;
+    assert_eq!(read.text, head(3));
+    assert!(read.error.is_some());
+    assert_eq!(
+        read.trail,
+        "a/sim-cut-3=stream_interrupted; b/m=budget_exhausted"
+    );
+    assert_eq!(
+        rig.b.attempts("m"),
+        1,
+        "v (on b's sim) took the first continuation, nothing since"
+    );
+
+    // A stall that ends past the total deadline (counted from the request's start): none.
+    let short = RoutePolicy::builder()
+        .stream_resume(true)
+        .ttft_timeout(Duration::from_millis(200))
+        .attempt_timeout(Duration::from_millis(200))
+        .idle_timeout(Duration::from_millis(300))
+        .total_deadline(Duration::from_millis(250));
+    let route = rig.route_with(&[("a", "sim-stall-3"), ("b", "m")], short);
+    let read = rig.stream(&route, hi()).await;
+    assert_eq!(read.text, head(3));
+    assert_eq!(
+        read.error.unwrap().kind(),
+        FailoverErrorKind::StreamBroken(Reason::Timeout)
+    );
+    assert_eq!(read.trail, "a/sim-stall-3=timeout");
+    assert_eq!(rig.b.attempts("m"), 1);
 }
 
 #[tokio::test]
