@@ -1,11 +1,12 @@
 //! The `serve` and `check` commands as an operator runs them: the real binary, a config file,
 //! signals.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use llm_failover::sim::{ANSWER, Sim};
 use serde_json::{Value, json};
+
+use crate::support::Served;
 
 const BIN: &str = env!("CARGO_BIN_EXE_llm-failover");
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/failover.toml");
@@ -89,26 +90,8 @@ async fn serve_answers_exports_metrics_and_stops_on_sigterm() {
             sim.base_url()
         ),
     );
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The address it bound, from its log line.
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find_map(|l| {
-            l.split("API on http://")
-                .nth(1)
-                .and_then(|r| r.split('/').next())
-                .map(str::to_owned)
-        })
-        .unwrap();
-    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let mut served = Served::start(&path, &[]);
+    let addr = served.addr.clone();
     let http = reqwest::Client::new();
     let resp = http
         .post(format!("http://{addr}/v1/chat/completions"))
@@ -138,64 +121,8 @@ async fn serve_answers_exports_metrics_and_stops_on_sigterm() {
     ] {
         assert!(scrape.contains(line), "missing {line} in\n{scrape}");
     }
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = child.wait().unwrap();
-    assert!(status.success(), "exit after SIGTERM: {status}");
-    let log = rest.join().unwrap().join("\n");
+    let log = served.stop();
     assert!(log.contains("shutting down"), "{log}");
-}
-
-/// `serve` in a child process with `--listen`; returns it, the address it logged, and a
-/// thread collecting the rest of its log.
-fn spawn_serve(
-    path: &std::path::Path,
-    listen: &str,
-    env: &[(&str, &str)],
-) -> (
-    std::process::Child,
-    String,
-    std::thread::JoinHandle<Vec<String>>,
-) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--listen", listen, "--config"])
-        .arg(path)
-        .env("RUST_LOG", "info")
-        .envs(env.iter().copied())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = Vec::new();
-    let addr = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .inspect(|l| seen.push(l.clone()))
-        .find_map(|l| {
-            l.split("API on http://")
-                .nth(1)
-                .and_then(|r| r.split('/').next())
-                .map(str::to_owned)
-        })
-        .unwrap_or_else(|| panic!("serve did not start: {seen:?}"));
-    let rest = std::thread::spawn(move || {
-        seen.extend(lines.map_while(Result::ok));
-        seen
-    });
-    (child, addr, rest)
-}
-
-fn sigterm(child: &mut std::process::Child) {
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = child.wait().unwrap();
-    assert!(status.success(), "exit after SIGTERM: {status}");
 }
 
 #[test]
@@ -253,8 +180,8 @@ async fn allow_unauthenticated_starts_on_a_non_loopback_address_and_warns() {
             sim.base_url()
         ),
     );
-    let (mut child, addr, rest) = spawn_serve(&path, "0.0.0.0:0", &[]);
-    let port = addr.rsplit(':').next().unwrap();
+    let mut served = Served::start_on(&path, "0.0.0.0:0", &[]);
+    let port = served.addr.rsplit(':').next().unwrap().to_owned();
     let resp = reqwest::Client::new()
         .post(format!("http://127.0.0.1:{port}/v1/chat/completions"))
         .json(&json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}]}))
@@ -262,8 +189,7 @@ async fn allow_unauthenticated_starts_on_a_non_loopback_address_and_warns() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    sigterm(&mut child);
-    let log = rest.join().unwrap().join("\n");
+    let log = served.stop();
     assert!(
         log.contains("WARN") && log.contains("without client keys (allow_unauthenticated = true)"),
         "{log}"
@@ -283,9 +209,8 @@ async fn ctl_steers_a_running_proxy_with_the_admin_key_from_the_environment() {
             sim.base_url()
         ),
     );
-    let (mut child, addr, rest) =
-        spawn_serve(&path, "127.0.0.1:0", &[("CTL_TEST_ADMIN_KEY", ADMIN)]);
-    let url = format!("http://{addr}");
+    let mut served = Served::start(&path, &[("CTL_TEST_ADMIN_KEY", ADMIN)]);
+    let url = format!("http://{}", served.addr);
     let ctl = |args: &[&str], key: Option<&str>| {
         let mut cmd = Command::new(BIN);
         cmd.arg("ctl").args(args).env("LLM_FAILOVER_URL", &url);
@@ -373,8 +298,7 @@ async fn ctl_steers_a_running_proxy_with_the_admin_key_from_the_environment() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("401"), "{stderr}");
 
-    sigterm(&mut child);
-    let log = rest.join().unwrap().join("\n");
+    let log = served.stop();
     assert!(
         log.contains("admin ops: force_open sim/gpt-4o-mini: ok"),
         "{log}"

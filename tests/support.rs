@@ -146,6 +146,8 @@ pub fn status_breaker<'a>(status: &'a Value, provider: &str, model: &str) -> Opt
 pub struct Served {
     pub child: Child,
     lines: Receiver<String>,
+    /// Every log line read so far.
+    seen: std::cell::RefCell<Vec<String>>,
     /// The API's `host:port`.
     pub addr: String,
 }
@@ -154,8 +156,13 @@ impl Served {
     /// Runs `serve --listen 127.0.0.1:0 --config path` with `RUST_LOG=info` and `env`, and
     /// waits until it says where its API is.
     pub fn start(path: &Path, env: &[(&str, &str)]) -> Self {
+        Self::start_on(path, "127.0.0.1:0", env)
+    }
+
+    /// [`start`](Self::start) with `--listen listen`.
+    pub fn start_on(path: &Path, listen: &str, env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_llm-failover"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .args(["serve", "--listen", listen, "--config"])
             .arg(path)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
@@ -174,6 +181,7 @@ impl Served {
         let mut served = Self {
             child,
             lines,
+            seen: std::cell::RefCell::default(),
             addr: String::new(),
         };
         let line = served.wait_for("API on http://");
@@ -192,7 +200,10 @@ impl Served {
             let l = self
                 .lines
                 .recv_timeout(Duration::from_secs(60))
-                .unwrap_or_else(|_| panic!("no log line with {needle:?}"));
+                .unwrap_or_else(|_| {
+                    panic!("no log line with {needle:?} in {:?}", self.seen.borrow())
+                });
+            self.seen.borrow_mut().push(l.clone());
             if l.contains(needle) {
                 return l;
             }
@@ -206,6 +217,19 @@ impl Served {
             .status()
             .unwrap();
         assert!(ok.success());
+    }
+}
+
+impl Served {
+    /// Sends SIGTERM, checks that the process exits cleanly, and returns its whole log.
+    pub fn stop(&mut self) -> String {
+        self.signal("TERM");
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "exit after SIGTERM: {status}");
+        let mut log = self.seen.take();
+        // The reader ends with the process's stderr.
+        log.extend(self.lines.iter());
+        log.join("\n")
     }
 }
 

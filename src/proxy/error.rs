@@ -41,19 +41,7 @@ impl ApiError {
         param: Option<&str>,
         message: impl Into<String>,
     ) -> Self {
-        Self {
-            status,
-            body: json!({"error": {
-                "message": message.into(),
-                "type": "invalid_request_error",
-                "param": param,
-                "code": code,
-            }}),
-            retry_after: None,
-            trail: None,
-            forbidden: false,
-            should_retry: None,
-        }
+        Self::own(status, "invalid_request_error", code, param, message.into())
     }
 
     /// An answer of the proxy's own with an OpenAI error `type` and `code` (401, 403, 429,
@@ -64,12 +52,23 @@ impl ApiError {
         code: &'static str,
         message: impl Into<String>,
     ) -> Self {
+        Self::own(status, kind, code, None, message.into())
+    }
+
+    /// The OpenAI error document of an answer the proxy makes itself.
+    fn own(
+        status: StatusCode,
+        kind: &'static str,
+        code: &'static str,
+        param: Option<&str>,
+        message: String,
+    ) -> Self {
         Self {
             status,
             body: json!({"error": {
-                "message": message.into(),
+                "message": message,
                 "type": kind,
-                "param": null,
+                "param": param,
                 "code": code,
             }}),
             retry_after: None,
