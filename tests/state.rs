@@ -645,6 +645,39 @@ async fn manual_control_applies_fleet_wide() {
     assert_eq!(r1.breaker("p", "*").unwrap().state(), State::Closed);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reset_closes_a_shared_trip_and_deletes_its_keys() {
+    let redis = RedisServer::start(&[]);
+    let [(r1, _h1), (r2, _h2)] = synced_pair(&redis, Duration::from_secs(30)).await;
+    let t = r1.target("p", "m").unwrap();
+    let _ = t.try_acquire().unwrap().record(Outcome::failure(
+        Reason::ModelNotFound,
+        Duration::from_millis(1),
+    ));
+    let b2 = || r2.breaker("p", "m").unwrap().state();
+    until(
+        "the trip to reach the second replica",
+        Duration::from_secs(5),
+        || b2() == State::Open,
+    )
+    .await;
+    let c = redis.conn().await;
+    assert!(exists(&mut c.clone(), "lib:open:p:m").await);
+    r1.control("p", "m").unwrap().reset();
+    until(
+        "the reset to reach the second replica",
+        Duration::from_secs(5),
+        || b2() == State::Closed,
+    )
+    .await;
+    // A replica that joins later (or reconciles) must not adopt the trip again.
+    until_async("the open key to go", || {
+        let mut c = c.clone();
+        async move { !exists(&mut c, "lib:open:p:m").await }
+    })
+    .await;
+}
+
 #[test]
 fn the_password_never_leaks_and_the_sync_metrics_are_produced() {
     const SENTINEL: &str = "sentinel-pw-8d1f0c";

@@ -525,39 +525,40 @@ impl Inner {
             }
             (Origin::Control, State::Closed) => {
                 let msg = self.message(&b, "reset", None, None);
-                let mut pipe = redis::pipe();
-                pipe.atomic()
-                    .cmd("DEL")
-                    .arg(&open_key)
-                    .arg(&mode_key)
-                    .arg(&lease_key)
-                    .arg(self.key("count", b.provider(), b.model()))
-                    .ignore()
-                    .cmd("PUBLISH")
-                    .arg(&channel)
-                    .arg(msg)
-                    .ignore();
-                self.op(field::OP_PUBLISH, pipe.query_async::<()>(conn))
-                    .await;
+                let count = self.key("count", b.provider(), b.model());
+                let keys = [&open_key, &mode_key, &lease_key, &count];
+                self.delete_and_publish(conn, &keys, &channel, msg).await;
             }
             (Origin::Control, State::Open | State::HalfOpen) => {
                 let msg = self.message(&b, "clear", None, None);
-                let mut pipe = redis::pipe();
-                pipe.atomic()
-                    .cmd("DEL")
-                    .arg(&mode_key)
-                    .ignore()
-                    .cmd("PUBLISH")
-                    .arg(&channel)
-                    .arg(msg)
-                    .ignore();
-                self.op(field::OP_PUBLISH, pipe.query_async::<()>(conn))
+                self.delete_and_publish(conn, &[&mode_key], &channel, msg)
                     .await;
             }
             // Overrides are never local; adopted transitions are never published back.
             (Origin::Local, State::ForcedOpen | State::Disabled | State::MetricsOnly)
             | (Origin::Remote, _) => {}
         }
+    }
+
+    /// Deletes `keys` and publishes `msg` on `channel`, atomically.
+    async fn delete_and_publish(
+        &self,
+        conn: &mut ConnectionManager,
+        keys: &[&String],
+        channel: &str,
+        msg: String,
+    ) {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("DEL")
+            .arg(keys)
+            .ignore()
+            .cmd("PUBLISH")
+            .arg(channel)
+            .arg(msg)
+            .ignore();
+        self.op(field::OP_PUBLISH, pipe.query_async::<()>(conn))
+            .await;
     }
 
     /// Writes "open for `left`" for `b` and publishes it; adopts a longer open time that the
