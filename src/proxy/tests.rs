@@ -12,6 +12,22 @@ fn err(src: &str) -> ConfigError {
     Config::parse_with_env(src, Path::new("t.toml"), env_none).unwrap_err()
 }
 
+/// The error of `BASE` followed by `extra`, checked to name `field` (or a field under it) at
+/// `line` of `extra` (offset by `BASE`'s lines); returns its text.
+fn located_at(extra: &str, line: usize, field: &str) -> String {
+    let e = err(&format!("{BASE}{extra}"));
+    let Some(at) = e.location() else {
+        panic!("{extra:?}: no location in {e}");
+    };
+    assert_eq!(at.line, BASE.lines().count() + line, "{extra:?}: {e}");
+    assert!(
+        at.field.as_deref().is_some_and(|f| f.starts_with(field)),
+        "{extra:?}: field {:?}, want {field}: {e}",
+        at.field
+    );
+    e.to_string()
+}
+
 const BASE: &str = r#"
 [providers.a]
 base_url = "http://127.0.0.1:9/v1"
@@ -176,20 +192,8 @@ fn errors_name_line_and_field() {
         ),
     ];
     for (extra, line, field) in cases {
-        // Each case comes after BASE, so its lines are offset by BASE's.
-        let src = format!("{BASE}{extra}");
+        let text = located_at(extra, *line, field);
         let offset = BASE.lines().count();
-        let e = err(&src);
-        let Some(at) = e.location() else {
-            panic!("{extra:?}: no location in {e}");
-        };
-        assert_eq!(at.line, offset + line, "{extra:?}: {e}");
-        assert!(
-            at.field.as_deref().is_some_and(|f| f.starts_with(field)),
-            "{extra:?}: field {:?}, want {field}: {e}",
-            at.field
-        );
-        let text = e.to_string();
         assert!(
             text.starts_with(&format!("t.toml:{}:", offset + line)),
             "{text}"
@@ -359,19 +363,7 @@ fn client_and_admin_mistakes_name_line_and_field() {
         ),
     ];
     for (extra, line, field) in &cases {
-        let src = format!("{BASE}{extra}");
-        let offset = BASE.lines().count();
-        let e = err(&src);
-        let Some(at) = e.location() else {
-            panic!("{extra:?}: no location in {e}");
-        };
-        assert_eq!(at.line, offset + line, "{extra:?}: {e}");
-        assert!(
-            at.field.as_deref().is_some_and(|f| f.starts_with(field)),
-            "{extra:?}: field {:?}, want {field}: {e}",
-            at.field
-        );
-        let text = e.to_string();
+        let text = located_at(extra, *line, field);
         assert!(!text.contains(hash), "{text}");
         assert!(!text.contains(&hash.to_uppercase()), "{text}");
         assert!(!text.contains("sk-live-not-a-hash"), "{text}");
