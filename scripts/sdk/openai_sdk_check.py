@@ -124,24 +124,22 @@ def main():
     check("stream", finish == "stop", f"finish_reason {finish!r}")
     print("ok  streaming request: the whole answer, finish_reason stop")
 
-    # Errors the proxy returns as the upstream sent them: the upstream's code and type.
-    expect_status_error(client, "context", openai.BadRequestError, 400,
-                        "context_length_exceeded", "invalid_request_error", "context_overflow")
-    print("ok  context overflow: BadRequestError 400, e.code context_length_exceeded")
-    expect_status_error(client, "filter", openai.BadRequestError, 400,
-                        "content_filter", "invalid_request_error", "content_filter")
-    print("ok  content filter: BadRequestError 400, e.code content_filter")
-
-    # Routes that gave no answer: the proxy's status, e.code = the failover reason.
-    expect_status_error(client, "overloaded", openai.InternalServerError, 503,
-                        "overloaded", "failover_error", "overloaded")
-    print("ok  only target overloaded: InternalServerError 503, e.code overloaded")
-    expect_status_error(client, "dead", openai.InternalServerError, 502,
-                        "connection_refused", "failover_error", "connection_refused")
-    print("ok  only target refusing connections: InternalServerError 502, e.code connection_refused")
-    expect_status_error(client, "limited", openai.RateLimitError, 429,
-                        "rate_limit", "failover_error", "rate_limit")
-    print("ok  only target rate-limited: RateLimitError 429, e.code rate_limit")
+    # Errors the proxy returns as the upstream sent them (the upstream's code and type), then
+    # routes that gave no answer (the proxy's status, e.code = the failover reason).
+    for model, cls, status, code, etype, reason, what in [
+        ("context", openai.BadRequestError, 400, "context_length_exceeded",
+         "invalid_request_error", "context_overflow", "context overflow"),
+        ("filter", openai.BadRequestError, 400, "content_filter",
+         "invalid_request_error", "content_filter", "content filter"),
+        ("overloaded", openai.InternalServerError, 503, "overloaded",
+         "failover_error", "overloaded", "only target overloaded"),
+        ("dead", openai.InternalServerError, 502, "connection_refused",
+         "failover_error", "connection_refused", "only target refusing connections"),
+        ("limited", openai.RateLimitError, 429, "rate_limit",
+         "failover_error", "rate_limit", "only target rate-limited"),
+    ]:
+        expect_status_error(client, model, cls, status, code, etype, reason)
+        print(f"ok  {what}: {cls.__name__} {status}, e.code {code}")
 
     # A stream cut upstream after three tokens raises instead of ending as a short answer.
     text = ""
