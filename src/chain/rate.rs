@@ -136,35 +136,14 @@ impl Quota {
     }
 }
 
-/// A reset as providers write it: `20ms`, `1s`, `6m0s`, `1h2m3.5s`, or plain seconds.
+/// A reset as providers write it: `20ms`, `1s`, `6m0s`, `1h2m3.5s` (the classifier's parser
+/// of such waits, which caps them at a day), or plain seconds.
 fn parse_reset(s: &str) -> Option<Duration> {
     let s = s.trim();
-    if let Ok(secs) = s.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs).ok();
+    match s.parse::<f64>() {
+        Ok(secs) => Duration::try_from_secs_f64(secs).ok(),
+        Err(_) => crate::classify::parse_compound(s),
     }
-    let mut total = Duration::ZERO;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .filter(|&i| i > 0)?;
-        let n: f64 = rest.get(..digits)?.parse().ok()?;
-        rest = rest.get(digits..)?;
-        let (unit, len) = if rest.starts_with("ms") {
-            (0.001, 2)
-        } else if rest.starts_with('h') {
-            (3600.0, 1)
-        } else if rest.starts_with('m') {
-            (60.0, 1)
-        } else if rest.starts_with('s') {
-            (1.0, 1)
-        } else {
-            return None;
-        };
-        total += Duration::try_from_secs_f64(n * unit).ok()?;
-        rest = rest.get(len..)?;
-    }
-    Some(total)
 }
 
 /// Counts over the sliding minute, one slot per second.

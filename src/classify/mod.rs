@@ -67,6 +67,7 @@ use std::time::{Duration, SystemTime};
 use regex::{RegexSet, RegexSetBuilder};
 
 pub use retry::MAX_RETRY_HINT;
+pub(crate) use retry::parse_compound;
 pub use signal::Signal;
 
 use crate::reason::Reason;
