@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use llm_failover::breaker::Registry;
-use llm_failover::chain::openai::{Client, Endpoint};
 use llm_failover::chain::{Route, RoutePolicy};
+use llm_failover::protocol::openai_chat::{Client, Endpoint};
 use llm_failover::sim::Sim;
 use serde_json::{Value, json};
 use tokio::runtime::Runtime;

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use llm_failover::breaker::Registry;
 use llm_failover::chain::Route;
-use llm_failover::chain::openai::{Client, Endpoint};
+use llm_failover::protocol::openai_chat::{Client, Endpoint};
 use llm_failover::sim::Sim;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig as _;

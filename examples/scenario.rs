@@ -45,7 +45,7 @@ use futures_util::StreamExt as _;
 use llm_failover::Reason;
 use llm_failover::breaker::{BreakerPolicy, Registry};
 use llm_failover::chain::Route;
-use llm_failover::chain::openai::{Client, Endpoint};
+use llm_failover::protocol::openai_chat::{Client, Endpoint};
 use llm_failover::proxy::{Config, Proxy};
 use llm_failover::sim::Sim;
 use llm_failover::telemetry::{MetricsLayer, install_prometheus};

@@ -44,8 +44,12 @@
 //! * [`breaker`]: a circuit breaker per provider and per model, driven by reasons only:
 //!   closed, open, half-open with bounded probes, and operator states; a lock-free closed path.
 //! * [`chain`]: routes of targets tried in order through their breakers, with deadlines,
-//!   retries by reason, hedging, and streams that commit at their first token; plus
-//!   OpenAI-compatible call helpers.
+//!   retries by reason, hedging, and streams that commit at their first token. It knows no
+//!   wire protocol: an attempt is any future.
+//! * [`protocol`]: one module per wire API a provider or a client speaks (OpenAI chat
+//!   completions, Anthropic Messages): the calls that turn every way a provider fails into a
+//!   classified attempt failure, stream parsing for the first token and the end, and
+//!   translation between the APIs.
 //! * [`telemetry`]: the names of every span and event, and the `tracing-subscriber`
 //!   [`MetricsLayer`](telemetry::MetricsLayer) that turns them into Prometheus metrics.
 //! * [`tower`](mod@tower): the breaker as a `tower` layer.
@@ -57,6 +61,7 @@ pub mod breaker;
 pub mod chain;
 pub mod classify;
 mod duration;
+pub mod protocol;
 pub mod proxy;
 pub mod reason;
 pub mod sim;

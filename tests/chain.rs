@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt as _;
 use llm_failover::Reason;
 use llm_failover::breaker::{BreakerPolicy, Registry, State};
-use llm_failover::chain::openai::{ChatChunk, Client, Endpoint};
 use llm_failover::chain::{
     Answer, AttemptFailure, FailoverError, FailoverErrorKind, FailoverStream, Route, RoutePolicy,
 };
+use llm_failover::protocol::openai_chat::{ChatChunk, Client, Endpoint};
 use llm_failover::sim::{ANSWER, Fault, Sim};
 use serde_json::json;
 
@@ -110,7 +110,7 @@ impl Rig {
         &self,
         route: &Route,
     ) -> Result<
-        Answer<FailoverStream<ChatChunk, llm_failover::chain::openai::ChatStream>>,
+        Answer<FailoverStream<ChatChunk, llm_failover::protocol::openai_chat::ChatStream>>,
         FailoverError,
     > {
         let request = json!({"messages": [{"role": "user", "content": "hi"}]});
@@ -137,7 +137,7 @@ fn text(answer: &serde_json::Value) -> &str {
 
 /// Reads a stream to its end: the text, and the error it ended with, if any.
 async fn read(
-    mut s: FailoverStream<ChatChunk, llm_failover::chain::openai::ChatStream>,
+    mut s: FailoverStream<ChatChunk, llm_failover::protocol::openai_chat::ChatStream>,
 ) -> (String, Option<FailoverError>) {
     let mut out = String::new();
     while let Some(item) = s.next().await {

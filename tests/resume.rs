@@ -9,10 +9,10 @@ use std::time::Duration;
 use futures_util::StreamExt as _;
 use llm_failover::Reason;
 use llm_failover::breaker::{BreakerPolicy, Registry, State};
-use llm_failover::chain::openai::{ChatChunk, ChatResume, Client, Endpoint, Prefill};
 use llm_failover::chain::{
     AttemptContext, FailoverErrorKind, Route, RoutePolicy, RoutePolicyBuilder,
 };
+use llm_failover::protocol::openai_chat::{ChatChunk, ChatResume, Client, Endpoint, Prefill};
 use llm_failover::sim::{self, ANSWER, Sim};
 use serde_json::{Value, json};
 
@@ -416,7 +416,7 @@ async fn usage_adds_both_attempts_and_max_tokens_shrinks_by_what_was_used() {
     let words = |s: &str| s.split_whitespace().count() as u64;
     let continuation_prompt = words("Say the answer") + words(&head(3));
     request.as_object_mut().unwrap().remove("max_tokens");
-    let estimate = llm_failover::chain::openai::estimate_tokens(&request);
+    let estimate = llm_failover::protocol::openai_chat::estimate_tokens(&request);
     assert_eq!(usage["completion_tokens"], 8);
     assert_eq!(usage["prompt_tokens"], continuation_prompt + estimate);
     assert_eq!(usage["total_tokens"], continuation_prompt + estimate + 8);

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use llm_failover::breaker::Registry;
-use llm_failover::chain::openai::{Client, Endpoint};
 use llm_failover::chain::{AttemptFailure, Route, RoutePolicy};
+use llm_failover::protocol::openai_chat::{Client, Endpoint};
 
 use crate::proxy::start_config;
 use crate::support::{answering, http, route_chat, sha256_hex, sim};

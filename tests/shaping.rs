@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use llm_failover::breaker::Registry;
-use llm_failover::chain::openai::{Client, Endpoint};
 use llm_failover::chain::{Loads, Route, RoutePolicy, Tier};
+use llm_failover::protocol::openai_chat::{Client, Endpoint};
 use llm_failover::sim::{Fault, Sim};
 
 use crate::proxy::{chat_body, config, start};

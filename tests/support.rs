@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
 
-use llm_failover::chain::openai::{Client, Endpoint};
 use llm_failover::chain::{Answer, FailoverError, Route};
+use llm_failover::protocol::openai_chat::{Client, Endpoint};
 use llm_failover::sim::Sim;
 use serde_json::Value;
 

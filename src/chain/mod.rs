@@ -57,7 +57,7 @@
 //! such a broken stream on another target instead, for streams opened with
 //! [`Route::resumable_stream`]: the text so far goes to the next admitting target that
 //! accepts an assistant prefill, and the reader sees one answer (see [`Resume`] and
-//! [`openai::ChatResume`]).
+//! [`ChatResume`](crate::protocol::openai_chat::ChatResume)).
 //!
 //! Dropping the request future (or the stream) cancels the attempt in flight; its breaker
 //! permit is released without counting, so cancellation never counts against a provider.
@@ -93,7 +93,6 @@
 mod budget;
 mod error;
 mod load;
-pub mod openai;
 mod policy;
 mod rate;
 mod resume;
@@ -905,7 +904,7 @@ impl Route {
     }
 
     /// [`call`](Self::call) for a request estimated at `tokens` (prompt and completion, see
-    /// [`openai::estimate_tokens`]): a target whose tokens per minute it would exceed is
+    /// [`estimate_tokens`](crate::protocol::openai_chat::estimate_tokens)): a target whose tokens per minute it would exceed is
     /// skipped (`shed`, cause `token_rate`). The attempt corrects the estimate with
     /// [`AttemptContext::report_usage`].
     ///
@@ -1004,7 +1003,7 @@ impl Route {
     /// use std::sync::Arc;
     /// use futures_util::StreamExt as _;
     /// use llm_failover::{breaker::Registry, chain::{AttemptContext, Route, RoutePolicy}};
-    /// use llm_failover::chain::openai::{ChatResume, Client, Endpoint, Prefill};
+    /// use llm_failover::protocol::openai_chat::{ChatResume, Client, Endpoint, Prefill};
     /// use llm_failover::sim::{ANSWER, Sim};
     ///
     /// // A local model whose stream is cut after three tokens, and a provider that continues

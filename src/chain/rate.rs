@@ -5,7 +5,7 @@
 //! A target's requests and tokens are counted over a sliding minute cut into one-second
 //! slots. A request is counted until its whole slot has left the minute (60 to 61 s), so the
 //! target never sees more than its limit in any 60 s. Tokens are estimated before the
-//! request (see [`openai::estimate_tokens`](super::openai::estimate_tokens)) and corrected
+//! request (see [`openai_chat::estimate_tokens`](crate::protocol::openai_chat::estimate_tokens)) and corrected
 //! once the answer tells its `usage` ([`AttemptContext::report_usage`](super::AttemptContext::report_usage)).
 //! When a provider's 429 carries its remaining quota (`x-ratelimit-remaining-requests` /
 //! `-tokens` and their resets, see [`Quota`]), the target adopts it until the reset.

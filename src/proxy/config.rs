@@ -183,7 +183,7 @@ pub(crate) struct Provider {
     /// `max_inflight_total`: requests in flight over all the provider's models together.
     pub(crate) max_inflight_total: Option<u32>,
     /// `prefill`: how the provider continues an assistant prefill (stream resume).
-    pub(crate) prefill: crate::chain::openai::Prefill,
+    pub(crate) prefill: crate::protocol::openai_chat::Prefill,
 }
 
 impl Provider {
@@ -828,7 +828,7 @@ impl Config {
                     .get_ref()
                     .parse()
                     .map_err(|e: String| c.error(&v.span(), field("prefill"), e))?,
-                None => crate::chain::openai::Prefill::for_base_url(p.base_url.get_ref()),
+                None => crate::protocol::openai_chat::Prefill::for_base_url(p.base_url.get_ref()),
             };
             let mut model_rates = BTreeMap::new();
             for (model, m) in &p.models {

@@ -15,8 +15,8 @@ use super::error::ApiError;
 use super::{Secret, Shared, Upstream, headers, sse};
 use crate::Reason;
 use crate::breaker::Breaker;
-use crate::chain::openai::{ChatResume, ChatStream, Endpoint, Prefill};
 use crate::chain::{AttemptContext, AttemptFailure, Route, Trail};
+use crate::protocol::openai_chat::{ChatResume, ChatStream, Endpoint, Prefill};
 use crate::telemetry::names::access;
 
 impl Upstream {
@@ -307,7 +307,7 @@ pub(super) async fn chat(
     let mut cut = shared.cut.subscribe();
     // Tokens are estimated only for a route that has rate limits to hold them to.
     let tokens = if chat.route.is_rate_limited() {
-        crate::chain::openai::estimate_tokens(&chat.body)
+        crate::protocol::openai_chat::estimate_tokens(&chat.body)
     } else {
         0
     };
@@ -366,7 +366,7 @@ pub(super) async fn chat(
                     .upstream(&ctx)?
                     .chat(&ctx, &body, key.as_ref())
                     .await?;
-                if let Some(used) = crate::chain::openai::usage_tokens(&answer) {
+                if let Some(used) = crate::protocol::openai_chat::usage_tokens(&answer) {
                     ctx.report_usage(used);
                 }
                 Ok(answer)

@@ -16,7 +16,7 @@
 //!   (`prefill` in its config), and the client reads one answer: the same `id`, one `role`,
 //!   one `finish_reason`, summed `usage`, a `failover` field on the final chunks and a
 //!   comment line `: x-failover-trail: ...` before `[DONE]` (see
-//!   [`ChatResume`](crate::chain::openai::ChatResume));
+//!   [`ChatResume`](crate::protocol::openai_chat::ChatResume));
 //! * when no target answers, an OpenAI-style error body naming each attempt and its reason,
 //!   with a status that says what happened (429 rate limited, 503 every breaker open, 504 out
 //!   of time, 502 otherwise, or the provider's own 4xx for a request no target can serve)
@@ -128,8 +128,8 @@ use tokio::sync::{Semaphore, watch};
 use tower::ServiceExt as _;
 
 use crate::breaker::{Registry, RegistryError};
-use crate::chain::openai::{Client, Endpoint};
 use crate::chain::{Route, RouteError};
+use crate::protocol::openai_chat::{Client, Endpoint};
 
 pub use self::config::{
     Config, ConfigError, DEFAULT_BODY_READ_TIMEOUT, DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_LISTEN,

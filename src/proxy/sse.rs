@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use super::error::{failover_body, shutdown_body};
 use crate::chain::FailoverStream;
-use crate::chain::openai::{ChatChunk, ChatStream};
+use crate::protocol::openai_chat::{ChatChunk, ChatStream};
 
 /// A stream being relayed.
 struct Relay {

@@ -13,7 +13,7 @@
 //!
 //! ```no_run
 //! # async fn demo(route: &llm_failover::chain::Route) -> Result<(), Box<dyn std::error::Error>> {
-//! use llm_failover::chain::openai::{Client, Endpoint};
+//! use llm_failover::protocol::openai_chat::{Client, Endpoint};
 //!
 //! let client = Client::new()?;
 //! let local = Endpoint::new("local", "http://127.0.0.1:11434/v1");
@@ -42,8 +42,8 @@ use futures_util::StreamExt as _;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use serde_json::Value;
 
-use super::{AttemptFailure, Chunk};
 use crate::Reason;
+use crate::chain::{AttemptFailure, Chunk};
 use crate::classify::{Classifier, Signal};
 
 mod resume;
@@ -320,10 +320,10 @@ impl Client {
 /// A chat request's tokens, estimated before it is sent, for the targets' tokens-per-minute
 /// limits: the prompt's bytes (its `messages`, tools and schema as JSON) over 4, plus the
 /// completion it may ask for (`max_completion_tokens`, else `max_tokens`, else nothing). The
-/// answer's `usage` corrects it ([`AttemptContext::report_usage`](super::AttemptContext::report_usage)).
+/// answer's `usage` corrects it ([`AttemptContext::report_usage`](crate::chain::AttemptContext::report_usage)).
 ///
 /// ```
-/// use llm_failover::chain::openai::estimate_tokens;
+/// use llm_failover::protocol::openai_chat::estimate_tokens;
 ///
 /// let request = serde_json::json!({
 ///     "messages": [{"role": "user", "content": "Say hi in forty characters, not more."}],

@@ -49,7 +49,7 @@ impl Prefill {
     /// llama.cpp cannot be told from their URL: configure them).
     ///
     /// ```
-    /// use llm_failover::chain::openai::Prefill;
+    /// use llm_failover::protocol::openai_chat::Prefill;
     ///
     /// assert_eq!(Prefill::for_base_url("https://api.anthropic.com/v1"), Prefill::Assistant);
     /// assert_eq!(Prefill::for_base_url("http://127.0.0.1:11434/v1"), Prefill::Assistant);
