@@ -11,8 +11,12 @@ use std::time::Duration;
 /// model (a refused connection never carries a model name): it is the server-level
 /// [`Sim::set_down`](super::Sim::set_down) / [`Sim::down_for`](super::Sim::down_for).
 ///
+/// Each fault means the same on `/v1/chat/completions` and `/v1/messages`, in each
+/// protocol's shapes (the [module docs](super#one-fault-table-two-protocols) have the table);
+/// the wording below is the chat side's.
+///
 /// "Token" below means one chunk of the streamed answer: the stream sends
-/// [`ANSWER`](super::ANSWER) as one `chat.completion.chunk` per word
+/// [`ANSWER`](super::ANSWER) as one `chat.completion.chunk` (or `content_block_delta`) per word
 /// ([`answer_tokens`](super::answer_tokens)); when the request carries an assistant prefill
 /// that the sim continues ([`Prefill::Continue`]), the answer is the continuation and the
 /// tokens are its tokens, so `CutAfter(2)` sends two tokens of the continuation. A stream that
@@ -38,7 +42,8 @@ pub enum Fault {
     /// Always this status with an OpenAI-style error body: 503 is "overloaded or not ready",
     /// 529 is Anthropic's `overloaded_error` body, 429 is [`Fault::RateLimit`] without a
     /// wait, 401, 404 and 500 have their OpenAI bodies, any other 4xx/5xx a generic body. A
-    /// status below 200 or above 999 is answered as 500.
+    /// status below 200 or above 999 is answered as 500. On `/v1/messages`, Anthropic's
+    /// error for the status, and 503 (overloaded) is answered as 529 `overloaded_error`.
     Status(u16),
     /// The first token comes after this delay. Streaming: the 200 and its headers come at
     /// once, the first chunk after the delay (a time-to-first-token fault). Not streaming:
@@ -67,7 +72,8 @@ pub enum Fault {
     /// provider error mid-stream", "code": 502}`, beside a choice with an empty delta and
     /// `finish_reason` `error`), then the body ends cleanly: no `[DONE]`, no usage chunk, but
     /// no transport error either, so only a client that reads the chunks sees the failure.
-    /// Not streaming: a 200 whose JSON body is just that `error` object.
+    /// Not streaming: a 200 whose JSON body is just that `error` object. On `/v1/messages`,
+    /// Anthropic's `event: error` with an `overloaded_error`, as Anthropic sends mid-stream.
     ErrorAfter(usize),
     /// 400 `context_length_exceeded`: "This model's maximum context length is ...".
     ContextOverflow,
@@ -79,6 +85,17 @@ pub enum Fault {
     /// The request is read, then the connection is closed with a TCP RST (`SO_LINGER` 0)
     /// before any byte of the response: the client sees "connection reset by peer".
     ResetBeforeHeaders,
+    /// Healthy, and calls tools. When the request offers tools and its last message is a
+    /// user message (not a tool result, not a prefill), the answer is a call of the first
+    /// tool, with arguments its schema accepts (each required property with a value of its
+    /// type: `"sim"` for strings, the first value of an `enum`; `{}` without required
+    /// properties). Chat: `tool_calls` with an id `call_...` and `finish_reason`
+    /// `tool_calls`, streamed as a chunk with the id and name, then `arguments` in pieces.
+    /// Messages: a `tool_use` block with an id `toolu_...` and `stop_reason` `tool_use`,
+    /// streamed as `input_json_delta`s. When the last message is a tool result (chat: role
+    /// `tool`; messages: a user message with a `tool_result` block), the answer is the text
+    /// "The tool answered: " and the result's text. Without tools, [`ANSWER`](super::ANSWER).
+    ToolCall,
 }
 
 impl Fault {
@@ -113,6 +130,7 @@ impl Fault {
             "filter" => Fault::ContentFilter,
             "silent" => Fault::Silent,
             "reset" => Fault::ResetBeforeHeaders,
+            "tool" => Fault::ToolCall,
             _ => {
                 if let Some(wait) = spec.strip_prefix("429-retry-") {
                     Fault::RateLimit {
@@ -141,8 +159,8 @@ impl Fault {
     }
 }
 
-/// What a sim does with a chat request whose last message is an assistant message with
-/// non-empty string content (an "assistant prefill": the start of the answer, written by the
+/// What a sim does with a request (on either endpoint) whose last message is an assistant
+/// message with non-empty text content (an "assistant prefill": the start of the answer, written by the
 /// caller, for the model to continue). One mode per sim: [`SimBuilder::prefill`](super::SimBuilder::prefill),
 /// [`Sim::set_prefill`](super::Sim::set_prefill).
 ///
@@ -235,6 +253,7 @@ mod tests {
             ("sim-filter", Some(Fault::ContentFilter)),
             ("sim-silent", Some(Fault::Silent)),
             ("sim-reset", Some(Fault::ResetBeforeHeaders)),
+            ("sim-tool", Some(Fault::ToolCall)),
         ];
         for (name, want) in cases {
             assert_eq!(Fault::from_model_name(name), want, "{name}");
@@ -261,6 +280,8 @@ mod tests {
             "sim-slow-2m",
             "sim-429-retry-",
             "sim-unknown",
+            "sim-tool-3",
+            "sim-tools",
             "SIM-503",
             "xsim-503",
         ] {

@@ -1,6 +1,6 @@
-//! A simulated OpenAI-compatible provider with injectable faults, for the failover chain's
-//! integration tests, the proxy's tests, `llm-failover demo` and the benchmarks. No code path
-//! that carries real traffic uses it.
+//! A simulated provider that speaks OpenAI's chat completions and Anthropic's Messages API,
+//! with injectable faults, for the failover chain's integration tests, the proxy's tests,
+//! `llm-failover demo` and the benchmarks. No code path that carries real traffic uses it.
 //!
 //! ```
 //! use llm_failover::sim::{ANSWER, Fault, Sim};
@@ -34,27 +34,31 @@
 //! Every healthy answer is the same text, [`ANSWER`], streamed as one chunk per word
 //! ([`answer_tokens`]); a test that reassembles a response can tell a complete answer from a
 //! truncated one by comparing it with [`ANSWER`]. The sim counts the requests it sees per model
-//! ([`Sim::attempts`]), so a test can assert how many attempts a chain made on each target,
-//! and keeps the `Authorization` header and the JSON body of the last request per model
-//! ([`Sim::last_authorization`], [`Sim::last_request`]), so a test can assert which key
-//! reached the provider and what the request said.
+//! ([`Sim::attempts`], both endpoints together), so a test can assert how many attempts a
+//! chain made on each target, and keeps the headers and the JSON body of the last request per
+//! model ([`Sim::last_headers`], [`Sim::last_authorization`], [`Sim::last_request`]), so a
+//! test can assert which key reached the provider (`Authorization`, or Anthropic's
+//! `x-api-key`), which `anthropic-version` and `anthropic-beta` it sent, and what the request
+//! said.
 //!
 //! A request whose last message is an assistant message (a "prefill": the start of the
 //! answer, for the model to continue) is how a proxy resumes a stream that broke after its
 //! first tokens on another target. Providers treat prefills differently, and each sim plays
 //! one of them ([`Prefill`]): by default it continues, so the text a client already has plus
 //! the continuation is [`ANSWER`] exactly; it can also ignore the prefill (OpenAI) or reject
-//! it with a 400 (Anthropic models without prefill support).
+//! it with a 400 (Anthropic models without prefill support). The mode applies to both
+//! endpoints; continuing is also what Anthropic's Messages API does natively.
 //!
 //! # Endpoints
 //!
 //! * `POST /v1/chat/completions`: reads `model`, `messages` (the content of each, for the
-//!   prompt's size, and the last one, for a prefill: role `assistant` and non-empty string
-//!   content), `stream`, `stream_options.include_usage` and `max_tokens` (or
-//!   `max_completion_tokens`; a limit below the answer's length, or the continuation's, ends it
-//!   early with `finish_reason` `length`). Other fields (`temperature`, `tools`,
-//!   `continue_final_message`, ...) do not change the answer, but are kept with the whole body
-//!   for [`Sim::last_request`]. A body that is not such a request gets a 400 OpenAI error and
+//!   prompt's size, and the last one, for a prefill: role `assistant` and non-empty text
+//!   content, a string or text parts; for [`Fault::ToolCall`], role `tool`), `stream`,
+//!   `stream_options.include_usage`, `tools` (the first one's name and `parameters`, for
+//!   [`Fault::ToolCall`]) and `max_tokens` (or `max_completion_tokens`; a limit below the
+//!   answer's length, or the continuation's, ends it early with `finish_reason` `length`).
+//!   Other fields (`temperature`, `continue_final_message`, ...) do not change the answer, but
+//!   are kept with the whole body for [`Sim::last_request`]. A body that is not such a request gets a 400 OpenAI error and
 //!   counts in [`Sim::total_attempts`] only.
 //!
 //!   A stream with `"stream_options": {"include_usage": true}` sends OpenAI's usage chunk
@@ -63,8 +67,48 @@
 //!   `completion_tokens` (the token chunks sent) and their sum. A stream that breaks (cut,
 //!   stall, mid-stream error) never sends it. A response that is not streamed always carries
 //!   `usage`.
+//! * `POST /v1/messages`: Anthropic's Messages API, with the same faults. Reads `model`,
+//!   `messages` (string or content-block contents), `system` (for the prompt's size),
+//!   `max_tokens` (required, as Anthropic requires it; a limit below the answer's length ends it
+//!   with `stop_reason` `max_tokens`), `stream` and `tools`. Validation follows Anthropic: a
+//!   missing `model`, `messages` or `max_tokens`, an empty `messages`, a role other than
+//!   `user`/`assistant`, or a trailing assistant message that ends with white space is a 400
+//!   `invalid_request_error` (`"max_tokens: Field required"`, ...); a body over the limit is a
+//!   413 `request_too_large`. `stop_sequences` is kept but not applied (the chat side reads no
+//!   `stop` either), so `stop_sequence` is always `null`. Every response carries a
+//!   `request-id` header (`req_sim<n>`).
+//!
+//!   An answer is a `message` (`id` `msg_sim<n>`, one `text` block, `stop_reason` `end_turn`,
+//!   `usage` with `input_tokens`, `output_tokens` and zero cache counts). A stream is
+//!   Anthropic's named events, `event: NAME\ndata: JSON\n\n`: `message_start` (the message
+//!   with empty content and `usage.output_tokens` 1, as Anthropic reports it there),
+//!   `content_block_start`, `ping`, one `content_block_delta` (`text_delta`) per token,
+//!   `content_block_stop`, `message_delta` (`stop_reason`, `usage.output_tokens`: the deltas
+//!   sent as valid JSON), `message_stop`.
 //! * `GET /v1/models`: `sim-ok` and the models with a configured fault.
 //! * Anything else: a 404 OpenAI error.
+//!
+//! # One fault table, two protocols
+//!
+//! Each fault means the same on both endpoints; only the words differ. The table that decides
+//! what a fault does is protocol-neutral, and each endpoint renders its outcome:
+//!
+//! | fault | `/v1/chat/completions` | `/v1/messages` |
+//! |---|---|---|
+//! | [`Fault::RateLimit`] | 429 `rate_limit_exceeded`; with a wait, `retry-after`, `retry-after-ms` | 429 `rate_limit_error`; with a wait, `retry-after` and `anthropic-ratelimit-requests-remaining: 0`, `-reset` (RFC 3339) |
+//! | [`Fault::Status`] 503, 529 | 503 `service_unavailable`; 529 `overloaded_error` | 529 `overloaded_error` |
+//! | [`Fault::Status`] 500, other 5xx | 500/5xx `server_error` | 500/5xx `api_error` |
+//! | [`Fault::Status`] 401, 403, 404, 413, other 4xx | OpenAI bodies (`invalid_api_key`, `model_not_found`, ...) | `authentication_error`, `permission_error`, `not_found_error`, `request_too_large`, `invalid_request_error` (402: `billing_error`) |
+//! | [`Fault::ContextOverflow`] | 400 `context_length_exceeded` | 400 "prompt is too long: N tokens > 200000 maximum" |
+//! | [`Fault::ContentFilter`] | 400 `content_filter` | 400 "Output blocked by content filtering policy" |
+//! | [`Prefill::Reject`] | Anthropic's 400 | Anthropic's 400 |
+//! | [`Fault::CutAfter`], [`Fault::StallAfter`] | n token chunks, then cut / silence | `message_start` ... n `content_block_delta`s, then cut / silence: no `message_stop` |
+//! | [`Fault::MalformedAfter`] | a `data:` line that is not JSON | an `event: content_block_delta` whose data is not JSON |
+//! | [`Fault::ErrorAfter`] | OpenRouter's `data: {"error": ...}` chunk, clean end | `event: error` `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`, clean end |
+//! | [`Fault::NoDone`] | no `data: [DONE]` | no `message_stop` |
+//! | [`Fault::FirstTokenDelay`] | the first chunk waits | the first `content_block_delta` waits (`message_start`, `content_block_start` and `ping` come at once) |
+//! | [`Fault::ToolCall`] | `tool_calls`, `finish_reason` `tool_calls` | a `tool_use` block, `stop_reason` `tool_use` |
+//! | [`Fault::Silent`], [`Fault::ResetBeforeHeaders`], [`Fault::ServerErrorOnce`] | the same on both | |
 //!
 //! # Faults
 //!
@@ -102,6 +146,10 @@
 //! | `sim-filter` | [`Fault::ContentFilter`] |
 //! | `sim-silent` | [`Fault::Silent`] |
 //! | `sim-reset` | [`Fault::ResetBeforeHeaders`] |
+//! | `sim-tool` | [`Fault::ToolCall`] (healthy; calls the request's first tool) |
+//!
+//! The names are the same on both endpoints: `sim-503` answers 503 on chat and 529
+//! `overloaded_error` on messages, `sim-cut-3` cuts either stream after three tokens.
 //!
 //! # Sockets and tasks
 //!
@@ -112,7 +160,9 @@
 //! [`Fault::ResetBeforeHeaders`] is per model: the handler asks its connection to close, and the
 //! socket is dropped with `SO_LINGER` 0, which sends RST.
 
+mod chat;
 mod fault;
+mod messages;
 mod respond;
 mod server;
 #[cfg(test)]
@@ -125,6 +175,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use axum::http::{HeaderMap, header};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -168,9 +219,9 @@ struct Shared {
 #[derive(Debug, Default)]
 struct ModelState {
     attempts: u64,
-    /// The `Authorization` header of the last chat request for this model.
-    authorization: Option<String>,
-    /// The JSON body of the last chat request for this model.
+    /// The headers of the last request for this model.
+    headers: Option<HeaderMap>,
+    /// The JSON body of the last request for this model.
     last_request: Option<serde_json::Value>,
     /// Requests being answered now, and the most there ever were at once.
     inflight: u64,
@@ -193,15 +244,10 @@ impl Shared {
         self.next_id.fetch_add(1, Ordering::Relaxed) + 1
     }
 
-    /// Counts an attempt on `model`, keeps its `Authorization` header and body, and says what
-    /// to do with it. [`Fault::ServerErrorOnce`] is resolved here: `Status(500)` the first
-    /// time, `None` afterwards.
-    fn attempt(
-        &self,
-        model: &str,
-        authorization: Option<String>,
-        body: serde_json::Value,
-    ) -> Fault {
+    /// Counts an attempt on `model`, keeps its headers and body, and says what to do with
+    /// it. [`Fault::ServerErrorOnce`] is resolved here: `Status(500)` the first time, `None`
+    /// afterwards.
+    fn attempt(&self, model: &str, headers: HeaderMap, body: serde_json::Value) -> Fault {
         let configured = lock(&self.faults).get(model).cloned();
         let fault = configured
             .or_else(|| Fault::from_model_name(model))
@@ -209,7 +255,7 @@ impl Shared {
         let mut models = lock(&self.models);
         let state = models.entry(model.to_owned()).or_default();
         state.attempts += 1;
-        state.authorization = authorization;
+        state.headers = Some(headers);
         state.last_request = Some(body);
         match fault {
             Fault::ServerErrorOnce if !state.failed_once => {
@@ -391,8 +437,9 @@ impl Sim {
         format!("http://{}/v1", self.addr)
     }
 
-    /// The chat requests seen for `model`, whatever their fault did with them (a 429, a reset
-    /// and a silent request count; a refused connection is never seen).
+    /// The requests seen for `model` on either endpoint, whatever their fault did with them
+    /// (a 429, a reset and a silent request count; a refused connection is never seen; a
+    /// body that is not a valid request is not counted here).
     #[must_use]
     pub fn attempts(&self, model: &str) -> u64 {
         lock(&self.shared.models)
@@ -400,7 +447,7 @@ impl Sim {
             .map_or(0, |state| state.attempts)
     }
 
-    /// The `Authorization` header of the last chat request seen for `model`, as it arrived
+    /// The `Authorization` header of the last request seen for `model`, as it arrived
     /// (`"Bearer sk-..."`): `None` when no request was seen or the last one had no such
     /// header. For tests of which key a proxy sends upstream.
     ///
@@ -423,10 +470,45 @@ impl Sim {
     pub fn last_authorization(&self, model: &str) -> Option<String> {
         lock(&self.shared.models)
             .get(model)
-            .and_then(|state| state.authorization.clone())
+            .and_then(|state| state.headers.as_ref()?.get(header::AUTHORIZATION))
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
     }
 
-    /// The body of the last chat request seen for `model`, parsed as JSON (every field,
+    /// Every header of the last request seen for `model` (on either endpoint), as it
+    /// arrived: `None` when no request for `model` was seen. For tests of what a proxy sends
+    /// upstream: `x-api-key`, `anthropic-version`, `anthropic-beta`, `authorization`, ...
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let sim = llm_failover::sim::Sim::builder().start().await?;
+    /// reqwest::Client::new()
+    ///     .post(format!("{}/messages", sim.base_url()))
+    ///     .header("x-api-key", "provider-key")
+    ///     .header("anthropic-version", "2023-06-01")
+    ///     .json(&serde_json::json!({
+    ///         "model": "m",
+    ///         "max_tokens": 64,
+    ///         "messages": [{"role": "user", "content": "hi"}],
+    ///     }))
+    ///     .send()
+    ///     .await?;
+    /// let headers = sim.last_headers("m").unwrap();
+    /// assert_eq!(headers["x-api-key"], "provider-key");
+    /// assert_eq!(headers["anthropic-version"], "2023-06-01");
+    /// assert!(!headers.contains_key("authorization"));
+    /// assert_eq!(sim.last_headers("other"), None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn last_headers(&self, model: &str) -> Option<HeaderMap> {
+        lock(&self.shared.models)
+            .get(model)
+            .and_then(|state| state.headers.clone())
+    }
+
+    /// The body of the last request seen for `model` (on either endpoint), parsed as JSON (every field,
     /// including those the sim does not read): `None` when no request for `model` was seen.
     /// For tests of what a proxy sends upstream: a resumed stream's prefill message, its
     /// `max_tokens`, `continue_final_message`, the `temperature` and `tools` it kept.
@@ -467,7 +549,8 @@ impl Sim {
             .map_or(0, |state| state.peak_inflight)
     }
 
-    /// Every chat request seen, including those whose body was not a valid request.
+    /// Every request seen on either endpoint, including those whose body was not a valid
+    /// request.
     #[must_use]
     pub fn total_attempts(&self) -> u64 {
         self.shared.total.load(Ordering::Relaxed)

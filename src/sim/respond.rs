@@ -1,5 +1,8 @@
-//! The HTTP side: the router, request parsing, and the one place that turns a [`Fault`] into
-//! a response.
+//! The HTTP side: the router, the one table that turns a [`Fault`] into an outcome (an error,
+//! an answer, silence, a reset), and the one script that delivers an answer whole or as a
+//! stream, broken where the fault says. Each wire protocol ([`Chat`], [`Messages`]) is a
+//! [`Wire`]: it reads its requests into an [`Ask`] and words the outcomes in its own shapes;
+//! it decides nothing.
 
 use std::collections::VecDeque;
 use std::io;
@@ -13,420 +16,217 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::chat::{Chat, openai_error};
+use super::messages::Messages;
 use super::server::Conn;
 use super::{ANSWER, Fault, Prefill, Shared};
 
 /// The router of one sim.
 pub(super) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
-        .route("/v1/chat/completions", post(chat))
+        .route("/v1/chat/completions", post(handle::<Chat>))
+        .route("/v1/messages", post(handle::<Messages>))
         .route("/v1/models", get(models))
         .fallback(not_found)
         .with_state(shared)
 }
 
-/// The part of an OpenAI chat request the sim reads, and the whole body.
-#[derive(Debug, Deserialize)]
-struct ChatRequest {
-    model: String,
-    messages: Vec<Value>,
-    #[serde(default)]
-    stream: Option<bool>,
-    #[serde(default)]
-    stream_options: Option<StreamOptions>,
-    #[serde(default)]
-    max_tokens: Option<u32>,
-    #[serde(default)]
-    max_completion_tokens: Option<u32>,
+/// What a request asks for, read from either protocol: all the table looks at.
+#[derive(Debug)]
+pub(super) struct Ask {
+    pub(super) model: String,
+    pub(super) stream: bool,
+    /// The request's output limit, in tokens (stream pieces).
+    pub(super) max_tokens: Option<u32>,
+    /// A rough prompt size: the words of every text content.
+    pub(super) prompt_tokens: usize,
+    /// The text of a trailing assistant message, when it is not empty.
+    pub(super) prefill: Option<String>,
+    /// The request's first tool.
+    pub(super) tool: Option<Tool>,
+    /// The content of the last message, when that message is a tool result.
+    pub(super) tool_result: Option<String>,
     /// The body as it arrived, for [`Sim::last_request`](super::Sim::last_request).
-    #[serde(skip)]
-    body: Value,
+    pub(super) body: Value,
 }
 
-#[derive(Debug, Deserialize)]
-struct StreamOptions {
-    #[serde(default)]
-    include_usage: Option<bool>,
+/// A tool the request offers.
+#[derive(Debug)]
+pub(super) struct Tool {
+    pub(super) name: String,
+    /// Its JSON schema (`parameters` on chat, `input_schema` on messages).
+    pub(super) schema: Value,
 }
 
-impl ChatRequest {
-    fn parse(body: &[u8]) -> Result<Self, String> {
-        let unreadable =
-            |e: serde_json::Error| format!("We could not parse the JSON body of your request: {e}");
-        let body: Value = serde_json::from_slice(body).map_err(unreadable)?;
-        let mut req = ChatRequest::deserialize(&body).map_err(unreadable)?;
-        req.body = body;
-        if req.model.is_empty() {
-            return Err("you must provide a model parameter".into());
-        }
-        if req.messages.is_empty() {
-            return Err("'messages' must contain at least one message".into());
-        }
-        if req.max_tokens.or(req.max_completion_tokens) == Some(0) {
-            return Err("max_tokens must be at least 1".into());
-        }
-        Ok(req)
-    }
-
-    /// The assistant prefill: the string content of the last message when that message is
-    /// the assistant's and the content is not empty.
-    fn prefill(&self) -> Option<&str> {
-        let last = self.messages.last()?;
-        if last.get("role").and_then(Value::as_str) != Some("assistant") {
-            return None;
-        }
-        last.get("content")
-            .and_then(Value::as_str)
-            .filter(|p| !p.is_empty())
-    }
-
-    fn include_usage(&self) -> bool {
-        self.stream_options
-            .as_ref()
-            .and_then(|o| o.include_usage)
-            .unwrap_or(false)
-    }
-
-    /// A rough prompt size: the words of every string content.
-    fn prompt_tokens(&self) -> usize {
-        self.messages
+/// The text of a message content: a string, or the `text` of the text parts of an array
+/// (OpenAI's content parts and Anthropic's content blocks share that shape).
+pub(super) fn text_of(content: &Value) -> String {
+    match content {
+        Value::String(s) => s.clone(),
+        Value::Array(parts) => parts
             .iter()
-            .filter_map(|m| m.get("content").and_then(Value::as_str))
-            .map(|c| c.split_whitespace().count())
-            .sum()
+            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect(),
+        _ => String::new(),
     }
 }
 
-async fn chat(
+/// The words of `text`, the sim's token count for prompts.
+pub(super) fn words(text: &str) -> usize {
+    text.split_whitespace().count()
+}
+
+/// An error the table decided, before a protocol words it.
+#[derive(Debug)]
+pub(super) enum Failure {
+    /// A rate limit, with the wait the provider asks for.
+    RateLimit(Option<Duration>),
+    /// A bare status ([`Fault::Status`], [`Fault::ServerErrorOnce`]).
+    Status(u16),
+    /// The prompt does not fit the model's window.
+    ContextOverflow { prompt_tokens: usize },
+    /// A safety rejection.
+    ContentFilter,
+    /// A prefill under [`Prefill::Reject`].
+    PrefillRejected,
+    /// The request itself is not valid (or could not be read: `status` says why).
+    BadRequest { status: StatusCode, message: String },
+}
+
+/// The message of [`Failure::PrefillRejected`]: Anthropic's, on both endpoints.
+pub(super) const PREFILL_REJECTED: &str = "This model does not support assistant message \
+    prefill. The conversation must end with a user message.";
+
+/// One wire protocol: how it reads a request, and how it words each part of an outcome.
+pub(super) trait Wire: Sized {
+    /// Reads a request body into what the table needs; the error is the message of a 400.
+    fn parse(body: &[u8]) -> Result<(Self, Ask), String>;
+    /// The error response for `failure` on `model` (empty when the request was unreadable).
+    fn failure(failure: &Failure, model: &str) -> Response;
+    /// Headers every response of this protocol carries; `id` is the request's number.
+    /// Default: none.
+    fn stamp(_id: u64, _headers: &mut HeaderMap) {}
+    /// The whole answer, as the body of a response that is not streamed.
+    fn body(&self, answer: &Answer) -> Value;
+    /// The 200 body of [`Fault::ErrorAfter`] when not streaming: the mid-stream error alone.
+    fn error_body(&self) -> Value;
+    /// The events of a stream before its first piece.
+    fn open(&self, answer: &Answer) -> Vec<Bytes>;
+    /// The event that carries piece `i` of the answer.
+    fn piece(&self, answer: &Answer, i: usize) -> Bytes;
+    /// An event whose data is not JSON, in place of a piece.
+    fn malformed(&self, answer: &Answer) -> Bytes;
+    /// The mid-stream error event of [`Fault::ErrorAfter`]; the stream ends cleanly after it.
+    fn error_event(&self, answer: &Answer) -> Bytes;
+    /// The events after the last piece and before the terminator; `sent` pieces arrived as
+    /// valid events.
+    fn close(&self, answer: &Answer, sent: usize) -> Vec<Bytes>;
+    /// The stream's terminator (`[DONE]`, `message_stop`), which [`Fault::NoDone`] holds back.
+    fn done(&self) -> Bytes;
+}
+
+/// Both endpoints: read the request, count it, apply the model's fault in the protocol's
+/// shapes.
+async fn handle<W: Wire>(
     State(shared): State<Arc<Shared>>,
     Extension(conn): Extension<Arc<Conn>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     shared.count_request();
-    let authorization = headers
-        .get(header::AUTHORIZATION)
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
-    let req = match body {
-        Ok(body) => ChatRequest::parse(&body).map_err(|m| (StatusCode::BAD_REQUEST, m)),
+    let id = shared.next_id();
+    let parsed = match body {
+        Ok(body) => W::parse(&body).map_err(|message| Failure::BadRequest {
+            status: StatusCode::BAD_REQUEST,
+            message,
+        }),
         // The body could not be read (too large, or the client went away).
-        Err(rejection) => Err((rejection.status(), rejection.body_text())),
+        Err(rejection) => Err(Failure::BadRequest {
+            status: rejection.status(),
+            message: rejection.body_text(),
+        }),
     };
-    let req = match req {
-        Ok(req) => req,
-        Err((status, message)) => {
-            return error(
-                status,
-                openai_error(&message, "invalid_request_error", None),
-            );
+    let mut resp = match parsed {
+        Err(failure) => W::failure(&failure, ""),
+        Ok((wire, mut ask)) => {
+            let fault = shared.attempt(&ask.model, headers, std::mem::take(&mut ask.body));
+            let _answering = shared.enter(&ask.model);
+            let plan = Plan {
+                fault: &fault,
+                prefill: shared.prefill(),
+                conn: &conn,
+                token_delay: shared.token_delay,
+                id,
+            };
+            plan.respond(&wire, &ask).await
         }
     };
-    let fault = shared.attempt(&req.model, authorization, req.body.clone());
-    let _answering = shared.enter(&req.model);
-    let prefill = shared.prefill();
-    respond(
-        &fault,
-        prefill,
-        &req,
-        &conn,
-        shared.token_delay,
-        shared.next_id(),
-    )
-    .await
+    W::stamp(id, resp.headers_mut());
+    resp
 }
 
-/// The one table: what each fault does with a request once it is read.
-async fn respond(
-    fault: &Fault,
+/// What the sim does with one request once it is read.
+struct Plan<'a> {
+    fault: &'a Fault,
     prefill: Prefill,
-    req: &ChatRequest,
-    conn: &Conn,
+    conn: &'a Conn,
     token_delay: Duration,
     id: u64,
-) -> Response {
-    let model = req.model.as_str();
-    let stream = req.stream.unwrap_or(false);
-    match fault {
-        Fault::Silent => std::future::pending().await,
-        Fault::ResetBeforeHeaders => {
-            conn.reset();
-            std::future::pending().await
-        }
-        Fault::RateLimit { retry_after } => rate_limited(model, *retry_after),
-        Fault::Status(status) => status_error(*status, model),
-        Fault::ContextOverflow => error(
-            StatusCode::BAD_REQUEST,
-            openai_error(
-                &format!(
-                    "This model's maximum context length is 8192 tokens. However, your \
-                     messages resulted in {} tokens. Please reduce the length of the messages.",
-                    8192 + req.prompt_tokens().max(1)
-                ),
-                "invalid_request_error",
-                Some("context_length_exceeded"),
-            ),
-        ),
-        Fault::ContentFilter => error(
-            StatusCode::BAD_REQUEST,
-            openai_error(
-                "Your request was rejected as a result of our safety system. Your prompt may \
-                 contain text that is not allowed by our safety system.",
-                "invalid_request_error",
-                Some("content_filter"),
-            ),
-        ),
-        // The faults of an answer's delivery (`ServerErrorOnce` is resolved to a status or
-        // to `None` by `Shared::attempt`, before this table). A rejected prefill replaces the
-        // answer.
-        Fault::None
-        | Fault::ServerErrorOnce
-        | Fault::FirstTokenDelay(_)
-        | Fault::CutAfter(_)
-        | Fault::StallAfter(_)
-        | Fault::MalformedAfter(_)
-        | Fault::NoDone
-        | Fault::ErrorAfter(_) => {
-            let text = match (req.prefill(), prefill) {
-                (Some(_), Prefill::Reject) => return prefill_rejected(),
-                (Some(p), Prefill::Continue) => ANSWER.strip_prefix(p).unwrap_or(ANSWER),
-                (Some(_), Prefill::Ignore) | (None, _) => ANSWER,
-            };
-            let answer = Answer::new(req, text, id);
-            if stream {
-                answer.stream(fault, token_delay)
-            } else {
-                if let Fault::FirstTokenDelay(delay) = fault {
-                    tokio::time::sleep(*delay).await;
-                }
-                answer.complete(fault)
-            }
-        }
-    }
 }
 
-/// Anthropic's 400 for a prefill to a model that does not support one.
-fn prefill_rejected() -> Response {
-    error(
-        StatusCode::BAD_REQUEST,
-        json!({
-            "type": "error",
-            "error": {
-                "type": "invalid_request_error",
-                "message": "This model does not support assistant message prefill. The \
-                            conversation must end with a user message.",
+impl Plan<'_> {
+    /// The one table: what each fault does with a request.
+    async fn respond<W: Wire>(&self, wire: &W, ask: &Ask) -> Response {
+        let failure = match self.fault {
+            Fault::Silent => std::future::pending().await,
+            Fault::ResetBeforeHeaders => {
+                self.conn.reset();
+                std::future::pending().await
+            }
+            Fault::RateLimit { retry_after } => Failure::RateLimit(*retry_after),
+            Fault::Status(status) => Failure::Status(*status),
+            Fault::ContextOverflow => Failure::ContextOverflow {
+                prompt_tokens: ask.prompt_tokens,
             },
-        }),
-    )
-}
+            Fault::ContentFilter => Failure::ContentFilter,
+            // The faults of an answer's delivery (`ServerErrorOnce` is resolved to a status
+            // or to `None` by `Shared::attempt`, before this table). A rejected prefill
+            // replaces the answer.
+            Fault::None
+            | Fault::ServerErrorOnce
+            | Fault::FirstTokenDelay(_)
+            | Fault::CutAfter(_)
+            | Fault::StallAfter(_)
+            | Fault::MalformedAfter(_)
+            | Fault::NoDone
+            | Fault::ErrorAfter(_)
+            | Fault::ToolCall => match Answer::new(self.fault, self.prefill, ask, self.id) {
+                Ok(answer) => return self.deliver(wire, &answer, ask.stream).await,
+                Err(failure) => failure,
+            },
+        };
+        W::failure(&failure, &ask.model)
+    }
 
-/// `text` in stream tokens: a token ends after a space that is followed by a word, so
-/// [`ANSWER`] gives [`answer_tokens`](super::answer_tokens), the rest of a word that a
-/// prefill cut is a token, and a space that a prefill left out leads the next word's token.
-fn tokens(text: &str) -> Vec<&str> {
-    let mut tokens = Vec::new();
-    let mut start = 0;
-    let mut word = false;
-    let mut after_space = false;
-    for (i, c) in text.char_indices() {
-        if c == ' ' {
-            after_space = true;
+    /// The answer, whole or streamed, as the fault lets it through.
+    async fn deliver<W: Wire>(&self, wire: &W, answer: &Answer, stream: bool) -> Response {
+        if stream {
+            return sse(self.stream(wire, answer));
+        }
+        if let Fault::FirstTokenDelay(delay) = self.fault {
+            tokio::time::sleep(*delay).await;
+        }
+        let body = if let Fault::ErrorAfter(_) = self.fault {
+            wire.error_body()
         } else {
-            if word && after_space {
-                tokens.push(&text[start..i]);
-                start = i;
-            }
-            word = true;
-            after_space = false;
-        }
-    }
-    if start < text.len() {
-        tokens.push(&text[start..]);
-    }
-    tokens
-}
-
-/// A healthy answer to one request, before a fault shapes its delivery.
-struct Answer<'a> {
-    id: String,
-    created: u64,
-    model: &'a str,
-    tokens: Vec<&'static str>,
-    finish_reason: &'static str,
-    prompt_tokens: usize,
-    /// The request asked for the usage chunk at the end of a stream.
-    include_usage: bool,
-}
-
-/// One step of a response body.
-enum Step {
-    Wait(Duration),
-    Send(Bytes),
-    /// End the body with an error: the connection closes without the end of the message.
-    Cut,
-    /// Send nothing more, and keep the connection open.
-    Hang,
-}
-
-impl<'a> Answer<'a> {
-    /// The answer `text` (all of [`ANSWER`], or what follows a prefill), within the
-    /// request's token limit.
-    fn new(req: &'a ChatRequest, text: &'static str, id: u64) -> Self {
-        let limit = req
-            .max_tokens
-            .or(req.max_completion_tokens)
-            .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
-        let mut tokens = tokens(text);
-        let all = tokens.len();
-        tokens.truncate(limit);
-        Answer {
-            id: format!("chatcmpl-sim-{id}"),
-            created: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs()),
-            model: &req.model,
-            tokens,
-            finish_reason: if limit < all { "length" } else { "stop" },
-            prompt_tokens: req.prompt_tokens(),
-            include_usage: req.include_usage(),
-        }
-    }
-
-    /// The usage object for `completion_tokens` tokens.
-    fn usage(&self, completion_tokens: usize) -> Value {
-        json!({
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": self.prompt_tokens + completion_tokens,
-        })
-    }
-
-    /// OpenRouter's mid-stream failure: a top-level `error` beside a choice that finishes
-    /// with `error`.
-    fn error_chunk(&self) -> Bytes {
-        let chunk = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "error": mid_stream_error(),
-            "choices": [{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}],
-        });
-        Bytes::from(format!("data: {chunk}\n\n"))
-    }
-
-    /// One `chat.completion.chunk` as an SSE event.
-    fn chunk(&self, delta: &Value, finish_reason: Option<&str>) -> Bytes {
-        let chunk = json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
-        });
-        Bytes::from(format!("data: {chunk}\n\n"))
-    }
-
-    /// A streamed answer: one chunk per token (the first also carries the role), the
-    /// `finish_reason` chunk with an empty delta, the usage chunk when the request asked for
-    /// it, then `data: [DONE]`.
-    fn stream(&self, fault: &Fault, token_delay: Duration) -> Response {
-        let mut steps = VecDeque::new();
-        if let Fault::FirstTokenDelay(delay) = fault {
-            steps.push_back(Step::Wait(*delay));
-        }
-        let n = self.tokens.len();
-        // Token chunks sent as valid JSON, for the usage chunk.
-        let mut sent = 0;
-        for i in 0..=n {
-            match fault {
-                Fault::CutAfter(k) if *k.min(&n) == i => {
-                    steps.push_back(Step::Cut);
-                    return sse(steps);
-                }
-                Fault::StallAfter(k) if *k.min(&n) == i => {
-                    steps.push_back(Step::Hang);
-                    return sse(steps);
-                }
-                Fault::ErrorAfter(k) if *k.min(&n) == i => {
-                    // The body then ends cleanly, without `[DONE]`.
-                    steps.push_back(Step::Send(self.error_chunk()));
-                    return sse(steps);
-                }
-                Fault::MalformedAfter(k) if *k.min(&n) == i => {
-                    let bad = format!(
-                        "data: {{\"id\":\"{}\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"delta\":{{\"content\":\n\n",
-                        self.id
-                    );
-                    steps.push_back(Step::Send(Bytes::from(bad)));
-                    // The malformed chunk stands in for token `i`.
-                    continue;
-                }
-                _ => {}
-            }
-            let Some(token) = self.tokens.get(i) else {
-                break;
-            };
-            if i > 0 && !token_delay.is_zero() {
-                steps.push_back(Step::Wait(token_delay));
-            }
-            let delta = if i == 0 {
-                json!({"role": "assistant", "content": token})
-            } else {
-                json!({"content": token})
-            };
-            steps.push_back(Step::Send(self.chunk(&delta, None)));
-            sent += 1;
-        }
-        steps.push_back(Step::Send(self.chunk(&json!({}), Some(self.finish_reason))));
-        if self.include_usage {
-            let chunk = json!({
-                "id": self.id,
-                "object": "chat.completion.chunk",
-                "created": self.created,
-                "model": self.model,
-                "choices": [],
-                "usage": self.usage(sent),
-            });
-            steps.push_back(Step::Send(Bytes::from(format!("data: {chunk}\n\n"))));
-        }
-        steps.push_back(match fault {
-            Fault::NoDone => Step::Hang,
-            _ => Step::Send(Bytes::from_static(b"data: [DONE]\n\n")),
-        });
-        sse(steps)
-    }
-
-    /// The `chat.completion` object.
-    fn completion(&self) -> Value {
-        json!({
-            "id": self.id,
-            "object": "chat.completion",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": self.tokens.concat()},
-                "logprobs": null,
-                "finish_reason": self.finish_reason,
-            }],
-            "usage": self.usage(self.tokens.len()),
-        })
-    }
-
-    /// A `chat.completion` object, delivered whole unless the fault breaks the body; for
-    /// [`Fault::ErrorAfter`], the mid-stream error object in its place.
-    fn complete(&self, fault: &Fault) -> Response {
-        let body = if let Fault::ErrorAfter(_) = fault {
-            json!({"error": mid_stream_error()})
-        } else {
-            self.completion()
+            wire.body(answer)
         };
         let body = Bytes::from(body.to_string());
         let half = body.slice(..body.len() / 2);
-        let (steps, length) = match fault {
+        let (steps, length) = match self.fault {
             Fault::CutAfter(_) => (vec![Step::Send(half), Step::Cut], body.len()),
             Fault::StallAfter(_) => (vec![Step::Send(half), Step::Hang], body.len()),
             Fault::MalformedAfter(_) => (vec![Step::Send(half.clone())], half.len()),
@@ -441,11 +241,227 @@ impl<'a> Answer<'a> {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
         resp
     }
+
+    /// A stream's steps: the opening events, one event per piece (the fault may break in
+    /// before piece `k`), the closing events, then the terminator.
+    fn stream<W: Wire>(&self, wire: &W, answer: &Answer) -> VecDeque<Step> {
+        let mut steps: VecDeque<Step> = wire.open(answer).into_iter().map(Step::Send).collect();
+        if let Fault::FirstTokenDelay(delay) = self.fault {
+            steps.push_back(Step::Wait(*delay));
+        }
+        let n = answer.pieces().len();
+        // Pieces sent as valid events, for the usage the stream reports.
+        let mut sent = 0;
+        for i in 0..=n {
+            match self.fault {
+                Fault::CutAfter(k) if *k.min(&n) == i => {
+                    steps.push_back(Step::Cut);
+                    return steps;
+                }
+                Fault::StallAfter(k) if *k.min(&n) == i => {
+                    steps.push_back(Step::Hang);
+                    return steps;
+                }
+                Fault::ErrorAfter(k) if *k.min(&n) == i => {
+                    // The body then ends cleanly, without the terminator.
+                    steps.push_back(Step::Send(wire.error_event(answer)));
+                    return steps;
+                }
+                Fault::MalformedAfter(k) if *k.min(&n) == i => {
+                    // The malformed event stands in for piece `i`.
+                    steps.push_back(Step::Send(wire.malformed(answer)));
+                    continue;
+                }
+                _ => {}
+            }
+            if i == n {
+                break;
+            }
+            if i > 0 && !self.token_delay.is_zero() {
+                steps.push_back(Step::Wait(self.token_delay));
+            }
+            steps.push_back(Step::Send(wire.piece(answer, i)));
+            sent += 1;
+        }
+        steps.extend(wire.close(answer, sent).into_iter().map(Step::Send));
+        steps.push_back(match self.fault {
+            Fault::NoDone => Step::Hang,
+            _ => Step::Send(wire.done()),
+        });
+        steps
+    }
 }
 
-/// The error object of [`Fault::ErrorAfter`], as OpenRouter reports an upstream failure.
-fn mid_stream_error() -> Value {
-    json!({"message": "Upstream provider error mid-stream", "code": 502})
+/// `text` in stream tokens: a token ends after a space that is followed by a word, so
+/// [`ANSWER`] gives [`answer_tokens`](super::answer_tokens), the rest of a word that a
+/// prefill cut is a token, and a space that a prefill left out leads the next word's token.
+fn tokens(text: &str) -> Vec<String> {
+    let mut tokens = Vec::new();
+    let mut start = 0;
+    let mut word = false;
+    let mut after_space = false;
+    for (i, c) in text.char_indices() {
+        if c == ' ' {
+            after_space = true;
+        } else {
+            if word && after_space {
+                tokens.push(text[start..i].to_owned());
+                start = i;
+            }
+            word = true;
+            after_space = false;
+        }
+    }
+    if start < text.len() {
+        tokens.push(text[start..].to_owned());
+    }
+    tokens
+}
+
+/// How many characters of a tool call's arguments one streamed piece carries.
+const ARGUMENT_PIECE: usize = 8;
+
+/// What an answer says.
+#[derive(Debug)]
+pub(super) enum Content {
+    /// Text, in stream tokens.
+    Text(Vec<String>),
+    /// A call of the request's first tool.
+    ToolCall {
+        name: String,
+        /// The arguments, a JSON object.
+        input: Value,
+        /// `input` serialized, in stream pieces.
+        pieces: Vec<String>,
+    },
+}
+
+/// Why an answer ended, in neither protocol's words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Stop {
+    /// The answer is complete.
+    End,
+    /// The request's token limit cut it.
+    Length,
+    /// It is a tool call.
+    ToolUse,
+}
+
+/// A healthy answer to one request, before a fault shapes its delivery.
+#[derive(Debug)]
+pub(super) struct Answer {
+    /// The request's number, for the protocol's ids.
+    pub(super) id: u64,
+    /// Seconds since the epoch.
+    pub(super) created: u64,
+    pub(super) model: String,
+    pub(super) content: Content,
+    pub(super) stop: Stop,
+    pub(super) prompt_tokens: usize,
+}
+
+impl Answer {
+    /// The answer the fault and the prefill mode give `ask`: a tool call or the text that
+    /// quotes a tool result (for [`Fault::ToolCall`]), else [`ANSWER`] or what follows a
+    /// prefill, within the request's token limit.
+    fn new(fault: &Fault, prefill: Prefill, ask: &Ask, id: u64) -> Result<Self, Failure> {
+        let answer = |content, stop| Answer {
+            id,
+            created: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            model: ask.model.clone(),
+            content,
+            stop,
+            prompt_tokens: ask.prompt_tokens,
+        };
+        let text = match (fault, &ask.tool_result, &ask.tool, &ask.prefill) {
+            (Fault::ToolCall, Some(result), _, _) => format!("The tool answered: {result}"),
+            (Fault::ToolCall, None, Some(tool), None) => {
+                let input = arguments(&tool.schema);
+                let chars: Vec<char> = input.to_string().chars().collect();
+                let pieces = chars
+                    .chunks(ARGUMENT_PIECE)
+                    .map(|c| c.iter().collect())
+                    .collect();
+                let content = Content::ToolCall {
+                    name: tool.name.clone(),
+                    input,
+                    pieces,
+                };
+                return Ok(answer(content, Stop::ToolUse));
+            }
+            (_, _, _, Some(p)) => match prefill {
+                Prefill::Reject => return Err(Failure::PrefillRejected),
+                Prefill::Continue => ANSWER.strip_prefix(p.as_str()).unwrap_or(ANSWER).into(),
+                Prefill::Ignore => ANSWER.into(),
+            },
+            (_, _, _, None) => ANSWER.into(),
+        };
+        let limit = ask
+            .max_tokens
+            .map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+        let mut tokens = tokens(&text);
+        let stop = if limit < tokens.len() {
+            tokens.truncate(limit);
+            Stop::Length
+        } else {
+            Stop::End
+        };
+        Ok(answer(Content::Text(tokens), stop))
+    }
+
+    /// The pieces a stream sends: text tokens, or pieces of a tool call's arguments.
+    pub(super) fn pieces(&self) -> &[String] {
+        match &self.content {
+            Content::Text(tokens) => tokens,
+            Content::ToolCall { pieces, .. } => pieces,
+        }
+    }
+
+    /// The whole text, or the whole arguments.
+    pub(super) fn joined(&self) -> String {
+        self.pieces().concat()
+    }
+}
+
+/// Arguments that a simple schema accepts: each required property, with a value of its type
+/// (`"sim"` for a string or an untyped one, the first value of an `enum`).
+fn arguments(schema: &Value) -> Value {
+    let properties = schema.get("properties");
+    let required = schema.get("required").and_then(Value::as_array);
+    let args = required
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(|name| {
+            let property = properties.and_then(|p| p.get(name));
+            let first = property
+                .and_then(|p| p.get("enum"))
+                .and_then(Value::as_array)
+                .and_then(|e| e.first());
+            let value = match (first, property.and_then(|p| p.get("type"))) {
+                (Some(v), _) => v.clone(),
+                (None, Some(t)) if t == "integer" || t == "number" => json!(1),
+                (None, Some(t)) if t == "boolean" => json!(true),
+                (None, Some(t)) if t == "array" => json!([]),
+                (None, Some(t)) if t == "object" => json!({}),
+                (None, _) => json!("sim"),
+            };
+            (name.to_owned(), value)
+        })
+        .collect();
+    Value::Object(args)
+}
+
+/// One step of a response body.
+enum Step {
+    Wait(Duration),
+    Send(Bytes),
+    /// End the body with an error: the connection closes without the end of the message.
+    Cut,
+    /// Send nothing more, and keep the connection open.
+    Hang,
 }
 
 /// An SSE response that plays `steps`.
@@ -481,98 +497,21 @@ fn scripted(steps: VecDeque<Step>) -> Response {
     Response::new(Body::from_stream(body))
 }
 
-/// OpenAI's error document.
-fn openai_error(message: &str, kind: &str, code: Option<&str>) -> Value {
-    json!({"error": {"message": message, "type": kind, "code": code, "param": null}})
-}
-
-fn error(status: StatusCode, body: Value) -> Response {
+/// A JSON error response.
+pub(super) fn error(status: StatusCode, body: Value) -> Response {
     (status, Json(body)).into_response()
 }
 
-/// 429, with the wait in the headers and the message when there is one.
-fn rate_limited(model: &str, retry_after: Option<Duration>) -> Response {
-    let base = format!(
-        "Rate limit reached for {model} in organization org-sim on requests per min (RPM): \
-         Limit 3, Used 3, Requested 1."
-    );
-    let Some(wait) = retry_after else {
-        return error(
-            StatusCode::TOO_MANY_REQUESTS,
-            openai_error(&base, "requests", Some("rate_limit_exceeded")),
-        );
-    };
-    let millis = wait.as_millis();
-    let message = format!("{base} Please try again in {millis}ms.");
-    let mut resp = error(
-        StatusCode::TOO_MANY_REQUESTS,
-        openai_error(&message, "requests", Some("rate_limit_exceeded")),
-    );
-    let secs = millis.div_ceil(1000);
-    let headers = resp.headers_mut();
-    headers.insert(
-        header::RETRY_AFTER,
-        HeaderValue::from(u64::try_from(secs).unwrap_or(u64::MAX)),
-    );
-    headers.insert(
-        "retry-after-ms",
-        HeaderValue::from(u64::try_from(millis).unwrap_or(u64::MAX)),
-    );
-    resp
-}
-
-/// An error for a bare status, with the body a provider sends with it.
-fn status_error(status: u16, model: &str) -> Response {
-    let Some(code) = StatusCode::from_u16(status)
+/// `status` when it is an HTTP status of 200 or more.
+pub(super) fn http_status(status: u16) -> Option<StatusCode> {
+    StatusCode::from_u16(status)
         .ok()
         .filter(|s| s.as_u16() >= 200)
-    else {
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            openai_error(
-                &format!("sim: {status} is not an HTTP status; answering 500"),
-                "server_error",
-                None,
-            ),
-        );
-    };
-    let body = match status {
-        429 => return rate_limited(model, None),
-        529 => {
-            json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
-        }
-        401 => openai_error(
-            "Incorrect API key provided: sk-sim****. You can find your API key at \
-             https://platform.openai.com/account/api-keys.",
-            "invalid_request_error",
-            Some("invalid_api_key"),
-        ),
-        404 => openai_error(
-            &format!("The model `{model}` does not exist or you do not have access to it."),
-            "invalid_request_error",
-            Some("model_not_found"),
-        ),
-        500 => openai_error(
-            "The server had an error while processing your request. Sorry about that!",
-            "server_error",
-            None,
-        ),
-        503 => openai_error(
-            "The server is overloaded or not ready yet.",
-            "server_error",
-            Some("service_unavailable"),
-        ),
-        _ => openai_error(
-            code.canonical_reason().unwrap_or("Error"),
-            if code.is_server_error() {
-                "server_error"
-            } else {
-                "invalid_request_error"
-            },
-            None,
-        ),
-    };
-    error(code, body)
+}
+
+/// The wait of a rate limit in whole seconds, rounded up, as `retry-after` states it.
+pub(super) fn retry_after_secs(wait: Duration) -> u64 {
+    u64::try_from(wait.as_millis().div_ceil(1000)).unwrap_or(u64::MAX)
 }
 
 async fn models(State(shared): State<Arc<Shared>>) -> Json<Value> {
@@ -595,4 +534,42 @@ async fn not_found(method: Method, uri: Uri) -> Response {
             None,
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arguments_fill_each_required_property_with_its_type() {
+        let schema = json!({
+            "type": "object",
+            "properties": {
+                "city": {"type": "string"},
+                "days": {"type": "integer"},
+                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                "verbose": {"type": "boolean"},
+                "note": {"type": "string"},
+            },
+            "required": ["city", "days", "unit", "verbose", "untyped"],
+        });
+        assert_eq!(
+            arguments(&schema),
+            json!({"city": "sim", "days": 1, "unit": "celsius", "verbose": true, "untyped": "sim"})
+        );
+        assert_eq!(arguments(&json!({"type": "object"})), json!({}));
+        assert_eq!(arguments(&Value::Null), json!({}));
+    }
+
+    #[test]
+    fn text_of_reads_strings_and_text_parts() {
+        assert_eq!(text_of(&json!("hi there")), "hi there");
+        let parts = json!([
+            {"type": "text", "text": "one "},
+            {"type": "image", "source": {}},
+            {"type": "text", "text": "two"},
+        ]);
+        assert_eq!(text_of(&parts), "one two");
+        assert_eq!(text_of(&Value::Null), "");
+    }
 }

@@ -47,6 +47,22 @@ async fn post(
         .await
 }
 
+/// Posts `body` to `/v1/messages` with the headers an Anthropic client sends.
+async fn post_messages(
+    client: &reqwest::Client,
+    sim: &Sim,
+    body: &Value,
+) -> reqwest::Result<reqwest::Response> {
+    client
+        .post(format!("{}/messages", sim.base_url()))
+        .header("x-api-key", "sk-ant-sim")
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", "tools-2024-04-04")
+        .json(body)
+        .send()
+        .await
+}
+
 /// The `data:` payloads of the stream that answers `req`, and the error that broke it, if any.
 async fn read_stream(
     client: &reqwest::Client,
@@ -86,11 +102,20 @@ impl Events {
 
     /// The next payload, `None` at the clean end of the body, or the error that broke it.
     async fn next(&mut self) -> reqwest::Result<Option<String>> {
+        Ok(self.next_named().await?.map(|(_, data)| data))
+    }
+
+    /// The next event's name (empty without an `event:` line) and payload.
+    async fn next_named(&mut self) -> reqwest::Result<Option<(String, String)>> {
         loop {
             if let Some(end) = self.buf.find("\n\n") {
                 let event: String = self.buf.drain(..end + 2).collect();
-                let data = event.trim_end().strip_prefix("data: ").unwrap();
-                return Ok(Some(data.to_owned()));
+                let (name, data) = match event.trim_end().split_once('\n') {
+                    Some((first, data)) => (first.strip_prefix("event: ").unwrap(), data),
+                    None => ("", event.trim_end()),
+                };
+                let data = data.strip_prefix("data: ").unwrap();
+                return Ok(Some((name.to_owned(), data.to_owned())));
             }
             match self.resp.chunk().await? {
                 Some(bytes) => self.buf.push_str(std::str::from_utf8(&bytes).unwrap()),
@@ -104,9 +129,15 @@ impl Events {
 
     /// Every payload up to the clean end, or the error that broke the body.
     async fn all(&mut self) -> (Vec<String>, Option<reqwest::Error>) {
+        let (events, err) = self.all_named().await;
+        (events.into_iter().map(|(_, data)| data).collect(), err)
+    }
+
+    /// Every event (name, payload) up to the clean end, or the error that broke the body.
+    async fn all_named(&mut self) -> (Vec<(String, String)>, Option<reqwest::Error>) {
         let mut events = Vec::new();
         loop {
-            match self.next().await {
+            match self.next_named().await {
                 Ok(Some(event)) => events.push(event),
                 Ok(None) => return (events, None),
                 Err(e) => return (events, Some(e)),
@@ -992,4 +1023,576 @@ async fn last_request_is_the_last_body_per_model() {
     assert_eq!(bad.status(), 400);
     assert_eq!(sim.last_request("m"), Some(second));
     assert_eq!(sim.last_request("other"), Some(request("other", false)));
+}
+
+// --- /v1/messages: the same faults in Anthropic's shapes ---
+
+/// An Anthropic Messages request for `model`.
+fn msg_request(model: &str, stream: bool) -> Value {
+    json!({
+        "model": model,
+        "max_tokens": 1024,
+        "messages": [{"role": "user", "content": "say the thing"}],
+        "stream": stream,
+    })
+}
+
+/// [`msg_request`] with a trailing assistant message (Anthropic's prefill).
+fn msg_prefilled(model: &str, prefill: Value, stream: bool) -> Value {
+    let mut req = msg_request(model, stream);
+    req["messages"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"role": "assistant", "content": prefill}));
+    req
+}
+
+/// The named events of the stream that answers `req` on `/v1/messages`, each payload
+/// parsed when it is JSON (else `Value::String` of it), and the error that broke the body.
+async fn read_messages(sim: &Sim, req: &Value) -> (Vec<(String, Value)>, Option<reqwest::Error>) {
+    let resp = post_messages(&client(), sim, req).await.unwrap();
+    assert!(resp.headers().contains_key("request-id"));
+    let (events, err) = Events::new(resp).all_named().await;
+    let events = events
+        .into_iter()
+        .map(|(name, data)| {
+            let value = serde_json::from_str(&data).unwrap_or(Value::String(data));
+            (name, value)
+        })
+        .collect();
+    (events, err)
+}
+
+/// The JSON body of the answer to `req` on `/v1/messages`.
+async fn msg_answer(client: &reqwest::Client, sim: &Sim, req: &Value) -> Value {
+    post_messages(client, sim, req)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+fn names(events: &[(String, Value)]) -> Vec<&str> {
+    events.iter().map(|(name, _)| name.as_str()).collect()
+}
+
+/// The text of the `text_delta`s, concatenated.
+fn text_deltas(events: &[(String, Value)]) -> String {
+    events
+        .iter()
+        .filter_map(|(_, data)| data["delta"]["text"].as_str())
+        .collect()
+}
+
+/// The event names of a healthy text stream of `n` deltas.
+fn healthy_sequence(n: usize) -> Vec<&'static str> {
+    let mut want = vec!["message_start", "content_block_start", "ping"];
+    want.extend(std::iter::repeat_n("content_block_delta", n));
+    want.extend(["content_block_stop", "message_delta", "message_stop"]);
+    want
+}
+
+#[tokio::test]
+async fn messages_answer_is_an_anthropic_message() {
+    let sim = sim().await;
+    let client = client();
+    let resp = post_messages(&client, &sim, &msg_request("claude-sim", false))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let request_id = resp.headers()["request-id"].to_str().unwrap().to_owned();
+    assert!(request_id.starts_with("req_"), "{request_id}");
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["id"].as_str().unwrap().starts_with("msg_"), "{body}");
+    let n = answer_tokens().count();
+    let mut want = json!({
+        "type": "message",
+        "role": "assistant",
+        "model": "claude-sim",
+        "content": [{"type": "text", "text": ANSWER}],
+        "stop_reason": "end_turn",
+        "stop_sequence": null,
+        "usage": {
+            "input_tokens": 3,
+            "output_tokens": n,
+            "cache_read_input_tokens": 0,
+            "cache_creation_input_tokens": 0,
+        },
+    });
+    want["id"] = body["id"].clone();
+    assert_eq!(body, want);
+    assert_eq!(sim.attempts("claude-sim"), 1);
+
+    // The headers the client sent are kept for tests of what a proxy sends upstream.
+    let headers = sim.last_headers("claude-sim").unwrap();
+    assert_eq!(headers["x-api-key"], "sk-ant-sim");
+    assert_eq!(headers["anthropic-version"], "2023-06-01");
+    assert_eq!(headers["anthropic-beta"], "tools-2024-04-04");
+    assert!(!headers.contains_key("authorization"));
+    assert_eq!(sim.last_authorization("claude-sim"), None);
+    assert_eq!(
+        sim.last_request("claude-sim"),
+        Some(msg_request("claude-sim", false))
+    );
+
+    // max_tokens cuts the answer, with stop_reason max_tokens.
+    let mut req = msg_request("claude-sim", false);
+    req["max_tokens"] = json!(3);
+    let body: Value = msg_answer(&client, &sim, &req).await;
+    assert_eq!(body["content"][0]["text"], prefix(3));
+    assert_eq!(body["stop_reason"], "max_tokens");
+    assert_eq!(body["usage"]["output_tokens"], 3);
+}
+
+#[tokio::test]
+async fn messages_stream_is_anthropics_event_sequence() {
+    let sim = sim().await;
+    let n = answer_tokens().count();
+    let (events, err) = read_messages(&sim, &msg_request("sim-ok", true)).await;
+    assert!(err.is_none(), "{err:?}");
+    assert_eq!(names(&events), healthy_sequence(n), "{events:#?}");
+    // Each payload's type is its event's name.
+    for (name, data) in &events {
+        assert_eq!(data["type"], name.as_str(), "{data}");
+    }
+    let start = &events[0].1["message"];
+    assert!(start["id"].as_str().unwrap().starts_with("msg_"));
+    assert_eq!(start["model"], "sim-ok");
+    assert_eq!(start["content"], json!([]));
+    assert_eq!(start["stop_reason"], Value::Null);
+    assert_eq!(start["usage"]["input_tokens"], 3);
+    assert_eq!(
+        events[1].1,
+        json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}})
+    );
+    assert_eq!(
+        events[3].1,
+        json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "The "}})
+    );
+    assert_eq!(text_deltas(&events), ANSWER);
+    assert_eq!(
+        events[n + 3].1,
+        json!({"type": "content_block_stop", "index": 0})
+    );
+    assert_eq!(
+        events[n + 4].1,
+        json!({
+            "type": "message_delta",
+            "delta": {"stop_reason": "end_turn", "stop_sequence": null},
+            "usage": {"output_tokens": n},
+        })
+    );
+
+    let mut req = msg_request("sim-ok", true);
+    req["max_tokens"] = json!(2);
+    let (events, err) = read_messages(&sim, &req).await;
+    assert!(err.is_none());
+    assert_eq!(names(&events), healthy_sequence(2));
+    assert_eq!(text_deltas(&events), prefix(2));
+    assert_eq!(events[6].1["delta"]["stop_reason"], "max_tokens");
+}
+
+/// Every error fault on `/v1/messages`, streaming or not: Anthropic's status, error type,
+/// headers, and the reason the classifier reads (the fault's meaning on chat).
+#[tokio::test]
+async fn messages_error_faults_send_anthropic_errors() {
+    let sim = sim().await;
+    let client = client();
+    let cases: [(&str, u16, &str, Reason); 13] = [
+        ("sim-429", 429, "rate_limit_error", Reason::RateLimit),
+        (
+            "sim-429-retry-2",
+            429,
+            "rate_limit_error",
+            Reason::RateLimit,
+        ),
+        ("sim-500", 500, "api_error", Reason::ServerError),
+        ("sim-502", 502, "api_error", Reason::ServerError),
+        ("sim-503", 529, "overloaded_error", Reason::Overloaded),
+        ("sim-529", 529, "overloaded_error", Reason::Overloaded),
+        ("sim-401", 401, "authentication_error", Reason::Auth),
+        ("sim-403", 403, "permission_error", Reason::Auth),
+        ("sim-404", 404, "not_found_error", Reason::ModelNotFound),
+        ("sim-413", 413, "request_too_large", Reason::ContextOverflow),
+        ("sim-400", 400, "invalid_request_error", Reason::Format),
+        (
+            "sim-context",
+            400,
+            "invalid_request_error",
+            Reason::ContextOverflow,
+        ),
+        (
+            "sim-filter",
+            400,
+            "invalid_request_error",
+            Reason::ContentFilter,
+        ),
+    ];
+    for stream in [false, true] {
+        for (model, status, kind, reason) in cases {
+            let resp = post_messages(&client, &sim, &msg_request(model, stream))
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), status, "{model}");
+            let headers = resp.headers().clone();
+            assert_eq!(headers["content-type"], "application/json", "{model}");
+            assert!(
+                headers["request-id"].to_str().unwrap().starts_with("req_"),
+                "{model}"
+            );
+            let text = resp.text().await.unwrap();
+            let body: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(body["type"], "error", "{model}: {body}");
+            assert_eq!(body["error"]["type"], kind, "{model}: {body}");
+            assert!(body["error"]["message"].is_string(), "{model}: {body}");
+            assert_eq!(body.as_object().unwrap().len(), 2, "{model}: {body}");
+            let c = classify(
+                &Signal::new()
+                    .status(status)
+                    .headers(&headers)
+                    .body(text.as_str())
+                    .provider("anthropic"),
+            );
+            assert_eq!(c.reason, reason, "{model}: {c:?}");
+            if model == "sim-429-retry-2" {
+                assert_eq!(headers["retry-after"], "2");
+                assert_eq!(headers["anthropic-ratelimit-requests-remaining"], "0");
+                let reset = headers["anthropic-ratelimit-requests-reset"]
+                    .to_str()
+                    .unwrap();
+                let at = humantime::parse_rfc3339(reset).unwrap();
+                let wait = at.duration_since(std::time::SystemTime::now()).unwrap();
+                assert!(
+                    wait > Duration::from_secs(1) && wait <= Duration::from_secs(3),
+                    "{reset}"
+                );
+                assert_eq!(c.retry_after, Some(Duration::from_secs(2)));
+            } else {
+                assert!(!headers.contains_key("retry-after"), "{model}");
+                assert!(
+                    !headers.contains_key("anthropic-ratelimit-requests-reset"),
+                    "{model}"
+                );
+            }
+        }
+    }
+    // A 500 once, then the answer.
+    let statuses = [
+        post_messages(&client, &sim, &msg_request("sim-500-once", false))
+            .await
+            .unwrap()
+            .status(),
+        post_messages(&client, &sim, &msg_request("sim-500-once", false))
+            .await
+            .unwrap()
+            .status(),
+    ];
+    assert_eq!(statuses, [500, 200]);
+}
+
+#[tokio::test]
+async fn messages_validate_like_anthropic() {
+    let sim = sim().await;
+    let client = client();
+    let user = json!([{"role": "user", "content": "x"}]);
+    let cases = [
+        ("not json".to_owned(), "There was an error parsing the body"),
+        (json!({"model": "a", "messages": user}).to_string(), "max_tokens: Field required"),
+        (json!({"model": "a", "max_tokens": 8}).to_string(), "messages: Field required"),
+        (json!({"max_tokens": 8, "messages": user}).to_string(), "model: Field required"),
+        (
+            json!({"model": "a", "max_tokens": 0, "messages": user}).to_string(),
+            "max_tokens: Input should be greater than or equal to 1",
+        ),
+        (
+            json!({"model": "a", "max_tokens": 8, "messages": []}).to_string(),
+            "messages: at least one message is required",
+        ),
+        (
+            json!({"model": "a", "max_tokens": 8, "messages": [{"role": "system", "content": "x"}]})
+                .to_string(),
+            "messages.0.role: Input should be 'user' or 'assistant'",
+        ),
+        (
+            msg_prefilled("a", json!("The simulated "), false).to_string(),
+            "messages: final assistant content cannot end with trailing whitespace",
+        ),
+    ];
+    for (body, message) in &cases {
+        let resp = client
+            .post(format!("{}/messages", sim.base_url()))
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        assert!(resp.headers().contains_key("request-id"));
+        let error: Value = resp.json().await.unwrap();
+        assert_eq!(error["type"], "error", "{body}");
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{body}");
+        let got = error["error"]["message"].as_str().unwrap();
+        assert!(got.starts_with(message), "{body}: {got}");
+    }
+    let huge = json!({"model": "a", "max_tokens": 8, "messages": [{"role": "user", "content": "x".repeat(3 << 20)}]});
+    let resp = post_messages(&client, &sim, &huge).await.unwrap();
+    assert_eq!(resp.status(), 413);
+    let error: Value = resp.json().await.unwrap();
+    assert_eq!(error["error"]["type"], "request_too_large");
+    assert_eq!(sim.total_attempts(), cases.len() as u64 + 1);
+    assert_eq!(sim.attempts("a"), 0);
+}
+
+#[tokio::test]
+async fn messages_mid_stream_error_is_an_error_event() {
+    let sim = sim().await;
+    let (events, err) = read_messages(&sim, &msg_request("sim-error-2", true)).await;
+    assert!(err.is_none(), "the body ends cleanly: {err:?}");
+    let mut want = healthy_sequence(2);
+    want.truncate(5);
+    want.push("error");
+    assert_eq!(names(&events), want, "{events:#?}");
+    assert_eq!(text_deltas(&events), prefix(2));
+    assert_eq!(
+        events[5].1,
+        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+    );
+
+    // Not streaming: a 200 whose body is that error.
+    let resp = post_messages(&client(), &sim, &msg_request("sim-error-2", false))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "overloaded_error");
+}
+
+#[tokio::test]
+async fn messages_broken_streams_never_send_message_stop() {
+    let sim = sim().await;
+    let n = answer_tokens().count();
+    // Cut: three deltas, then the body read fails.
+    let (events, err) = read_messages(&sim, &msg_request("sim-cut-3", true)).await;
+    assert_eq!(names(&events), healthy_sequence(3)[..6], "{events:#?}");
+    assert_eq!(text_deltas(&events), prefix(3));
+    let err = err.expect("the body read fails, it does not end cleanly");
+    assert!(err.is_body() || err.is_decode(), "{err:?}");
+
+    // Malformed: a data line that is not JSON in place of the 4th delta, then the rest.
+    let (events, err) = read_messages(&sim, &msg_request("sim-malformed-3", true)).await;
+    assert!(err.is_none());
+    assert_eq!(names(&events), healthy_sequence(n));
+    assert!(events[6].1.is_string(), "{:?}", events[6]);
+    assert_eq!(events[n + 4].1["usage"]["output_tokens"], n - 1);
+
+    // Stall and no-done: the connection stays open without message_stop.
+    for (model, seen) in [("sim-stall-3", 6), ("sim-no-done", n + 5)] {
+        let resp = post_messages(&client(), &sim, &msg_request(model, true))
+            .await
+            .unwrap();
+        let mut events = Events::new(resp);
+        let mut got = Vec::new();
+        for _ in 0..seen {
+            got.push(events.next_named().await.unwrap().unwrap().0);
+        }
+        assert_eq!(got, healthy_sequence(n)[..seen], "{model}");
+        assert!(
+            timeout(QUIET, events.next()).await.is_err(),
+            "{model}: no more bytes"
+        );
+    }
+}
+
+#[tokio::test]
+async fn messages_continue_a_trailing_assistant_message() {
+    let sim = sim().await;
+    let client = client();
+    let prefill = prefix(3).trim_end().to_owned();
+    for content in [json!(prefill), json!([{"type": "text", "text": prefill}])] {
+        let (events, err) =
+            read_messages(&sim, &msg_prefilled("sim-ok", content.clone(), true)).await;
+        assert!(err.is_none());
+        let rest = text_deltas(&events);
+        assert!(rest.starts_with(" answered "), "{rest}");
+        assert_eq!(format!("{prefill}{rest}"), ANSWER);
+        let body: Value = msg_answer(&client, &sim, &msg_prefilled("sim-ok", content, false)).await;
+        let rest = body["content"][0]["text"].as_str().unwrap();
+        assert_eq!(format!("{prefill}{rest}"), ANSWER);
+        assert_eq!(body["usage"]["output_tokens"], answer_tokens().count() - 3);
+    }
+    // The sim's prefill mode applies here too.
+    sim.set_prefill(Prefill::Ignore);
+    let body: Value = msg_answer(
+        &client,
+        &sim,
+        &msg_prefilled("sim-ok", json!(prefill), false),
+    )
+    .await;
+    assert_eq!(body["content"][0]["text"], ANSWER);
+    sim.set_prefill(Prefill::Reject);
+    let resp = post_messages(
+        &client,
+        &sim,
+        &msg_prefilled("sim-ok", json!(prefill), true),
+    )
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "invalid_request_error");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("prefill")
+    );
+}
+
+// --- sim-tool on both endpoints ---
+
+fn weather_schema() -> Value {
+    json!({
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        "required": ["city"],
+    })
+}
+
+/// A chat request for `sim-tool` that offers a weather tool.
+fn chat_tool_request(stream: bool) -> Value {
+    let mut req = request("sim-tool", stream);
+    req["tools"] = json!([{"type": "function", "function": {"name": "get_weather", "parameters": weather_schema()}}]);
+    req
+}
+
+/// A messages request for `sim-tool` that offers a weather tool.
+fn msg_tool_request(stream: bool) -> Value {
+    let mut req = msg_request("sim-tool", stream);
+    req["tools"] = json!([{"name": "get_weather", "description": "the weather", "input_schema": weather_schema()}]);
+    req
+}
+
+#[tokio::test]
+async fn sim_tool_calls_the_first_tool_on_chat() {
+    let sim = sim().await;
+    let client = client();
+    let body: Value = answer(&client, &sim, &chat_tool_request(false)).await;
+    let choice = &body["choices"][0];
+    assert_eq!(choice["finish_reason"], "tool_calls");
+    assert_eq!(choice["message"]["content"], Value::Null);
+    let call = &choice["message"]["tool_calls"][0];
+    let id = call["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("call_"), "{id}");
+    assert_eq!(call["type"], "function");
+    assert_eq!(call["function"]["name"], "get_weather");
+    let arguments = call["function"]["arguments"].as_str().unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(arguments).unwrap(),
+        json!({"city": "sim"})
+    );
+
+    // Streamed: the id and name first, then the arguments in pieces.
+    let (events, err) = read_stream(&client, &sim, &chat_tool_request(true)).await;
+    assert!(err.is_none());
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let chunks: Vec<Value> = events
+        .iter()
+        .filter_map(|e| serde_json::from_str(e).ok())
+        .collect();
+    let first = &chunks[0]["choices"][0]["delta"]["tool_calls"][0];
+    assert!(first["id"].as_str().unwrap().starts_with("call_"));
+    assert_eq!(first["function"]["name"], "get_weather");
+    let pieces: Vec<&str> = chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+        .filter(|p| !p.is_empty())
+        .collect();
+    assert!(pieces.len() > 1, "{pieces:?}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&pieces.concat()).unwrap(),
+        json!({"city": "sim"})
+    );
+    assert_eq!(
+        chunks.last().unwrap()["choices"][0]["finish_reason"],
+        "tool_calls"
+    );
+
+    // The round trip: the tool's result comes back quoted.
+    let mut req = chat_tool_request(false);
+    let messages = req["messages"].as_array_mut().unwrap();
+    messages.push(choice["message"].clone());
+    messages.push(json!({"role": "tool", "tool_call_id": id, "content": "sunny, 21 C"}));
+    let body: Value = answer(&client, &sim, &req).await;
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(
+        body["choices"][0]["message"]["content"],
+        "The tool answered: sunny, 21 C"
+    );
+    req["stream"] = json!(true);
+    let (events, _) = read_stream(&client, &sim, &req).await;
+    assert_eq!(content(&events), "The tool answered: sunny, 21 C");
+
+    // Without tools, sim-tool is healthy.
+    let body: Value = answer(&client, &sim, &request("sim-tool", false)).await;
+    assert_eq!(body["choices"][0]["message"]["content"], ANSWER);
+}
+
+#[tokio::test]
+async fn sim_tool_uses_the_first_tool_on_messages() {
+    let sim = sim().await;
+    let client = client();
+    let body: Value = msg_answer(&client, &sim, &msg_tool_request(false)).await;
+    assert_eq!(body["stop_reason"], "tool_use");
+    let block = &body["content"][0];
+    let id = block["id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("toolu_"), "{id}");
+    assert_eq!(block["type"], "tool_use");
+    assert_eq!(block["name"], "get_weather");
+    assert_eq!(block["input"], json!({"city": "sim"}));
+
+    // Streamed: a tool_use block, then its input as input_json_delta pieces.
+    let (events, err) = read_messages(&sim, &msg_tool_request(true)).await;
+    assert!(err.is_none());
+    let pieces: Vec<&str> = events
+        .iter()
+        .filter(|(_, data)| data["delta"]["type"] == "input_json_delta")
+        .map(|(_, data)| data["delta"]["partial_json"].as_str().unwrap())
+        .collect();
+    assert!(pieces.len() > 1, "{pieces:?}");
+    assert_eq!(names(&events), healthy_sequence(pieces.len()));
+    let start = &events[1].1["content_block"];
+    assert_eq!(start["type"], "tool_use");
+    assert!(start["id"].as_str().unwrap().starts_with("toolu_"));
+    assert_eq!(start["name"], "get_weather");
+    assert_eq!(start["input"], json!({}));
+    assert_eq!(
+        serde_json::from_str::<Value>(&pieces.concat()).unwrap(),
+        json!({"city": "sim"})
+    );
+    let delta = &events[events.len() - 2].1;
+    assert_eq!(delta["delta"]["stop_reason"], "tool_use");
+
+    // The round trip, with the result as a string or as text blocks.
+    for result in [
+        json!("sunny, 21 C"),
+        json!([{"type": "text", "text": "sunny, 21 C"}]),
+    ] {
+        let mut req = msg_tool_request(false);
+        let messages = req["messages"].as_array_mut().unwrap();
+        messages.push(json!({"role": "assistant", "content": body["content"].clone()}));
+        messages.push(json!({
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": id, "content": result}],
+        }));
+        let answer: Value = msg_answer(&client, &sim, &req).await;
+        assert_eq!(answer["stop_reason"], "end_turn");
+        assert_eq!(
+            answer["content"],
+            json!([{"type": "text", "text": "The tool answered: sunny, 21 C"}])
+        );
+        req["stream"] = json!(true);
+        let (events, _) = read_messages(&sim, &req).await;
+        assert_eq!(text_deltas(&events), "The tool answered: sunny, 21 C");
+    }
 }
