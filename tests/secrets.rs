@@ -160,13 +160,32 @@ api_key_env = "KEY"
 [providers.sim]
 base_url = "{}"
 api_key_env = "KEY"
+[providers.claude_echo]
+api = "anthropic-messages"
+base_url = "http://{echo}/v1"
+api_key_env = "KEY"
+[providers.claude_format]
+api = "anthropic-messages"
+base_url = "http://{format}/v1"
+api_key_env = "KEY"
+[providers.claude]
+api = "anthropic-messages"
+base_url = "{}"
+api_key_env = "KEY"
 [routes.chat]
 targets = ["query/m", "echo/m", "sim/m"]
 [routes.returned]
 targets = ["format/m", "sim/m"]
 [routes.broken]
 targets = ["echo/m"]
+[routes.claude]
+targets = ["claude_echo/m", "claude/m"]
+[routes.claude_returned]
+targets = ["claude_format/m", "claude/m"]
+[routes.claude_broken]
+targets = ["claude_echo/m"]
 "#,
+            sim.base_url(),
             sim.base_url()
         );
         let config = llm_failover::proxy::Config::parse_with_env(&toml, "t.toml", |v| {
@@ -184,6 +203,32 @@ targets = ["echo/m"]
             ("broken", false),
             ("broken", true),
         ] {
+            let resp = p.chat(&http, route, stream).await;
+            seen_by_client.push(format!("{:?}", resp.headers()));
+            seen_by_client.push(resp.text().await.unwrap());
+        }
+        // The Messages endpoint, and the chat endpoint through Anthropic targets.
+        for (route, stream) in [
+            ("claude", false),
+            ("claude", true),
+            ("claude_returned", false),
+            ("claude_broken", false),
+            ("claude_broken", true),
+        ] {
+            let body = serde_json::json!({
+                "model": route,
+                "max_tokens": 64,
+                "stream": stream,
+                "messages": [{"role": "user", "content": "hi"}],
+            });
+            let resp = http
+                .post(p.url("/v1/messages"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            seen_by_client.push(format!("{:?}", resp.headers()));
+            seen_by_client.push(resp.text().await.unwrap());
             let resp = p.chat(&http, route, stream).await;
             seen_by_client.push(format!("{:?}", resp.headers()));
             seen_by_client.push(resp.text().await.unwrap());

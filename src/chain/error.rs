@@ -33,6 +33,8 @@ pub struct AttemptFailure {
     response: Option<Arc<UpstreamResponse>>,
     /// Boxed: a failure travels in every error, and most have none.
     quota: Option<Box<super::Quota>>,
+    /// The target cannot carry the request: nothing was sent (see [`AttemptFailure::ineligible`]).
+    ineligible: bool,
 }
 
 /// The non-2xx response an attempt failed with, kept for the caller (a proxy passes a
@@ -69,7 +71,34 @@ impl AttemptFailure {
             source: None,
             response: None,
             quota: None,
+            ineligible: false,
         }
+    }
+
+    /// The target cannot carry this request without changing its meaning (it needs a
+    /// feature the target's protocol has no equivalent for), so the attempt sent nothing:
+    /// `why` says what. The chain goes on to the next target whatever the route's policy,
+    /// its breakers do not hear of it, and the trail shows it as
+    /// [`AttemptOutcome::Ineligible`]. Its reason is `format` (the request, not the provider).
+    ///
+    /// ```
+    /// use llm_failover::chain::AttemptFailure;
+    ///
+    /// let why = std::io::Error::other("`n` > 1 has no equivalent in Anthropic Messages");
+    /// let f = AttemptFailure::ineligible(why);
+    /// assert!(f.is_ineligible());
+    /// ```
+    #[must_use]
+    pub fn ineligible(why: impl StdError + Send + Sync + 'static) -> Self {
+        let mut f = Self::new(Reason::Format).with_source(why);
+        f.ineligible = true;
+        f
+    }
+
+    /// True for a failure made by [`ineligible`](Self::ineligible).
+    #[must_use]
+    pub fn is_ineligible(&self) -> bool {
+        self.ineligible
     }
 
     /// A failure as the classifier judged it.
@@ -82,6 +111,7 @@ impl AttemptFailure {
             source: None,
             response: None,
             quota: None,
+            ineligible: false,
         }
     }
 
@@ -270,6 +300,9 @@ pub enum AttemptOutcome {
     /// The target was at one of its own limits (see [`ShedCause`]); no request was sent and
     /// its breakers do not hear of it. Shows as `shed` in the trail.
     Shed(ShedCause),
+    /// The target cannot carry the request (see [`AttemptFailure::ineligible`]); nothing was
+    /// sent and its breakers do not hear of it. Shows as `ineligible` in the trail.
+    Ineligible,
 }
 
 /// Why the chain skipped a target before sending (the `cause` label of
@@ -346,6 +379,7 @@ impl fmt::Display for AttemptRecord {
             AttemptOutcome::Cancelled => f.write_str("cancelled"),
             AttemptOutcome::Shed(ShedCause::RetryBudget) => f.write_str("budget_exhausted"),
             AttemptOutcome::Shed(_) => f.write_str("shed"),
+            AttemptOutcome::Ineligible => f.write_str("ineligible"),
         }
     }
 }
@@ -370,7 +404,9 @@ impl Trail {
             .filter(|a| {
                 !matches!(
                     a.outcome,
-                    AttemptOutcome::Rejected(_) | AttemptOutcome::Shed(_)
+                    AttemptOutcome::Rejected(_)
+                        | AttemptOutcome::Shed(_)
+                        | AttemptOutcome::Ineligible
                 )
             })
             .count()
@@ -385,7 +421,8 @@ impl Trail {
             AttemptOutcome::Ok
             | AttemptOutcome::Failed(_)
             | AttemptOutcome::Rejected(_)
-            | AttemptOutcome::Cancelled => false,
+            | AttemptOutcome::Cancelled
+            | AttemptOutcome::Ineligible => false,
         })
     }
 
@@ -467,7 +504,8 @@ impl FailoverError {
                     AttemptOutcome::Ok
                     | AttemptOutcome::Failed(_)
                     | AttemptOutcome::Rejected(_)
-                    | AttemptOutcome::Cancelled => None,
+                    | AttemptOutcome::Cancelled
+                    | AttemptOutcome::Ineligible => None,
                 })
             }
             FailoverErrorKind::Exhausted | FailoverErrorKind::AllOpen => {
@@ -476,6 +514,7 @@ impl FailoverError {
                         AttemptOutcome::Rejected(r) => r,
                         AttemptOutcome::Failed(r) => Some(r),
                         AttemptOutcome::Shed(c) => Some(c.reason()),
+                        AttemptOutcome::Ineligible => Some(Reason::Format),
                         AttemptOutcome::Ok | AttemptOutcome::Cancelled => None,
                     })
                 })

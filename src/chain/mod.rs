@@ -567,19 +567,21 @@ impl Flight {
     fn fail(mut self, failure: &AttemptFailure, trail: &mut Trail) -> Reason {
         let took = self.started.elapsed();
         let reason = failure.reason();
+        let outcome = if failure.is_ineligible() {
+            // Nothing was sent: the permit goes back unsettled.
+            self.permit = None;
+            AttemptOutcome::Ineligible
+        } else {
+            AttemptOutcome::Failed(reason)
+        };
         if let Some(permit) = self.permit.take() {
             permit.record(Outcome::of(&Err::<(), _>(failure), took));
         }
         self.inflight.observe(took);
-        telemetry::settled(
-            &self.span,
-            AttemptOutcome::Failed(reason),
-            failure.status(),
-            took,
-        );
+        telemetry::settled(&self.span, outcome, failure.status(), took);
         trail.0.push(record(
             &self.target,
-            AttemptOutcome::Failed(reason),
+            outcome,
             failure.status(),
             took,
             failure.retry_after(),
@@ -1326,7 +1328,13 @@ impl Route {
                 }
             }
         }
-        if trail.sent() == 0 {
+        // A target that could not carry the request was not out of service: the request
+        // went everywhere it could.
+        let ineligible = trail
+            .0
+            .iter()
+            .any(|a| a.outcome == AttemptOutcome::Ineligible);
+        if trail.sent() == 0 && !ineligible {
             let none_sent = if trail.shed() {
                 FailoverErrorKind::Saturated
             } else {
@@ -1583,6 +1591,9 @@ impl Route {
         deadline: Instant,
     ) -> Next {
         let reason = failure.reason();
+        if failure.is_ineligible() {
+            return Next::FailOver;
+        }
         match self.policy.action(reason) {
             Action::FailOver => Next::FailOver,
             Action::ReturnError => Next::Return(FailoverErrorKind::Returned(reason)),

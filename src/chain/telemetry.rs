@@ -217,7 +217,10 @@ pub(super) fn settled(
             span.record(field::ERROR_TYPE, r.as_str());
             span.record(field::ATTEMPT_OUTCOME, field::ATTEMPT_FAILURE)
         }
-        AttemptOutcome::Rejected(_) => span.record(field::ATTEMPT_OUTCOME, field::ATTEMPT_REJECTED),
+        // An ineligible target was sent nothing, like one whose breaker refused.
+        AttemptOutcome::Rejected(_) | AttemptOutcome::Ineligible => {
+            span.record(field::ATTEMPT_OUTCOME, field::ATTEMPT_REJECTED)
+        }
         // A cancelled attempt has no outcome: it neither answered nor failed; a shed one
         // was never sent (it has no span).
         AttemptOutcome::Cancelled | AttemptOutcome::Shed(_) => span,

@@ -7,10 +7,13 @@
 //!
 //! * [`openai_chat`]: OpenAI-compatible chat completions (OpenAI, OpenRouter, Groq, Together,
 //!   Mistral, vLLM, llama.cpp, Ollama's `/v1`, ...);
+//! * [`anthropic_messages`]: Anthropic's Messages API (Anthropic, and Claude-compatible hosts).
 //!
-//! Each protocol module has the same parts: an `Endpoint` (one provider's base URL, key and
-//! what it supports), a `Client` whose calls turn every way a provider fails into a
-//! classified failure (transport errors, error statuses and bodies, a 2xx without content, a
+//! What they share is beside them: the [`Endpoint`] (one provider's base URL, [`Api`], key
+//! and prefill support) and the [`Client`] (one HTTP client; each protocol adds its calls).
+//!
+//! Each protocol module has the same parts: calls on the [`Client`] that turn every way a
+//! provider fails into a classified failure (transport errors, error statuses and bodies, a 2xx without content, a
 //! body cut short, an error event inside a stream), a stream type that groups the upstream's
 //! events so that the chain commits on the first *token*, and a resume (continuing a broken
 //! stream from an assistant prefill).
@@ -21,8 +24,16 @@
 //! the proxy's endpoint table (`proxy::handlers`).
 //!
 //! [`Api`] names the protocols in configuration (`[providers.NAME] api = "..."`).
+//!
+#![doc = include_str!("../../docs/translation.md")]
 
+pub mod anthropic_messages;
+mod endpoint;
 pub mod openai_chat;
+mod sse;
+pub(crate) mod translate;
+
+pub use self::endpoint::{ANTHROPIC_VERSION, Client, Endpoint};
 
 /// The wire API a provider speaks, as configured by `[providers.NAME] api`.
 ///
@@ -38,17 +49,20 @@ pub enum Api {
     /// OpenAI chat completions (`POST {base_url}/chat/completions`, `Authorization: Bearer`).
     #[default]
     OpenAiChat,
+    /// Anthropic Messages (`POST {base_url}/messages`, `x-api-key`, `anthropic-version`).
+    AnthropicMessages,
 }
 
 impl Api {
     /// Every API, in declaration order.
-    pub const ALL: [Api; 1] = [Api::OpenAiChat];
+    pub const ALL: [Api; 2] = [Api::OpenAiChat, Api::AnthropicMessages];
 
-    /// The configuration name: `openai-chat`.
+    /// The configuration name: `openai-chat` or `anthropic-messages`.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Api::OpenAiChat => "openai-chat",
+            Api::AnthropicMessages => "anthropic-messages",
         }
     }
 }
@@ -71,4 +85,32 @@ impl std::str::FromStr for Api {
                 format!("unknown api {s:?}; use one of: {}", names.join(", "))
             })
     }
+}
+
+/// A request's tokens, estimated before it is sent: the `prompt` fields as JSON over 4 bytes
+/// a token, plus the first of the `limit` fields that is a number (the most it may answer).
+fn estimate(request: &serde_json::Value, prompt: &[&str], limit: &[&str]) -> u64 {
+    /// Counts the bytes written to it.
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut bytes = Count(0);
+    for key in prompt {
+        if let Some(v) = request.get(*key) {
+            // Writing to a counter cannot fail.
+            let _ = serde_json::to_writer(&mut bytes, v);
+        }
+    }
+    let completion = limit
+        .iter()
+        .find_map(|k| request.get(*k).and_then(serde_json::Value::as_u64))
+        .unwrap_or(0);
+    bytes.0 / 4 + completion
 }

@@ -184,6 +184,8 @@ pub(crate) struct Provider {
     pub(crate) max_inflight_total: Option<u32>,
     /// `prefill`: how the provider continues an assistant prefill (stream resume).
     pub(crate) prefill: crate::protocol::openai_chat::Prefill,
+    /// `api`: the wire protocol the provider speaks.
+    pub(crate) api: crate::protocol::Api,
 }
 
 impl Provider {
@@ -210,6 +212,7 @@ impl std::fmt::Debug for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Provider")
             .field("base_url", &self.base_url)
+            .field("api", &self.api)
             .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
             .field("api_key_query", &self.api_key_query)
             .field("connect_timeout", &self.connect_timeout)
@@ -323,6 +326,8 @@ struct ProviderFile {
     slow_start_aggression: Option<Spanned<f64>>,
     /// How the provider continues an assistant prefill, for stream resume.
     prefill: Option<Spanned<String>>,
+    /// The wire protocol the provider speaks.
+    api: Option<Spanned<String>>,
     /// Limits of one model.
     #[serde(default)]
     models: BTreeMap<String, ModelFile>,
@@ -823,11 +828,22 @@ impl Config {
                 ),
                 _ => None,
             };
+            let api: crate::protocol::Api = match &p.api {
+                Some(v) => v
+                    .get_ref()
+                    .parse()
+                    .map_err(|e: String| c.error(&v.span(), field("api"), e))?,
+                None => crate::protocol::Api::default(),
+            };
             let prefill = match &p.prefill {
                 Some(v) => v
                     .get_ref()
                     .parse()
                     .map_err(|e: String| c.error(&v.span(), field("prefill"), e))?,
+                // Anthropic continues a trailing assistant message: its documented prefill.
+                None if api == crate::protocol::Api::AnthropicMessages => {
+                    crate::protocol::openai_chat::Prefill::Assistant
+                }
                 None => crate::protocol::openai_chat::Prefill::for_base_url(p.base_url.get_ref()),
             };
             let mut model_rates = BTreeMap::new();
@@ -856,6 +872,7 @@ impl Config {
                         slow_start,
                         max_inflight_total,
                         prefill,
+                        api,
                     },
                     p.classify,
                 ),

@@ -189,6 +189,8 @@ fn status_of(e: &FailoverError) -> StatusCode {
             StatusCode::SERVICE_UNAVAILABLE
         }
         FailoverErrorKind::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        // No target could carry the request: it asked for what none of their protocols has.
+        FailoverErrorKind::Exhausted if all_ineligible(e) => StatusCode::BAD_REQUEST,
         FailoverErrorKind::Exhausted => match e.reason() {
             Some(Reason::RateLimit) => StatusCode::TOO_MANY_REQUESTS,
             Some(Reason::Timeout) => StatusCode::GATEWAY_TIMEOUT,
@@ -197,6 +199,16 @@ fn status_of(e: &FailoverError) -> StatusCode {
         },
         _ => StatusCode::BAD_GATEWAY,
     }
+}
+
+/// True when every attempt was skipped as ineligible (see
+/// [`AttemptFailure::ineligible`](crate::chain::AttemptFailure::ineligible)).
+fn all_ineligible(e: &FailoverError) -> bool {
+    let attempts = e.trail().attempts();
+    !attempts.is_empty()
+        && attempts
+            .iter()
+            .all(|a| a.outcome == AttemptOutcome::Ineligible)
 }
 
 /// The `failover` member of an error body: the route, the reason, each attempt.
@@ -224,6 +236,7 @@ pub(super) fn attempts(trail: &Trail) -> Vec<Value> {
                     ("budget_exhausted", None)
                 }
                 AttemptOutcome::Shed(_) => ("shed", None),
+                AttemptOutcome::Ineligible => ("ineligible", None),
             };
             json!({
                 "provider": &*a.provider,
@@ -260,7 +273,7 @@ pub(super) fn failover_body(e: &FailoverError, scrub: &dyn Fn(&str) -> String) -
             obj
         }
         None => json!({
-            "message": scrub(&e.to_string()),
+            "message": scrub(&message(e)),
             "type": "failover_error",
             "param": null,
             "code": reason,
@@ -268,6 +281,18 @@ pub(super) fn failover_body(e: &FailoverError, scrub: &dyn Fn(&str) -> String) -
     };
     error["failover"] = details(e);
     json!({ "error": error })
+}
+
+/// What the error says: the route's error, and for a target that could not carry the
+/// request, what it lacked.
+fn message(e: &FailoverError) -> String {
+    match e.last_failure().filter(|f| f.is_ineligible()) {
+        Some(f) => match f.source_error() {
+            Some(why) => format!("{e}; {why}"),
+            None => e.to_string(),
+        },
+        None => e.to_string(),
+    }
 }
 
 /// The body for a request cut short by shutdown.
@@ -278,6 +303,95 @@ pub(super) fn shutdown_body() -> Value {
         "param": null,
         "code": "shutting_down",
     }})
+}
+
+/// Anthropic's error types, which its SDKs read (with the status) to raise their typed errors.
+const ANTHROPIC_TYPES: [&str; 9] = [
+    "invalid_request_error",
+    "authentication_error",
+    "permission_error",
+    "not_found_error",
+    "request_too_large",
+    "rate_limit_error",
+    "api_error",
+    "overloaded_error",
+    "timeout_error",
+];
+
+/// An error answer of the proxy's (OpenAI-shaped: `{"error": {...}}`) in Anthropic's shape,
+/// `{"type": "error", "error": {"type", "message", ...}}`, for the Messages endpoint. The
+/// error object keeps its other members (`failover`, `code`), the `type` is Anthropic's
+/// (kept if it is one already, else the status's), and an overloaded route's 503 becomes
+/// Anthropic's 529, which its SDKs raise as `OverloadedError`.
+pub(super) fn anthropic_shape(status: StatusCode, body: &Value) -> (StatusCode, Value) {
+    let mut error = match body.get("error") {
+        Some(Value::Object(e)) => e.clone(),
+        _ => serde_json::Map::new(),
+    };
+    if body["type"] == "error" {
+        // Already Anthropic's (an upstream's own error object).
+        return (status, body.clone());
+    }
+    let overloaded = error.get("code").and_then(Value::as_str) == Some(Reason::Overloaded.as_str());
+    let status = if status == StatusCode::SERVICE_UNAVAILABLE && overloaded {
+        StatusCode::from_u16(529).unwrap_or(status)
+    } else {
+        status
+    };
+    // The statuses Anthropic gives one type each decide it; for the others an Anthropic
+    // type the error already has stays (an upstream's own), else the status's.
+    let own = error
+        .get("type")
+        .and_then(Value::as_str)
+        .filter(|t| ANTHROPIC_TYPES.contains(t))
+        .map(str::to_owned);
+    let kind = match status.as_u16() {
+        401 => "authentication_error".to_owned(),
+        403 => "permission_error".to_owned(),
+        404 => "not_found_error".to_owned(),
+        413 => "request_too_large".to_owned(),
+        429 => "rate_limit_error".to_owned(),
+        529 => "overloaded_error".to_owned(),
+        code => own.unwrap_or_else(|| {
+            match code {
+                503 => "overloaded_error",
+                504 => "timeout_error",
+                400..=499 => "invalid_request_error",
+                _ => "api_error",
+            }
+            .to_owned()
+        }),
+    };
+    error.insert("type".into(), Value::from(kind));
+    error.entry("message").or_insert_with(|| Value::from(""));
+    error.remove("param");
+    (status, json!({"type": "error", "error": error}))
+}
+
+/// Turns the proxy's own error answers on the Messages endpoint (its checks, the key gate,
+/// a route that gave no answer) into Anthropic's shape ([`anthropic_shape`]). Answers that
+/// are not JSON errors pass as they are.
+pub(super) async fn anthropic_errors(resp: Response) -> Response {
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if resp.status().is_success() || !json {
+        return resp;
+    }
+    let (mut parts, body) = resp.into_parts();
+    // The proxy's own error bodies are small; an upstream's kept error object is bounded by
+    // what the upstream sent (already read whole).
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return Response::from_parts(parts, axum::body::Body::empty());
+    };
+    let Ok(value) = serde_json::from_slice::<Value>(&bytes) else {
+        return Response::from_parts(parts, axum::body::Body::from(bytes));
+    };
+    let (status, shaped) = anthropic_shape(parts.status, &value);
+    parts.status = status;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, axum::body::Body::from(shaped.to_string()))
 }
 
 #[cfg(test)]

@@ -15,8 +15,10 @@ use super::error::ApiError;
 use super::{Secret, Shared, Upstream, headers, sse};
 use crate::Reason;
 use crate::breaker::Breaker;
+use crate::chain::{Answer, FailoverError, FailoverStream};
 use crate::chain::{AttemptContext, AttemptFailure, Route, Trail};
-use crate::protocol::openai_chat::{ChatResume, ChatStream, Endpoint, Prefill};
+use crate::protocol::anthropic_messages::{self, MessagesChunk, MessagesStream};
+use crate::protocol::openai_chat::{self, ChatChunk, ChatResume, ChatStream, Endpoint, Prefill};
 use crate::telemetry::names::access;
 
 impl Upstream {
@@ -69,6 +71,84 @@ impl Upstream {
         self.bounded(self.client.chat_stream(&endpoint, ctx.model(), request))
             .await
     }
+
+    async fn messages(
+        &self,
+        ctx: &AttemptContext,
+        request: &Value,
+        caller_key: Option<&Secret>,
+        headers: &HeaderMap,
+    ) -> Result<Value, AttemptFailure> {
+        let endpoint = self.endpoint_for(caller_key);
+        self.bounded(
+            self.client
+                .messages(&endpoint, ctx.model(), request, headers),
+        )
+        .await
+    }
+
+    async fn messages_stream(
+        &self,
+        ctx: &AttemptContext,
+        request: &Value,
+        caller_key: Option<&Secret>,
+        headers: &HeaderMap,
+    ) -> Result<MessagesStream, AttemptFailure> {
+        let endpoint = self.endpoint_for(caller_key);
+        self.bounded(
+            self.client
+                .messages_stream(&endpoint, ctx.model(), request, headers),
+        )
+        .await
+    }
+}
+
+/// What one client-facing protocol adds to the common request handling ([`serve`]): its
+/// own checks of the body, its calls and its stream.
+trait Served {
+    /// The chunks of its streams, as they go out.
+    type Chunk: sse::Wire + Unpin + Send + 'static;
+    /// Its streams.
+    type Stream: futures_core::Stream<Item = Result<Self::Chunk, AttemptFailure>>
+        + Unpin
+        + Send
+        + 'static;
+
+    /// The checks of the body beyond `model` and `stream`.
+    fn check(body: &serde_json::Map<String, Value>) -> Result<(), ApiError>;
+
+    /// The request's tokens, estimated, for rate-limited routes.
+    fn estimate(body: &Value) -> u64;
+
+    /// The tokens an answer says it used.
+    fn usage(answer: &Value) -> Option<u64>;
+
+    /// One attempt of a non-streaming request.
+    fn call(
+        up: Upstream,
+        ctx: AttemptContext,
+        request: Call,
+    ) -> impl Future<Output = Result<Value, AttemptFailure>> + Send;
+
+    /// The route's stream for the request.
+    fn stream(
+        shared: &Arc<Shared>,
+        route: &Arc<Route>,
+        tokens: u64,
+        request: Call,
+    ) -> impl Future<Output = Streamed<Self>> + Send;
+}
+
+/// A route's stream for `P`'s endpoint, or why there is none.
+type Streamed<P> =
+    Result<Answer<FailoverStream<<P as Served>::Chunk, <P as Served>::Stream>>, FailoverError>;
+
+/// What an attempt of a checked request needs: its body, the caller's key and headers.
+#[derive(Clone)]
+struct Call {
+    body: Arc<Value>,
+    key: Option<Secret>,
+    headers: Arc<HeaderMap>,
 }
 
 impl Shared {
@@ -108,19 +188,19 @@ fn answer_headers(h: &mut HeaderMap, provider: &str, model: &str, trail: &Trail)
     }
 }
 
-/// A checked chat request: its route, the body to forward, and whether it streams.
-struct ChatRequest {
+/// A checked request: its route, the body to forward, and whether it streams.
+struct Checked {
     route: Arc<Route>,
     body: Arc<Value>,
     stream: bool,
 }
 
-/// Reads and checks the body of a chat request; every problem is a 4xx.
-async fn read_chat(
+/// Reads and checks the body of a request to `P`'s endpoint; every problem is a 4xx.
+async fn read_request<P: Served>(
     shared: &Shared,
     caller: &Caller,
     req: Request,
-) -> Result<ChatRequest, ApiError> {
+) -> Result<Checked, ApiError> {
     let limit = shared.max_body_bytes;
     let too_large = || {
         ApiError::client(
@@ -217,18 +297,7 @@ async fn read_chat(
             ));
         }
     };
-    if obj
-        .get("messages")
-        .and_then(Value::as_array)
-        .is_none_or(Vec::is_empty)
-    {
-        return Err(ApiError::client(
-            StatusCode::BAD_REQUEST,
-            "invalid_type",
-            Some("messages"),
-            "`messages` must be a non-empty array of chat messages",
-        ));
-    }
+    P::check(obj)?;
     let stream = match obj.get("stream") {
         None | Some(Value::Null) => false,
         Some(Value::Bool(b)) => *b,
@@ -263,11 +332,145 @@ async fn read_chat(
         .forbidden(forbidden));
     };
     let route = Arc::clone(&shared.routes[i]);
-    Ok(ChatRequest {
+    Ok(Checked {
         route,
         body: Arc::new(body),
         stream,
     })
+}
+
+/// `messages` must be a non-empty array.
+fn check_messages(body: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
+    if body
+        .get("messages")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty)
+    {
+        return Err(ApiError::client(
+            StatusCode::BAD_REQUEST,
+            "invalid_type",
+            Some("messages"),
+            "`messages` must be a non-empty array of messages",
+        ));
+    }
+    Ok(())
+}
+
+/// The OpenAI chat completions endpoint.
+struct Chat;
+
+impl Served for Chat {
+    type Chunk = ChatChunk;
+    type Stream = ChatStream;
+
+    fn check(body: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
+        check_messages(body)
+    }
+
+    fn estimate(body: &Value) -> u64 {
+        openai_chat::estimate_tokens(body)
+    }
+
+    fn usage(answer: &Value) -> Option<u64> {
+        openai_chat::usage_tokens(answer)
+    }
+
+    async fn call(up: Upstream, ctx: AttemptContext, call: Call) -> Result<Value, AttemptFailure> {
+        up.chat(&ctx, &call.body, call.key.as_ref()).await
+    }
+
+    async fn stream(
+        shared: &Arc<Shared>,
+        route: &Arc<Route>,
+        tokens: u64,
+        call: Call,
+    ) -> Streamed<Self> {
+        let open = {
+            let (shared, key) = (Arc::clone(shared), call.key.clone());
+            move |ctx: AttemptContext, body: Arc<Value>| {
+                let (shared, key) = (Arc::clone(&shared), key.clone());
+                async move {
+                    shared
+                        .upstream(&ctx)?
+                        .chat_stream(&ctx, &body, key.as_ref())
+                        .await
+                }
+            }
+        };
+        // A continuation goes only to providers that take an assistant prefill.
+        let prefill = {
+            let shared = Arc::clone(shared);
+            move |provider: &str| {
+                shared
+                    .upstreams
+                    .get(provider)
+                    .map_or(Prefill::None, |u| u.endpoint.prefill_mode())
+            }
+        };
+        let resume = ChatResume::new(Arc::clone(&call.body), prefill, open.clone());
+        route
+            .resumable_stream(tokens, |ctx| open(ctx, Arc::clone(&call.body)), resume)
+            .await
+    }
+}
+
+/// The Anthropic Messages endpoint.
+struct Messages;
+
+impl Served for Messages {
+    type Chunk = MessagesChunk;
+    type Stream = MessagesStream;
+
+    fn check(body: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
+        check_messages(body)?;
+        match body.get("max_tokens") {
+            Some(n) if n.as_u64().is_some_and(|n| n > 0) => Ok(()),
+            Some(_) => Err(ApiError::client(
+                StatusCode::BAD_REQUEST,
+                "invalid_type",
+                Some("max_tokens"),
+                "`max_tokens` must be a positive integer",
+            )),
+            None => Err(ApiError::client(
+                StatusCode::BAD_REQUEST,
+                "missing_required_parameter",
+                Some("max_tokens"),
+                "`max_tokens` is required",
+            )),
+        }
+    }
+
+    fn estimate(body: &Value) -> u64 {
+        anthropic_messages::estimate_tokens(body)
+    }
+
+    fn usage(answer: &Value) -> Option<u64> {
+        anthropic_messages::usage_tokens(answer)
+    }
+
+    async fn call(up: Upstream, ctx: AttemptContext, call: Call) -> Result<Value, AttemptFailure> {
+        up.messages(&ctx, &call.body, call.key.as_ref(), &call.headers)
+            .await
+    }
+
+    async fn stream(
+        shared: &Arc<Shared>,
+        route: &Arc<Route>,
+        tokens: u64,
+        call: Call,
+    ) -> Streamed<Self> {
+        route
+            .stream_with_tokens(tokens, |ctx| {
+                let (shared, call) = (Arc::clone(shared), call.clone());
+                async move {
+                    shared
+                        .upstream(&ctx)?
+                        .messages_stream(&ctx, &call.body, call.key.as_ref(), &call.headers)
+                        .await
+                }
+            })
+            .await
+    }
 }
 
 /// `POST /v1/chat/completions`.
@@ -276,7 +479,23 @@ pub(super) async fn chat(
     Extension(caller): Extension<Caller>,
     req: Request,
 ) -> Response {
-    let chat = match read_chat(&shared, &caller, req).await {
+    serve::<Chat>(shared, caller, req).await
+}
+
+/// `POST /v1/messages` (its errors are put in Anthropic's shape by
+/// [`anthropic_errors`](super::error::anthropic_errors)).
+pub(super) async fn messages(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    req: Request,
+) -> Response {
+    serve::<Messages>(shared, caller, req).await
+}
+
+/// One request to `P`'s endpoint: checked, sent through its route, answered.
+async fn serve<P: Served>(shared: Arc<Shared>, caller: Caller, req: Request) -> Response {
+    let headers = Arc::new(req.headers().clone());
+    let chat = match read_request::<P>(&shared, &caller, req).await {
         Ok(c) => c,
         Err(e) => {
             let reason = if e.is_forbidden() {
@@ -307,37 +526,17 @@ pub(super) async fn chat(
     let mut cut = shared.cut.subscribe();
     // Tokens are estimated only for a route that has rate limits to hold them to.
     let tokens = if chat.route.is_rate_limited() {
-        crate::protocol::openai_chat::estimate_tokens(&chat.body)
+        P::estimate(&chat.body)
     } else {
         0
     };
+    let call = Call {
+        body: Arc::clone(&chat.body),
+        key: key.clone(),
+        headers,
+    };
     if chat.stream {
-        let open = {
-            let (shared, key) = (Arc::clone(&shared), key.clone());
-            move |ctx: AttemptContext, body: Arc<Value>| {
-                let (shared, key) = (Arc::clone(&shared), key.clone());
-                async move {
-                    shared
-                        .upstream(&ctx)?
-                        .chat_stream(&ctx, &body, key.as_ref())
-                        .await
-                }
-            }
-        };
-        // A continuation goes only to providers that take an assistant prefill.
-        let prefill = {
-            let shared = Arc::clone(&shared);
-            move |provider: &str| {
-                shared
-                    .upstreams
-                    .get(provider)
-                    .map_or(Prefill::None, |u| u.endpoint.prefill_mode())
-            }
-        };
-        let resume = ChatResume::new(Arc::clone(&chat.body), prefill, open.clone());
-        let opening =
-            chat.route
-                .resumable_stream(tokens, |ctx| open(ctx, Arc::clone(&chat.body)), resume);
+        let opening = P::stream(&shared, &chat.route, tokens, call);
         let answer = tokio::select! {
             r = opening => r,
             Ok(_) = cut.wait_for(|c| *c) => return ApiError::shutting_down().into_response(),
@@ -360,13 +559,10 @@ pub(super) async fn chat(
         }
     } else {
         let call = chat.route.call_with_tokens(tokens, |ctx| {
-            let (shared, body, key) = (Arc::clone(&shared), Arc::clone(&chat.body), key.clone());
+            let (shared, call) = (Arc::clone(&shared), call.clone());
             async move {
-                let answer = shared
-                    .upstream(&ctx)?
-                    .chat(&ctx, &body, key.as_ref())
-                    .await?;
-                if let Some(used) = crate::protocol::openai_chat::usage_tokens(&answer) {
+                let answer = P::call(shared.upstream(&ctx)?, ctx.clone(), call).await?;
+                if let Some(used) = P::usage(&answer) {
                     ctx.report_usage(used);
                 }
                 Ok(answer)
@@ -387,7 +583,7 @@ pub(super) async fn chat(
     }
 }
 
-/// `GET /v1/models`: the routes the caller may use, as OpenAI models.
+/// `GET /v1/models`: the routes the caller may use, as OpenAI and Anthropic models.
 pub(super) async fn models(
     State(shared): State<Arc<Shared>>,
     Extension(caller): Extension<Caller>,
@@ -396,9 +592,27 @@ pub(super) async fn models(
         .routes
         .iter()
         .filter(|r| caller.client.as_ref().is_none_or(|c| c.may_use(r.name())))
-        .map(|r| json!({"id": r.name(), "object": "model", "created": 0, "owned_by": "llm-failover"}))
+        // OpenAI's fields and Anthropic's, so both SDKs' `models.list()` read it.
+        .map(|r| {
+            json!({
+                "id": r.name(),
+                "object": "model",
+                "created": 0,
+                "owned_by": "llm-failover",
+                "type": "model",
+                "display_name": r.name(),
+                "created_at": "1970-01-01T00:00:00Z",
+            })
+        })
         .collect();
-    Json(json!({"object": "list", "data": data}))
+    let id = |v: Option<&Value>| v.map(|m| m["id"].clone());
+    Json(json!({
+        "object": "list",
+        "data": &data,
+        "has_more": false,
+        "first_id": id(data.first()),
+        "last_id": id(data.last()),
+    }))
 }
 
 /// `GET /healthz`: the process is up and serving.
@@ -467,7 +681,7 @@ pub(super) async fn not_found(req: Request) -> Response {
         "not_found",
         None,
         format!(
-            "no endpoint {} {}; this proxy serves POST /v1/chat/completions, GET /v1/models, GET /v1/failover/status, POST /v1/failover/breakers/{{provider}}/{{model}}, GET /healthz and GET /metrics",
+            "no endpoint {} {}; this proxy serves POST /v1/chat/completions, POST /v1/messages, GET /v1/models, GET /v1/failover/status, POST /v1/failover/breakers/{{provider}}/{{model}}, GET /healthz and GET /metrics",
             req.method(),
             req.uri().path()
         ),

@@ -25,7 +25,17 @@
 //! Client mistakes (malformed JSON, no `model`, an unknown route, a body over the limit) are
 //! answered with a 4xx before anything reaches an upstream.
 //!
-//! Endpoints: `POST /v1/chat/completions`, `GET /v1/models`, `GET /healthz`,
+//! # Protocols
+//!
+//! `POST /v1/chat/completions` speaks OpenAI chat completions and `POST /v1/messages`
+//! Anthropic Messages (its errors in Anthropic's shape, `{"type": "error", "error": {...}}`,
+//! with 529 for an overloaded route, so Anthropic's SDKs raise their typed errors; a broken
+//! stream ends with an `event: error`, never `message_stop`). Every route serves both: each
+//! provider speaks its own `api`, and where it differs from the client's the request and the
+//! answer are translated ([`protocol`](crate::protocol)), or the target is skipped as
+//! `ineligible` when the request needs what the target's protocol cannot carry.
+//!
+//! Endpoints: `POST /v1/chat/completions`, `POST /v1/messages`, `GET /v1/models`, `GET /healthz`,
 //! `GET /v1/failover/status` (every breaker: state, reason, open until), `GET /metrics`
 //! (when a Prometheus handle is given and metrics have no address of their own), and for
 //! operators `POST /v1/failover/breakers/{provider}/{model}` and `POST /v1/failover/reload`.
@@ -387,7 +397,9 @@ impl Proxy {
             let client = Client::with_connect_timeout(p.connect_timeout)
                 .map_err(ProxyError::Client)?
                 .with_classifier(Arc::clone(&config.classifier));
-            let bare = Endpoint::new(name, &p.base_url).prefill(p.prefill);
+            let bare = Endpoint::new(name, &p.base_url)
+                .api(p.api)
+                .prefill(p.prefill);
             let mut endpoint = bare.clone();
             if let Some(key) = &p.api_key {
                 endpoint = match &p.api_key_query {
@@ -682,6 +694,11 @@ fn router_of(shared: &Arc<Shared>) -> Router {
         .route("/v1/chat/completions", post(handlers::chat))
         .route("/v1/models", get(handlers::models))
         .route_layer(from_fn_with_state(Arc::clone(shared), auth::client_gate));
+    // Anthropic's clients get every error of this endpoint, the key gate's too, in its shape.
+    let messages = Router::new()
+        .route("/v1/messages", post(handlers::messages))
+        .route_layer(from_fn_with_state(Arc::clone(shared), auth::client_gate))
+        .route_layer(axum::middleware::map_response(error::anthropic_errors));
     let status = Router::new()
         .route("/v1/failover/status", get(handlers::status))
         .route_layer(from_fn_with_state(Arc::clone(shared), auth::any_gate));
@@ -694,6 +711,7 @@ fn router_of(shared: &Arc<Shared>) -> Router {
         .route_layer(from_fn_with_state(Arc::clone(shared), auth::admin_gate));
     let mut router = Router::new()
         .merge(client)
+        .merge(messages)
         .merge(status)
         .merge(admin)
         .route("/healthz", get(handlers::healthz));

@@ -34,12 +34,10 @@ use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures_core::Stream;
 use futures_util::StreamExt as _;
-use reqwest::header::{AUTHORIZATION, HeaderValue};
+use reqwest::header::HeaderMap;
 use serde_json::Value;
 
 use crate::Reason;
@@ -49,209 +47,35 @@ use crate::classify::{Classifier, Signal};
 mod resume;
 
 pub use self::resume::{ChatResume, Prefill};
-
-/// One provider's OpenAI-compatible base URL and key.
-#[derive(Clone)]
-pub struct Endpoint {
-    provider: Arc<str>,
-    base_url: String,
-    api_key: Option<HeaderValue>,
-    /// A key sent as a query parameter (name, key), for providers that take it in the URL.
-    query_key: Option<(String, String)>,
-    prefill: Prefill,
-}
-
-impl fmt::Debug for Endpoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Endpoint")
-            .field("provider", &self.provider)
-            .field("base_url", &redacted_url(&self.base_url))
-            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
-            .field("prefill", &self.prefill)
-            .field(
-                "query_key",
-                &self
-                    .query_key
-                    .as_ref()
-                    .map(|(name, _)| format!("{name}=<redacted>")),
-            )
-            .finish()
-    }
-}
-
-impl Endpoint {
-    /// An endpoint for `provider` (the name used in routes and metrics) at `base_url`, the
-    /// URL that `/chat/completions` is appended to (e.g. `https://api.openai.com/v1`). Its
-    /// prefill support is what [`Prefill::for_base_url`] knows of the host.
-    #[must_use]
-    pub fn new(provider: &str, base_url: &str) -> Self {
-        Self {
-            provider: provider.into(),
-            base_url: base_url.trim_end_matches('/').to_owned(),
-            api_key: None,
-            query_key: None,
-            prefill: Prefill::for_base_url(base_url),
-        }
-    }
-
-    /// Whether and how the provider continues an assistant prefill, for stream resume
-    /// ([`ChatResume`]). Default: [`Prefill::for_base_url`].
-    #[must_use]
-    pub fn prefill(mut self, prefill: Prefill) -> Self {
-        self.prefill = prefill;
-        self
-    }
-
-    /// The provider's prefill support (see [`prefill`](Self::prefill)).
-    #[must_use]
-    pub fn prefill_mode(&self) -> Prefill {
-        self.prefill
-    }
-
-    /// The API key, sent as `Authorization: Bearer …` and marked sensitive, so it is never
-    /// printed by `Debug` of this endpoint or of the request. Default: none. A key that is
-    /// not a valid header value is ignored.
-    #[must_use]
-    pub fn api_key(mut self, key: impl AsRef<str>) -> Self {
-        self.api_key = HeaderValue::from_str(&format!("Bearer {}", key.as_ref().trim()))
-            .ok()
-            .map(|mut v| {
-                v.set_sensitive(true);
-                v
-            });
-        self
-    }
-
-    /// A key sent as the query parameter `name` (`?key=…`), for providers that take it in
-    /// the URL. Errors built by this module drop the URL, so the key does not reach messages
-    /// or logs. Default: none.
-    #[must_use]
-    pub fn api_key_query(mut self, name: &str, key: impl Into<String>) -> Self {
-        self.query_key = Some((name.to_owned(), key.into()));
-        self
-    }
-
-    /// The provider's name.
-    #[must_use]
-    pub fn provider(&self) -> &str {
-        &self.provider
-    }
-}
-
-/// A URL without its user info and query, which may carry keys.
-fn redacted_url(url: &str) -> String {
-    match reqwest::Url::parse(url) {
-        Ok(mut u) => {
-            if !u.username().is_empty() || u.password().is_some() {
-                let _ = u.set_username("redacted");
-                let _ = u.set_password(None);
-            }
-            if u.query().is_some() {
-                u.set_query(Some("redacted"));
-            }
-            u.to_string()
-        }
-        Err(_) => "<unparsable>".to_owned(),
-    }
-}
-
-/// A shared HTTP client for chat calls: TCP_NODELAY on, a connect timeout, no overall
-/// timeout (the route's deadlines bound each attempt).
-#[derive(Debug, Clone)]
-pub struct Client {
-    http: reqwest::Client,
-    classifier: Arc<Classifier>,
-}
+use super::endpoint::cut_short;
+pub use super::endpoint::{Client, Endpoint};
+use super::sse::{self, Failing};
+use super::{Api, translate};
 
 impl Client {
-    /// A client with a 5 s connect timeout.
-    ///
-    /// # Errors
-    ///
-    /// The TLS backend could not be initialised.
-    pub fn new() -> Result<Self, reqwest::Error> {
-        Self::with_connect_timeout(Duration::from_secs(5))
-    }
-
-    /// A client with the given connect timeout (a host that does not answer SYNs costs this
-    /// much, not a whole attempt timeout).
-    ///
-    /// # Errors
-    ///
-    /// The TLS backend could not be initialised.
-    pub fn with_connect_timeout(connect: Duration) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(connect)
-            .tcp_nodelay(true)
-            .build()?;
-        Ok(Self {
-            http,
-            classifier: Arc::default(),
-        })
-    }
-
-    /// Classifies failures with `classifier` (its per-provider overrides apply to the
-    /// endpoint's provider). Default: the built-in rules ([`classify`](crate::classify::classify)).
-    #[must_use]
-    pub fn with_classifier(mut self, classifier: Arc<Classifier>) -> Self {
-        self.classifier = classifier;
-        self
-    }
-
-    fn transport(&self, endpoint: &Endpoint) -> impl Fn(reqwest::Error) -> AttemptFailure {
-        let classifier = Arc::clone(&self.classifier);
-        let provider = Arc::clone(&endpoint.provider);
-        move |e| AttemptFailure::from_reqwest_with(e, &classifier, Some(&provider))
-    }
-
-    fn post(
-        &self,
-        endpoint: &Endpoint,
-        model: &str,
-        request: &Value,
-        stream: bool,
-    ) -> reqwest::RequestBuilder {
-        let mut body = request.clone();
-        if let Some(obj) = body.as_object_mut() {
-            obj.insert("model".into(), Value::from(model));
-            obj.insert("stream".into(), Value::from(stream));
-        }
-        let url = format!("{}/chat/completions", endpoint.base_url);
-        let url = match (&endpoint.query_key, reqwest::Url::parse(&url)) {
-            (Some((name, key)), Ok(mut parsed)) => {
-                parsed.query_pairs_mut().append_pair(name, key);
-                parsed.to_string()
-            }
-            _ => url,
-        };
-        let mut req = self.http.post(url).json(&body);
-        if let Some(key) = &endpoint.api_key {
-            req = req.header(AUTHORIZATION, key.clone());
-        }
-        req
-    }
-
-    /// Sends a chat request; a transport failure or a non-2xx answer is the attempt's failure.
-    async fn send(
+    /// Sends a chat request with `model` and `stream` set; a transport failure or a non-2xx
+    /// answer is the attempt's failure.
+    async fn send_chat(
         &self,
         endpoint: &Endpoint,
         model: &str,
         request: &Value,
         stream: bool,
     ) -> Result<reqwest::Response, AttemptFailure> {
-        let resp = self
-            .post(endpoint, model, request, stream)
-            .send()
-            .await
-            .map_err(self.transport(endpoint))?;
-        if resp.status().is_success() {
-            return Ok(resp);
+        let mut body = request.clone();
+        if let Some(obj) = body.as_object_mut() {
+            obj.insert("model".into(), Value::from(model));
+            obj.insert("stream".into(), Value::from(stream));
         }
-        Err(AttemptFailure::from_response_with(resp, &endpoint.provider, &self.classifier).await)
+        self.send(endpoint, "/chat/completions", &body, HeaderMap::new())
+            .await
     }
 
     /// One non-streaming chat completion: the upstream's JSON answer, with `model` set to the
-    /// target's model and `stream` to false.
+    /// target's model and `stream` to false. An endpoint that speaks another [`Api`] gets
+    /// the request translated and its answer translated back (see the [protocol
+    /// docs](crate::protocol#translation-between-protocols)); a request it cannot carry fails as
+    /// [`AttemptFailure::ineligible`], having sent nothing.
     ///
     /// # Errors
     ///
@@ -262,7 +86,27 @@ impl Client {
         model: &str,
         request: &Value,
     ) -> Result<Value, AttemptFailure> {
-        let resp = self.send(endpoint, model, request, false).await?;
+        match endpoint.api_kind() {
+            Api::OpenAiChat => self.chat_native(endpoint, model, request).await,
+            Api::AnthropicMessages => {
+                let body = translate::chat_request_to_messages(request)
+                    .map_err(AttemptFailure::ineligible)?;
+                let answer = self
+                    .messages_native(endpoint, model, &body, &HeaderMap::new())
+                    .await?;
+                Ok(translate::messages_answer_to_chat(&answer))
+            }
+        }
+    }
+
+    /// [`chat`](Self::chat) from an OpenAI-compatible endpoint.
+    pub(crate) async fn chat_native(
+        &self,
+        endpoint: &Endpoint,
+        model: &str,
+        request: &Value,
+    ) -> Result<Value, AttemptFailure> {
+        let resp = self.send_chat(endpoint, model, request, false).await?;
         let status = resp.status().as_u16();
         let body = resp
             .text()
@@ -293,7 +137,8 @@ impl Client {
     }
 
     /// Opens a streaming chat completion: the chunks as they come, grouped so the first one
-    /// carries the first token (see the [module docs](self)).
+    /// carries the first token (see the [module docs](self)). From an endpoint that speaks
+    /// another [`Api`], its events are translated into chat chunks as they come.
     ///
     /// # Errors
     ///
@@ -304,16 +149,38 @@ impl Client {
         model: &str,
         request: &Value,
     ) -> Result<ChatStream, AttemptFailure> {
-        let resp = self.send(endpoint, model, request, true).await?;
-        Ok(ChatStream {
-            events: Box::pin(resp.bytes_stream().eventsource()),
-            provider: Arc::clone(&endpoint.provider),
-            classifier: Arc::clone(&self.classifier),
-            pending: Vec::new(),
-            finished: false,
-            answered: false,
-            done: false,
-        })
+        let data: Failing<String> = match endpoint.api_kind() {
+            Api::OpenAiChat => Box::pin(
+                self.chat_events(endpoint, model, request)
+                    .await?
+                    .map(|e| e.map(|e| e.data)),
+            ),
+            Api::AnthropicMessages => {
+                let body = translate::chat_request_to_messages(request)
+                    .map_err(AttemptFailure::ineligible)?;
+                let events = self
+                    .messages_events(endpoint, model, &body, &HeaderMap::new())
+                    .await?;
+                let mut chat = translate::MessagesToChat::new();
+                sse::translated(
+                    events,
+                    move |e| Ok(chat.event(&e.event, &sse::json(&e.data)?)),
+                    Vec::new,
+                )
+            }
+        };
+        Ok(ChatStream::new(data, endpoint, &self.classifier))
+    }
+
+    /// The events of a streaming chat completion from an OpenAI-compatible endpoint.
+    pub(crate) async fn chat_events(
+        &self,
+        endpoint: &Endpoint,
+        model: &str,
+        request: &Value,
+    ) -> Result<Failing<eventsource_stream::Event>, AttemptFailure> {
+        let resp = self.send_chat(endpoint, model, request, true).await?;
+        Ok(sse::events(resp))
     }
 }
 
@@ -334,50 +201,21 @@ impl Client {
 /// ```
 #[must_use]
 pub fn estimate_tokens(request: &Value) -> u64 {
-    let completion = ["max_completion_tokens", "max_tokens"]
-        .iter()
-        .find_map(|k| request.get(*k).and_then(Value::as_u64))
-        .unwrap_or(0);
-    prompt_tokens(request) + completion
+    super::estimate(request, &PROMPT, &["max_completion_tokens", "max_tokens"])
 }
+
+/// The fields of a chat request that make its prompt.
+const PROMPT: [&str; 3] = ["messages", "tools", "response_format"];
 
 /// A request's prompt tokens, estimated: its messages, tools and schema as JSON, over 4.
 fn prompt_tokens(request: &Value) -> u64 {
-    /// Counts the bytes written to it.
-    struct Count(u64);
-    impl std::io::Write for Count {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0 += buf.len() as u64;
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut bytes = Count(0);
-    for key in ["messages", "tools", "response_format"] {
-        if let Some(v) = request.get(key) {
-            // Writing to a counter cannot fail.
-            let _ = serde_json::to_writer(&mut bytes, v);
-        }
-    }
-    bytes.0 / 4
+    super::estimate(request, &PROMPT, &[])
 }
 
 /// The `usage.total_tokens` of a chat answer (or of a stream's final chunk), if it has one.
 #[must_use]
 pub fn usage_tokens(answer: &Value) -> Option<u64> {
     answer.get("usage")?.get("total_tokens")?.as_u64()
-}
-
-/// A transport failure while reading the body of a 2xx answer. The answer had started, so it
-/// was cut short: `stream_interrupted`, which fails over. The classifier would call the same
-/// error ("connection closed before message completed") `connection_reset`, which is for a
-/// request that got no response and is retried on the same target: a retry that would pay for
-/// a cut answer twice. The client sets no read timeout (the route's deadlines bound attempts),
-/// so a body error here is never a timeout.
-fn cut_short(err: reqwest::Error) -> AttemptFailure {
-    AttemptFailure::new(Reason::StreamInterrupted).with_source(err.without_url())
 }
 
 /// Does a message or delta carry content (text, a refusal or a tool call)?
@@ -435,11 +273,10 @@ impl Chunk for ChatChunk {
     }
 }
 
-type Events = Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<reqwest::Error>>> + Send>>;
-
 /// The chunks of a streaming chat completion.
 pub struct ChatStream {
-    events: Events,
+    /// The `data` of the upstream's events (translated, if it speaks another protocol).
+    events: Failing<String>,
     provider: Arc<str>,
     classifier: Arc<Classifier>,
     /// Events that carry no token yet (role-only, empty), waiting for one that does.
@@ -461,6 +298,23 @@ impl fmt::Debug for ChatStream {
 }
 
 impl ChatStream {
+    /// The stream of `data` payloads from `endpoint`.
+    pub(crate) fn new(
+        events: Failing<String>,
+        endpoint: &Endpoint,
+        classifier: &Arc<Classifier>,
+    ) -> Self {
+        ChatStream {
+            events,
+            provider: Arc::clone(&endpoint.provider),
+            classifier: Arc::clone(classifier),
+            pending: Vec::new(),
+            finished: false,
+            answered: false,
+            done: false,
+        }
+    }
+
     /// Reads one event into the pending chunk; true when the chunk is ready to hand out (it
     /// carries a token, a finish reason or the `[DONE]` marker).
     fn take(&mut self, data: String) -> Result<bool, AttemptFailure> {
@@ -518,15 +372,11 @@ impl Stream for ChatStream {
                     this.done = true;
                     return Poll::Ready(None);
                 }
-                Poll::Ready(Some(Err(EventStreamError::Transport(e)))) => {
+                Poll::Ready(Some(Err(f))) => {
                     this.done = true;
-                    return Poll::Ready(Some(Err(cut_short(e))));
+                    return Poll::Ready(Some(Err(f)));
                 }
-                Poll::Ready(Some(Err(_))) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(AttemptFailure::new(Reason::StreamInterrupted))));
-                }
-                Poll::Ready(Some(Ok(event))) => match this.take(event.data) {
+                Poll::Ready(Some(Ok(data))) => match this.take(data) {
                     Ok(false) => {}
                     Ok(true) => {
                         let chunk = ChatChunk {

@@ -1,0 +1,436 @@
+//! Anthropic Messages calls (`POST {base_url}/messages`), for use inside a route's attempts.
+//!
+//! The same contract as [`openai_chat`](super::openai_chat): one call to one
+//! [`Endpoint`] (of [`Api::AnthropicMessages`]), every way it
+//! fails turned into an [`AttemptFailure`]. The key goes as `x-api-key`; `anthropic-version`
+//! is the caller's or [`ANTHROPIC_VERSION`], and `anthropic-beta`
+//! is passed on. The request body is forwarded as it is (`cache_control`, `thinking`,
+//! `metadata` and whatever else Anthropic adds), with `model` and `stream` set.
+//!
+//! What is a failure, beyond the status and body of a non-2xx answer (the classifier knows
+//! Anthropic's error bodies and reads `retry-after` and `anthropic-ratelimit-*-reset`):
+//!
+//! * a 2xx whose body is not a message, or whose message has no content: `empty_response`;
+//! * a `stop_reason` of `refusal`: `content_filter` (not for another model);
+//! * in a stream, an `error` event (Anthropic sends `overloaded_error` mid-stream): the
+//!   reason its body gives; data that is not JSON, or a body cut short: `stream_interrupted`;
+//!   a stream that ends its message without a token: `empty_response`.
+//!
+//! A stream is cut into [`MessagesChunk`]s so that the chain commits on the first *token*
+//! (a text, thinking or tool-input delta, or the start of a `tool_use` block): the
+//! `message_start`, `content_block_start` and `ping` events before it travel with it. A
+//! chunk is *complete* at the `message_delta` that carries the `stop_reason` and *final* at
+//! `message_stop`.
+//!
+//! ```no_run
+//! # async fn demo(route: &llm_failover::chain::Route) -> Result<(), Box<dyn std::error::Error>> {
+//! use llm_failover::protocol::{Api, Client, Endpoint};
+//!
+//! let client = Client::new()?;
+//! let claude = Endpoint::new("anthropic", "https://api.anthropic.com/v1")
+//!     .api(Api::AnthropicMessages)
+//!     .api_key(std::env::var("ANTHROPIC_API_KEY")?);
+//! let request = serde_json::json!({
+//!     "max_tokens": 256,
+//!     "messages": [{"role": "user", "content": "Hi"}],
+//! });
+//! let no_headers = reqwest::header::HeaderMap::new();
+//! let answer = route
+//!     .call(|attempt| {
+//!         let (client, claude, request) = (client.clone(), claude.clone(), request.clone());
+//!         let headers = no_headers.clone();
+//!         async move { client.messages(&claude, attempt.model(), &request, &headers).await }
+//!     })
+//!     .await?;
+//! println!("{} answered: {}", answer.provider, answer.value["content"][0]["text"]);
+//! # Ok(()) }
+//! ```
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+use futures_util::StreamExt as _;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use serde_json::Value;
+
+use super::endpoint::{ANTHROPIC_VERSION, Client, Endpoint, cut_short};
+use super::sse::{self, Failing};
+use super::{Api, translate};
+use crate::Reason;
+use crate::chain::{AttemptFailure, Chunk};
+use crate::classify::{Classifier, Signal};
+
+/// The request headers a client's `anthropic-*` choices travel in.
+const VERSION: HeaderName = HeaderName::from_static("anthropic-version");
+const BETA: HeaderName = HeaderName::from_static("anthropic-beta");
+
+impl Client {
+    /// Sends a Messages request with `model` and `stream` set.
+    async fn send_messages(
+        &self,
+        endpoint: &Endpoint,
+        model: &str,
+        request: &Value,
+        stream: bool,
+        client_headers: &HeaderMap,
+    ) -> Result<reqwest::Response, AttemptFailure> {
+        let mut body = request.clone();
+        if let Some(obj) = body.as_object_mut() {
+            obj.insert("model".into(), Value::from(model));
+            obj.insert("stream".into(), Value::from(stream));
+        }
+        let mut headers = HeaderMap::new();
+        let version = client_headers
+            .get(VERSION)
+            .cloned()
+            .unwrap_or(HeaderValue::from_static(ANTHROPIC_VERSION));
+        headers.insert(VERSION, version);
+        for beta in client_headers.get_all(BETA) {
+            headers.append(BETA, beta.clone());
+        }
+        self.send(endpoint, "/messages", &body, headers).await
+    }
+
+    /// One non-streaming Messages call: the upstream's message, with `model` set to the
+    /// target's model and `stream` to false. Of `headers` (the client's), `anthropic-version`
+    /// and `anthropic-beta` are sent on; nothing else. An endpoint that speaks another
+    /// [`Api`] gets the request translated and its answer translated back (see the
+    /// [protocol docs](crate::protocol#translation-between-protocols)); a request it cannot carry fails as
+    /// [`AttemptFailure::ineligible`], having sent nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`AttemptFailure`] for every way the call can fail, classified (see the
+    /// [module docs](self)).
+    pub async fn messages(
+        &self,
+        endpoint: &Endpoint,
+        model: &str,
+        request: &Value,
+        headers: &HeaderMap,
+    ) -> Result<Value, AttemptFailure> {
+        match endpoint.api_kind() {
+            Api::AnthropicMessages => {
+                self.messages_native(endpoint, model, request, headers)
+                    .await
+            }
+            Api::OpenAiChat => {
+                let body = translate::messages_request_to_chat(request)
+                    .map_err(AttemptFailure::ineligible)?;
+                let answer = self.chat_native(endpoint, model, &body).await?;
+                Ok(translate::chat_answer_to_messages(&answer))
+            }
+        }
+    }
+
+    /// [`messages`](Self::messages) from an Anthropic Messages endpoint.
+    pub(crate) async fn messages_native(
+        &self,
+        endpoint: &Endpoint,
+        model: &str,
+        request: &Value,
+        headers: &HeaderMap,
+    ) -> Result<Value, AttemptFailure> {
+        let resp = self
+            .send_messages(endpoint, model, request, false, headers)
+            .await?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| cut_short(e).with_status(status))?;
+        let Ok(answer) = serde_json::from_str::<Value>(&body) else {
+            return Err(AttemptFailure::new(Reason::EmptyResponse).with_status(status));
+        };
+        if answer["type"] == "error" {
+            let c = self.classifier.classify(
+                &Signal::new()
+                    .body(body.as_str())
+                    .provider(endpoint.provider()),
+            );
+            return Err(AttemptFailure::classified(&c).with_status(status));
+        }
+        if answer["stop_reason"] == "refusal" {
+            return Err(AttemptFailure::new(Reason::ContentFilter).with_status(status));
+        }
+        let content = answer["content"].as_array();
+        if !content.is_some_and(|blocks| blocks.iter().any(block_has_content)) {
+            return Err(AttemptFailure::new(Reason::EmptyResponse).with_status(status));
+        }
+        Ok(answer)
+    }
+
+    /// Opens a streaming Messages call: its events as they come, grouped so the first chunk
+    /// carries the first token (see the [module docs](self)). From an endpoint that speaks
+    /// another [`Api`], its events are translated into Anthropic's as they come.
+    ///
+    /// # Errors
+    ///
+    /// [`AttemptFailure`] when the request fails before the stream opens.
+    pub async fn messages_stream(
+        &self,
+        endpoint: &Endpoint,
+        model: &str,
+        request: &Value,
+        headers: &HeaderMap,
+    ) -> Result<MessagesStream, AttemptFailure> {
+        let events: Failing<(String, String)> = match endpoint.api_kind() {
+            Api::AnthropicMessages => Box::pin(
+                self.messages_events(endpoint, model, request, headers)
+                    .await?
+                    .map(|e| e.map(|e| (e.event, e.data))),
+            ),
+            Api::OpenAiChat => {
+                let body = translate::messages_request_to_chat(request)
+                    .map_err(AttemptFailure::ineligible)?;
+                let events = self.chat_events(endpoint, model, &body).await?;
+                let messages =
+                    Arc::new(std::sync::Mutex::new(translate::ChatToMessages::new(model)));
+                let end = Arc::clone(&messages);
+                let named = |events: Vec<(&'static str, String)>| {
+                    events
+                        .into_iter()
+                        .map(|(name, data)| (name.to_owned(), data))
+                        .collect()
+                };
+                sse::translated(
+                    events,
+                    move |e| Ok(named(lock(&messages).data(&e.data))),
+                    move || named(lock(&end).end()),
+                )
+            }
+        };
+        Ok(MessagesStream::new(events, endpoint, &self.classifier))
+    }
+
+    /// The events of a streaming Messages call from an Anthropic Messages endpoint.
+    pub(crate) async fn messages_events(
+        &self,
+        endpoint: &Endpoint,
+        model: &str,
+        request: &Value,
+        headers: &HeaderMap,
+    ) -> Result<Failing<eventsource_stream::Event>, AttemptFailure> {
+        let resp = self
+            .send_messages(endpoint, model, request, true, headers)
+            .await?;
+        Ok(sse::events(resp))
+    }
+}
+
+/// The translator, whoever panicked while holding it (nothing it does can leave it half-done
+/// in a way that matters more than the stream's own failure).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Does a content block of an answer carry content?
+fn block_has_content(block: &Value) -> bool {
+    match block["type"].as_str() {
+        Some("text") => block["text"].as_str().is_some_and(|t| !t.is_empty()),
+        Some("thinking") => block["thinking"].as_str().is_some_and(|t| !t.is_empty()),
+        Some(_) => true,
+        None => false,
+    }
+}
+
+/// A group of stream events: `(event name, data)` in order, as the upstream sent them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessagesChunk {
+    events: Vec<(String, String)>,
+    /// The `stop_reason` arrived: the answer is whole.
+    finished: bool,
+    /// `message_stop` arrived.
+    done: bool,
+}
+
+impl MessagesChunk {
+    /// The events in this chunk: `(event name, data)`.
+    #[must_use]
+    pub fn events(&self) -> &[(String, String)] {
+        &self.events
+    }
+
+    /// The text the chunk adds to the answer (its `text_delta`s).
+    #[must_use]
+    pub fn text(&self) -> String {
+        self.events
+            .iter()
+            .filter(|(name, _)| name == "content_block_delta")
+            .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|v| v["delta"]["text"].as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
+impl Chunk for MessagesChunk {
+    fn is_final(&self) -> bool {
+        self.done
+    }
+
+    fn is_complete(&self) -> bool {
+        self.finished || self.done
+    }
+}
+
+/// The chunks of a streaming Messages answer.
+pub struct MessagesStream {
+    /// The upstream's events as `(name, data)` (translated, if it speaks another protocol).
+    events: Failing<(String, String)>,
+    provider: Arc<str>,
+    classifier: Arc<Classifier>,
+    /// Events that carry no token yet, waiting for one that does.
+    pending: Vec<(String, String)>,
+    /// A `stop_reason` is among the pending events.
+    finished: bool,
+    /// A token has arrived.
+    answered: bool,
+    done: bool,
+}
+
+impl fmt::Debug for MessagesStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MessagesStream")
+            .field("provider", &self.provider)
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl MessagesStream {
+    /// The stream of `(event name, data)` from `endpoint`.
+    pub(crate) fn new(
+        events: Failing<(String, String)>,
+        endpoint: &Endpoint,
+        classifier: &Arc<Classifier>,
+    ) -> Self {
+        Self {
+            events,
+            provider: Arc::clone(&endpoint.provider),
+            classifier: Arc::clone(classifier),
+            pending: Vec::new(),
+            finished: false,
+            answered: false,
+            done: false,
+        }
+    }
+
+    /// Reads one event into the pending chunk; true when the chunk is ready to hand out (it
+    /// carries a token, the stop reason or `message_stop`).
+    fn take(&mut self, name: String, data: String) -> Result<bool, AttemptFailure> {
+        if name == "ping" || data.trim().is_empty() {
+            // Keep-alives go out with the next chunk.
+            self.pending.push((name, data));
+            return Ok(false);
+        }
+        let Ok(event) = serde_json::from_str::<Value>(&data) else {
+            return Err(AttemptFailure::new(Reason::StreamInterrupted));
+        };
+        if name == "error" || event["type"] == "error" {
+            let c = self
+                .classifier
+                .classify(&Signal::new().body(data.as_str()).provider(&*self.provider));
+            return Err(AttemptFailure::classified(&c));
+        }
+        let token = match name.as_str() {
+            "content_block_start" => {
+                let block = &event["content_block"];
+                block["type"] != "text" && block["type"] != "thinking" || block_has_content(block)
+            }
+            "content_block_delta" => {
+                let d = &event["delta"];
+                ["text", "thinking", "partial_json"]
+                    .iter()
+                    .any(|k| d[*k].as_str().is_some_and(|s| !s.is_empty()))
+            }
+            _ => false,
+        };
+        let stop = &event["delta"]["stop_reason"];
+        let finished = name == "message_delta" && stop.is_string();
+        if finished && *stop == "refusal" {
+            return Err(AttemptFailure::new(Reason::ContentFilter));
+        }
+        let done = name == "message_stop";
+        if (finished || done) && !token && !self.answered {
+            return Err(AttemptFailure::new(Reason::EmptyResponse));
+        }
+        self.answered |= token;
+        self.pending.push((name, data));
+        self.finished |= finished;
+        self.done |= done;
+        Ok(finished || token || done)
+    }
+}
+
+impl Stream for MessagesStream {
+    type Item = Result<MessagesChunk, AttemptFailure>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            match this.events.poll_next_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(None) => {
+                    this.done = true;
+                    return Poll::Ready(None);
+                }
+                Poll::Ready(Some(Err(f))) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(f)));
+                }
+                Poll::Ready(Some(Ok((name, data)))) => match this.take(name, data) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        let chunk = MessagesChunk {
+                            events: std::mem::take(&mut this.pending),
+                            finished: std::mem::take(&mut this.finished),
+                            done: this.done,
+                        };
+                        return Poll::Ready(Some(Ok(chunk)));
+                    }
+                    Err(f) => {
+                        this.done = true;
+                        return Poll::Ready(Some(Err(f)));
+                    }
+                },
+            }
+        }
+    }
+}
+
+/// A Messages request's tokens, estimated before it is sent, for the targets'
+/// tokens-per-minute limits: its `system`, `messages` and `tools` as JSON over 4, plus its
+/// `max_tokens`.
+///
+/// ```
+/// use llm_failover::protocol::anthropic_messages::estimate_tokens;
+///
+/// let request = serde_json::json!({
+///     "max_tokens": 100,
+///     "messages": [{"role": "user", "content": "Say hi in forty characters, not more."}],
+/// });
+/// assert_eq!(estimate_tokens(&request), 100 + 67 / 4);
+/// ```
+#[must_use]
+pub fn estimate_tokens(request: &Value) -> u64 {
+    super::estimate(request, &["system", "messages", "tools"], &["max_tokens"])
+}
+
+/// The tokens a Messages answer (or a stream's `message_delta`) says it used: input, output
+/// and cache reads and writes.
+#[must_use]
+pub fn usage_tokens(answer: &Value) -> Option<u64> {
+    let usage = answer.get("usage")?;
+    let n = |k: &str| usage.get(k).and_then(Value::as_u64).unwrap_or(0);
+    let total = n("input_tokens")
+        + n("output_tokens")
+        + n("cache_read_input_tokens")
+        + n("cache_creation_input_tokens");
+    (total > 0).then_some(total)
+}

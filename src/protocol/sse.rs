@@ -1,0 +1,83 @@
+//! Server-sent events from an upstream, with transport errors already classified.
+
+use std::pin::Pin;
+
+use eventsource_stream::{Event, EventStreamError, Eventsource as _};
+use futures_core::Stream;
+use futures_util::StreamExt as _;
+
+use super::endpoint::cut_short;
+use crate::Reason;
+use crate::chain::AttemptFailure;
+
+/// A boxed stream of `T`s or the failure that ended it.
+pub(crate) type Failing<T> = Pin<Box<dyn Stream<Item = Result<T, AttemptFailure>> + Send>>;
+
+/// The events of a 2xx streaming answer. A body cut short is `stream_interrupted`
+/// ([`cut_short`]), as is a body that is not server-sent events; the stream ends after its
+/// first failure.
+pub(crate) fn events(resp: reqwest::Response) -> Failing<Event> {
+    let mut failed = false;
+    Box::pin(
+        resp.bytes_stream()
+            .eventsource()
+            .take_while(move |r| {
+                let go = !failed;
+                failed |= r.is_err();
+                std::future::ready(go)
+            })
+            .map(|r| {
+                r.map_err(|e| match e {
+                    EventStreamError::Transport(e) => cut_short(e),
+                    _ => AttemptFailure::new(Reason::StreamInterrupted),
+                })
+            }),
+    )
+}
+
+/// `events` translated one event at a time by `each` (which may fail the stream), then
+/// `end()`'s items when `events` ends without a failure. Nothing follows a failure.
+pub(crate) fn translated<T: Send + 'static>(
+    events: Failing<Event>,
+    each: impl FnMut(&Event) -> Result<Vec<T>, AttemptFailure> + Send + 'static,
+    end: impl FnOnce() -> Vec<T> + Send + 'static,
+) -> Failing<T> {
+    struct State<E, F, T> {
+        events: Failing<Event>,
+        each: E,
+        end: Option<F>,
+        ready: std::collections::VecDeque<T>,
+    }
+    let start = State {
+        events,
+        each,
+        end: Some(end),
+        ready: std::collections::VecDeque::new(),
+    };
+    Box::pin(futures_util::stream::unfold(
+        Some(start),
+        |state| async move {
+            let mut s = state?;
+            loop {
+                if let Some(item) = s.ready.pop_front() {
+                    return Some((Ok(item), Some(s)));
+                }
+                match s.events.next().await {
+                    Some(event) => match event.and_then(|e| (s.each)(&e)) {
+                        Ok(items) => s.ready.extend(items),
+                        Err(f) => return Some((Err(f), None)),
+                    },
+                    None => match s.end.take() {
+                        Some(end) => s.ready.extend(end()),
+                        None => return None,
+                    },
+                }
+            }
+        },
+    ))
+}
+
+/// An event's `data` as JSON; data that is not JSON cut the stream (`stream_interrupted`).
+pub(crate) fn json(data: &str) -> Result<serde_json::Value, AttemptFailure> {
+    serde_json::from_str(data).map_err(|_| AttemptFailure::new(Reason::StreamInterrupted))
+}

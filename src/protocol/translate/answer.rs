@@ -1,0 +1,150 @@
+//! Whole (non-streaming) answers: Anthropic messages to chat completions and back.
+
+use serde_json::{Value, json};
+
+use super::{chat_id, chat_usage, finish_reason, message_id, messages_usage, now, stop_reason};
+
+/// A non-streaming Anthropic answer (a `message` object) as a `chat.completion` object.
+///
+/// Text blocks join into `message.content` (`null` when there is no text but tool calls),
+/// `tool_use` blocks become `tool_calls` (ids kept), thinking text becomes
+/// `reasoning_content`, and usage counts cached tokens into the prompt as OpenAI does.
+pub(crate) fn messages_answer_to_chat(answer: &Value) -> Value {
+    let mut text = String::new();
+    let mut reasoning = String::new();
+    let mut calls = Vec::new();
+    let empty = Vec::new();
+    let blocks = answer
+        .get("content")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    let str_of = |v: &Value, k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    for b in blocks {
+        match b.get("type").and_then(Value::as_str) {
+            Some("text") => text.push_str(&str_of(b, "text")),
+            Some("thinking") => reasoning.push_str(&str_of(b, "thinking")),
+            Some("tool_use") => calls.push(json!({
+                "id": str_of(b, "id"),
+                "type": "function",
+                "function": {
+                    "name": str_of(b, "name"),
+                    "arguments": b.get("input").map_or_else(|| "{}".to_owned(), Value::to_string),
+                },
+            })),
+            _ => {}
+        }
+    }
+    let mut message = json!({"role": "assistant"});
+    message["content"] = if text.is_empty() && !calls.is_empty() {
+        Value::Null
+    } else {
+        Value::from(text)
+    };
+    if !reasoning.is_empty() {
+        message["reasoning_content"] = Value::from(reasoning);
+    }
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    let finish = answer
+        .get("stop_reason")
+        .and_then(Value::as_str)
+        .map_or("stop", finish_reason);
+    let mut out = json!({
+        "id": chat_id(answer.get("id").and_then(Value::as_str)),
+        "object": "chat.completion",
+        "created": now(),
+        "model": answer.get("model").cloned().unwrap_or_else(|| Value::from("")),
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
+    });
+    if let Some(usage) = answer.get("usage").filter(|u| u.is_object()) {
+        out["usage"] = chat_usage(usage);
+    }
+    out
+}
+
+/// A non-streaming `chat.completion` object as an Anthropic answer (a `message` object).
+///
+/// Its first choice's text, refusal and tool calls become content blocks (`input` parsed from
+/// `arguments`, `{}` when they are not a JSON object); `reasoning_content` is dropped (a
+/// thinking block needs Anthropic's signature). A refusal that stopped normally stops with
+/// `refusal`. `stop_sequence` is `null`: OpenAI does not say which sequence matched.
+pub(crate) fn chat_answer_to_messages(answer: &Value) -> Value {
+    let choice = answer
+        .get("choices")
+        .and_then(Value::as_array)
+        .and_then(|c| c.first())
+        .unwrap_or(&Value::Null);
+    let message = choice.get("message").unwrap_or(&Value::Null);
+    let mut blocks = Vec::new();
+    let mut text = |t: Option<&str>| {
+        if let Some(t) = t.filter(|t| !t.is_empty()) {
+            blocks.push(json!({"type": "text", "text": t}));
+        }
+    };
+    match message.get("content") {
+        Some(Value::String(s)) => text(Some(s)),
+        Some(Value::Array(parts)) => {
+            for p in parts {
+                text(
+                    p.get("text")
+                        .or_else(|| p.get("refusal"))
+                        .and_then(Value::as_str),
+                );
+            }
+        }
+        _ => {}
+    }
+    let refusal = message
+        .get("refusal")
+        .and_then(Value::as_str)
+        .filter(|r| !r.is_empty());
+    text(refusal);
+    let empty = Vec::new();
+    let calls = message
+        .get("tool_calls")
+        .and_then(Value::as_array)
+        .unwrap_or(&empty);
+    for call in calls {
+        let function = call.get("function").unwrap_or(&Value::Null);
+        let input = function
+            .get("arguments")
+            .and_then(Value::as_str)
+            .and_then(|a| serde_json::from_str::<Value>(a).ok())
+            .filter(Value::is_object)
+            .unwrap_or_else(|| json!({}));
+        blocks.push(json!({
+            "type": "tool_use",
+            "id": call.get("id").and_then(Value::as_str).unwrap_or_default(),
+            "name": function.get("name").and_then(Value::as_str).unwrap_or_default(),
+            "input": input,
+        }));
+    }
+    let stop = match choice.get("finish_reason").and_then(Value::as_str) {
+        Some(f) => match stop_reason(f) {
+            "end_turn" if refusal.is_some() => "refusal",
+            s => s,
+        },
+        None if !calls.is_empty() => "tool_use",
+        None => "end_turn",
+    };
+    let usage = answer
+        .get("usage")
+        .filter(|u| u.is_object())
+        .map_or_else(|| messages_usage(&json!({})), messages_usage);
+    json!({
+        "id": message_id(answer.get("id").and_then(Value::as_str)),
+        "type": "message",
+        "role": "assistant",
+        "model": answer.get("model").cloned().unwrap_or_else(|| Value::from("")),
+        "content": blocks,
+        "stop_reason": stop,
+        "stop_sequence": null,
+        "usage": usage,
+    })
+}
