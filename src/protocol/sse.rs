@@ -81,3 +81,55 @@ pub(crate) fn translated<T: Send + 'static>(
 pub(crate) fn json(data: &str) -> Result<serde_json::Value, AttemptFailure> {
     serde_json::from_str(data).map_err(|_| AttemptFailure::new(Reason::StreamInterrupted))
 }
+
+/// A stream that holds an upstream's events until one carries a token (or ends the answer),
+/// then hands them out together as one chunk: the chain commits on the first token.
+pub(crate) trait Grouped {
+    /// One upstream event.
+    type Event;
+    /// The events handed out together.
+    type Chunk;
+
+    /// The events, and whether the stream is done.
+    fn parts(&mut self) -> (&mut Failing<Self::Event>, &mut bool);
+
+    /// Holds one event; true when the held events are ready to hand out.
+    fn take(&mut self, event: Self::Event) -> Result<bool, AttemptFailure>;
+
+    /// The held events, as a chunk.
+    fn chunk(&mut self) -> Self::Chunk;
+}
+
+/// `poll_next` of a [`Grouped`] stream: it ends after its first failure.
+pub(crate) fn poll_grouped<G: Grouped>(
+    g: &mut G,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<Option<Result<G::Chunk, AttemptFailure>>> {
+    use std::task::Poll;
+    if *g.parts().1 {
+        return Poll::Ready(None);
+    }
+    loop {
+        let (events, done) = g.parts();
+        let event = match events.poll_next_unpin(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(None) => {
+                *done = true;
+                return Poll::Ready(None);
+            }
+            Poll::Ready(Some(Err(f))) => {
+                *done = true;
+                return Poll::Ready(Some(Err(f)));
+            }
+            Poll::Ready(Some(Ok(event))) => event,
+        };
+        match g.take(event) {
+            Ok(false) => {}
+            Ok(true) => return Poll::Ready(Some(Ok(g.chunk()))),
+            Err(f) => {
+                *g.parts().1 = true;
+                return Poll::Ready(Some(Err(f)));
+            }
+        }
+    }
+}

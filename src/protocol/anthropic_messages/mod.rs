@@ -320,7 +320,7 @@ impl MessagesStream {
 
     /// Reads one event into the pending chunk; true when the chunk is ready to hand out (it
     /// carries a token, the stop reason or `message_stop`).
-    fn take(&mut self, name: String, data: String) -> Result<bool, AttemptFailure> {
+    fn take(&mut self, (name, data): (String, String)) -> Result<bool, AttemptFailure> {
         if name == "ping" || data.trim().is_empty() {
             // Keep-alives go out with the next chunk.
             self.pending.push((name, data));
@@ -365,42 +365,32 @@ impl MessagesStream {
     }
 }
 
+impl sse::Grouped for MessagesStream {
+    type Event = (String, String);
+    type Chunk = MessagesChunk;
+
+    fn parts(&mut self) -> (&mut Failing<(String, String)>, &mut bool) {
+        (&mut self.events, &mut self.done)
+    }
+
+    fn take(&mut self, event: (String, String)) -> Result<bool, AttemptFailure> {
+        MessagesStream::take(self, event)
+    }
+
+    fn chunk(&mut self) -> MessagesChunk {
+        MessagesChunk {
+            events: std::mem::take(&mut self.pending),
+            finished: std::mem::take(&mut self.finished),
+            done: self.done,
+        }
+    }
+}
+
 impl Stream for MessagesStream {
     type Item = Result<MessagesChunk, AttemptFailure>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if this.done {
-            return Poll::Ready(None);
-        }
-        loop {
-            match this.events.poll_next_unpin(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => {
-                    this.done = true;
-                    return Poll::Ready(None);
-                }
-                Poll::Ready(Some(Err(f))) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(f)));
-                }
-                Poll::Ready(Some(Ok((name, data)))) => match this.take(name, data) {
-                    Ok(false) => {}
-                    Ok(true) => {
-                        let chunk = MessagesChunk {
-                            events: std::mem::take(&mut this.pending),
-                            finished: std::mem::take(&mut this.finished),
-                            done: this.done,
-                        };
-                        return Poll::Ready(Some(Ok(chunk)));
-                    }
-                    Err(f) => {
-                        this.done = true;
-                        return Poll::Ready(Some(Err(f)));
-                    }
-                },
-            }
-        }
+        sse::poll_grouped(self.get_mut(), cx)
     }
 }
 

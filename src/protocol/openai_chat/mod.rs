@@ -357,41 +357,31 @@ impl ChatStream {
     }
 }
 
+impl sse::Grouped for ChatStream {
+    type Event = String;
+    type Chunk = ChatChunk;
+
+    fn parts(&mut self) -> (&mut Failing<String>, &mut bool) {
+        (&mut self.events, &mut self.done)
+    }
+
+    fn take(&mut self, event: String) -> Result<bool, AttemptFailure> {
+        ChatStream::take(self, event)
+    }
+
+    fn chunk(&mut self) -> ChatChunk {
+        ChatChunk {
+            data: std::mem::take(&mut self.pending),
+            finished: std::mem::take(&mut self.finished),
+            done: self.done,
+        }
+    }
+}
+
 impl Stream for ChatStream {
     type Item = Result<ChatChunk, AttemptFailure>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if this.done {
-            return Poll::Ready(None);
-        }
-        loop {
-            match this.events.poll_next_unpin(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => {
-                    this.done = true;
-                    return Poll::Ready(None);
-                }
-                Poll::Ready(Some(Err(f))) => {
-                    this.done = true;
-                    return Poll::Ready(Some(Err(f)));
-                }
-                Poll::Ready(Some(Ok(data))) => match this.take(data) {
-                    Ok(false) => {}
-                    Ok(true) => {
-                        let chunk = ChatChunk {
-                            data: std::mem::take(&mut this.pending),
-                            finished: std::mem::take(&mut this.finished),
-                            done: this.done,
-                        };
-                        return Poll::Ready(Some(Ok(chunk)));
-                    }
-                    Err(f) => {
-                        this.done = true;
-                        return Poll::Ready(Some(Err(f)));
-                    }
-                },
-            }
-        }
+        sse::poll_grouped(self.get_mut(), cx)
     }
 }
