@@ -23,6 +23,20 @@
 //! | `cut` | `sim/sim-cut-3` | a stream that breaks after three tokens: an `error` event, no `[DONE]` |
 //! | `failing` | `failing/sim-500` → `failing/sim-503` | 503 from the proxy after the chain's attempts, with `x-should-retry: false` |
 //! | `resumed` | `sim/sim-cut-3` → `sim/gpt-4o-mini` (stream resume) | a stream cut after three tokens, finished by the second target: one whole answer |
+//!
+//! And for Anthropic's SDK (`scripts/sdk/anthropic_sdk_check.py`, `POST /v1/messages`;
+//! `claude` is the same sim spoken to in Anthropic's API):
+//!
+//! | route | targets | what a client sees |
+//! |---|---|---|
+//! | `claude` | `claude/claude-sonnet` | the sim's answer, natively |
+//! | `claude_to_openai` | `claude/sim-529` → `sim/gpt-4o-mini` | the OpenAI-compatible target's answer, translated |
+//! | `openai_to_claude` | `sim/sim-503` → `claude/claude-sonnet` | the Anthropic target's answer after a failover |
+//! | `claude_overloaded` | `claude/sim-529` | 529 `overloaded_error` |
+//! | `claude_limited` | `claude/sim-429-retry-2` | 429 `rate_limit_error` with `retry-after` |
+//! | `claude_invalid` | `claude/sim-400` | 400: the upstream's own `invalid_request_error` |
+//! | `claude_cut` | `claude/sim-cut-3` | a stream that breaks after three deltas: `event: error` |
+//! | `claude_tool` / `translated_tool` | `claude/sim-tool` / `sim/sim-tool` | a tool call, natively / translated |
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -61,6 +75,10 @@ total_deadline = "15s"
 base_url = "{sim}"
 # The sim continues an assistant prefill, as Anthropic, llama.cpp and Ollama do.
 prefill = "assistant"
+# The same sim, spoken to in Anthropic's Messages API.
+[providers.claude]
+api = "anthropic-messages"
+base_url = "{sim}"
 [providers.down]
 base_url = "{down}"
 connect_timeout = "1s"
@@ -90,6 +108,26 @@ targets = ["failing/sim-500", "failing/sim-503"]
 targets = ["sim/sim-cut-3", "sim/gpt-4o-mini"]
 [routes.resumed.policy]
 stream_resume = true
+
+# For scripts/sdk/anthropic_sdk_check.py (POST /v1/messages):
+[routes.claude]
+targets = ["claude/claude-sonnet"]
+[routes.claude_to_openai]
+targets = ["claude/sim-529", "sim/gpt-4o-mini"]
+[routes.openai_to_claude]
+targets = ["sim/sim-503", "claude/claude-sonnet"]
+[routes.claude_overloaded]
+targets = ["claude/sim-529"]
+[routes.claude_limited]
+targets = ["claude/sim-429-retry-2"]
+[routes.claude_invalid]
+targets = ["claude/sim-400"]
+[routes.claude_cut]
+targets = ["claude/sim-cut-3"]
+[routes.claude_tool]
+targets = ["claude/sim-tool"]
+[routes.translated_tool]
+targets = ["sim/sim-tool"]
 "#,
         sim = sim.base_url(),
         down = down.base_url(),

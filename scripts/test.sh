@@ -63,8 +63,9 @@ scripts/dashboards.sh
 step "examples run"
 cargo run --quiet --example classify >/dev/null
 
-# The official OpenAI Python SDK through a real proxy in front of the simulated provider
-# (examples/sdk_fixture.rs): answers, typed errors with the upstream's code, a broken stream.
+# The official OpenAI and Anthropic Python SDKs through a real proxy in front of the simulated
+# provider (examples/sdk_fixture.rs): answers, typed errors with the upstream's code, a broken
+# stream, failover across protocols.
 step "the OpenAI Python SDK against the proxy (scripts/sdk/openai_sdk_check.py)"
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     if [ "$(id -u)" -ne 0 ]; then
@@ -108,6 +109,12 @@ done
 "$venv/bin/python" scripts/sdk/openai_sdk_check.py "$(sed -n 1p "$sdk_tmp/out")" "$(sed -n 2p "$sdk_tmp/out")" || {
     cat "$sdk_tmp/err" >&2
     echo "scripts/test.sh: the OpenAI SDK check failed" >&2
+    exit 1
+}
+step "the Anthropic Python SDK against the proxy (scripts/sdk/anthropic_sdk_check.py)"
+"$venv/bin/python" scripts/sdk/anthropic_sdk_check.py "$(sed -n 1p "$sdk_tmp/out")" || {
+    cat "$sdk_tmp/err" >&2
+    echo "scripts/test.sh: the Anthropic SDK check failed" >&2
     exit 1
 }
 stop_fixture
