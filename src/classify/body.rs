@@ -16,6 +16,10 @@
 //! | Bedrock | `{"__type": "ThrottlingException", "message"}` |
 //! | FastAPI servers | `{"detail": "..."}` |
 //! | Baidu, Zhipu and others | `{"error_code": 110, "error_msg": "..."}`, `{"code": 1301, "msg": "..."}` |
+//! | MiniMax | `{"base_resp": {"status_code": 1002, "status_msg": "..."}}` (often under a 200) |
+//!
+//! A number in `code` or `status_code` from 100 to 599 is an HTTP status; any other number
+//! there, and every `error_code`, is the provider's own code.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -35,11 +39,13 @@ const MAX_NESTING: usize = 4;
 /// What a JSON error object says in structured fields.
 #[derive(Debug, Default)]
 pub(crate) struct Structured<'a> {
-    /// String values of `type`, `code`, `status`, `__type`, `error_type` (outer and inner).
+    /// String values of `type`, `code`, `status`, `__type`, `error_type` (outer and inner), and
+    /// providers' numeric codes as digits.
     pub(crate) codes: Vec<Cow<'a, str>>,
     /// A numeric `code` or `status` that is an HTTP status (Google, OpenRouter, vLLM).
     pub(crate) status: Option<u16>,
-    /// `message`, `error` (as a string), `detail`, `metadata.raw`, `msg`, `error_msg`.
+    /// `message`, `error` (as a string), `detail`, `metadata.raw`, `msg`, `error_msg`,
+    /// `status_msg`.
     pub(crate) messages: Vec<Cow<'a, str>>,
     /// Google's `RetryInfo.retryDelay` ("7s").
     pub(crate) retry_delay: Option<Cow<'a, str>>,
@@ -51,15 +57,30 @@ impl<'a> Structured<'a> {
             Field::Str(s) if !s.is_empty() && self.codes.len() < MAX_FIELDS => {
                 self.codes.push(s);
             }
-            Field::Num(n) => {
-                if let Ok(n) = u16::try_from(n)
-                    && (100..=599).contains(&n)
-                    && self.status.is_none()
-                {
-                    self.status = Some(n);
+            Field::Num(n) => match u16::try_from(n) {
+                Ok(s) if (100..=599).contains(&s) => {
+                    if self.status.is_none() {
+                        self.status = Some(s);
+                    }
                 }
-            }
+                // A provider's own number (Zhipu's 1302, MiniMax's 1002): a code.
+                _ => self.number(n),
+            },
             Field::Str(_) | Field::Object(_) | Field::Other => {}
+        }
+    }
+
+    /// A numeric code that is never a status (Baidu's `error_code`, whose 110 is a bad token).
+    fn number(&mut self, n: u64) {
+        if self.codes.len() < MAX_FIELDS {
+            self.codes.push(Cow::Owned(n.to_string()));
+        }
+    }
+
+    fn numeric_code(&mut self, v: Field<'a>) {
+        match v {
+            Field::Num(n) => self.number(n),
+            other => self.code(other),
         }
     }
 
@@ -77,9 +98,10 @@ impl<'a> Structured<'a> {
         if !(depth == 0 && matches!(&o.kind, Field::Str(s) if s == "error")) {
             self.code(o.kind);
         }
-        for v in [o.code, o.status, o.aws_type, o.error_type] {
+        for v in [o.code, o.status, o.aws_type, o.error_type, o.status_code] {
             self.code(v);
         }
+        self.numeric_code(o.error_code);
         for v in [
             o.message,
             o.message_caps,
@@ -87,6 +109,7 @@ impl<'a> Structured<'a> {
             o.raw,
             o.msg,
             o.error_msg,
+            o.status_msg,
         ] {
             self.message(v);
         }
@@ -95,7 +118,7 @@ impl<'a> Structured<'a> {
         {
             self.retry_delay = Some(d);
         }
-        for nested in [o.error, o.metadata, o.details] {
+        for nested in [o.error, o.metadata, o.details, o.base_resp] {
             match nested {
                 Field::Object(inner) if depth < MAX_NESTING => self.object(*inner, depth + 1),
                 // `"error": "model 'x' not found"` (Ollama, TGI).
@@ -201,7 +224,8 @@ static HTML_TITLE: LazyLock<Regex> =
 
 // ── The JSON shapes, decoded without buffering. ─────────────────────────────────────────
 
-/// Any object of an error document: the envelope, `error`, `metadata`, an item of `details`.
+/// Any object of an error document: the envelope, `error`, `metadata`, an item of `details`,
+/// MiniMax's `base_resp`.
 #[derive(Deserialize)]
 struct Obj<'a> {
     #[serde(borrow, default)]
@@ -232,6 +256,14 @@ struct Obj<'a> {
     msg: Field<'a>,
     #[serde(borrow, default)]
     error_msg: Field<'a>,
+    #[serde(borrow, default)]
+    error_code: Field<'a>,
+    #[serde(borrow, default)]
+    base_resp: Field<'a>,
+    #[serde(borrow, default)]
+    status_code: Field<'a>,
+    #[serde(borrow, default)]
+    status_msg: Field<'a>,
     #[serde(borrow, default, rename = "retryDelay")]
     retry_delay: Field<'a>,
 }

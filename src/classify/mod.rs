@@ -59,19 +59,20 @@ mod body;
 mod retry;
 mod rules;
 mod signal;
+mod table;
 
 use std::fmt;
 use std::sync::LazyLock;
 use std::time::{Duration, SystemTime};
 
-use regex::{RegexSet, RegexSetBuilder};
+use regex::RegexSet;
 
 pub use retry::MAX_RETRY_HINT;
 pub(crate) use retry::parse_compound;
 pub use signal::Signal;
 
 use crate::reason::Reason;
-use rules::{Matcher, RULES, Rule};
+use table::{TABLE, Table, provider_matches, rule_name};
 
 /// Texts are read up to this many bytes.
 const MAX_TEXT: usize = 64 * 1024;
@@ -156,26 +157,6 @@ impl fmt::Display for Matched {
     }
 }
 
-/// The compiled table: one [`RegexSet`] with a pattern per rule, in table order.
-struct Compiled {
-    set: RegexSet,
-}
-
-static COMPILED: LazyLock<Compiled> = LazyLock::new(|| {
-    let patterns: Vec<String> = RULES.iter().map(rules::text_pattern).collect();
-    #[expect(
-        clippy::expect_used,
-        reason = "the table is static; a unit test compiles it"
-    )]
-    let set = RegexSetBuilder::new(patterns)
-        .unicode(false)
-        .size_limit(64 << 20)
-        .dfa_size_limit(32 << 20)
-        .build()
-        .expect("the rule table compiles");
-    Compiled { set }
-});
-
 /// Compiles one of the classifier's fixed patterns (ASCII mode, like the rule table).
 #[expect(clippy::expect_used, reason = "fixed patterns, compiled by every test")]
 fn fixed_regex(pattern: &str) -> regex::Regex {
@@ -199,26 +180,6 @@ static DEFAULT: LazyLock<Classifier> = LazyLock::new(Classifier::default);
 #[must_use]
 pub fn classify(signal: &Signal<'_>) -> Classification {
     DEFAULT.classify(signal)
-}
-
-/// A set of rule indices (the table has fewer than 256 rows; a test checks it).
-#[derive(Default)]
-struct Hits([u64; 4]);
-
-impl Hits {
-    fn insert(&mut self, i: usize) {
-        if let Some(word) = self.0.get_mut(i / 64) {
-            *word |= 1 << (i % 64);
-        }
-    }
-
-    fn iter(&self) -> impl Iterator<Item = usize> + '_ {
-        self.0.iter().enumerate().flat_map(|(w, &bits)| {
-            (0..64)
-                .filter(move |b| bits & (1 << b) != 0)
-                .map(move |b| w * 64 + b)
-        })
-    }
 }
 
 /// Operator overrides for one provider.
@@ -389,51 +350,6 @@ fn cut(s: &str) -> &str {
     &s[..end]
 }
 
-fn provider_matches(rule: &Rule, provider: Option<&str>) -> bool {
-    match (rule.provider, provider) {
-        (None, _) => true,
-        (Some(p), Some(given)) => given
-            .get(..p.len())
-            .is_some_and(|prefix| prefix.eq_ignore_ascii_case(p)),
-        (Some(_), None) => false,
-    }
-}
-
-/// Every code of the table, lowercased, with its row: sorted, for lookups by value.
-static CODES: LazyLock<Vec<(String, usize)>> = LazyLock::new(|| {
-    let mut codes: Vec<(String, usize)> = RULES
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| match r.matcher {
-            Matcher::Code(c) => Some((c.to_ascii_lowercase(), i)),
-            Matcher::Text(_) => None,
-        })
-        .collect();
-    codes.sort();
-    codes
-});
-
-/// The table rows whose code is `value` (ASCII case-insensitive), in table order.
-fn code_rows(value: &str) -> impl Iterator<Item = usize> + '_ {
-    // Codes are short: compare lowercased, without allocating.
-    let mut buf = [0_u8; 64];
-    let key = buf.get_mut(..value.len()).map(|b| {
-        b.copy_from_slice(value.as_bytes());
-        b.make_ascii_lowercase();
-        &*b
-    });
-    let rows: &[(String, usize)] = match key {
-        Some(key) => {
-            let codes = CODES.as_slice();
-            let start = codes.partition_point(|(c, _)| c.as_bytes() < key);
-            let end = start + codes[start..].partition_point(|(c, _)| c.as_bytes() == key);
-            &codes[start..end]
-        }
-        None => &[],
-    };
-    rows.iter().map(|(_, i)| *i)
-}
-
 impl Classifier {
     /// A builder for a classifier with overrides.
     pub fn builder() -> ClassifierBuilder {
@@ -452,40 +368,30 @@ impl Classifier {
         signal: &Signal<'_>,
         now: impl Fn() -> SystemTime,
     ) -> Classification {
-        let mut structured = body::Structured::default();
-        let raw = [signal.message.as_deref(), signal.body.as_deref()];
-        let is_json = raw.map(|t| t.is_some_and(|t| body::read_json(t, &mut structured)));
-        // What is read as text: the message and body as they are, except that a JSON error
-        // document is read through its message fields; then the error chain.
-        let texts: Vec<&str> = raw
-            .into_iter()
-            .zip(is_json)
-            .filter_map(|(t, json)| t.filter(|_| !json))
-            .chain(structured.messages.iter().map(AsRef::as_ref))
-            .chain(signal.chain_text.as_deref())
-            .map(cut)
-            .collect();
-        let (reason, matched) = self.decide(signal, &structured, &texts);
-        let retry_after = retry::from_headers(
-            signal.headers.iter().map(|(n, v)| (n.as_ref(), v.as_ref())),
-            now,
-        )
-        .or_else(|| {
-            structured
-                .retry_delay
-                .as_deref()
-                .and_then(retry::from_delay)
+        read(signal, |structured, texts| {
+            let (reason, matched) = self.decide(&TABLE, signal, structured, texts);
+            let retry_after = retry::from_headers(
+                signal.headers.iter().map(|(n, v)| (n.as_ref(), v.as_ref())),
+                now,
+            )
+            .or_else(|| {
+                structured
+                    .retry_delay
+                    .as_deref()
+                    .and_then(retry::from_delay)
+            })
+            .or_else(|| texts.iter().copied().find_map(retry::from_text));
+            Classification {
+                reason,
+                retry_after,
+                matched,
+            }
         })
-        .or_else(|| texts.iter().copied().find_map(retry::from_text));
-        Classification {
-            reason,
-            retry_after,
-            matched,
-        }
     }
 
     fn decide(
         &self,
+        table: &Table,
         signal: &Signal<'_>,
         structured: &body::Structured<'_>,
         texts: &[&str],
@@ -507,122 +413,49 @@ impl Classifier {
             return (r, Matched::Typed(name));
         }
         let provider = signal.provider.as_deref();
-        // Codes in structured places: the code field, the JSON body, Bedrock's header.
-        let aws_type = signal
-            .headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case("x-amzn-errortype"))
-            .map(|(_, v)| v.split(':').next().unwrap_or_default());
-        let field_codes = || {
-            signal
-                .code
-                .as_deref()
-                .into_iter()
-                .chain(structured.codes.iter().map(AsRef::as_ref))
-                .chain(aws_type)
-        };
         if let Some(code) = signal.code.as_deref() {
-            let transport = code_rows(code)
-                .map(|i| &RULES[i])
+            let transport = table
+                .code_rows(code)
+                .map(|i| &table.rules[i])
                 .find(|r| provider_matches(r, provider))
-                .filter(|r| {
-                    r.reason.is_transport()
-                        || matches!(r.reason, Reason::ConnectionReset | Reason::Timeout)
-                });
+                .filter(|r| r.tier == rules::Tier::Transport);
             if let Some(rule) = transport {
                 return (
                     rule.reason,
                     Matched::Rule {
-                        rule: rule.name,
+                        rule: rule_name(rule, std::iter::once(code)),
                         status: None,
                     },
                 );
             }
         }
-
-        let status = signal
-            .status
-            .map(|s| (s, StatusSource::Explicit))
-            .or(structured.status.map(|s| (s, StatusSource::Body)))
-            .or_else(|| {
-                let title = signal.body.as_deref().and_then(body::html_title);
-                texts
-                    .iter()
-                    .copied()
-                    .chain(title)
-                    .find_map(body::status_in_text)
-                    .map(|s| (s, StatusSource::Text))
-            });
-
-        if let Some(o) = provider.and_then(|p| {
-            self.overrides
-                .iter()
-                .find(|o| o.provider.eq_ignore_ascii_case(p))
-        }) {
-            let numeric = structured.status.map(|s| s.to_string());
-            let by_code = field_codes().chain(numeric.as_deref()).find_map(|c| {
-                o.codes
-                    .iter()
-                    .find(|(oc, _)| oc.eq_ignore_ascii_case(c))
-                    .map(|(_, r)| *r)
-            });
-            if let Some(r) = by_code {
-                return (r, Matched::Override("code"));
-            }
-            if let Some((set, reasons)) = &o.patterns {
-                let by_pattern = texts
-                    .iter()
-                    .find_map(|t| set.matches(t).iter().next())
-                    .and_then(|i| reasons.get(i));
-                if let Some(r) = by_pattern {
-                    return (*r, Matched::Override("pattern"));
-                }
-            }
-            if let Some((s, _)) = status
-                && let Some((_, r)) = o.statuses.iter().find(|(os, _)| *os == s)
-            {
-                return (*r, Matched::Override("status"));
-            }
+        let status = status_of(signal, structured, texts);
+        if let Some(verdict) = self.overridden(signal, structured, texts, status) {
+            return verdict;
         }
-
-        let mut hits = Hits::default();
-        for code in field_codes() {
-            for i in code_rows(code) {
-                hits.insert(i);
-            }
-        }
-        let set = &COMPILED.set;
-        for text in texts {
-            for i in set.matches(text).iter() {
-                hits.insert(i);
-            }
-        }
-        let base = status.and_then(|(s, _)| rules::status_reason(s));
-        let chosen = hits
-            .iter()
-            .map(|i| (i, &RULES[i]))
-            .filter(|(_, r)| provider_matches(r, provider))
-            .find(|(_, r)| base.is_none_or(|b| rules::refines(b, r.reason)));
+        let evidence = Evidence::gather(table, signal, structured, texts, status);
+        let chosen = evidence.eligible(table, provider).next();
         // The caller's own code field is taken at face value; a failure found in message or
         // body text with no status anywhere was reported inside a stream (`rules::in_stream`).
         let from_code_field = |i: usize| {
             signal
                 .code
                 .as_deref()
-                .is_some_and(|c| code_rows(c).any(|j| j == i))
+                .is_some_and(|c| table.code_rows(c).any(|j| j == i))
         };
-        match (chosen, status, base) {
+        let name = |rule| rule_name(rule, field_codes(signal, structured));
+        match (chosen, status, evidence.base) {
             (Some((i, rule)), None, _) if !from_code_field(i) => (
                 rule.without_status,
                 Matched::Rule {
-                    rule: rule.name,
+                    rule: name(rule),
                     status: None,
                 },
             ),
-            (Some((_, rule)), status, _) => (
+            (Some((_, rule)), status, base) => (
                 rule.reason,
                 Matched::Rule {
-                    rule: rule.name,
+                    rule: name(rule),
                     status: status.filter(|_| base.is_some()),
                 },
             ),
@@ -630,7 +463,142 @@ impl Classifier {
             (None, _, _) => (Reason::Unknown, Matched::Nothing),
         }
     }
+
+    /// The operator's override for the provider, if one applies (code, then pattern, then
+    /// status).
+    fn overridden(
+        &self,
+        signal: &Signal<'_>,
+        structured: &body::Structured<'_>,
+        texts: &[&str],
+        status: Option<(u16, StatusSource)>,
+    ) -> Option<(Reason, Matched)> {
+        let p = signal.provider.as_deref()?;
+        let o = self
+            .overrides
+            .iter()
+            .find(|o| o.provider.eq_ignore_ascii_case(p))?;
+        let numeric = structured.status.map(|s| s.to_string());
+        let by_code = field_codes(signal, structured)
+            .chain(numeric.as_deref())
+            .find_map(|c| {
+                o.codes
+                    .iter()
+                    .find(|(oc, _)| oc.eq_ignore_ascii_case(c))
+                    .map(|(_, r)| *r)
+            });
+        if let Some(r) = by_code {
+            return Some((r, Matched::Override("code")));
+        }
+        if let Some((set, reasons)) = &o.patterns {
+            let by_pattern = texts
+                .iter()
+                .find_map(|t| set.matches(t).iter().next())
+                .and_then(|i| reasons.get(i));
+            if let Some(r) = by_pattern {
+                return Some((*r, Matched::Override("pattern")));
+            }
+        }
+        let (s, _) = status?;
+        let (_, r) = o.statuses.iter().find(|(os, _)| *os == s)?;
+        Some((*r, Matched::Override("status")))
+    }
 }
 
+/// Reads a signal's message and body: the JSON error documents they hold, and the texts to
+/// scan (the message and body as they are, except that a JSON error document is read through
+/// its message fields; then the error chain), each cut to [`MAX_TEXT`].
+fn read<R>(signal: &Signal<'_>, f: impl FnOnce(&body::Structured<'_>, &[&str]) -> R) -> R {
+    let mut structured = body::Structured::default();
+    let raw = [signal.message.as_deref(), signal.body.as_deref()];
+    let is_json = raw.map(|t| t.is_some_and(|t| body::read_json(t, &mut structured)));
+    let texts: Vec<&str> = raw
+        .into_iter()
+        .zip(is_json)
+        .filter_map(|(t, json)| t.filter(|_| !json))
+        .chain(structured.messages.iter().map(AsRef::as_ref))
+        .chain(signal.chain_text.as_deref())
+        .map(cut)
+        .collect();
+    f(&structured, &texts)
+}
+
+/// Codes in structured places: the code field, the JSON body, Bedrock's `x-amzn-errortype`.
+fn field_codes<'a>(
+    signal: &'a Signal<'_>,
+    structured: &'a body::Structured<'_>,
+) -> impl Iterator<Item = &'a str> {
+    let aws_type = signal
+        .headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("x-amzn-errortype"))
+        .map(|(_, v)| v.split(':').next().unwrap_or_default());
+    signal
+        .code
+        .as_deref()
+        .into_iter()
+        .chain(structured.codes.iter().map(AsRef::as_ref))
+        .chain(aws_type)
+}
+
+/// The status: the explicit field, else a status in the JSON body, else one stated in text
+/// (or an HTML page's title).
+fn status_of(
+    signal: &Signal<'_>,
+    structured: &body::Structured<'_>,
+    texts: &[&str],
+) -> Option<(u16, StatusSource)> {
+    signal
+        .status
+        .map(|s| (s, StatusSource::Explicit))
+        .or(structured.status.map(|s| (s, StatusSource::Body)))
+        .or_else(|| {
+            let title = signal.body.as_deref().and_then(body::html_title);
+            texts
+                .iter()
+                .copied()
+                .chain(title)
+                .find_map(body::status_in_text)
+                .map(|s| (s, StatusSource::Text))
+        })
+}
+
+/// What the rule table makes of a signal: the status's own reason and every row matched.
+struct Evidence {
+    base: Option<Reason>,
+    hits: table::Hits,
+}
+
+impl Evidence {
+    fn gather(
+        table: &Table,
+        signal: &Signal<'_>,
+        structured: &body::Structured<'_>,
+        texts: &[&str],
+        status: Option<(u16, StatusSource)>,
+    ) -> Self {
+        Self {
+            base: status.and_then(|(s, _)| rules::status_reason(s)),
+            hits: table.hits(field_codes(signal, structured), texts),
+        }
+    }
+
+    /// The rows that may decide, in priority order: those for the provider that
+    /// [`rules::may_decide`] under the status. The first one decides.
+    fn eligible<'t>(
+        &'t self,
+        table: &'t Table,
+        provider: Option<&'t str>,
+    ) -> impl Iterator<Item = (usize, &'t rules::Rule)> + 't {
+        self.hits
+            .iter()
+            .map(|i| (i, &table.rules[i]))
+            .filter(move |(_, r)| provider_matches(r, provider))
+            .filter(|(_, r)| rules::may_decide(r, self.base))
+    }
+}
+
+#[cfg(test)]
+mod audit;
 #[cfg(test)]
 mod tests;

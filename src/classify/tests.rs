@@ -2,6 +2,8 @@
 
 use super::*;
 use crate::reason::Reason::*;
+use rules::RULES;
+use table::Hits;
 
 fn msg(text: &str) -> Reason {
     classify(&Signal::new().message(text)).reason
@@ -578,7 +580,9 @@ fn streams_and_empty_responses() {
         ),
         ("Stream ended without finish_reason", StreamInterrupted),
         ("stream was aborted", StreamInterrupted),
-        ("incomplete chunked encoding", StreamInterrupted),
+        // A body cut short under the connection is a reset, as the typed path says of an
+        // `UnexpectedEof` (tests/classify.rs, truncated_body_is_a_transport_failure).
+        ("incomplete chunked encoding", ConnectionReset),
         ("terminated", StreamInterrupted),
         (
             "Unhandled stop reason: MALFORMED_RESPONSE",
@@ -658,9 +662,10 @@ fn provider_rules_and_overrides() {
         with(Signal::new().message("HTTP 400 bad")).reason,
         Overloaded
     );
+    // A numeric code in the body is a code (not a status) for overrides too.
     assert_eq!(
         with(Signal::new().body(r#"{"code":1305,"message":"busy"}"#)).reason,
-        Unknown
+        Overloaded
     );
     assert_eq!(
         with(Signal::new().body(r#"{"error":{"code":"E_BUSY"}}"#)).reason,
