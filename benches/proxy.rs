@@ -13,6 +13,10 @@
 //!   measured, requests go through until the trail says `dead/model=breaker_open`: from then
 //!   on the primary is rejected locally and each request is served by the fallback, which is
 //!   the steady state of an outage.
+//! * `latency_protocols/*`: Anthropic Messages, one request at a time: `direct_messages` to
+//!   the sim, `proxy_messages[_stream]` through the route `claude` (the sim in Anthropic's API),
+//!   and translated: `messages_to_chat[_stream]` (an Anthropic request on the route `healthy`,
+//!   OpenAI-compatible targets) and `chat_to_messages[_stream]` (a chat request on `claude`).
 //! * `throughput/*`: requests per second with [`CONCURRENCY`] requests in flight (tasks
 //!   pulling from a shared count): `direct`, `proxy_healthy`, `proxy_dead_primary`. Criterion
 //!   reports it as elements per second.
@@ -64,6 +68,20 @@ struct Case {
 }
 
 impl Case {
+    /// An Anthropic Messages request (`/messages`).
+    fn messages(base: &str, model: &str, stream: bool) -> Self {
+        let body = json!({
+            "model": model,
+            "max_tokens": 256,
+            "stream": stream,
+            "messages": [{"role": "user", "content": "hi"}],
+        });
+        Self {
+            url: format!("{base}/messages").into(),
+            body: serde_json::to_vec(&body).expect("json").into(),
+        }
+    }
+
     fn new(base: &str, model: &str, stream: bool) -> Self {
         let body = json!({
             "model": model,
@@ -104,6 +122,14 @@ struct Setup {
     proxy: Case,
     proxy_stream: Case,
     proxy_dead: Case,
+    /// Anthropic Messages: to the sim, through the proxy natively, and translated both ways.
+    direct_messages: Case,
+    proxy_messages: Case,
+    proxy_messages_stream: Case,
+    messages_to_chat: Case,
+    messages_to_chat_stream: Case,
+    chat_to_messages: Case,
+    chat_to_messages_stream: Case,
     /// The sims (primary, fallback, dead) and the proxy's stop signal: dropped last.
     _servers: (Sim, Sim, Sim, oneshot::Sender<()>),
 }
@@ -118,16 +144,22 @@ max_open = "24h"
 open_base = "24h"
 
 [providers.a]
-base_url = "{}"
+base_url = "{0}"
+# The same sim in Anthropic's Messages API.
+[providers.claude]
+api = "anthropic-messages"
+base_url = "{0}"
 [providers.b]
-base_url = "{}"
+base_url = "{1}"
 [providers.dead]
-base_url = "{}"
+base_url = "{2}"
 
 [routes.healthy]
 targets = ["a/model", "b/model"]
 [routes.dead]
 targets = ["dead/model", "b/model"]
+[routes.claude]
+targets = ["claude/model"]
 "#,
         a.base_url(),
         b.base_url(),
@@ -188,6 +220,13 @@ fn setup() -> Setup {
         proxy: Case::new(&proxy_url, "healthy", false),
         proxy_stream: Case::new(&proxy_url, "healthy", true),
         proxy_dead: Case::new(&proxy_url, "dead", false),
+        direct_messages: Case::messages(&a.base_url(), "model", false),
+        proxy_messages: Case::messages(&proxy_url, "claude", false),
+        proxy_messages_stream: Case::messages(&proxy_url, "claude", true),
+        messages_to_chat: Case::messages(&proxy_url, "healthy", false),
+        messages_to_chat_stream: Case::messages(&proxy_url, "healthy", true),
+        chat_to_messages: Case::new(&proxy_url, "claude", false),
+        chat_to_messages_stream: Case::new(&proxy_url, "claude", true),
         http,
         _servers: (a, b, dead, stop),
         rt,
@@ -285,6 +324,25 @@ fn latency(c: &mut Criterion, s: &Setup) {
     }
     g.finish();
 
+    // Anthropic Messages: natively, and translated (an Anthropic client on an OpenAI-compatible
+    // target, an OpenAI client on an Anthropic target); the differences from `proxy` and
+    // `proxy_stream` above are what translation adds.
+    let mut g = c.benchmark_group("latency_protocols");
+    g.warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(4));
+    for (id, case) in [
+        ("direct_messages", &s.direct_messages),
+        ("proxy_messages", &s.proxy_messages),
+        ("proxy_messages_stream", &s.proxy_messages_stream),
+        ("messages_to_chat", &s.messages_to_chat),
+        ("messages_to_chat_stream", &s.messages_to_chat_stream),
+        ("chat_to_messages", &s.chat_to_messages),
+        ("chat_to_messages_stream", &s.chat_to_messages_stream),
+    ] {
+        g.bench_function(id, |b| b.to_async(&s.rt).iter(|| case.run(&s.http)));
+    }
+    g.finish();
+
     let mut g = c.benchmark_group("latency_dead_primary");
     g.warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(4));
@@ -330,6 +388,13 @@ fn report(s: &Setup) {
         ("healthy", "proxy_stream", &s.proxy_stream),
         ("dead_primary", "direct", &s.direct_fallback),
         ("dead_primary", "proxy", &s.proxy_dead),
+        ("anthropic", "direct", &s.direct_messages),
+        ("anthropic", "proxy", &s.proxy_messages),
+        ("anthropic", "proxy_stream", &s.proxy_messages_stream),
+        ("translated", "msgs_to_chat", &s.messages_to_chat),
+        ("translated", "msgs_to_chat_s", &s.messages_to_chat_stream),
+        ("translated", "chat_to_msgs", &s.chat_to_messages),
+        ("translated", "chat_to_msgs_s", &s.chat_to_messages_stream),
     ];
     eprintln!(
         "\nproxy load table (loopback, one process; compare rows of one run): up to \

@@ -183,7 +183,11 @@ async fn a_refused_primary_is_tried_once_skipped_while_open_and_used_again_after
         .unwrap();
     tokio::time::sleep(wait).await;
     let a = r.call(&route).await.unwrap();
-    assert_eq!(&*a.provider, "primary");
+    assert_eq!(
+        &*a.provider, "primary",
+        "waited {wait:?}; trail {}",
+        a.trail
+    );
     assert_eq!(
         r.registry.breaker("primary", "*").unwrap().state(),
         State::Closed

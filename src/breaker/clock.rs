@@ -64,6 +64,18 @@ impl Clock {
         }
     }
 
+    /// How far behind the real time [`now`](Self::now) may read: the coarse clock advances
+    /// once a kernel tick (1 to 10 ms). A wait told to a caller is this much longer, so that a
+    /// caller who waits exactly that long is not turned away by a clock that has not ticked.
+    #[inline]
+    pub(crate) fn slack(&self) -> Nanos {
+        match self {
+            Clock::System(_) => COARSE_SLACK,
+            #[cfg(test)]
+            Clock::Mock(_) => 0,
+        }
+    }
+
     /// The wall time that corresponds to the monotonic instant `at`.
     pub(crate) fn wall_at(&self, at: Nanos) -> SystemTime {
         let now = self.now();
@@ -114,6 +126,9 @@ const ORIGIN: Nanos = 1_000_000_000;
 
 /// How often the background thread refreshes the clock that [`Clock::recent`] reads.
 pub(crate) const RECENT_PERIOD: Duration = Duration::from_millis(5);
+
+/// The coarse clock's tick at its longest (a kernel with `HZ=100`), in nanoseconds.
+const COARSE_SLACK: Nanos = 10_000_000;
 
 /// Whether the refreshing thread runs (started once, with the first system clock).
 static UPDATER: OnceLock<bool> = OnceLock::new();

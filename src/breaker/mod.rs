@@ -947,7 +947,9 @@ impl Shared {
         Rejected::new(
             state,
             self.open_reason.load(Ordering::Relaxed),
-            retry_after.map_or(u64::MAX, |n| n.min(u64::MAX - 1)),
+            retry_after.map_or(u64::MAX, |n| {
+                n.saturating_add(self.clock.slack()).min(u64::MAX - 1)
+            }),
             self.provider_wide,
         )
     }
