@@ -467,3 +467,36 @@ async fn bad_messages_requests_get_anthropic_errors_and_reach_no_provider() {
     }
     assert_eq!(claude.total_attempts(), 0);
 }
+
+#[tokio::test]
+async fn a_chat_stream_broken_on_an_openai_target_is_finished_by_an_anthropic_one() {
+    let (claude, openai) = (sim().await, sim().await);
+    let r = proxy(
+        &claude,
+        &openai,
+        "[routes.r]\ntargets = [\"openai/sim-cut-3\", \"claude/m\"]\n[routes.r.policy]\nstream_resume = true",
+    )
+    .await;
+    let resp = r.chat(&reqwest::Client::new(), "r", true).await;
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.unwrap();
+    let data = sse_data(&body);
+    assert_eq!(crate::proxy::streamed_text(&data), ANSWER, "{body}");
+    // The whole trail in a comment line, then the end of one whole answer.
+    assert!(
+        body.ends_with(
+            ": x-failover-trail: openai/sim-cut-3=stream_interrupted; claude/m=ok\ndata: [DONE]\n\n"
+        ),
+        "{body}"
+    );
+    // Anthropic was asked to continue the text so far: a trailing assistant message, its
+    // documented prefill, translated from the chat continuation.
+    let sent = claude.last_request("m").unwrap();
+    let last = sent["messages"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["role"], "assistant", "{sent}");
+    let prefill = last["content"].to_string();
+    assert!(
+        prefill.contains(ANSWER.split(' ').next().unwrap()),
+        "{last}"
+    );
+}
