@@ -37,6 +37,7 @@
 //! | `claude_invalid` | `claude/sim-400` | 400: the upstream's own `invalid_request_error` |
 //! | `claude_cut` | `claude/sim-cut-3` | a stream that breaks after three deltas: `event: error` |
 //! | `claude_tool` / `translated_tool` | `claude/sim-tool` / `sim/sim-tool` | a tool call, natively / translated |
+//! | `claude_resumed` | `claude/sim-cut-3` → `claude/claude-sonnet` (stream resume) | a stream cut after three deltas, finished by the second target: one whole message |
 
 use std::io::Write as _;
 use std::sync::Arc;
@@ -128,6 +129,10 @@ targets = ["claude/sim-cut-3"]
 targets = ["claude/sim-tool"]
 [routes.translated_tool]
 targets = ["sim/sim-tool"]
+[routes.claude_resumed]
+targets = ["claude/sim-cut-3", "claude/claude-sonnet"]
+[routes.claude_resumed.policy]
+stream_resume = true
 "#,
         sim = sim.base_url(),
         down = down.base_url(),

@@ -22,6 +22,11 @@ fn messages_body(route: &str, stream: bool) -> Value {
 /// A proxy with an Anthropic provider `claude` (key `sk-ant-provider`) and an OpenAI-compatible
 /// one `openai`, on the sims given, and `routes` (TOML).
 async fn proxy(claude: &Sim, openai: &Sim, routes: &str) -> Running {
+    proxy_with(claude, openai, "", routes).await
+}
+
+/// [`proxy`] with more settings (TOML) for the `openai` provider.
+async fn proxy_with(claude: &Sim, openai: &Sim, openai_settings: &str, routes: &str) -> Running {
     let toml = format!(
         r#"
 [providers.claude]
@@ -31,6 +36,7 @@ api_key_env = "ANTHROPIC_KEY"
 
 [providers.openai]
 base_url = "{}"
+{openai_settings}
 
 {routes}
 "#,
@@ -497,6 +503,99 @@ async fn a_chat_stream_broken_on_an_openai_target_is_finished_by_an_anthropic_on
     let prefill = last["content"].to_string();
     assert!(
         prefill.contains(ANSWER.split(' ').next().unwrap()),
+        "{last}"
+    );
+}
+
+/// The events of a resumed Messages stream, checked to be one whole message: one
+/// `message_start`, every block started and stopped once, [`ANSWER`] as its text, the
+/// `failover` field on its `message_delta`, `message_stop` last and the whole trail before it.
+fn one_resumed_message(body: &str, trail: &str) -> Vec<(String, Value)> {
+    let ev = events(body);
+    let count = |name: &str| ev.iter().filter(|(n, _)| n == name).count();
+    assert_eq!(count("message_start"), 1, "{body}");
+    assert_eq!(count("content_block_start"), 1, "{body}");
+    assert_eq!(count("content_block_stop"), 1, "{body}");
+    assert!(
+        ev.iter()
+            .filter(|(n, _)| n.starts_with("content_block"))
+            .all(|(_, d)| d["index"] == 0),
+        "{body}"
+    );
+    assert_eq!(streamed_text(&ev), ANSWER, "{body}");
+    let (_, delta) = ev.iter().find(|(n, _)| n == "message_delta").unwrap();
+    assert_eq!(delta["failover"]["resumed"], true, "{body}");
+    assert_eq!(delta["failover"]["trail"], trail, "{body}");
+    assert_eq!(delta["delta"]["stop_reason"], "end_turn", "{body}");
+    assert!(
+        body.ends_with(&format!(
+            ": x-failover-trail: {trail}\nevent: message_stop\ndata: {{\"type\":\"message_stop\"}}\n\n"
+        )),
+        "{body}"
+    );
+    ev
+}
+
+/// The last message a provider got: the prefill of a continuation.
+fn prefill_sent(sim: &Sim, model: &str) -> Value {
+    let sent = sim.last_request(model).unwrap();
+    sent["messages"].as_array().unwrap().last().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_messages_stream_broken_after_its_first_tokens_is_finished_natively_as_one_message() {
+    let (claude, openai) = (sim().await, sim().await);
+    let r = proxy(
+        &claude,
+        &openai,
+        "[routes.r]\ntargets = [\"claude/sim-cut-3\", \"claude/m\"]\n[routes.r.policy]\nstream_resume = true",
+    )
+    .await;
+    let resp = post(&r, "/v1/messages", &messages_body("r", true)).await;
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.unwrap();
+    let ev = one_resumed_message(&body, "claude/sim-cut-3=stream_interrupted; claude/m=ok");
+    // The reader keeps the first message's id.
+    let (_, start) = &ev[0];
+    assert!(start["message"]["id"].is_string(), "{body}");
+    // Anthropic was asked to continue the text so far, trailing whitespace left off (it
+    // rejects that), with what is left of max_tokens.
+    let last = prefill_sent(&claude, "m");
+    assert_eq!(last["role"], "assistant");
+    let prefill = last["content"].as_str().unwrap();
+    assert!(
+        ANSWER.starts_with(prefill) && !prefill.ends_with(' '),
+        "{last}"
+    );
+    let sent = claude.last_request("m").unwrap();
+    assert_eq!(sent["max_tokens"], 253, "{sent}");
+    // Usage counts both attempts: the output of the broken one (three tokens) with the
+    // continuation's.
+    let (_, delta) = ev.iter().find(|(n, _)| n == "message_delta").unwrap();
+    let whole = llm_failover::sim::answer_tokens().count() as u64;
+    assert_eq!(delta["usage"]["output_tokens"], whole, "{delta}");
+}
+
+#[tokio::test]
+async fn a_messages_stream_is_finished_across_protocols_only_by_a_target_that_takes_a_prefill() {
+    let (claude, openai) = (sim().await, sim().await);
+    let routes = "[routes.r]\ntargets = [\"claude/sim-cut-3\", \"openai/m\"]\n[routes.r.policy]\nstream_resume = true";
+    // OpenAI's own chat API answers a trailing assistant message anew: it is never asked.
+    let r = proxy(&claude, &openai, routes).await;
+    let resp = post(&r, "/v1/messages", &messages_body("r", true)).await;
+    let ev = events(&resp.text().await.unwrap());
+    assert_eq!(ev.last().unwrap().0, "error", "{ev:?}");
+    assert!(openai.last_request("m").is_none());
+    // A host configured to continue one finishes the message, translated.
+    let r = proxy_with(&claude, &openai, "prefill = \"assistant\"", routes).await;
+    let resp = post(&r, "/v1/messages", &messages_body("r", true)).await;
+    assert_eq!(resp.status(), 200);
+    let body = resp.text().await.unwrap();
+    one_resumed_message(&body, "claude/sim-cut-3=stream_interrupted; openai/m=ok");
+    let last = prefill_sent(&openai, "m");
+    assert_eq!(last["role"], "assistant", "{last}");
+    assert!(
+        ANSWER.starts_with(last["content"].as_str().unwrap()),
         "{last}"
     );
 }

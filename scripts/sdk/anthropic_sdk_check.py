@@ -60,6 +60,19 @@ def check_answers(client):
     check("raw events", kinds[-1] == "message_stop", kinds)
     check("raw events", "content_block_delta" in kinds, kinds)
 
+    # A stream cut after three deltas, finished on another target: the helper sees one
+    # message, whole, with one id and the usage of both attempts.
+    with client.messages.stream(
+        model="claude_resumed", max_tokens=256, messages=MESSAGES
+    ) as s:
+        streamed = "".join(s.text_stream)
+        final = s.get_final_message()
+    check("resumed", streamed == ANSWER, streamed)
+    check("resumed", text_of(final) == ANSWER, repr(final))
+    check("resumed", final.stop_reason == "end_turn", final.stop_reason)
+    check("resumed", final.id.startswith("msg_"), final.id)
+    check("resumed", final.usage.output_tokens >= len(ANSWER.split()), repr(final.usage))
+
     # Failover from an Anthropic target to an OpenAI-compatible one, and back.
     for route in ["claude_to_openai", "openai_to_claude"]:
         raw = client.messages.with_raw_response.create(

@@ -56,8 +56,9 @@
 //! A route whose policy says [`stream_resume`](RoutePolicyBuilder::stream_resume) finishes
 //! such a broken stream on another target instead, for streams opened with
 //! [`Route::resumable_stream`]: the text so far goes to the next admitting target that
-//! accepts an assistant prefill, and the reader sees one answer (see [`Resume`] and
-//! [`ChatResume`](crate::protocol::openai_chat::ChatResume)).
+//! accepts an assistant prefill, and the reader sees one answer (see [`Resume`],
+//! [`ChatResume`](crate::protocol::openai_chat::ChatResume) and
+//! [`MessagesResume`](crate::protocol::anthropic_messages::MessagesResume)).
 //!
 //! Dropping the request future (or the stream) cancels the attempt in flight; its breaker
 //! permit is released without counting, so cancellation never counts against a provider.
@@ -424,6 +425,21 @@ pub struct AttemptContext {
 }
 
 impl AttemptContext {
+    /// An attempt on `provider`'s `model`, first of its request, for unit tests of what
+    /// protocols do with one.
+    #[cfg(test)]
+    pub(crate) fn for_test(provider: &str, model: &str) -> Self {
+        Self {
+            provider: provider.into(),
+            model: model.into(),
+            number: 1,
+            primary: true,
+            deadline: Instant::now() + std::time::Duration::from_secs(60),
+            tokens: 0,
+            limited: None,
+        }
+    }
+
     /// The tokens the request was estimated at (see [`Route::call_with_tokens`]); 0 when
     /// the caller gave no estimate.
     #[must_use]

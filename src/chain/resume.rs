@@ -4,7 +4,9 @@
 //! the wire format. A [`Resume`] does: it watches the chunks the reader was given, builds the
 //! continuation request (the original one with the text so far as an assistant prefill), and
 //! fits the continuation's chunks into the stream the reader already has.
-//! [`openai_chat::ChatResume`](crate::protocol::openai_chat::ChatResume) is the one for OpenAI-compatible chat.
+//! [`openai_chat::ChatResume`](crate::protocol::openai_chat::ChatResume) is the one for
+//! OpenAI-compatible chat, [`anthropic_messages::MessagesResume`](crate::protocol::anthropic_messages::MessagesResume)
+//! the one for Anthropic Messages.
 //!
 //! What the chain does is documented on [`Resume`], the public face of this module.
 

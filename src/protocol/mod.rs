@@ -30,6 +30,7 @@
 pub mod anthropic_messages;
 mod endpoint;
 pub mod openai_chat;
+mod prefix;
 mod sse;
 pub(crate) mod translate;
 

@@ -17,7 +17,7 @@ use crate::Reason;
 use crate::breaker::Breaker;
 use crate::chain::{Answer, FailoverError, FailoverStream};
 use crate::chain::{AttemptContext, AttemptFailure, Route, Trail};
-use crate::protocol::anthropic_messages::{self, MessagesChunk, MessagesStream};
+use crate::protocol::anthropic_messages::{self, MessagesChunk, MessagesResume, MessagesStream};
 use crate::protocol::openai_chat::{self, ChatChunk, ChatResume, ChatStream, Endpoint, Prefill};
 use crate::telemetry::names::access;
 
@@ -397,20 +397,22 @@ impl Served for Chat {
                 }
             }
         };
-        // A continuation goes only to providers that take an assistant prefill.
-        let prefill = {
-            let shared = Arc::clone(shared);
-            move |provider: &str| {
-                shared
-                    .upstreams
-                    .get(provider)
-                    .map_or(Prefill::None, |u| u.endpoint.prefill_mode())
-            }
-        };
-        let resume = ChatResume::new(Arc::clone(&call.body), prefill, open.clone());
+        let resume = ChatResume::new(Arc::clone(&call.body), prefill(shared), open.clone());
         route
             .resumable_stream(tokens, |ctx| open(ctx, Arc::clone(&call.body)), resume)
             .await
+    }
+}
+
+/// What each provider does with an assistant prefill: a continuation goes only to those that
+/// take one.
+fn prefill(shared: &Arc<Shared>) -> impl Fn(&str) -> Prefill + Send + 'static {
+    let shared = Arc::clone(shared);
+    move |provider: &str| {
+        shared
+            .upstreams
+            .get(provider)
+            .map_or(Prefill::None, |u| u.endpoint.prefill_mode())
     }
 }
 
@@ -459,16 +461,21 @@ impl Served for Messages {
         tokens: u64,
         call: Call,
     ) -> Streamed<Self> {
-        route
-            .stream_with_tokens(tokens, |ctx| {
-                let (shared, call) = (Arc::clone(shared), call.clone());
+        let open = {
+            let (shared, call) = (Arc::clone(shared), call.clone());
+            move |ctx: AttemptContext, body: Arc<Value>| {
+                let (shared, call) = (Arc::clone(&shared), call.clone());
                 async move {
                     shared
                         .upstream(&ctx)?
-                        .messages_stream(&ctx, &call.body, call.key.as_ref(), &call.headers)
+                        .messages_stream(&ctx, &body, call.key.as_ref(), &call.headers)
                         .await
                 }
-            })
+            }
+        };
+        let resume = MessagesResume::new(Arc::clone(&call.body), prefill(shared), open.clone());
+        route
+            .resumable_stream(tokens, |ctx| open(ctx, Arc::clone(&call.body)), resume)
             .await
     }
 }

@@ -63,6 +63,10 @@ use crate::Reason;
 use crate::chain::{AttemptFailure, Chunk};
 use crate::classify::{Classifier, Signal};
 
+mod resume;
+
+pub use self::resume::MessagesResume;
+
 /// The request headers a client's `anthropic-*` choices travel in.
 const VERSION: HeaderName = HeaderName::from_static("anthropic-version");
 const BETA: HeaderName = HeaderName::from_static("anthropic-beta");

@@ -2,10 +2,11 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::{ChatChunk, ChatStream, has_content, prompt_tokens};
 use crate::chain::{AttemptContext, AttemptFailure, Opening, Resume, Trail};
+use crate::protocol::prefix::Prefix;
 
 /// Whether and how a provider continues an assistant prefill: a chat request whose last
 /// message is the assistant's, answered by the rest of that message.
@@ -119,23 +120,19 @@ pub struct ChatResume {
     prefill: Box<dyn Fn(&str) -> Prefill + Send>,
     open: Open,
     /// The answer's text so far.
-    text: String,
-    /// Content chunks streamed: the tokens the answer used.
-    tokens: u64,
+    prefix: Prefix,
     /// The usage the broken attempt reported, if it did.
     usage: Option<Value>,
     id: Option<Value>,
     created: Option<Value>,
     /// Only text was sent: a prefill can carry it.
     plain: bool,
-    /// Leading whitespace still to drop from the continuation (what the prefill left off).
-    owed: usize,
 }
 
 impl std::fmt::Debug for ChatResume {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ChatResume")
-            .field("tokens", &self.tokens)
+            .field("tokens", &self.prefix.tokens())
             .field("plain", &self.plain)
             .finish_non_exhaustive()
     }
@@ -159,13 +156,11 @@ impl ChatResume {
             request,
             prefill: Box::new(prefill),
             open: Box::new(move |ctx, body| Box::pin(open(ctx, body))),
-            text: String::new(),
-            tokens: 0,
+            prefix: Prefix::default(),
             usage: None,
             id: None,
             created: None,
             plain: true,
-            owed: 0,
         }
     }
 
@@ -182,7 +177,7 @@ impl ChatResume {
         let field = |k: &str| self.usage.as_ref().and_then(|u| u.get(k)?.as_u64());
         match (field("prompt_tokens"), field("completion_tokens")) {
             (Some(p), Some(c)) => (p, c),
-            _ => (prompt_tokens(&self.request), self.tokens),
+            _ => (prompt_tokens(&self.request), self.prefix.tokens()),
         }
     }
 
@@ -205,7 +200,10 @@ impl ChatResume {
         {
             if let Some(delta) = choice.get_mut("delta").and_then(Value::as_object_mut) {
                 delta.remove("role");
-                self.pay_whitespace(delta);
+                let content = delta.get("content").and_then(Value::as_str);
+                if let Some(rest) = content.and_then(|c| self.prefix.pay(c)) {
+                    delta.insert("content".into(), Value::from(rest));
+                }
                 keep |= has_content(&Value::Object(delta.clone()));
             }
             last = choice.get("finish_reason").is_some_and(|r| !r.is_null());
@@ -230,27 +228,6 @@ impl ChatResume {
             );
         }
         (keep || last).then(|| Value::Object(v).to_string())
-    }
-
-    /// Drops the leading whitespace the prefill left off from the continuation's content.
-    fn pay_whitespace(&mut self, delta: &mut Map<String, Value>) {
-        if self.owed == 0 {
-            return;
-        }
-        let Some(content) = delta.get("content").and_then(Value::as_str) else {
-            return;
-        };
-        let mut drop = 0;
-        for c in content.chars().take_while(|c| c.is_whitespace()) {
-            if drop + c.len_utf8() > self.owed {
-                break;
-            }
-            drop += c.len_utf8();
-        }
-        let rest = content[drop..].to_owned();
-        // The owed whitespace is paid, or the continuation did not start with it.
-        self.owed = if rest.is_empty() { self.owed - drop } else { 0 };
-        delta.insert("content".into(), Value::from(rest));
     }
 }
 
@@ -281,11 +258,8 @@ impl Resume<ChatChunk, ChatStream> for ChatResume {
                 let Some(delta) = choice.get("delta") else {
                     continue;
                 };
-                if let Some(text) = delta.get("content").and_then(Value::as_str)
-                    && !text.is_empty()
-                {
-                    self.text.push_str(text);
-                    self.tokens += 1;
+                if let Some(text) = delta.get("content").and_then(Value::as_str) {
+                    self.prefix.push(text);
                 }
                 let mut other = delta.clone();
                 if let Some(o) = other.as_object_mut() {
@@ -297,13 +271,12 @@ impl Resume<ChatChunk, ChatStream> for ChatResume {
     }
 
     fn continuable(&self) -> bool {
-        let room = self.limit().is_none_or(|max| max > self.tokens);
         let one_choice = self
             .request
             .get("n")
             .and_then(Value::as_u64)
             .is_none_or(|n| n <= 1);
-        self.plain && room && one_choice && !self.text.trim().is_empty()
+        self.plain && one_choice && self.prefix.continuable(self.limit())
     }
 
     fn accepts(&self, provider: &str, _model: &str) -> bool {
@@ -312,8 +285,7 @@ impl Resume<ChatChunk, ChatStream> for ChatResume {
 
     fn open(&mut self, attempt: AttemptContext) -> Opening<ChatStream> {
         let mut body = (*self.request).clone();
-        let prefill = self.text.trim_end();
-        self.owed = self.text.len() - prefill.len();
+        let prefill = self.prefix.prefill();
         if let Some(messages) = body.get_mut("messages").and_then(Value::as_array_mut) {
             // A request that ends with its own prefill gets the text appended to it: the
             // provider continues only the last message.
@@ -329,10 +301,7 @@ impl Resume<ChatChunk, ChatStream> for ChatResume {
         if let Some(obj) = body.as_object_mut() {
             for key in LIMITS {
                 if let Some(max) = obj.get(key).and_then(Value::as_u64) {
-                    obj.insert(
-                        key.into(),
-                        Value::from(max.saturating_sub(self.tokens).max(1)),
-                    );
+                    obj.insert(key.into(), Value::from(self.prefix.left_of(max)));
                 }
             }
             if vllm {
