@@ -32,7 +32,7 @@ mod endpoint;
 pub mod openai_chat;
 mod prefix;
 mod sse;
-pub(crate) mod translate;
+pub mod translate;
 
 pub use self::endpoint::{ANTHROPIC_VERSION, Client, Endpoint};
 

@@ -9,7 +9,22 @@ use super::{chat_id, chat_usage, finish_reason, message_id, messages_usage, now,
 /// Text blocks join into `message.content` (`null` when there is no text but tool calls),
 /// `tool_use` blocks become `tool_calls` (ids kept), thinking text becomes
 /// `reasoning_content`, and usage counts cached tokens into the prompt as OpenAI does.
-pub(crate) fn messages_answer_to_chat(answer: &Value) -> Value {
+///
+/// ```
+/// use llm_failover::protocol::translate::messages_answer_to_chat;
+///
+/// let message = serde_json::json!({
+///     "id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
+///     "content": [{"type": "text", "text": "Hello."}],
+///     "stop_reason": "end_turn",
+///     "usage": {"input_tokens": 5, "output_tokens": 2},
+/// });
+/// let chat = messages_answer_to_chat(&message);
+/// assert_eq!(chat["choices"][0]["message"]["content"], "Hello.");
+/// assert_eq!(chat["choices"][0]["finish_reason"], "stop");
+/// assert_eq!(chat["usage"]["total_tokens"], 7);
+/// ```
+pub fn messages_answer_to_chat(answer: &Value) -> Value {
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut calls = Vec::new();
@@ -74,7 +89,22 @@ pub(crate) fn messages_answer_to_chat(answer: &Value) -> Value {
 /// `arguments`, `{}` when they are not a JSON object); `reasoning_content` is dropped (a
 /// thinking block needs Anthropic's signature). A refusal that stopped normally stops with
 /// `refusal`. `stop_sequence` is `null`: OpenAI does not say which sequence matched.
-pub(crate) fn chat_answer_to_messages(answer: &Value) -> Value {
+///
+/// ```
+/// use llm_failover::protocol::translate::chat_answer_to_messages;
+///
+/// let chat = serde_json::json!({
+///     "id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o-mini",
+///     "choices": [{"index": 0, "finish_reason": "length",
+///                  "message": {"role": "assistant", "content": "Hello."}}],
+///     "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+/// });
+/// let message = chat_answer_to_messages(&chat);
+/// assert_eq!(message["content"][0]["text"], "Hello.");
+/// assert_eq!(message["stop_reason"], "max_tokens");
+/// assert_eq!(message["usage"]["output_tokens"], 2);
+/// ```
+pub fn chat_answer_to_messages(answer: &Value) -> Value {
     let choice = answer
         .get("choices")
         .and_then(Value::as_array)

@@ -27,11 +27,11 @@ mod stream;
 #[cfg(test)]
 mod tests;
 
-pub(crate) use self::answer::{chat_answer_to_messages, messages_answer_to_chat};
-pub(crate) use self::request::{chat_request_to_messages, messages_request_to_chat};
-pub(crate) use self::stream::{ChatToMessages, MessagesToChat};
+pub use self::answer::{chat_answer_to_messages, messages_answer_to_chat};
+pub use self::request::{chat_request_to_messages, messages_request_to_chat};
+pub use self::stream::{ChatToMessages, Event, MessagesToChat};
 
-/// The API named in [`Untranslatable::target`] for an OpenAI chat target.
+/// The API named in [`Untranslatable::target`](Untranslatable::target) for an OpenAI chat target.
 pub(crate) const OPENAI_CHAT: &str = "OpenAI chat completions";
 /// The API named in [`Untranslatable::target`] for an Anthropic target.
 pub(crate) const ANTHROPIC: &str = "Anthropic Messages";
@@ -39,9 +39,21 @@ pub(crate) const ANTHROPIC: &str = "Anthropic Messages";
 /// Why a request cannot be carried to the other protocol without changing its meaning.
 ///
 /// The proxy skips the target and puts the message in the trail.
+///
+/// ```
+/// use llm_failover::protocol::translate::chat_request_to_messages;
+///
+/// let two_choices = serde_json::json!({
+///     "messages": [{"role": "user", "content": "hi"}],
+///     "n": 2,
+/// });
+/// let err = chat_request_to_messages(&two_choices).unwrap_err();
+/// assert_eq!(err.feature(), "n");
+/// assert_eq!(err.target(), "Anthropic Messages");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{feature} has no equivalent in {target}: {why}")]
-pub(crate) struct Untranslatable {
+pub struct Untranslatable {
     /// The request's feature, as the client named it (`n`, `response_format`, `thinking`...).
     pub(crate) feature: &'static str,
     /// The API that lacks it ([`OPENAI_CHAT`] or [`ANTHROPIC`]).
@@ -51,6 +63,17 @@ pub(crate) struct Untranslatable {
 }
 
 impl Untranslatable {
+    /// The request's feature, as the client named it (`n`, `response_format`, `thinking`...).
+    #[must_use]
+    pub fn feature(&self) -> &'static str {
+        self.feature
+    }
+
+    /// The API that lacks it: `"OpenAI chat completions"` or `"Anthropic Messages"`.
+    #[must_use]
+    pub fn target(&self) -> &'static str {
+        self.target
+    }
     /// A request that an Anthropic target cannot carry.
     #[cold]
     fn anthropic(feature: &'static str, why: impl Into<String>) -> Self {

@@ -17,7 +17,25 @@ pub(crate) const DEFAULT_MAX_TOKENS: u64 = 4096;
 /// [`Untranslatable`] when the request asks for what Anthropic cannot give (a second choice,
 /// a JSON schema, log probabilities, audio, a mid-conversation system message, ...; see the
 /// [module docs](super)).
-pub(crate) fn chat_request_to_messages(req: &Value) -> Result<Value, Untranslatable> {
+///
+/// ```
+/// use llm_failover::protocol::translate::chat_request_to_messages;
+///
+/// let chat = serde_json::json!({
+///     "model": "claude",
+///     "max_tokens": 100,
+///     "messages": [
+///         {"role": "system", "content": "Be brief."},
+///         {"role": "user", "content": "hi"},
+///     ],
+/// });
+/// let messages = chat_request_to_messages(&chat)?;
+/// assert_eq!(messages["system"], "Be brief.");
+/// assert_eq!(messages["messages"][0]["role"], "user");
+/// assert_eq!(messages["max_tokens"], 100);
+/// # Ok::<(), llm_failover::protocol::translate::Untranslatable>(())
+/// ```
+pub fn chat_request_to_messages(req: &Value) -> Result<Value, Untranslatable> {
     refuse_chat_only(req)?;
     let mut out = Map::new();
     if let Some(model) = req.get("model") {
@@ -526,7 +544,22 @@ fn chat_tool_choice(choice: Option<&Value>) -> Result<Option<Value>, Untranslata
 ///
 /// [`Untranslatable`] when the request asks for what a chat target cannot give (extended
 /// thinking, server tools, documents, MCP servers, ...; see the [module docs](super)).
-pub(crate) fn messages_request_to_chat(req: &Value) -> Result<Value, Untranslatable> {
+///
+/// ```
+/// use llm_failover::protocol::translate::messages_request_to_chat;
+///
+/// let messages = serde_json::json!({
+///     "max_tokens": 100,
+///     "system": "Be brief.",
+///     "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+///     "stop_sequences": ["\n\n"],
+/// });
+/// let chat = messages_request_to_chat(&messages)?;
+/// assert_eq!(chat["messages"][0]["role"], "system");
+/// assert_eq!(chat["stop"][0], "\n\n");
+/// # Ok::<(), llm_failover::protocol::translate::Untranslatable>(())
+/// ```
+pub fn messages_request_to_chat(req: &Value) -> Result<Value, Untranslatable> {
     if let Some(thinking) = req.get("thinking").filter(|t| !t.is_null())
         && thinking.get("type").and_then(Value::as_str) != Some("disabled")
     {

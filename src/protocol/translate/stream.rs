@@ -12,8 +12,36 @@ use super::{
 /// apart from content blocks (the chat `index` of a tool call is its rank among the tool
 /// calls), thinking text becomes `delta.reasoning_content`, and an `error` event becomes an
 /// `{"error": ...}` payload, which the chat stream reader takes as a classified failure.
+///
+/// ```
+/// use llm_failover::protocol::translate::MessagesToChat;
+/// use serde_json::json;
+///
+/// let mut t = MessagesToChat::new();
+/// let mut out = Vec::new();
+/// for (name, data) in [
+///     ("message_start", json!({"type": "message_start", "message": {"id": "msg_1",
+///         "model": "claude", "usage": {"input_tokens": 5}}})),
+///     ("content_block_start", json!({"type": "content_block_start", "index": 0,
+///         "content_block": {"type": "text", "text": ""}})),
+///     ("content_block_delta", json!({"type": "content_block_delta", "index": 0,
+///         "delta": {"type": "text_delta", "text": "Hi"}})),
+///     ("message_delta", json!({"type": "message_delta",
+///         "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 1}})),
+///     ("message_stop", json!({"type": "message_stop"})),
+/// ] {
+///     out.extend(t.event(name, &data));
+/// }
+/// assert_eq!(out.last().unwrap(), "[DONE]");
+/// let text: String = out
+///     .iter()
+///     .filter_map(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+///     .filter_map(|c| c["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+///     .collect();
+/// assert_eq!(text, "Hi");
+/// ```
 #[derive(Debug)]
-pub(crate) struct MessagesToChat {
+pub struct MessagesToChat {
     /// The chat id (`chatcmpl-` and the message id once `message_start` gave it).
     id: String,
     /// The answer's model, from `message_start`.
@@ -33,7 +61,7 @@ impl Default for MessagesToChat {
 
 impl MessagesToChat {
     /// A translator for one stream.
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         Self {
             id: chat_id(None),
             model: Value::from(""),
@@ -45,7 +73,7 @@ impl MessagesToChat {
 
     /// One upstream event (`event:` name and its parsed `data`; with no name, the data's
     /// `type` names it). Returns the chat payloads it becomes (0..n).
-    pub(crate) fn event(&mut self, name: &str, data: &Value) -> Vec<String> {
+    pub fn event(&mut self, name: &str, data: &Value) -> Vec<String> {
         let name = if name.is_empty() {
             data.get("type").and_then(Value::as_str).unwrap_or_default()
         } else {
@@ -221,8 +249,26 @@ impl Open {
 /// The `message_delta` that ends the message waits, after the `finish_reason`, for the usage
 /// chunk (OpenAI sends it last), `[DONE]` or [`end`](Self::end). A stream that ends before
 /// it finished gets no `message_stop` (see the [module docs](super)).
+///
+/// ```
+/// use llm_failover::protocol::translate::ChatToMessages;
+///
+/// let mut t = ChatToMessages::new("claude");
+/// let mut names = Vec::new();
+/// for data in [
+///     r#"{"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"}}]}"#,
+///     r#"{"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+///     r#"{"id":"c1","choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1}}"#,
+///     "[DONE]",
+/// ] {
+///     names.extend(t.data(data).into_iter().map(|(name, _)| name));
+/// }
+/// assert_eq!(names.first(), Some(&"message_start"));
+/// assert_eq!(names.last(), Some(&"message_stop"));
+/// assert!(names.contains(&"content_block_delta"));
+/// ```
 #[derive(Debug)]
-pub(crate) struct ChatToMessages {
+pub struct ChatToMessages {
     /// The model named in `message_start`.
     model: String,
     /// `message_start` was sent.
@@ -242,12 +288,12 @@ pub(crate) struct ChatToMessages {
     ended: bool,
 }
 
-/// An event out: its name and its data as JSON.
-type Event = (&'static str, String);
+/// An Anthropic event out of [`ChatToMessages`]: its name and its data as JSON.
+pub type Event = (&'static str, String);
 
 impl ChatToMessages {
     /// A translator for one stream; `model` is the model name to put in `message_start`.
-    pub(crate) fn new(model: &str) -> Self {
+    pub fn new(model: &str) -> Self {
         Self {
             model: model.to_owned(),
             started: false,
@@ -262,7 +308,7 @@ impl ChatToMessages {
     }
 
     /// One upstream `data:` payload. Returns the Anthropic events it becomes (0..n).
-    pub(crate) fn data(&mut self, data: &str) -> Vec<Event> {
+    pub fn data(&mut self, data: &str) -> Vec<Event> {
         let mut out = Vec::new();
         let data = data.trim();
         if self.ended || data.is_empty() {
@@ -366,7 +412,7 @@ impl ChatToMessages {
 
     /// The upstream stream ended (no more input). Emits the held `message_delta` and
     /// `message_stop` if the answer finished, else nothing: a partial answer is not ended.
-    pub(crate) fn end(&mut self) -> Vec<Event> {
+    pub fn end(&mut self) -> Vec<Event> {
         let mut out = Vec::new();
         if self.stop.is_some() {
             self.finish(&mut out);
