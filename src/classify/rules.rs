@@ -29,9 +29,10 @@
 //!    quota windows, overload, auth, missing model (before "not supported": a 404 that says a
 //!    model "is not found for API version v1beta, or is not supported" is `model_not_found`),
 //!    invalid requests, timeouts, stream cuts, resets, server errors;
-//! 4. codes that name only a class (`invalid_request_error`, `api_error`, `INTERNAL`, SDK
-//!    wrapper classes such as `APIConnectionError`) and providers' numeric codes: the message
-//!    beside them says more. (Gateways reuse the numbers: z.ai answers `1113`, "in arrears"
+//! 4. codes that name only a class (`invalid_request_error`, `authentication_error`,
+//!    `api_error`, `INTERNAL`, SDK wrapper classes such as `APIConnectionError`) and providers'
+//!    numeric codes: the message beside them says more (a key "has been disabled" under
+//!    `authentication_error` is `auth_permanent`). (Gateways reuse the numbers: z.ai answers `1113`, "in arrears"
 //!    in its reference, with "invalid api endpoint or credentials".)
 //!
 //! With a status, the first row whose reason [`refines`] the status's reason wins, so a context
@@ -332,7 +333,14 @@ pub(crate) static RULES: &[Rule] = &[
             "RemoteDisconnected",
             "ChunkedEncodingError",
             "ClientPayloadError",
+            "ClientConnectionResetError",
             "IncompleteRead",
+            // hyper's kind for a connection closed before the message completed.
+            "IncompleteMessage",
+            // Python's ssl: the peer closed the connection during the handshake; no
+            // certificate failed (Node says "socket disconnected before secure TLS connection
+            // was established", with ECONNRESET).
+            "SSLEOFError",
         ],
     ),
     transport(
@@ -358,6 +366,8 @@ pub(crate) static RULES: &[Rule] = &[
             "ConnectTimeoutError",
             "APITimeoutError",
             "ServerTimeoutError",
+            "TimeoutError",
+            "ERR_SOCKET_CONNECTION_TIMEOUT",
         ],
     ),
     // Gemini's finish reason for a response it could not finish producing; Bedrock's error
@@ -379,6 +389,8 @@ pub(crate) static RULES: &[Rule] = &[
             "string_above_max_length",
             "request_too_large",
             "prompt_too_long",
+            // LiteLLM's exception class for every provider's overflow.
+            "ContextWindowExceededError",
         ],
     ),
     codes(
@@ -473,17 +485,10 @@ pub(crate) static RULES: &[Rule] = &[
         Auth,
         "auth",
         &[
-            "invalid_api_key",
-            "authentication_error",
-            "invalid_authentication",
-            "invalid_authentication_error",
-            "UNAUTHENTICATED",
             "AccessDeniedException",
             "UnrecognizedClientException",
             "ExpiredTokenException",
             "InvalidSignatureException",
-            "InvalidApiKey",
-            "AuthenticationError",
         ],
     ),
     // Credentials that a client library could not find (botocore, the AWS SDK for JS).
@@ -543,7 +548,7 @@ pub(crate) static RULES: &[Rule] = &[
         &[
             r"\bdns (error|lookup|resolution)|name resolution (failed|failure|error)|failed to lookup address|name or service not known|nodename nor servname",
             r"no such host|getaddrinfo|could not resolve (host|proxy)|temporary failure in name resolution|name does not resolve",
-            r"\blookup (?u:\S)+( on (?u:\S)+)?: (i/o timeout|server misbehaving)|unknownhostexception",
+            r"\blookup (?u:\S)+( on (?u:\S)+)?: (i/o timeout|server misbehaving)|unknownhostexception|resolving timed out",
         ],
     ),
     words(
@@ -577,7 +582,7 @@ pub(crate) static RULES: &[Rule] = &[
             r"exceeds the maximum number of (input )?tokens|configured context size|available context size",
             r"tokens \+ `?max_new_tokens`? must be|must have less than \d+ tokens|reduce the length of the messages|cannot exceed \d+ tokens",
             r"(input|prompt) (length|token count|tokens)( \(?\d+\)?)?( tokens?)? (exceeds?|is greater than|is larger than) (the )?(model|maximum|max|limit|context)",
-            r"total (number of )?tokens( in the prompt)? (cannot exceed|exceeds?)|too large for model with \d+ maximum context length",
+            r"total (number of )?tokens( in the prompt)?( \(?\d+\)?)? (cannot exceed|exceeds?)|too large for model with \d+ maximum context length",
             r"range of input length should be|input (token )?length (is )?too long|input tokens exceed|(maximum|max) prompt length",
             r"model only supports up to \d+|size limit exceeded by \d+ tokens|longer than the maximum model length|\bmax_model_len\b",
             r"(prompt|input)( \(\d+ tokens?\))? is too long|larger than the max(imum)? context size|greater than the context length",
@@ -585,6 +590,7 @@ pub(crate) static RULES: &[Rule] = &[
             r"(longer|larger|bigger) than (the )?(model'?s? )?(maximum |max |available )?context (length|window|size|limit)|reduce the (size|length) of (your|the) (prompt|input|messages?)",
             r"too many (input |prompt )?tokens (in|for) (the|your) (prompt|input|messages|request)",
             r"上下文(过长|长度超|超出|超过|超限|窗口)|超(出|过)(?u:[^，。]){0,20}上下文|(prompt|输入|文本|请求)(内容)? ?(过长|超长)|(超出|超过)(?u:[^，。]){0,8}(最大)?长度",
+            r"(输入|提示词?|prompt|文本|请求|消息)的?(长度|token ?数|tokens?|字数)(已)?(超过|超出|超限|过长|大于)",
         ],
     ),
     words(
@@ -634,7 +640,7 @@ pub(crate) static RULES: &[Rule] = &[
         AuthPermanent,
         "revoked",
         &[
-            r"\b(api[ _-]?key|key|token|account|organi[sz]ation|org|workspace|user|credential)s?\b(?u:[^.])*\b(has been|was|is|are|got) (permanently )?(revoked|deactivated|disabled|suspended|banned|terminated|locked)",
+            r"\b(api[ _-]?key|key|token|account|organi[sz]ation|org|workspace|user|credential)s?\b(?u:[^.])*\b(has been|have been|was|were|is|are|got) (permanently )?(revoked|deactivated|disabled|suspended|banned|terminated|locked)",
             r"\b(api[ _-]?key|key|token|account|organi[sz]ation|workspace)s? (revoked|deactivated|disabled|suspended|banned|terminated)\b",
             r"\b(revoked|deactivated|disabled|suspended|banned) (api[ _-]?)?(key|token|account|organi[sz]ation|workspace)\b",
             r"not allowed for this organi[sz]ation",
@@ -660,18 +666,20 @@ pub(crate) static RULES: &[Rule] = &[
         ],
     ),
     // "服务繁忙" ("service busy") is an overload; the replaced system's suite calls it a
-    // timeout.
+    // timeout. "Temporarily unable to *process* your request" (Azure's 500
+    // InternalServerError) says nothing of capacity and stays a server error; unable to
+    // *handle* or *serve* it does.
     words(
         Overloaded,
         "overloaded",
         &[
             r"overload|at (full |maximum )?capacity|over capacity|\bsaturated\b|high demand|service (is )?(temporarily )?unavailable|service_unavailable",
             r"servers? (is|are) (currently )?busy|temporarily unable to (handle|service)|no (available )?capacity|capacity (constraints|issues|exceeded)|capacity (is )?(temporarily )?(exhausted|reached|unavailable)",
-            r"model is (currently )?loading|experiencing (an? )?(unusually |very )?(high|heavy|large)( volume of)? (load|traffic|demand|requests|usage)",
+            r"model is (currently )?loading|\b(under|experiencing) (an? )?(unusually |very |extremely )?(high|heavy|large|extreme)( volume of| amount of)? (load|traffic|demand|requests|usage)",
             r"\bhigh (load|traffic)\b|\b(server|service|model|engine|system|upstream|cluster|worker|backend|gpu|node)s? (is |are )?(all )?(currently |temporarily )?(too |very )?busy|\btoo busy",
             r"\ball (\w+ )?(workers|servers|instances|gpus|replicas) are (busy|occupied|in use)",
-            r"currently unable to (handle|process|serve)|insufficient capacity|(under|down for) maintenance|no instances available|^\s*loading model\s*$|is currently loading",
-            r"繁忙|负载(过高|已满|已饱和|饱和)|过载|访问(量|人数)(过大|过多)|算力不足|资源紧张|暂时无法提供服务|服务(暂时)?不可用|服务暂不可用",
+            r"currently unable to (handle|process|serve)|too many (people|users) (are )?(using|accessing)|insufficient capacity|(under|down for) maintenance|no instances available|^\s*loading model\s*$|is currently loading",
+            r"繁忙|(负载|负荷|压力)(较|过|太|很|偏)(高|大|重)|负载(已满|已饱和|饱和)|过载|访问(量|人数)(过大|过多)|算力不足|资源紧张|暂时无法提供服务|服务(暂时)?不可用|服务暂不可用",
         ],
     ),
     words(
@@ -711,11 +719,11 @@ pub(crate) static RULES: &[Rule] = &[
         &[
             r"model[ _]not[ _]found|\bmodel:? (?u:[^\s,;])+ (not found|does not exist)|(unknown|invalid|unsupported) model",
             r"no such model|no endpoints found (for|matching)|model (?u:[^\s,;])+ (has been|was|is) (deprecated|retired|decommissioned)",
-            r"does not exist or you do not have access|is not found for api version|model not exist|\bmodel (?u:[^\s,;])+ (was|is) not found",
+            r"does not exist or you do not have access|\b(not found|unavailable|not available|does not exist) (for|in|on) (the |this )?api[ -]?version|model not exist|\bmodel (?u:[^\s,;])+ (was|is) not found",
             r"has been decommissioned|api deployment for this resource does not exist|no models? (are )?loaded|model (?u:[^\s,;])+ could not be found",
             r"model identifier is invalid|invalid model identifier|not a valid model|\bmodel (does not|doesn't) exist",
             r"\bmodel ((?u:[^\s,;])+ )?(has been|was|is) (deprecated|retired|decommissioned|discontinued|removed|sunset)",
-            r"\bmodel( you requested| requested)? (could not|cannot|can't) be found|(could not|cannot) find (the )?model|\bmodel\b(?u:[^.]){0,30}\bdeprecated\b",
+            r"\bmodel( you requested| requested)? (could not|cannot|can't) be found|(could not|cannot) find (the )?model|\bmodel\b(?u:[^.]){0,30}\b(deprecated|no longer (supported|available|served))\b",
             r"模型不存在|模型(?u:[^，。]){0,20}不存在",
         ],
     ),
@@ -760,9 +768,9 @@ pub(crate) static RULES: &[Rule] = &[
             r"connection (was )?(reset|closed|aborted|lost|error|broken)|reset by peer|broken pipe|socket hang ?up|other side closed",
             r"unexpected eof|closed before (the )?(message|response)|network[ _]error|websocket closed unexpectedly",
             r"incomplete (chunked|message|response|read)|premature (close|end)|server disconnected|remote end closed connection",
-            r"peer closed connection|closed connection without|error reading a body from connection|end of file before message length reached",
+            r"peer closed connection|closed connection without|error (reading|writing) a body (from|to) connection|end of file before message length reached",
             r"payload is not completed|transfer closed with|empty reply from server|\b(recv|send) failure|failure when receiving data",
-            r"socket disconnected|forcibly closed|closed idle connection|\bgoaway\b|(^|: )eof\s*$",
+            r"socket disconnected|forcibly closed|closed idle connection|\bgoaway\b|(^|: )eof\s*$|eof occurred in violation of protocol|write to closing transport",
             r"\b(remote|peer|server|host)( host)? (unexpectedly )?closed the connection|\bsocket (is |was )?closed\b",
             r"网络(错误|异常)|连接(中断|断开|重置)",
         ],
@@ -823,6 +831,21 @@ pub(crate) static RULES: &[Rule] = &[
             "InternalServerError",
         ],
     )),
+    // Every refused key gets these, a revoked one included: "This API key has been disabled"
+    // under `authentication_error` is `auth_permanent`, which the wording says.
+    class(
+        Auth,
+        "auth_class",
+        &[
+            "invalid_api_key",
+            "InvalidApiKey",
+            "authentication_error",
+            "invalid_authentication",
+            "invalid_authentication_error",
+            "UNAUTHENTICATED",
+            "AuthenticationError",
+        ],
+    ),
     class(
         Auth,
         "permission",
