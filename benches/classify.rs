@@ -1,5 +1,6 @@
 //! What one classification costs: a status alone, a provider JSON body, an HTML error page, a
-//! real reqwest error chain, and a hostile 1 MB body.
+//! message without status or code (the whole table's wordings), a real reqwest error chain, and
+//! a hostile 1 MB body.
 
 #![expect(clippy::expect_used, reason = "benchmark setup should fail loudly")]
 #![expect(
@@ -79,6 +80,11 @@ fn bench(c: &mut Criterion) {
     let html = html_4k();
     g.bench_function("html_4k", |b| {
         b.iter(|| classify(black_box(&Signal::new().body(html.as_str()))))
+    });
+    // Prose alone: no status, code or JSON, so the answer rests on the wordings.
+    let message = "You have reached your weekly usage limit for this plan. It resets on Monday at 09:00 UTC; upgrade for more.";
+    g.bench_function("message_only", |b| {
+        b.iter(|| classify(black_box(&Signal::new().message(message))))
     });
     let err = reqwest_error();
     g.bench_function("reqwest_chain", |b| {

@@ -11,7 +11,7 @@ use std::path::Path;
 
 use super::rules::{PRECEDENCE, RULES, Rule, Tier};
 use super::table::{TABLE, Table};
-use super::{Evidence, Signal, read, status_of};
+use super::{Evidence, Scan, Signal, read, status_of};
 
 /// One case of the corpus: its place and its input (the `classify` CLI's fields).
 struct Case {
@@ -92,7 +92,7 @@ fn contradictions(table: &Table, cases: &[Case]) -> Vec<String> {
         // The families that may decide, each at its first row, in table order.
         let families: Vec<(usize, Rule)> = read(&s, |structured, texts| {
             let status = status_of(&s, structured, texts);
-            let evidence = Evidence::gather(table, &s, structured, texts, status);
+            let evidence = Evidence::gather(table, &s, structured, texts, status, Scan::Every);
             let mut seen: Vec<(usize, Rule)> = Vec::new();
             for (i, r) in evidence.eligible(table, s.provider.as_deref()) {
                 if !seen.iter().any(|(_, f)| f.family == r.family) {
@@ -140,6 +140,27 @@ fn the_table_meets_the_corpus_without_contradictions() {
     assert!(cases.len() >= 600, "the corpus has {} cases", cases.len());
     let found = contradictions(&TABLE, &cases);
     assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
+#[test]
+fn the_verdict_scan_decides_as_a_scan_of_every_row() {
+    let mut spared = 0;
+    for case in corpus() {
+        let s = signal(&case.value);
+        let (every, verdict) = read(&s, |structured, texts| {
+            let status = status_of(&s, structured, texts);
+            let scan = |scan| {
+                let evidence = Evidence::gather(&TABLE, &s, structured, texts, status, scan);
+                let first = evidence.eligible(&TABLE, s.provider.as_deref()).next();
+                (first.map(|(i, _)| i), evidence.hits.iter().count())
+            };
+            (scan(Scan::Every), scan(Scan::Verdict))
+        });
+        assert_eq!(every.0, verdict.0, "{}: the scans disagree", case.at);
+        spared += usize::from(verdict.1 < every.1);
+    }
+    // Structured answers whose code decides skip the wordings they also match.
+    assert!(spared > 0);
 }
 
 #[test]

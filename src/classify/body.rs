@@ -93,34 +93,51 @@ impl<'a> Structured<'a> {
         }
     }
 
-    fn object(&mut self, o: Obj<'a>, depth: usize) {
+    /// Takes what `o` says (its fields are left empty): taking field by field moves a few
+    /// words each, where moving the object would copy all of its fields.
+    fn object(&mut self, o: &mut Obj<'a>, depth: usize) {
+        use std::mem::take;
+        let kind = take(&mut o.kind);
         // A top-level "type" of "error" (Anthropic's envelope) says nothing.
-        if !(depth == 0 && matches!(&o.kind, Field::Str(s) if s == "error")) {
-            self.code(o.kind);
+        if !(depth == 0 && matches!(&kind, Field::Str(s) if s == "error")) {
+            self.code(kind);
         }
-        for v in [o.code, o.status, o.aws_type, o.error_type, o.status_code] {
-            self.code(v);
-        }
-        self.numeric_code(o.error_code);
         for v in [
-            o.message,
-            o.message_caps,
-            o.detail,
-            o.raw,
-            o.msg,
-            o.error_msg,
-            o.status_msg,
+            &mut o.code,
+            &mut o.status,
+            &mut o.aws_type,
+            &mut o.error_type,
+            &mut o.status_code,
         ] {
-            self.message(v);
+            self.code(take(v));
         }
-        if let Field::Str(d) = o.retry_delay
+        self.numeric_code(take(&mut o.error_code));
+        for v in [
+            &mut o.message,
+            &mut o.message_caps,
+            &mut o.detail,
+            &mut o.raw,
+            &mut o.msg,
+            &mut o.error_msg,
+            &mut o.status_msg,
+        ] {
+            self.message(take(v));
+        }
+        if let Field::Str(d) = take(&mut o.retry_delay)
             && self.retry_delay.is_none()
         {
             self.retry_delay = Some(d);
         }
-        for nested in [o.error, o.metadata, o.details, o.base_resp] {
-            match nested {
-                Field::Object(inner) if depth < MAX_NESTING => self.object(*inner, depth + 1),
+        for nested in [
+            &mut o.error,
+            &mut o.metadata,
+            &mut o.details,
+            &mut o.base_resp,
+        ] {
+            match take(nested) {
+                Field::Object(mut inner) if depth < MAX_NESTING => {
+                    self.object(&mut inner, depth + 1);
+                }
                 // `"error": "model 'x' not found"` (Ollama, TGI).
                 Field::Str(text) => self.message(Field::Str(text)),
                 Field::Object(_) | Field::Num(_) | Field::Other => {}
@@ -146,10 +163,10 @@ pub(crate) fn read_json<'a>(text: &'a str, out: &mut Structured<'a>) -> bool {
         json = rest.trim_start();
     }
     let mut stream = serde_json::Deserializer::from_str(json).into_iter::<Obj<'a>>();
-    let Some(Ok(obj)) = stream.next() else {
+    let Some(Ok(mut obj)) = stream.next() else {
         return false;
     };
-    out.object(obj, 0);
+    out.object(&mut obj, 0);
     text[..start].trim().is_empty()
 }
 

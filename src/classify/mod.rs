@@ -433,7 +433,7 @@ impl Classifier {
         if let Some(verdict) = self.overridden(signal, structured, texts, status) {
             return verdict;
         }
-        let evidence = Evidence::gather(table, signal, structured, texts, status);
+        let evidence = Evidence::gather(table, signal, structured, texts, status, Scan::Verdict);
         let chosen = evidence.eligible(table, provider).next();
         // The caller's own code field is taken at face value; a failure found in message or
         // body text with no status anywhere was reported inside a stream (`rules::in_stream`).
@@ -563,7 +563,18 @@ fn status_of(
         })
 }
 
-/// What the rule table makes of a signal: the status's own reason and every row matched.
+/// How much of the table [`Evidence::gather`] matches a signal against.
+#[derive(Debug, Clone, Copy)]
+enum Scan {
+    /// What can still decide: a structured code of the first two tiers spares the scan for
+    /// wordings, which rank below it (see `table`).
+    Verdict,
+    /// Every row, for the table's audit of overlapping families.
+    #[cfg(test)]
+    Every,
+}
+
+/// What the rule table makes of a signal: the status's own reason and the rows matched.
 struct Evidence {
     base: Option<Reason>,
     hits: table::Hits,
@@ -576,11 +587,16 @@ impl Evidence {
         structured: &body::Structured<'_>,
         texts: &[&str],
         status: Option<(u16, StatusSource)>,
+        scan: Scan,
     ) -> Self {
-        Self {
-            base: status.and_then(|(s, _)| rules::status_reason(s)),
-            hits: table.hits(field_codes(signal, structured), texts),
-        }
+        let base = status.and_then(|(s, _)| rules::status_reason(s));
+        let provider = signal.provider.as_deref();
+        let hits = table.hits(field_codes(signal, structured), texts, |r| match scan {
+            Scan::Verdict => provider_matches(r, provider) && rules::may_decide(r, base),
+            #[cfg(test)]
+            Scan::Every => false,
+        });
+        Self { base, hits }
     }
 
     /// The rows that may decide, in priority order: those for the provider that

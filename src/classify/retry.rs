@@ -10,10 +10,11 @@ use regex::Regex;
 /// A daily quota that resets "in 24 hours" is honoured; a `Retry-After` of ten years is not.
 pub const MAX_RETRY_HINT: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// "try again in 2s", "retry after 6 seconds", "Retry-After: 2 hours", "retry in 1m30s".
+/// "try again in 2s", "retry after 6 seconds", "Retry-After: 2 hours", "retry in 1m30s": the
+/// words that announce a wait, up to the wait's first digit.
 static TEXT_HINT: LazyLock<Regex> = LazyLock::new(|| {
     super::fixed_regex(
-        r"(?i)\b(?:try again|retry|retry[- ]after|wait)(?:\s+(?:in|after|for))?\s*:?\s*(\d[\d.]*\s*[a-z]+(?:\s*\d[\d.]*\s*[a-z]+)*)",
+        r"(?i)\b(?:try again|retry|retry[- ]after|wait)(?:\s+(?:in|after|for))?\s*:?\s*\d",
     )
 });
 
@@ -67,13 +68,22 @@ pub(crate) fn from_headers<'h>(
 
 /// The wait one rate-limit reset header states, if `name` is one.
 fn reset_of(name: &str, value: &str, now: &impl Fn() -> SystemTime) -> Option<Duration> {
-    let lower = name.to_ascii_lowercase();
     let value = value.trim();
-    if lower.starts_with("anthropic-ratelimit-") && lower.ends_with("-reset") {
+    let starts = |p: &str| {
+        name.get(..p.len())
+            .is_some_and(|h| h.eq_ignore_ascii_case(p))
+    };
+    let ends = |p: &str| {
+        name.len()
+            .checked_sub(p.len())
+            .and_then(|i| name.get(i..))
+            .is_some_and(|t| t.eq_ignore_ascii_case(p))
+    };
+    if starts("anthropic-ratelimit-") && ends("-reset") {
         let at = humantime::parse_rfc3339_weak(value).ok()?;
         return Some(at.duration_since(now()).unwrap_or(Duration::ZERO));
     }
-    if lower.starts_with("x-ratelimit-reset") {
+    if starts("x-ratelimit-reset") {
         if let Ok(n) = value.parse::<f64>() {
             // x-ratelimit-reset is seconds on most providers and epoch seconds on a few.
             if n > 1_000_000_000.0 {
@@ -89,8 +99,16 @@ fn reset_of(name: &str, value: &str, now: &impl Fn() -> SystemTime) -> Option<Du
 
 /// The wait message text asks for: "try again in 2s", "retry after 6 seconds".
 pub(crate) fn from_text(text: &str) -> Option<Duration> {
-    let c = TEXT_HINT.captures(text)?;
-    cap(parse_compound(c.get(1)?.as_str())?)
+    // A match ends just after the wait's first digit: only its end is needed, so no captures
+    // and no backward scan for its start. The first announced wait that parses counts.
+    let mut from = 0;
+    while let Some(end) = TEXT_HINT.shortest_match_at(text, from) {
+        if let Some(wait) = text.get(end - 1..).and_then(parse_compound) {
+            return cap(wait);
+        }
+        from = end;
+    }
+    None
 }
 
 /// The wait of a structured delay field such as Google's `retryDelay` ("7s", "1.5s").
@@ -109,6 +127,15 @@ fn secs_f64(s: f64) -> Option<Duration> {
 fn cap(d: Duration) -> Option<Duration> {
     Some(d.min(MAX_RETRY_HINT))
 }
+
+/// Duration units by their names, with their length in seconds.
+const UNITS: &[(&[&str], f64)] = &[
+    (&["ms", "msec", "millisecond", "milliseconds"], 0.001),
+    (&["s", "sec", "secs", "second", "seconds"], 1.0),
+    (&["m", "min", "mins", "minute", "minutes"], 60.0),
+    (&["h", "hr", "hrs", "hour", "hours"], 3600.0),
+    (&["d", "day", "days"], 86400.0),
+];
 
 /// Parses "1m30s", "20ms", "2m59.56s", "6h", "24 hours", "7.5 seconds": numbers with units,
 /// summed. Stops at the first word that is not a unit; needs at least one number with a unit.
@@ -130,14 +157,12 @@ pub(crate) fn parse_compound(s: &str) -> Option<Duration> {
         let unit_end = after
             .find(|c: char| !c.is_ascii_alphabetic())
             .unwrap_or(after.len());
-        let unit = after[..unit_end].to_ascii_lowercase();
-        let scale = match unit.as_str() {
-            "ms" | "msec" | "millisecond" | "milliseconds" => 0.001,
-            "s" | "sec" | "secs" | "second" | "seconds" => 1.0,
-            "m" | "min" | "mins" | "minute" | "minutes" => 60.0,
-            "h" | "hr" | "hrs" | "hour" | "hours" => 3600.0,
-            "d" | "day" | "days" => 86400.0,
-            _ => break,
+        let unit = &after[..unit_end];
+        let Some((_, scale)) = UNITS
+            .iter()
+            .find(|(names, _)| names.iter().any(|n| n.eq_ignore_ascii_case(unit)))
+        else {
+            break;
         };
         total += n * scale;
         parsed = true;

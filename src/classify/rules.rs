@@ -29,9 +29,10 @@
 //!    quota windows, overload, auth, missing model (before "not supported": a 404 that says a
 //!    model "is not found for API version v1beta, or is not supported" is `model_not_found`),
 //!    invalid requests, timeouts, stream cuts, resets, server errors;
-//! 4. codes that name only a class (`invalid_request_error`, `api_error`, `INTERNAL`, SDK
-//!    wrapper classes such as `APIConnectionError`) and providers' numeric codes: the message
-//!    beside them says more. (Gateways reuse the numbers: z.ai answers `1113`, "in arrears"
+//! 4. codes that name only a class (`invalid_request_error`, `authentication_error`,
+//!    `api_error`, `INTERNAL`, SDK wrapper classes such as `APIConnectionError`) and providers'
+//!    numeric codes: the message beside them says more (a key "has been disabled" under
+//!    `authentication_error` is `auth_permanent`). (Gateways reuse the numbers: z.ai answers `1113`, "in arrears"
 //!    in its reference, with "invalid api endpoint or credentials".)
 //!
 //! With a status, the first row whose reason [`refines`] the status's reason wins, so a context
@@ -332,7 +333,14 @@ pub(crate) static RULES: &[Rule] = &[
             "RemoteDisconnected",
             "ChunkedEncodingError",
             "ClientPayloadError",
+            "ClientConnectionResetError",
             "IncompleteRead",
+            // hyper's kind for a connection closed before the message completed.
+            "IncompleteMessage",
+            // Python's ssl: the peer closed the connection during the handshake; no
+            // certificate failed (Node says "socket disconnected before secure TLS connection
+            // was established", with ECONNRESET).
+            "SSLEOFError",
         ],
     ),
     transport(
@@ -358,6 +366,8 @@ pub(crate) static RULES: &[Rule] = &[
             "ConnectTimeoutError",
             "APITimeoutError",
             "ServerTimeoutError",
+            "TimeoutError",
+            "ERR_SOCKET_CONNECTION_TIMEOUT",
         ],
     ),
     // Gemini's finish reason for a response it could not finish producing; Bedrock's error
@@ -379,6 +389,8 @@ pub(crate) static RULES: &[Rule] = &[
             "string_above_max_length",
             "request_too_large",
             "prompt_too_long",
+            // LiteLLM's exception class for every provider's overflow.
+            "ContextWindowExceededError",
         ],
     ),
     codes(
@@ -473,17 +485,10 @@ pub(crate) static RULES: &[Rule] = &[
         Auth,
         "auth",
         &[
-            "invalid_api_key",
-            "authentication_error",
-            "invalid_authentication",
-            "invalid_authentication_error",
-            "UNAUTHENTICATED",
             "AccessDeniedException",
             "UnrecognizedClientException",
             "ExpiredTokenException",
             "InvalidSignatureException",
-            "InvalidApiKey",
-            "AuthenticationError",
         ],
     ),
     // Credentials that a client library could not find (botocore, the AWS SDK for JS).
@@ -541,15 +546,17 @@ pub(crate) static RULES: &[Rule] = &[
         Dns,
         "dns",
         &[
-            r"\bdns (error|lookup|resolution)|failed to lookup address|name or service not known|nodename nor servname",
+            r"\bdns (error|lookup|resolution)|name resolution (failed|failure|error)|failed to lookup address|name or service not known|nodename nor servname",
             r"no such host|getaddrinfo|could not resolve (host|proxy)|temporary failure in name resolution|name does not resolve",
-            r"\blookup (?u:\S)+( on (?u:\S)+)?: (i/o timeout|server misbehaving)|unknownhostexception",
+            r"\blookup (?u:\S)+( on (?u:\S)+)?: (i/o timeout|server misbehaving)|unknownhostexception|resolving timed out",
         ],
     ),
     words(
         Unreachable,
         "unreachable",
-        &[r"network is unreachable|no route to host|host is down|network is down|host unreachable"],
+        &[
+            r"network (is )?unreachable|no route to host|host is down|network is down|host (is )?unreachable",
+        ],
     ),
     words(
         Tls,
@@ -559,6 +566,7 @@ pub(crate) static RULES: &[Rule] = &[
             r"unknown issuer|self[- ]signed certificate|received corrupt message|handshake failure|wrong version number",
             r"\bx509: |ssl certificate problem|unable to (get local issuer|verify the first) certificate|\bssl_error_\w+|\berr_ssl_\w+",
             r"does not match certificate's altnames|no alternative certificate subject name|\b(sslv3|tlsv1(\.\d)?) alert|fatal alert|handshakefailure",
+            r"issued by an authority that is not trusted|untrusted (certificate|root|authority)",
         ],
     ),
     // Every wording we know, before rate limits ("tokens") and server errors (llama.cpp says
@@ -574,11 +582,15 @@ pub(crate) static RULES: &[Rule] = &[
             r"exceeds the maximum number of (input )?tokens|configured context size|available context size",
             r"tokens \+ `?max_new_tokens`? must be|must have less than \d+ tokens|reduce the length of the messages|cannot exceed \d+ tokens",
             r"(input|prompt) (length|token count|tokens)( \(?\d+\)?)?( tokens?)? (exceeds?|is greater than|is larger than) (the )?(model|maximum|max|limit|context)",
-            r"total (number of )?tokens( in the prompt)? (cannot exceed|exceeds?)|too large for model with \d+ maximum context length",
+            r"total (number of )?tokens( in the prompt)?( \(?\d+\)?)? (cannot exceed|exceeds?)|too large for model with \d+ maximum context length",
             r"range of input length should be|input (token )?length (is )?too long|input tokens exceed|(maximum|max) prompt length",
             r"model only supports up to \d+|size limit exceeded by \d+ tokens|longer than the maximum model length|\bmax_model_len\b",
             r"(prompt|input)( \(\d+ tokens?\))? is too long|larger than the max(imum)? context size|greater than the context length",
-            r"上下文(过长|长度超|超出|超过|超限|窗口)|超(出|过)(?u:[^，。]){0,20}上下文|(prompt|输入|文本|请求)(内容)? ?(过长|超长)",
+            r"\b(message|conversation|input|prompt|text|content|query)s?( you submitted)? (is|was|are|were) too long|context (window|length|size) is (only )?\d+",
+            r"(longer|larger|bigger) than (the )?(model'?s? )?(maximum |max |available )?context (length|window|size|limit)|reduce the (size|length) of (your|the) (prompt|input|messages?)",
+            r"too many (input |prompt )?tokens (in|for) (the|your) (prompt|input|messages|request)",
+            r"上下文(过长|长度超|超出|超过|超限|窗口)|超(出|过)(?u:[^，。]){0,20}上下文|(prompt|输入|文本|请求)(内容)? ?(过长|超长)|(超出|超过)(?u:[^，。]){0,8}(最大)?长度",
+            r"(输入|提示词?|prompt|文本|请求|消息)的?(长度|token ?数|tokens?|字数)(已)?(超过|超出|超限|过长|大于)",
         ],
     ),
     words(
@@ -586,7 +598,8 @@ pub(crate) static RULES: &[Rule] = &[
         "content_filter",
         &[
             r"content (management |filtering )?policy|content filter|safety system|flagged by (our|the) (moderation|content|safety)",
-            r"blocked (due to|by) (safety|content|policy|moderation)|responsible ai|content exists risk|considered high risk",
+            r"blocked (due to|by|for) (our |the )?(safety|content|policy|moderation)|responsible ai|content exists risk|considered high risk",
+            r"content moderation|moderation (system|filter)|\bpolicy violation|safety filter|\b(content|response|output|completion) (was |has been )?(filtered|censored)",
             r"(unsafe|sensitive|harmful|inappropriate) content|\bnew_sensitive\b|\bflagged for\b|requires moderation|blocked output",
             r"violation of (our|the) (usage|content|acceptable use)|usage guidelines|flagged as (potentially )?violating|usage polic(y|ies)",
             r"内容(违规|不合规|安全)|敏感(内容|词|信息)|不安全",
@@ -614,8 +627,11 @@ pub(crate) static RULES: &[Rule] = &[
             r"subscription plan does not (yet )?include|balance (is )?(insufficient|exhausted|depleted|too low)",
             r"\bin arrears|overdue (balance|payment)|(exceeded|reached) (its |your |the )?(\w+ )?budget|budget (has been )?(exceeded|reached|exhausted)",
             r"\btotal (request|usage) limit|free trial (quota |credits? )?(has |have )?(expired|ended|been exhausted|exhausted)",
-            r"(plan|package|subscription) (has )?(expired|ended|lapsed)|no active subscription|outstanding invoice|invoice is overdue",
-            r"credits? (are |is |have been |has been )?(depleted|exhausted|used up)",
+            r"(plan|package|subscription) (has )?(expired|ended|lapsed)|no active subscription|outstanding invoice|invoice is overdue|unpaid (invoice|balance|bill)",
+            r"billing (account )?(is )?(not active|inactive|disabled|not enabled)|enable billing|billing (has not been|to be) enabled|requires? a paid (plan|tier|subscription)|paid plan (is )?required",
+            r"credits? (are |is |have been |has been )?(depleted|exhausted|used up)|out of (\w+ ){0,2}(balance|funds)",
+            r"\bno (\w+ )?(credits?|balance|funds) (left|remaining|available)|payment (is )?required|card (was )?declined",
+            r"payment method|payment (failed|declined)|credit limit (exceeded|reached)",
             r"余额不足|欠费|(资源包|套餐)(已)?(用完|耗尽|过期|到期)",
         ],
     ),
@@ -624,7 +640,7 @@ pub(crate) static RULES: &[Rule] = &[
         AuthPermanent,
         "revoked",
         &[
-            r"\b(api[ _-]?key|key|token|account|organi[sz]ation|org|workspace|user|credential)s?\b(?u:[^.])*\b(has been|was|is|are|got) (permanently )?(revoked|deactivated|disabled|suspended|banned|terminated|locked)",
+            r"\b(api[ _-]?key|key|token|account|organi[sz]ation|org|workspace|user|credential)s?\b(?u:[^.])*\b(has been|have been|was|were|is|are|got) (permanently )?(revoked|deactivated|disabled|suspended|banned|terminated|locked)",
             r"\b(api[ _-]?key|key|token|account|organi[sz]ation|workspace)s? (revoked|deactivated|disabled|suspended|banned|terminated)\b",
             r"\b(revoked|deactivated|disabled|suspended|banned) (api[ _-]?)?(key|token|account|organi[sz]ation|workspace)\b",
             r"not allowed for this organi[sz]ation",
@@ -636,27 +652,34 @@ pub(crate) static RULES: &[Rule] = &[
         RateLimit,
         "quota",
         &[
-            r"quota (limit )?(exceeded|reached|exhausted)|exceeded (your |the )?(\w+ )?quota|resources? (has been |have been )?exhausted",
+            r"quota\b(?u:[^.]){0,30}\b(exceeded|reached|exhausted|used up|depleted)|exceeded (your |the )?(\w+ )?quota|resources? (has been |have been )?exhausted",
+            r"used (up )?all (of )?(your|the) (\w+ )?(requests|messages|tokens|quota)|\b\d+ (requests|messages|calls|prompts) (every|per|each) (\d+ )?(second|minute|hour|day|week|month)s?",
             r"(usage|request|token) limit (reached|exhausted|exceeded|hit)|usage limit|concurrency limit|cooling down|cooldown",
             r"(requests|tokens) per (min|minute|second|day|hour)|\b(rpm|tpm|rpd|tpd)\b",
             r"\b(daily|weekly|monthly|hourly|\d+[- ]?hours?) ((usage|request|token|message|api|call|free|plan)s? )?(limit|quota|cap|allowance)s?\b",
             r"\bresets? (tomorrow|at \d|in \d|on )|(try again|come back|available again) tomorrow",
             r"\bhigh (concurrency|frequency)\b|reduce (the )?(concurrency|frequency)|max concurrency",
+            r"\b(sending|making|send|make) (requests|calls) too (quickly|fast|frequently|often)|requests? (are |were )?too (frequent|fast)",
+            r"\bper[- ](second|minute|hour|day|month) (\w+ )?(limit|quota|cap)",
             r"请求过于频繁|频率(超限|过高|过快)|调用频率|请求频率|限流|限速|配额|额度|并发(数)?(过高|超限|超过|过大)|(今日|每日|当日)(调用)?(次数|额度|限额)",
+            r"次数(已达|超过|超出|超限|已用完)|已达(到)?(?u:[^，。]){0,6}上限|(调用|请求)(次数)?上限",
         ],
     ),
     // "服务繁忙" ("service busy") is an overload; the replaced system's suite calls it a
-    // timeout.
+    // timeout. "Temporarily unable to *process* your request" (Azure's 500
+    // InternalServerError) says nothing of capacity and stays a server error; unable to
+    // *handle* or *serve* it does.
     words(
         Overloaded,
         "overloaded",
         &[
-            r"overload|at capacity|over capacity|high demand|service (is )?(temporarily )?unavailable|service_unavailable",
-            r"servers? (is|are) (currently )?busy|temporarily unable to (handle|service)|no (available )?capacity|capacity (constraints|issues|exceeded)",
-            r"model is (currently )?loading|experiencing (an? )?(unusually |very )?(high|heavy|large)( volume of)? (load|traffic|demand|requests|usage)",
-            r"\bhigh (load|traffic)\b|\b(server|service|model|engine|system|upstream|cluster)s? (is |are )?(currently |temporarily )?(too |very )?busy|\btoo busy",
-            r"currently unable to (handle|process|serve)|insufficient capacity|(under|down for) maintenance|no instances available|^\s*loading model\s*$|is currently loading",
-            r"繁忙|负载(过高|已满|已饱和|饱和)|过载|访问(量|人数)(过大|过多)|算力不足|资源紧张|暂时无法提供服务|服务(暂时)?不可用|服务暂不可用",
+            r"overload|at (full |maximum )?capacity|over capacity|\bsaturated\b|high demand|service (is )?(temporarily )?unavailable|service_unavailable",
+            r"servers? (is|are) (currently )?busy|temporarily unable to (handle|service)|no (available )?capacity|capacity (constraints|issues|exceeded)|capacity (is )?(temporarily )?(exhausted|reached|unavailable)",
+            r"model is (currently )?loading|\b(under|experiencing) (an? )?(unusually |very |extremely )?(high|heavy|large|extreme)( volume of| amount of)? (load|traffic|demand|requests|usage)",
+            r"\bhigh (load|traffic)\b|\b(server|service|model|engine|system|upstream|cluster|worker|backend|gpu|node)s? (is |are )?(all )?(currently |temporarily )?(too |very )?busy|\btoo busy",
+            r"\ball (\w+ )?(workers|servers|instances|gpus|replicas) are (busy|occupied|in use)",
+            r"currently unable to (handle|process|serve)|too many (people|users) (are )?(using|accessing)|insufficient capacity|(under|down for) maintenance|no instances available|^\s*loading model\s*$|is currently loading",
+            r"繁忙|(负载|负荷|压力)(较|过|太|很|偏)(高|大|重)|负载(已满|已饱和|饱和)|过载|访问(量|人数)(过大|过多)|算力不足|资源紧张|暂时无法提供服务|服务(暂时)?不可用|服务暂不可用",
         ],
     ),
     words(
@@ -668,7 +691,8 @@ pub(crate) static RULES: &[Rule] = &[
             r"(invalid|bad|incorrect|wrong|missing) ([\w-]+ ){0,3}credentials|insufficient permissions|permission denied|access denied",
             r"missing scopes?|token refresh failed|re-?authenticate|not logged in|please run /login|no permission",
             r"(invalid|expired) (access |bearer |oauth |auth |authentication |api )?token|token (is )?(invalid|expired)|extract \w+ from token",
-            r"\b(api[ _-]?key|key|token) (has )?expired|invalid authentication",
+            r"\b(api[ _-]?key|key|token) (has )?expired|invalid authentication|missing (authorization|authentication|auth) (header|token)",
+            r"\bunauthenticated\b|(do not|don't) have access to (this|the) (resource|api|endpoint|operation|feature)|lacks? (the )?(required )?(scopes?|permissions?)",
             r"(do not|don't) have permission|token included in the request is (invalid|expired)|signature we calculated does not match",
             r"认证失败|鉴权失败|身份验证失败|未授权|无效的?(令牌|密钥)|(令牌|密钥|api ?key)(已)?(过期|无效|错误)|无权(访问|限)|没有权限|权限不足",
         ],
@@ -695,9 +719,11 @@ pub(crate) static RULES: &[Rule] = &[
         &[
             r"model[ _]not[ _]found|\bmodel:? (?u:[^\s,;])+ (not found|does not exist)|(unknown|invalid|unsupported) model",
             r"no such model|no endpoints found (for|matching)|model (?u:[^\s,;])+ (has been|was|is) (deprecated|retired|decommissioned)",
-            r"does not exist or you do not have access|is not found for api version|model not exist|\bmodel (?u:[^\s,;])+ (was|is) not found",
+            r"does not exist or you do not have access|\b(not found|unavailable|not available|does not exist) (for|in|on) (the |this )?api[ -]?version|model not exist|\bmodel (?u:[^\s,;])+ (was|is) not found",
             r"has been decommissioned|api deployment for this resource does not exist|no models? (are )?loaded|model (?u:[^\s,;])+ could not be found",
             r"model identifier is invalid|invalid model identifier|not a valid model|\bmodel (does not|doesn't) exist",
+            r"\bmodel ((?u:[^\s,;])+ )?(has been|was|is) (deprecated|retired|decommissioned|discontinued|removed|sunset)",
+            r"\bmodel( you requested| requested)? (could not|cannot|can't) be found|(could not|cannot) find (the )?model|\bmodel\b(?u:[^.]){0,30}\b(deprecated|no longer (supported|available|served))\b",
             r"模型不存在|模型(?u:[^，。]){0,20}不存在",
         ],
     ),
@@ -721,7 +747,7 @@ pub(crate) static RULES: &[Rule] = &[
         Timeout,
         "timeout",
         &[
-            r"\btimed? ?out\b|timeout\b|deadline exceeded|took too long|operation was aborted|reason: abort\b|finish_reason: abort\b|超时",
+            r"\btimed? ?out\b|timeout\b|deadline exceeded|took (too long|longer than)|operation was aborted|reason: abort\b|finish_reason: abort\b|超时",
         ],
     ),
     words(
@@ -742,9 +768,10 @@ pub(crate) static RULES: &[Rule] = &[
             r"connection (was )?(reset|closed|aborted|lost|error|broken)|reset by peer|broken pipe|socket hang ?up|other side closed",
             r"unexpected eof|closed before (the )?(message|response)|network[ _]error|websocket closed unexpectedly",
             r"incomplete (chunked|message|response|read)|premature (close|end)|server disconnected|remote end closed connection",
-            r"peer closed connection|closed connection without|error reading a body from connection|end of file before message length reached",
+            r"peer closed connection|closed connection without|error (reading|writing) a body (from|to) connection|end of file before message length reached",
             r"payload is not completed|transfer closed with|empty reply from server|\b(recv|send) failure|failure when receiving data",
-            r"socket disconnected|forcibly closed|closed idle connection|\bgoaway\b|(^|: )eof\s*$",
+            r"socket disconnected|forcibly closed|closed idle connection|\bgoaway\b|(^|: )eof\s*$|eof occurred in violation of protocol|write to closing transport",
+            r"\b(remote|peer|server|host)( host)? (unexpectedly )?closed the connection|\bsocket (is |was )?closed\b",
             r"网络(错误|异常)|连接(中断|断开|重置)",
         ],
     ),
@@ -804,6 +831,21 @@ pub(crate) static RULES: &[Rule] = &[
             "InternalServerError",
         ],
     )),
+    // Every refused key gets these, a revoked one included: "This API key has been disabled"
+    // under `authentication_error` is `auth_permanent`, which the wording says.
+    class(
+        Auth,
+        "auth_class",
+        &[
+            "invalid_api_key",
+            "InvalidApiKey",
+            "authentication_error",
+            "invalid_authentication",
+            "invalid_authentication_error",
+            "UNAUTHENTICATED",
+            "AuthenticationError",
+        ],
+    ),
     class(
         Auth,
         "permission",
@@ -980,6 +1022,16 @@ pub(crate) static PRECEDENCE: &[(&str, &str, &str)] = &[
         "context_overflow",
         "invalid_request",
         "\"Invalid request: Your request exceeded model token limit\" (Moonshot) is the window, not a malformed request",
+    ),
+    (
+        "context_overflow",
+        "quota",
+        "\"token limit exceeded: reduce the size of your prompt\": a prompt that must shrink does not fit however long one waits",
+    ),
+    (
+        "billing",
+        "invalid_request",
+        "\"Payment is required to continue\": what is missing is money, not a field of the request",
     ),
     (
         "billing",

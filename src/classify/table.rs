@@ -1,11 +1,20 @@
 //! The rule table compiled for matching: one [`RegexSet`] over every row that has a text
-//! pattern, and a sorted index of every code, both built once.
+//! pattern, a smaller one over the codes of the first two tiers, and a sorted index of every
+//! code, all built once.
+//!
+//! The smaller set is what keeps a structured answer cheap: when a code in a structured field
+//! already decides in tier 1 or 2 (`rate_limit_exceeded` in an OpenAI body), every wording and
+//! class code ranks below it, so only a code of those tiers found in the text can still
+//! outrank it, and the wordings are not scanned for.
 
 use std::sync::LazyLock;
 
-use regex::{RegexSet, RegexSetBuilder};
+use regex_automata::meta::{self, BuildError};
+use regex_automata::nfa::thompson::WhichCaptures;
+use regex_automata::util::syntax;
+use regex_automata::{Input, MatchKind, PatternSet};
 
-use super::rules::{self, Matcher, RULES, Rule};
+use super::rules::{self, Matcher, RULES, Rule, Tier};
 
 /// A set of row indices (the table has fewer than 256 rows; a test checks it).
 #[derive(Default, Clone)]
@@ -20,10 +29,16 @@ impl Hits {
 
     /// The rows, in table order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = usize> + '_ {
+        // Set bits only, lowest first: an empty set costs four words, not 256 tests.
         self.0.iter().enumerate().flat_map(|(w, &bits)| {
-            (0..64)
-                .filter(move |b| bits & (1 << b) != 0)
-                .map(move |b| w * 64 + b)
+            let mut rest = bits;
+            std::iter::from_fn(move || {
+                let b = rest.trailing_zeros() as usize;
+                (rest != 0).then(|| {
+                    rest &= rest - 1;
+                    w * 64 + b
+                })
+            })
         })
     }
 }
@@ -31,10 +46,11 @@ impl Hits {
 /// The compiled table.
 pub(crate) struct Table {
     pub(crate) rules: &'static [Rule],
-    set: RegexSet,
-    /// The row of each pattern of `set`.
-    set_rows: Vec<usize>,
-    /// Every code, lowercased, with its row: sorted, for lookups by value.
+    /// Every row's text pattern.
+    all: Patterns,
+    /// The text patterns of the codes of tiers 1 and 2.
+    decisive: Patterns,
+    /// Every code, lowercased, with its row: sorted [`by_length`], for lookups by value.
     codes: Vec<(String, usize)>,
 }
 
@@ -49,17 +65,9 @@ pub(crate) static TABLE: LazyLock<Table> = LazyLock::new(|| {
 
 impl Table {
     /// Compiles `rules` (the built-in [`RULES`], or a variant of it in tests).
-    pub(crate) fn new(rules: &'static [Rule]) -> Result<Self, regex::Error> {
-        let (set_rows, patterns): (Vec<usize>, Vec<String>) = rules
-            .iter()
-            .enumerate()
-            .filter_map(|(i, r)| rules::text_pattern(r).map(|p| (i, p)))
-            .unzip();
-        let set = RegexSetBuilder::new(patterns)
-            .unicode(false)
-            .size_limit(64 << 20)
-            .dfa_size_limit(32 << 20)
-            .build()?;
+    pub(crate) fn new(rules: &'static [Rule]) -> Result<Self, Box<BuildError>> {
+        let decisive =
+            |r: &Rule| matches!(r.matcher, Matcher::Codes(_)) && r.tier <= Tier::Decisive;
         let mut codes: Vec<(String, usize)> = rules
             .iter()
             .enumerate()
@@ -71,11 +79,13 @@ impl Table {
                 list.iter().map(move |c| (c.to_ascii_lowercase(), i))
             })
             .collect();
-        codes.sort();
+        codes.sort_by(|(a, i), (b, j)| (by_length(a), i).cmp(&(by_length(b), j)));
         Ok(Self {
             rules,
-            set,
-            set_rows,
+            all: Patterns::new(rules, |_| true, true)?,
+            // Codes are literals, many of them in any case: a prefilter of their prefixes
+            // stops at nearly every word, and costs more than the automaton it would spare.
+            decisive: Patterns::new(rules, decisive, false)?,
             codes,
         })
     }
@@ -105,28 +115,95 @@ impl Table {
             return &[];
         };
         let codes = self.codes.as_slice();
-        let start = codes.partition_point(|(c, _)| c.as_bytes() < key);
+        let start = codes.partition_point(|(c, _)| by_length(c) < by_length(key));
         let end = start + codes[start..].partition_point(|(c, _)| c.as_bytes() == key);
         &codes[start..end]
     }
 
-    /// Every row that the codes (structured fields) or the texts match, whatever the provider.
-    pub(crate) fn hits<'c>(&self, codes: impl Iterator<Item = &'c str>, texts: &[&str]) -> Hits {
+    /// The rows that the codes (structured fields) or the texts match, whatever the provider:
+    /// every one, unless a code row of tier 1 or 2 that `decides` is among the codes' rows;
+    /// then the texts are searched only for codes of those tiers (see the module docs), and
+    /// the first row that decides is the same as with every row.
+    pub(crate) fn hits<'c>(
+        &self,
+        codes: impl Iterator<Item = &'c str>,
+        texts: &[&str],
+        decides: impl Fn(&Rule) -> bool,
+    ) -> Hits {
         let mut hits = Hits::default();
         for code in codes {
             for i in self.code_rows(code) {
                 hits.insert(i);
             }
         }
+        let settled = hits
+            .iter()
+            .map(|i| &self.rules[i])
+            .find(|r| decides(r))
+            .is_some_and(|r| r.tier <= Tier::Decisive);
+        let patterns = if settled { &self.decisive } else { &self.all };
         for text in texts {
-            for p in self.set.matches(text).iter() {
-                if let Some(&i) = self.set_rows.get(p) {
-                    hits.insert(i);
-                }
-            }
+            patterns.insert_matches(text, &mut hits);
         }
         hits
     }
+}
+
+/// The text patterns of some rows, as one set: a `regex::RegexSet` built the way `regex`
+/// builds one, with the prefilter a choice.
+struct Patterns {
+    set: meta::Regex,
+    /// The row of each pattern of `set`.
+    rows: Vec<usize>,
+}
+
+impl Patterns {
+    /// The patterns of the rows that `keep`.
+    fn new(
+        rules: &[Rule],
+        keep: impl Fn(&Rule) -> bool,
+        prefilter: bool,
+    ) -> Result<Self, Box<BuildError>> {
+        let (rows, patterns): (Vec<usize>, Vec<String>) = rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| keep(r))
+            .filter_map(|(i, r)| rules::text_pattern(r).map(|p| (i, p)))
+            .unzip();
+        let set = meta::Builder::new()
+            .configure(
+                meta::Config::new()
+                    .match_kind(MatchKind::All)
+                    .utf8_empty(true)
+                    .which_captures(WhichCaptures::None)
+                    .nfa_size_limit(Some(64 << 20))
+                    .hybrid_cache_capacity(32 << 20)
+                    .auto_prefilter(prefilter),
+            )
+            .syntax(syntax::Config::new().unicode(false).utf8(true))
+            .build_many(&patterns)
+            .map_err(Box::new)?;
+        Ok(Self { set, rows })
+    }
+
+    /// Adds the rows whose pattern matches `text`.
+    fn insert_matches(&self, text: &str, hits: &mut Hits) {
+        let mut found = PatternSet::new(self.set.pattern_len());
+        self.set
+            .which_overlapping_matches(&Input::new(text), &mut found);
+        for p in found.iter() {
+            if let Some(&i) = self.rows.get(p.as_usize()) {
+                hits.insert(i);
+            }
+        }
+    }
+}
+
+/// The order of the code index: by length first, so that most comparisons of a lookup are
+/// of two lengths rather than of two strings.
+fn by_length(code: &(impl AsRef<[u8]> + ?Sized)) -> (usize, &[u8]) {
+    let bytes = code.as_ref();
+    (bytes.len(), bytes)
 }
 
 /// Does `rule` apply to the provider hint?
