@@ -10,6 +10,7 @@ mod breaker;
 mod chain;
 mod classify;
 mod demo;
+mod embeddings;
 mod messages;
 mod proxy;
 mod proxy_faults;

@@ -7,7 +7,9 @@
 //!
 //! * [`openai_chat`]: OpenAI-compatible chat completions (OpenAI, OpenRouter, Groq, Together,
 //!   Mistral, vLLM, llama.cpp, Ollama's `/v1`, ...);
-//! * [`anthropic_messages`]: Anthropic's Messages API (Anthropic, and Claude-compatible hosts).
+//! * [`anthropic_messages`]: Anthropic's Messages API (Anthropic, and Claude-compatible hosts);
+//! * [`openai_embeddings`]: OpenAI embeddings, on any OpenAI-compatible provider (no stream,
+//!   no translation: vectors of two models cannot be compared).
 //!
 //! What they share is beside them: the [`Endpoint`] (one provider's base URL, [`Api`], key
 //! and prefill support) and the [`Client`] (one HTTP client; each protocol adds its calls).
@@ -30,6 +32,7 @@
 pub mod anthropic_messages;
 mod endpoint;
 pub mod openai_chat;
+pub mod openai_embeddings;
 mod prefix;
 mod sse;
 pub mod translate;

@@ -9,6 +9,7 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use tokio::sync::watch;
 
 use super::auth::{Caller, rejected};
 use super::error::ApiError;
@@ -17,8 +18,9 @@ use crate::Reason;
 use crate::breaker::Breaker;
 use crate::chain::{Answer, FailoverError, FailoverStream};
 use crate::chain::{AttemptContext, AttemptFailure, Route, Trail};
-use crate::protocol::anthropic_messages::{self, MessagesChunk, MessagesResume, MessagesStream};
-use crate::protocol::openai_chat::{self, ChatChunk, ChatResume, ChatStream, Endpoint, Prefill};
+use crate::protocol::anthropic_messages::{self, MessagesResume, MessagesStream};
+use crate::protocol::openai_chat::{self, ChatResume, ChatStream, Endpoint, Prefill};
+use crate::protocol::openai_embeddings::{self, BadEmbeddings, Embeddings};
 use crate::telemetry::names::access;
 
 impl Upstream {
@@ -87,6 +89,17 @@ impl Upstream {
         .await
     }
 
+    async fn embeddings(
+        &self,
+        ctx: &AttemptContext,
+        request: &Value,
+        caller_key: Option<&Secret>,
+    ) -> Result<Embeddings, AttemptFailure> {
+        let endpoint = self.endpoint_for(caller_key);
+        self.bounded(self.client.embeddings(&endpoint, ctx.model(), request))
+            .await
+    }
+
     async fn messages_stream(
         &self,
         ctx: &AttemptContext,
@@ -106,16 +119,14 @@ impl Upstream {
 /// What one client-facing protocol adds to the common request handling ([`serve`]): its
 /// own checks of the body, its calls and its stream.
 trait Served {
-    /// The chunks of its streams, as they go out.
-    type Chunk: sse::Wire + Unpin + Send + 'static;
-    /// Its streams.
-    type Stream: futures_core::Stream<Item = Result<Self::Chunk, AttemptFailure>>
-        + Unpin
-        + Send
-        + 'static;
-
     /// The checks of the body beyond `model` and `stream`.
     fn check(body: &serde_json::Map<String, Value>) -> Result<(), ApiError>;
+
+    /// Whether the route can serve this endpoint at all, checked before anything is sent.
+    /// Default: every route can.
+    fn admit(_route: &Route) -> Result<(), ApiError> {
+        Ok(())
+    }
 
     /// The request's tokens, estimated, for rate-limited routes.
     fn estimate(body: &Value) -> u64;
@@ -125,30 +136,64 @@ trait Served {
 
     /// One attempt of a non-streaming request.
     fn call(
-        up: Upstream,
+        shared: Arc<Shared>,
         ctx: AttemptContext,
         request: Call,
     ) -> impl Future<Output = Result<Value, AttemptFailure>> + Send;
 
-    /// The route's stream for the request.
+    /// The streamed answer to the request, or the error response that says why there is none.
     fn stream(
         shared: &Arc<Shared>,
-        route: &Arc<Route>,
         tokens: u64,
         request: Call,
-    ) -> impl Future<Output = Streamed<Self>> + Send;
+        out: Out,
+    ) -> impl Future<Output = Response> + Send;
 }
 
-/// A route's stream for `P`'s endpoint, or why there is none.
-type Streamed<P> =
-    Result<Answer<FailoverStream<<P as Served>::Chunk, <P as Served>::Stream>>, FailoverError>;
-
-/// What an attempt of a checked request needs: its body, the caller's key and headers.
+/// What an attempt of a checked request needs: its route, body, the caller's key and headers.
 #[derive(Clone)]
 struct Call {
+    route: Arc<Route>,
     body: Arc<Value>,
     key: Option<Secret>,
     headers: Arc<HeaderMap>,
+}
+
+/// How a streamed answer goes out: the shutdown signal, and the scrubber of upstream text.
+struct Out {
+    cut: watch::Receiver<bool>,
+    scrub: Arc<dyn Fn(&str) -> String + Send + Sync>,
+}
+
+/// The response to a stream request: the route's stream as server-sent events once it has
+/// opened, or the error that says why it did not.
+async fn streamed<C, S>(
+    opening: impl Future<Output = Result<Answer<FailoverStream<C, S>>, FailoverError>>,
+    mut out: Out,
+) -> Response
+where
+    C: sse::Wire + Unpin + Send + 'static,
+    S: futures_core::Stream<Item = Result<C, AttemptFailure>> + Unpin + Send + 'static,
+{
+    let answer = tokio::select! {
+        r = opening => r,
+        Ok(_) = out.cut.wait_for(|c| *c) => return ApiError::shutting_down().into_response(),
+    };
+    match answer {
+        Ok(a) => {
+            let mut resp = Response::new(Body::from_stream(sse::body(a.value, out.cut, out.scrub)));
+            let h = resp.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            );
+            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+            h.insert("x-accel-buffering", HeaderValue::from_static("no"));
+            answer_headers(h, &a.provider, &a.model, &a.trail);
+            resp
+        }
+        Err(e) => ApiError::failover(&e, &*out.scrub).into_response(),
+    }
 }
 
 impl Shared {
@@ -162,6 +207,32 @@ impl Shared {
             }
         }
         out
+    }
+
+    /// Holds an embedding model to one vector length: the length asked for (`dimensions`),
+    /// else the length of its first answer in this generation. Another length is the
+    /// attempt's failure, so a search index never gets vectors it cannot compare.
+    fn same_dimensions(
+        &self,
+        model: &str,
+        request: &Value,
+        found: usize,
+    ) -> Result<(), AttemptFailure> {
+        let asked = request.get("dimensions").and_then(Value::as_u64);
+        let expected = match asked.and_then(|n| usize::try_from(n).ok()) {
+            Some(n) => n,
+            None => *self
+                .dimensions
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .entry(model.to_owned())
+                .or_insert(found),
+        };
+        if expected == found {
+            Ok(())
+        } else {
+            Err(BadEmbeddings::Dimensions { expected, found }.into_failure())
+        }
     }
 
     fn upstream(&self, ctx: &AttemptContext) -> Result<Upstream, AttemptFailure> {
@@ -360,9 +431,6 @@ fn check_messages(body: &serde_json::Map<String, Value>) -> Result<(), ApiError>
 struct Chat;
 
 impl Served for Chat {
-    type Chunk = ChatChunk;
-    type Stream = ChatStream;
-
     fn check(body: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
         check_messages(body)
     }
@@ -375,16 +443,16 @@ impl Served for Chat {
         openai_chat::usage_tokens(answer)
     }
 
-    async fn call(up: Upstream, ctx: AttemptContext, call: Call) -> Result<Value, AttemptFailure> {
+    async fn call(
+        shared: Arc<Shared>,
+        ctx: AttemptContext,
+        call: Call,
+    ) -> Result<Value, AttemptFailure> {
+        let up = shared.upstream(&ctx)?;
         up.chat(&ctx, &call.body, call.key.as_ref()).await
     }
 
-    async fn stream(
-        shared: &Arc<Shared>,
-        route: &Arc<Route>,
-        tokens: u64,
-        call: Call,
-    ) -> Streamed<Self> {
+    async fn stream(shared: &Arc<Shared>, tokens: u64, call: Call, out: Out) -> Response {
         let open = {
             let (shared, key) = (Arc::clone(shared), call.key.clone());
             move |ctx: AttemptContext, body: Arc<Value>| {
@@ -398,9 +466,10 @@ impl Served for Chat {
             }
         };
         let resume = ChatResume::new(Arc::clone(&call.body), prefill(shared), open.clone());
-        route
-            .resumable_stream(tokens, |ctx| open(ctx, Arc::clone(&call.body)), resume)
-            .await
+        let opening =
+            call.route
+                .resumable_stream(tokens, |ctx| open(ctx, Arc::clone(&call.body)), resume);
+        streamed(opening, out).await
     }
 }
 
@@ -420,9 +489,6 @@ fn prefill(shared: &Arc<Shared>) -> impl Fn(&str) -> Prefill + Send + 'static {
 struct Messages;
 
 impl Served for Messages {
-    type Chunk = MessagesChunk;
-    type Stream = MessagesStream;
-
     fn check(body: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
         check_messages(body)?;
         match body.get("max_tokens") {
@@ -450,17 +516,17 @@ impl Served for Messages {
         anthropic_messages::usage_tokens(answer)
     }
 
-    async fn call(up: Upstream, ctx: AttemptContext, call: Call) -> Result<Value, AttemptFailure> {
+    async fn call(
+        shared: Arc<Shared>,
+        ctx: AttemptContext,
+        call: Call,
+    ) -> Result<Value, AttemptFailure> {
+        let up = shared.upstream(&ctx)?;
         up.messages(&ctx, &call.body, call.key.as_ref(), &call.headers)
             .await
     }
 
-    async fn stream(
-        shared: &Arc<Shared>,
-        route: &Arc<Route>,
-        tokens: u64,
-        call: Call,
-    ) -> Streamed<Self> {
+    async fn stream(shared: &Arc<Shared>, tokens: u64, call: Call, out: Out) -> Response {
         let open = {
             let (shared, call) = (Arc::clone(shared), call.clone());
             move |ctx: AttemptContext, body: Arc<Value>| {
@@ -474,10 +540,101 @@ impl Served for Messages {
             }
         };
         let resume = MessagesResume::new(Arc::clone(&call.body), prefill(shared), open.clone());
-        route
-            .resumable_stream(tokens, |ctx| open(ctx, Arc::clone(&call.body)), resume)
-            .await
+        let opening =
+            call.route
+                .resumable_stream(tokens, |ctx| open(ctx, Arc::clone(&call.body)), resume);
+        streamed(opening, out).await
     }
+}
+
+/// Can `route` serve embeddings? Only when every target names one upstream model; else the
+/// targets, `provider/model`.
+fn embeddable(route: &Route) -> Result<(), Vec<String>> {
+    let all: Vec<(&str, &str)> = route
+        .targets()
+        .chain(route.larger_context_targets())
+        .collect();
+    if all.windows(2).all(|w| w[0].1 == w[1].1) {
+        Ok(())
+    } else {
+        Err(all.iter().map(|(p, m)| format!("{p}/{m}")).collect())
+    }
+}
+
+/// The OpenAI embeddings endpoint: failover between targets of one model only.
+struct Embed;
+
+impl Served for Embed {
+    fn check(body: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
+        let usable = match body.get("input") {
+            Some(Value::String(s)) => !s.is_empty(),
+            Some(Value::Array(items)) => !items.is_empty(),
+            _ => false,
+        };
+        if usable {
+            Ok(())
+        } else {
+            Err(ApiError::client(
+                StatusCode::BAD_REQUEST,
+                "invalid_type",
+                Some("input"),
+                "`input` must be a non-empty string or a non-empty array of strings or token ids",
+            ))
+        }
+    }
+
+    fn admit(route: &Route) -> Result<(), ApiError> {
+        embeddable(route).map_err(|targets| {
+            ApiError::client(
+                StatusCode::BAD_REQUEST,
+                "route_not_embeddable",
+                Some("model"),
+                format!(
+                    "the route `{}` cannot serve embeddings: its targets name different upstream models ({}), and vectors of two models cannot be compared, so failing over between them would corrupt a search index; use a route whose targets all name the same model",
+                    route.name(),
+                    targets.join(", ")
+                ),
+            )
+        })
+    }
+
+    fn estimate(body: &Value) -> u64 {
+        openai_embeddings::estimate_tokens(body)
+    }
+
+    fn usage(answer: &Value) -> Option<u64> {
+        openai_chat::usage_tokens(answer)
+    }
+
+    async fn call(
+        shared: Arc<Shared>,
+        ctx: AttemptContext,
+        call: Call,
+    ) -> Result<Value, AttemptFailure> {
+        let up = shared.upstream(&ctx)?;
+        let answer = up.embeddings(&ctx, &call.body, call.key.as_ref()).await?;
+        shared.same_dimensions(ctx.model(), &call.body, answer.dimensions())?;
+        Ok(answer.into_answer())
+    }
+
+    async fn stream(_: &Arc<Shared>, _: u64, _: Call, _: Out) -> Response {
+        ApiError::client(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("stream"),
+            "embeddings are not streamed; leave `stream` out or set it to false",
+        )
+        .into_response()
+    }
+}
+
+/// `POST /v1/embeddings`.
+pub(super) async fn embeddings(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    req: Request,
+) -> Response {
+    serve::<Embed>(shared, caller, req).await
 }
 
 /// `POST /v1/chat/completions`.
@@ -530,6 +687,10 @@ async fn serve<P: Served>(shared: Arc<Shared>, caller: Caller, req: Request) -> 
             }
         }
     };
+    if let Err(e) = P::admit(&chat.route) {
+        rejected(caller.label(), access::REASON_BAD_REQUEST);
+        return e.into_response();
+    }
     let mut cut = shared.cut.subscribe();
     // Tokens are estimated only for a route that has rate limits to hold them to.
     let tokens = if chat.route.is_rate_limited() {
@@ -538,37 +699,22 @@ async fn serve<P: Served>(shared: Arc<Shared>, caller: Caller, req: Request) -> 
         0
     };
     let call = Call {
+        route: Arc::clone(&chat.route),
         body: Arc::clone(&chat.body),
         key: key.clone(),
         headers,
     };
     if chat.stream {
-        let opening = P::stream(&shared, &chat.route, tokens, call);
-        let answer = tokio::select! {
-            r = opening => r,
-            Ok(_) = cut.wait_for(|c| *c) => return ApiError::shutting_down().into_response(),
+        let out = Out {
+            cut,
+            scrub: Arc::new(scrub),
         };
-        match answer {
-            Ok(a) => {
-                let mut resp =
-                    Response::new(Body::from_stream(sse::body(a.value, cut, Arc::new(scrub))));
-                let h = resp.headers_mut();
-                h.insert(
-                    header::CONTENT_TYPE,
-                    HeaderValue::from_static("text/event-stream"),
-                );
-                h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-                h.insert("x-accel-buffering", HeaderValue::from_static("no"));
-                answer_headers(h, &a.provider, &a.model, &a.trail);
-                resp
-            }
-            Err(e) => ApiError::failover(&e, &scrub).into_response(),
-        }
+        P::stream(&shared, tokens, call, out).await
     } else {
         let call = chat.route.call_with_tokens(tokens, |ctx| {
             let (shared, call) = (Arc::clone(&shared), call.clone());
             async move {
-                let answer = P::call(shared.upstream(&ctx)?, ctx.clone(), call).await?;
+                let answer = P::call(shared, ctx.clone(), call).await?;
                 if let Some(used) = P::usage(&answer) {
                     ctx.report_usage(used);
                 }
@@ -601,6 +747,10 @@ pub(super) async fn models(
         .filter(|r| caller.client.as_ref().is_none_or(|c| c.may_use(r.name())))
         // OpenAI's fields and Anthropic's, so both SDKs' `models.list()` read it.
         .map(|r| {
+            let mut endpoints = vec!["/v1/chat/completions", "/v1/messages"];
+            if embeddable(r).is_ok() {
+                endpoints.push("/v1/embeddings");
+            }
             json!({
                 "id": r.name(),
                 "object": "model",
@@ -609,6 +759,7 @@ pub(super) async fn models(
                 "type": "model",
                 "display_name": r.name(),
                 "created_at": "1970-01-01T00:00:00Z",
+                "endpoints": endpoints,
             })
         })
         .collect();
@@ -688,7 +839,7 @@ pub(super) async fn not_found(req: Request) -> Response {
         "not_found",
         None,
         format!(
-            "no endpoint {} {}; this proxy serves POST /v1/chat/completions, POST /v1/messages, GET /v1/models, GET /v1/failover/status, POST /v1/failover/breakers/{{provider}}/{{model}}, GET /healthz and GET /metrics",
+            "no endpoint {} {}; this proxy serves POST /v1/chat/completions, POST /v1/messages, POST /v1/embeddings, GET /v1/models, GET /v1/failover/status, POST /v1/failover/breakers/{{provider}}/{{model}}, GET /healthz and GET /metrics",
             req.method(),
             req.uri().path()
         ),

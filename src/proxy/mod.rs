@@ -35,7 +35,14 @@
 //! answer are translated ([`protocol`](crate::protocol)), or the target is skipped as
 //! `ineligible` when the request needs what the target's protocol cannot carry.
 //!
-//! Endpoints: `POST /v1/chat/completions`, `POST /v1/messages`, `GET /v1/models`, `GET /healthz`,
+//! `POST /v1/embeddings` fails over only between targets of one upstream model: a route whose
+//! targets name different models gets a 400 `route_not_embeddable` naming the route, before
+//! anything is sent, and an answer whose vectors have another length than the model's first
+//! answer (or than `dimensions`) is a failure (`empty_response`), never passed on
+//! ([`openai_embeddings`](crate::protocol::openai_embeddings)). `GET /v1/models` lists each
+//! route's `endpoints`.
+//!
+//! Endpoints: `POST /v1/chat/completions`, `POST /v1/messages`, `POST /v1/embeddings`, `GET /v1/models`, `GET /healthz`,
 //! `GET /v1/failover/status` (every breaker: state, reason, open until), `GET /metrics`
 //! (when a Prometheus handle is given and metrics have no address of their own), and for
 //! operators `POST /v1/failover/breakers/{provider}/{model}` and `POST /v1/failover/reload`.
@@ -233,6 +240,8 @@ struct Shared {
     routes: Vec<Arc<Route>>,
     by_name: HashMap<String, usize>,
     upstreams: HashMap<String, Upstream>,
+    /// The vector length of each embedding model's first answer in this generation.
+    dimensions: Arc<Mutex<HashMap<String, usize>>>,
     registry: Arc<Registry>,
     metrics: Option<PrometheusHandle>,
     max_body_bytes: usize,
@@ -454,6 +463,7 @@ impl Proxy {
             routes,
             by_name,
             upstreams,
+            dimensions: Arc::default(),
             registry,
             metrics: previous.and_then(|p| p.metrics.clone()),
             max_body_bytes: config.server.max_body_bytes,
@@ -692,6 +702,7 @@ fn router_of(shared: &Arc<Shared>) -> Router {
     use axum::middleware::from_fn_with_state;
     let client = Router::new()
         .route("/v1/chat/completions", post(handlers::chat))
+        .route("/v1/embeddings", post(handlers::embeddings))
         .route("/v1/models", get(handlers::models))
         .route_layer(from_fn_with_state(Arc::clone(shared), auth::client_gate));
     // Anthropic's clients get every error of this endpoint, the key gate's too, in its shape.

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 
 use super::messages::anthropic_error;
 use super::respond::{
-    Answer, Ask, Content, Failure, PREFILL_REJECTED, Stop, Tool, Wire, error, http_status,
+    Answer, Ask, Content, Events, Failure, PREFILL_REJECTED, Stop, Tool, Wire, error, http_status,
     retry_after_secs, text_of, words,
 };
 
@@ -63,6 +63,10 @@ fn role(message: &Value) -> Option<&str> {
 }
 
 impl Wire for Chat {
+    fn events(&self) -> Option<&dyn Events> {
+        Some(self)
+    }
+
     fn parse(body: &[u8]) -> Result<(Self, Ask), String> {
         let unreadable =
             |e: serde_json::Error| format!("We could not parse the JSON body of your request: {e}");
@@ -169,7 +173,9 @@ impl Wire for Chat {
     fn error_body(&self) -> Value {
         json!({"error": mid_stream_error()})
     }
+}
 
+impl Events for Chat {
     /// A tool call opens with its id and name (and empty arguments); text opens with its
     /// first token.
     fn open(&self, answer: &Answer) -> Vec<Bytes> {
@@ -291,7 +297,7 @@ fn chunk(answer: &Answer, delta: &Value, finish_reason: Option<&str>) -> Bytes {
 
 /// The error object of [`Fault::ErrorAfter`](super::Fault::ErrorAfter), as OpenRouter reports
 /// an upstream failure.
-fn mid_stream_error() -> Value {
+pub(super) fn mid_stream_error() -> Value {
     json!({"message": "Upstream provider error mid-stream", "code": 502})
 }
 

@@ -11,7 +11,7 @@ use axum::response::Response;
 use serde_json::{Value, json};
 
 use super::respond::{
-    Answer, Ask, Content, Failure, PREFILL_REJECTED, Stop, Tool, Wire, error, http_status,
+    Answer, Ask, Content, Events, Failure, PREFILL_REJECTED, Stop, Tool, Wire, error, http_status,
     retry_after_secs, text_of, words,
 };
 
@@ -35,6 +35,10 @@ fn field(path: &str, problem: &str) -> String {
 }
 
 impl Wire for Messages {
+    fn events(&self) -> Option<&dyn Events> {
+        Some(self)
+    }
+
     fn parse(body: &[u8]) -> Result<(Self, Ask), String> {
         let body: Value = serde_json::from_slice(body)
             .map_err(|e| format!("There was an error parsing the body of your request: {e}"))?;
@@ -179,7 +183,9 @@ impl Wire for Messages {
     fn error_body(&self) -> Value {
         anthropic_error("overloaded_error", "Overloaded")
     }
+}
 
+impl Events for Messages {
     /// `message_start` (output tokens 1, as Anthropic reports them there),
     /// `content_block_start`, `ping`.
     fn open(&self, answer: &Answer) -> Vec<Bytes> {

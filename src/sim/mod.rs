@@ -85,6 +85,12 @@
 //!   `content_block_start`, `ping`, one `content_block_delta` (`text_delta`) per token,
 //!   `content_block_stop`, `message_delta` (`stop_reason`, `usage.output_tokens`: the deltas
 //!   sent as valid JSON), `message_stop`.
+//! * `POST /v1/embeddings`: OpenAI's embeddings, with the same faults (errors in OpenAI's
+//!   shapes; the delivery faults cut, stall or truncate the JSON body). Reads `model`, `input`
+//!   (a string, an array of strings, or token ids), `dimensions` (default
+//!   [`DEFAULT_DIMENSIONS`]) and `encoding_format` (`float` or `base64`). Each vector is a unit
+//!   vector that depends only on its input's text, so two sims answer alike, as two hosts of
+//!   one model do; `usage` counts the inputs' words.
 //! * `GET /v1/models`: `sim-ok` and the models with a configured fault.
 //! * Anything else: a 404 OpenAI error.
 //!
@@ -161,6 +167,7 @@
 //! socket is dropped with `SO_LINGER` 0, which sends RST.
 
 mod chat;
+mod embeddings;
 mod fault;
 mod messages;
 mod respond;
@@ -180,6 +187,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+pub use embeddings::DEFAULT_DIMENSIONS;
 pub use fault::{Fault, Prefill};
 use server::{Applied, Command, Power};
 

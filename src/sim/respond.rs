@@ -19,6 +19,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::chat::{Chat, openai_error};
+use super::embeddings::Embeddings;
 use super::messages::Messages;
 use super::server::Conn;
 use super::{ANSWER, Fault, Prefill, Shared};
@@ -28,6 +29,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(handle::<Chat>))
         .route("/v1/messages", post(handle::<Messages>))
+        .route("/v1/embeddings", post(handle::<Embeddings>))
         .route("/v1/models", get(models))
         .fallback(not_found)
         .with_state(shared)
@@ -102,6 +104,8 @@ pub(super) const PREFILL_REJECTED: &str = "This model does not support assistant
 
 /// One wire protocol: how it reads a request, and how it words each part of an outcome.
 pub(super) trait Wire: Sized {
+    /// How its streams are worded; `None` for an endpoint that does not stream.
+    fn events(&self) -> Option<&dyn Events>;
     /// Reads a request body into what the table needs; the error is the message of a 400.
     fn parse(body: &[u8]) -> Result<(Self, Ask), String>;
     /// The error response for `failure` on `model` (empty when the request was unreadable).
@@ -113,6 +117,10 @@ pub(super) trait Wire: Sized {
     fn body(&self, answer: &Answer) -> Value;
     /// The 200 body of [`Fault::ErrorAfter`] when not streaming: the mid-stream error alone.
     fn error_body(&self) -> Value;
+}
+
+/// How a protocol words a stream.
+pub(super) trait Events {
     /// The events of a stream before its first piece.
     fn open(&self, answer: &Answer) -> Vec<Bytes>;
     /// The event that carries piece `i` of the answer.
@@ -213,8 +221,8 @@ impl Plan<'_> {
 
     /// The answer, whole or streamed, as the fault lets it through.
     async fn deliver<W: Wire>(&self, wire: &W, answer: &Answer, stream: bool) -> Response {
-        if stream {
-            return sse(self.stream(wire, answer));
+        if let Some(events) = wire.events().filter(|_| stream) {
+            return sse(self.stream(events, answer));
         }
         if let Fault::FirstTokenDelay(delay) = self.fault {
             tokio::time::sleep(*delay).await;
@@ -244,7 +252,7 @@ impl Plan<'_> {
 
     /// A stream's steps: the opening events, one event per piece (the fault may break in
     /// before piece `k`), the closing events, then the terminator.
-    fn stream<W: Wire>(&self, wire: &W, answer: &Answer) -> VecDeque<Step> {
+    fn stream(&self, wire: &dyn Events, answer: &Answer) -> VecDeque<Step> {
         let mut steps: VecDeque<Step> = wire.open(answer).into_iter().map(Step::Send).collect();
         if let Fault::FirstTokenDelay(delay) = self.fault {
             steps.push_back(Step::Wait(*delay));
