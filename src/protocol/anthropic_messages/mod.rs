@@ -388,6 +388,10 @@ impl sse::Grouped for MessagesStream {
             done: self.done,
         }
     }
+
+    fn rest(&mut self) -> Option<MessagesChunk> {
+        (self.answered && !self.pending.is_empty()).then(|| self.chunk())
+    }
 }
 
 impl Stream for MessagesStream {
