@@ -23,3 +23,4 @@ mod state;
 mod support;
 mod telemetry;
 mod tls;
+mod tokens;

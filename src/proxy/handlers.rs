@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::access_log::AccessLog;
 use super::auth::{Caller, rejected};
 use super::error::ApiError;
 use super::{Secret, Shared, Upstream, headers, sse};
@@ -499,8 +500,26 @@ pub(super) async fn messages(
     serve::<Messages>(shared, caller, req).await
 }
 
-/// One request to `P`'s endpoint: checked, sent through its route, answered.
+/// One request to `P`'s endpoint, inside its access log's span, which writes its line.
 async fn serve<P: Served>(shared: Arc<Shared>, caller: Caller, req: Request) -> Response {
+    use tracing::Instrument as _;
+    let log = AccessLog::start(&caller, req.uri().path());
+    let resp = respond::<P>(shared, caller, req, &log)
+        .instrument(log.span())
+        .await;
+    let stream = resp.headers().get(header::CONTENT_TYPE)
+        == Some(&HeaderValue::from_static("text/event-stream"));
+    log.answered(resp.status().as_u16(), resp.headers(), stream);
+    resp
+}
+
+/// One request to `P`'s endpoint: checked, sent through its route, answered.
+async fn respond<P: Served>(
+    shared: Arc<Shared>,
+    caller: Caller,
+    req: Request,
+    log: &AccessLog,
+) -> Response {
     let headers = Arc::new(req.headers().clone());
     let chat = match read_request::<P>(&shared, &caller, req).await {
         Ok(c) => c,
@@ -518,6 +537,7 @@ async fn serve<P: Served>(shared: Arc<Shared>, caller: Caller, req: Request) -> 
             return e.into_response();
         }
     };
+    log.route(chat.route.name());
     let key = caller.key.clone();
     // Upstream text may quote a forwarded key: scrub it with the providers' own.
     let scrub = {
@@ -550,8 +570,8 @@ async fn serve<P: Served>(shared: Arc<Shared>, caller: Caller, req: Request) -> 
         };
         match answer {
             Ok(a) => {
-                let mut resp =
-                    Response::new(Body::from_stream(sse::body(a.value, cut, Arc::new(scrub))));
+                let body = sse::body(a.value, cut, Arc::new(scrub), log.clone());
+                let mut resp = Response::new(Body::from_stream(body));
                 let h = resp.headers_mut();
                 h.insert(
                     header::CONTENT_TYPE,
@@ -571,6 +591,9 @@ async fn serve<P: Served>(shared: Arc<Shared>, caller: Caller, req: Request) -> 
                 let answer = P::call(shared.upstream(&ctx)?, ctx.clone(), call).await?;
                 if let Some(used) = P::usage(&answer) {
                     ctx.report_usage(used);
+                }
+                if let Some(usage) = crate::protocol::usage(&answer) {
+                    ctx.record_usage(usage);
                 }
                 Ok(answer)
             }

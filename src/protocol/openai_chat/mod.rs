@@ -271,6 +271,15 @@ impl Chunk for ChatChunk {
     fn is_complete(&self) -> bool {
         self.finished || self.done
     }
+
+    fn usage(&self) -> Option<crate::chain::Usage> {
+        // Most chunks carry no usage: only those that name it are parsed.
+        self.data
+            .iter()
+            .filter(|d| d.contains("\"usage\""))
+            .filter_map(|d| super::usage(&serde_json::from_str::<Value>(d).ok()?))
+            .reduce(crate::chain::Usage::merge)
+    }
 }
 
 /// The chunks of a streaming chat completion.
