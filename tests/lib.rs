@@ -11,6 +11,7 @@ mod chain;
 mod classify;
 mod demo;
 mod messages;
+mod otlp;
 mod proxy;
 mod proxy_faults;
 mod reload;

@@ -107,6 +107,7 @@
 mod catalog;
 mod exporter;
 mod layer;
+mod otlp;
 
 pub use self::catalog::{
     ADMIN_ACTIONS_TOTAL, ATTEMPT_DURATION_SECONDS, ATTEMPTS_TOTAL, BREAKER_STATE,
@@ -121,6 +122,7 @@ pub use self::exporter::{
     prometheus_builder,
 };
 pub use self::layer::MetricsLayer;
+pub use self::otlp::{DEFAULT_SERVICE_NAME, LogFormat, OtlpError, OtlpExport, OtlpSettings};
 
 /// Event targets, event names, field names and fixed label values.
 pub mod names {
