@@ -392,3 +392,65 @@ async fn past_the_grace_period_requests_end_with_a_clean_error() {
     assert_eq!(body["error"]["code"], "shutting_down");
     drop(g.release);
 }
+
+/// An upstream that answers with the SSE `events` (each a `data:` payload) and then either
+/// closes the body (`end`) or holds the connection open, never sending `[DONE]`.
+async fn sse_upstream(events: &'static [&'static str], end: bool) -> SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0_u8; 8192];
+                let _ = sock.read(&mut buf).await;
+                let body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+                let head = if end {
+                    format!("content-length: {}\r\nconnection: close\r\n", body.len())
+                } else {
+                    String::new()
+                };
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n{head}\r\n{body}"
+                );
+                let _ = sock.write_all(response.as_bytes()).await;
+                if end {
+                    let _ = sock.shutdown().await;
+                } else {
+                    // Held open, as a server that forgets its `[DONE]` does, until the proxy
+                    // hangs up.
+                    let _ = sock.read(&mut buf).await;
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// A provider that sends the `finish_reason`, then its usage chunk, and no `[DONE]`: the
+/// client gets the usage chunk (whether the upstream closes the body or holds it open), then
+/// the `[DONE]` the proxy adds.
+#[tokio::test]
+async fn a_usage_chunk_after_the_finish_arrives_without_done() {
+    const EVENTS: &[&str] = &[
+        r#"{"id":"c1","choices":[{"index":0,"delta":{"role":"assistant","content":"Hi"},"finish_reason":null}]}"#,
+        r#"{"id":"c1","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+        r#"{"id":"c1","choices":[],"usage":{"prompt_tokens":7,"completion_tokens":1,"total_tokens":8}}"#,
+    ];
+    for end in [true, false] {
+        let upstream = sse_upstream(EVENTS, end).await;
+        let p = start(&format!(
+            "[route]\nidle_timeout = \"5s\"\n[providers.a]\nbase_url = \"http://{upstream}/v1\"\n[routes.chat]\ntargets = [\"a/m\"]\n"
+        ))
+        .await;
+        let resp = p.chat(&reqwest::Client::new(), "chat", true).await;
+        assert_eq!(resp.status(), 200);
+        let events = sse_data(&resp.text().await.unwrap());
+        assert_eq!(
+            events,
+            [EVENTS[0], EVENTS[1], EVENTS[2], "[DONE]"],
+            "end of body: {end}"
+        );
+        p.stop().await.unwrap();
+    }
+}

@@ -153,8 +153,8 @@ pub struct Served {
 }
 
 impl Served {
-    /// Runs `serve --listen 127.0.0.1:0 --config path` with `RUST_LOG=info` and `env`, and
-    /// waits until it says where its API is.
+    /// Runs `serve --listen 127.0.0.1:0 --config path` with `RUST_LOG=info` and `env` (which
+    /// may set another `RUST_LOG`), and waits until it says where its API is.
     pub fn start(path: &Path, env: &[(&str, &str)]) -> Self {
         Self::start_on(path, "127.0.0.1:0", env)
     }
@@ -164,8 +164,8 @@ impl Served {
         let mut child = Command::new(env!("CARGO_BIN_EXE_llm-failover"))
             .args(["serve", "--listen", listen, "--config"])
             .arg(path)
-            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();

@@ -100,6 +100,7 @@ mod resume;
 mod stream;
 mod telemetry;
 mod tier;
+mod usage;
 
 #[cfg(test)]
 mod tests;
@@ -128,6 +129,7 @@ pub use self::rate::{Quota, RateLimits};
 pub use self::resume::{Opening, Resume};
 pub use self::stream::{Chunk, FailoverStream};
 pub use self::tier::{Pick, Tier, UnknownPick};
+pub use self::usage::Usage;
 
 /// One target of a route, with its place among the route's tiers.
 #[derive(Debug, Clone)]
@@ -422,6 +424,8 @@ pub struct AttemptContext {
     tokens: u64,
     /// The target's load, when it has rate limits to correct.
     limited: Option<Arc<Load>>,
+    /// The attempt's span, for the usage it reports.
+    span: tracing::Span,
 }
 
 impl AttemptContext {
@@ -437,6 +441,7 @@ impl AttemptContext {
             deadline: Instant::now() + std::time::Duration::from_secs(60),
             tokens: 0,
             limited: None,
+            span: tracing::Span::none(),
         }
     }
 
@@ -473,6 +478,14 @@ impl AttemptContext {
         if let Some(load) = &self.limited {
             load.correct(self.tokens, total_tokens);
         }
+    }
+
+    /// The tokens the answer says the attempt used (input, output, cache reads and writes):
+    /// recorded on the attempt's span and counted in `llm_failover_tokens_total`. Call it
+    /// once per attempt with the answer's whole usage; a later call overwrites the counts it
+    /// reports. Streams need no call: the chain reads their chunks' [`Chunk::usage`].
+    pub fn record_usage(&self, usage: Usage) {
+        usage.record(&self.span);
     }
 
     /// The provider to call, as configured.
@@ -1450,6 +1463,7 @@ impl Route {
             deadline: attempt_deadline,
             tokens,
             limited,
+            span: span.clone(),
         };
         let fut = Box::pin(tokio::time::timeout_at(
             attempt_deadline,

@@ -13,7 +13,9 @@ use tokio::time::{Instant, Sleep};
 use super::load::Inflight;
 use super::resume::{Done, Job, Resumer, Search};
 use super::telemetry::{self, Request};
-use super::{AttemptFailure, AttemptOutcome, FailoverError, FailoverErrorKind, Named, Trail};
+use super::{
+    AttemptFailure, AttemptOutcome, FailoverError, FailoverErrorKind, Named, Trail, Usage,
+};
 use crate::Reason;
 use crate::breaker::{Outcome, OwnedTargetPermit};
 use crate::reason::Action;
@@ -31,6 +33,13 @@ pub trait Chunk {
     /// [`is_final`](Self::is_final).
     fn is_complete(&self) -> bool {
         self.is_final()
+    }
+
+    /// The tokens this chunk reports the attempt used so far, if it reports any (OpenAI's
+    /// usage chunk, Anthropic's `message_start` and `message_delta`). The stream merges the
+    /// reports of one attempt ([`Usage::merge`]) and records them on its span. Default: none.
+    fn usage(&self) -> Option<Usage> {
+        None
     }
 }
 
@@ -83,6 +92,8 @@ pub struct FailoverStream<C, S> {
     done: bool,
     /// Set for a route that resumes broken streams.
     resuming: Option<Resuming<C, S>>,
+    /// What the target streaming now reported it used.
+    usage: Usage,
 }
 
 impl<C, S> std::fmt::Debug for FailoverStream<C, S> {
@@ -128,6 +139,7 @@ where
             complete: false,
             done: false,
             resuming: resumer.map(Resuming::Ready),
+            usage: Usage::default(),
         }
     }
 
@@ -156,6 +168,11 @@ where
     /// Hands out a chunk from the target streaming now (through the resumer after a resume).
     fn finish(&mut self, chunk: C) -> Option<Poll<Option<Result<C, FailoverError>>>> {
         let (last, complete) = (chunk.is_final(), chunk.is_complete());
+        // The target's own report, before a resume adds the broken attempt's to it.
+        if let Some(usage) = chunk.usage() {
+            self.usage = self.usage.merge(usage);
+            self.usage.record(&self.info.span);
+        }
         let chunk = match &mut self.resuming {
             Some(Resuming::Ready(r)) => {
                 r.resume.sent(&chunk);
@@ -271,6 +288,7 @@ where
             self.info.ttft.as_secs_f64(),
         );
         self.info.span = c.span;
+        self.usage = Usage::default();
         self.info.started = c.started;
         self.complete = false;
         self.stall.as_mut().reset(Instant::now() + self.info.idle);

@@ -185,8 +185,11 @@ pub(super) fn attempt_span(
         "llm_failover.ttft_s" = Empty,
         "llm_failover.duration_s" = Empty,
         "http.response.status_code" = Empty,
-        // Last, so the fields above keep their order; see `resume_attempt`.
         "llm_failover.resume" = Empty,
+        "gen_ai.usage.input_tokens" = Empty,
+        "gen_ai.usage.output_tokens" = Empty,
+        "gen_ai.usage.cache_read.input_tokens" = Empty,
+        "gen_ai.usage.cache_creation.input_tokens" = Empty,
     );
     if role == Role::Resume {
         span.record(field::RESUME, true);
@@ -329,6 +332,10 @@ mod tests {
                 field::DURATION,
                 field::STATUS,
                 field::RESUME,
+                field::INPUT_TOKENS,
+                field::OUTPUT_TOKENS,
+                field::CACHE_READ_TOKENS,
+                field::CACHE_WRITE_TOKENS,
             ]
         );
         let (target, _, fields) = find(names::FAILOVER_EVENT);

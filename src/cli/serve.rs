@@ -9,7 +9,7 @@ use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 use llm_failover::proxy::{Config, Proxy};
-use llm_failover::telemetry::{self, MetricsLayer};
+use llm_failover::telemetry::{self, LogFormat, MetricsLayer, OtlpExport};
 
 use super::Failure;
 
@@ -30,20 +30,35 @@ pub(crate) struct CheckArgs {
     config: PathBuf,
 }
 
-/// Logs to stderr (`RUST_LOG`, default `info`) and metrics from the same spans.
-pub(crate) fn install_tracing(metrics: MetricsLayer) {
+/// Logs to stderr (`RUST_LOG`, default `info`) in `format` (text, or one JSON object a
+/// line), metrics from the same spans, and the spans to an OTLP collector when `otlp` exports.
+fn install_tracing(metrics: MetricsLayer, format: LogFormat, otlp: Option<&OtlpExport>) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_filter(filter);
+    let fmt: Box<dyn Layer<Registry> + Send + Sync> = match format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(true)
+            .with_writer(std::io::stderr)
+            .with_filter(filter)
+            .boxed(),
+        // Text unless asked otherwise, terminal or not (journald, `docker logs`): colours
+        // only on a terminal.
+        _ => tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_filter(filter)
+            .boxed(),
+    };
     let _ = tracing_subscriber::registry()
         .with(fmt)
         .with(metrics)
+        .with(otlp.map(OtlpExport::layer))
         .try_init();
 }
 
-use tracing_subscriber::Layer as _;
+use tracing_subscriber::{Layer, Registry};
 
 /// Reads and checks the config; a bad file is a usage error naming line and field.
 fn load(path: &PathBuf) -> Result<Config, Failure> {
@@ -86,6 +101,13 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<(), Failure> {
     if let Some(addr) = args.listen {
         config.set_listen(addr);
     }
+    // Before the runtime: the exporter's HTTP client is a blocking one.
+    let otlp = config
+        .otlp()
+        .map(OtlpExport::start)
+        .transpose()
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let exporting = otlp.as_ref();
     let rt = super::runtime()?;
     // Inside the runtime: the shared-state backend starts its tasks on it.
     let proxy = {
@@ -107,7 +129,16 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<(), Failure> {
         };
         let metrics = MetricsLayer::new();
         metrics.register_breakers(proxy.registry().iter().map(|b| (b.provider(), b.model())));
-        install_tracing(metrics);
+        install_tracing(metrics, config.log_format().unwrap_or_default(), exporting);
+        if let Some(o) = config.otlp() {
+            tracing::info!(
+                target: "llm_failover::telemetry",
+                "exporting spans over OTLP/HTTP to {} as service {} (sampling ratio {})",
+                o.endpoint,
+                o.service_name,
+                o.sampling_ratio
+            );
+        }
         #[cfg(feature = "redis")]
         if let Some(state) = proxy.state() {
             // The gauge shows the backend's state from the first scrape on.
@@ -133,8 +164,13 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<(), Failure> {
         );
         proxy.serve(listener, super::stop_signal()).await?;
         tracing::info!(target: "llm_failover::proxy", "stopped");
-        Ok(())
-    })
+        Ok::<(), Failure>(())
+    })?;
+    if let Some(o) = otlp {
+        // The last spans: sent, or said to be lost (the collector's state was logged).
+        let _ = o.shutdown();
+    }
+    Ok(())
 }
 
 /// Reloads the configuration on every SIGHUP (`systemctl reload`, `kill -HUP`). A rejected

@@ -36,8 +36,10 @@ pub mod openai_embeddings;
 mod prefix;
 mod sse;
 pub mod translate;
+mod usage;
 
 pub use self::endpoint::{ANTHROPIC_VERSION, Client, Endpoint};
+pub use self::usage::usage;
 
 /// The wire API a provider speaks, as configured by `[providers.NAME] api`.
 ///

@@ -98,6 +98,13 @@ pub(crate) trait Grouped {
 
     /// The held events, as a chunk.
     fn chunk(&mut self) -> Self::Chunk;
+
+    /// The events still held when the upstream ends: a chunk of them if the answer has a
+    /// token already (a usage chunk after the finish, from a server that sends no terminal
+    /// marker), else nothing (an answer without a token is no answer). Default: nothing.
+    fn rest(&mut self) -> Option<Self::Chunk> {
+        None
+    }
 }
 
 /// `poll_next` of a [`Grouped`] stream: it ends after its first failure.
@@ -114,8 +121,10 @@ pub(crate) fn poll_grouped<G: Grouped>(
         let event = match events.poll_next_unpin(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(None) => {
-                *done = true;
-                return Poll::Ready(None);
+                // The held events first: a chunk of them is not final (no marker came).
+                let rest = g.rest();
+                *g.parts().1 = true;
+                return Poll::Ready(rest.map(Ok));
             }
             Poll::Ready(Some(Err(f))) => {
                 *done = true;

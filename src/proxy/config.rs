@@ -25,6 +25,7 @@ use crate::chain::{Pick, RoutePolicy, Tier};
 use crate::classify::{Classifier, ClassifierBuilder};
 
 mod access;
+mod observe;
 mod tls;
 
 pub(crate) use self::access::{AdminConfig, ClientConfig, KeyHash};
@@ -136,6 +137,10 @@ pub struct Config {
     pub(crate) admin: Option<AdminConfig>,
     /// The `[state]` section with `backend = "redis"` and its URL variable set.
     pub(crate) state: Option<crate::state::StateConfig>,
+    /// `[telemetry]` (or the `OTEL_*` variables): where spans are exported, if anywhere.
+    pub(crate) otlp: Option<crate::telemetry::OtlpSettings>,
+    /// `[log] format`, when the file sets it.
+    pub(crate) log_format: Option<crate::telemetry::LogFormat>,
 }
 
 /// The `[server]` section.
@@ -250,6 +255,8 @@ struct File {
     clients: Vec<Spanned<ClientFile>>,
     admin: Option<Spanned<AdminFile>>,
     state: Option<Spanned<StateFile>>,
+    telemetry: Option<Spanned<observe::TelemetryFile>>,
+    log: Option<Spanned<observe::LogFile>>,
 }
 
 /// The default `[state] url_env`.
@@ -723,6 +730,8 @@ impl Config {
             Some(st) => Self::check_state(&c, st, &env, &mut warnings)?,
             None => None,
         };
+        let otlp = observe::telemetry(&c, file.telemetry, &env, &mut warnings)?;
+        let log_format = observe::log(&c, file.log)?;
         let empty = Spanned::new(0..0, toml::Table::new());
         let default_breaker = file.breaker.as_ref().unwrap_or(&empty);
         let default_route = file.route.as_ref().unwrap_or(&empty);
@@ -1045,6 +1054,8 @@ impl Config {
             clients,
             admin,
             state,
+            otlp,
+            log_format,
         })
     }
 
@@ -1309,6 +1320,19 @@ impl Config {
         self.providers
             .iter()
             .flat_map(|(p, c)| c.models.iter().map(move |m| (p.as_str(), m.as_str())))
+    }
+
+    /// Where `serve` exports spans (`[telemetry]`, or the `OTEL_EXPORTER_OTLP_*` variables);
+    /// `None`: nowhere.
+    #[must_use]
+    pub fn otlp(&self) -> Option<&crate::telemetry::OtlpSettings> {
+        self.otlp.as_ref()
+    }
+
+    /// `[log] format`, when the file sets it (`serve` writes text otherwise).
+    #[must_use]
+    pub fn log_format(&self) -> Option<crate::telemetry::LogFormat> {
+        self.log_format
     }
 
     /// Problems that `check` reports and `serve` refuses: an API key variable that is not

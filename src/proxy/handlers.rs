@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
+use super::access_log::AccessLog;
 use super::auth::{Caller, rejected};
 use super::error::ApiError;
 use super::{Secret, Shared, Upstream, headers, sse};
@@ -163,6 +164,8 @@ struct Call {
 struct Out {
     cut: watch::Receiver<bool>,
     scrub: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    /// The request's access log, written when the stream ends.
+    log: AccessLog,
 }
 
 /// The response to a stream request: the route's stream as server-sent events once it has
@@ -181,7 +184,9 @@ where
     };
     match answer {
         Ok(a) => {
-            let mut resp = Response::new(Body::from_stream(sse::body(a.value, out.cut, out.scrub)));
+            let mut resp = Response::new(Body::from_stream(sse::body(
+                a.value, out.cut, out.scrub, out.log,
+            )));
             let h = resp.headers_mut();
             h.insert(
                 header::CONTENT_TYPE,
@@ -656,8 +661,26 @@ pub(super) async fn messages(
     serve::<Messages>(shared, caller, req).await
 }
 
-/// One request to `P`'s endpoint: checked, sent through its route, answered.
+/// One request to `P`'s endpoint, inside its access log's span, which writes its line.
 async fn serve<P: Served>(shared: Arc<Shared>, caller: Caller, req: Request) -> Response {
+    use tracing::Instrument as _;
+    let log = AccessLog::start(&caller, req.uri().path());
+    let resp = respond::<P>(shared, caller, req, &log)
+        .instrument(log.span())
+        .await;
+    let stream = resp.headers().get(header::CONTENT_TYPE)
+        == Some(&HeaderValue::from_static("text/event-stream"));
+    log.answered(resp.status().as_u16(), resp.headers(), stream);
+    resp
+}
+
+/// One request to `P`'s endpoint: checked, sent through its route, answered.
+async fn respond<P: Served>(
+    shared: Arc<Shared>,
+    caller: Caller,
+    req: Request,
+    log: &AccessLog,
+) -> Response {
     let headers = Arc::new(req.headers().clone());
     let chat = match read_request::<P>(&shared, &caller, req).await {
         Ok(c) => c,
@@ -675,6 +698,7 @@ async fn serve<P: Served>(shared: Arc<Shared>, caller: Caller, req: Request) -> 
             return e.into_response();
         }
     };
+    log.route(chat.route.name());
     let key = caller.key.clone();
     // Upstream text may quote a forwarded key: scrub it with the providers' own.
     let scrub = {
@@ -708,6 +732,7 @@ async fn serve<P: Served>(shared: Arc<Shared>, caller: Caller, req: Request) -> 
         let out = Out {
             cut,
             scrub: Arc::new(scrub),
+            log: log.clone(),
         };
         P::stream(&shared, tokens, call, out).await
     } else {
@@ -717,6 +742,9 @@ async fn serve<P: Served>(shared: Arc<Shared>, caller: Caller, req: Request) -> 
                 let answer = P::call(shared, ctx.clone(), call).await?;
                 if let Some(used) = P::usage(&answer) {
                     ctx.report_usage(used);
+                }
+                if let Some(usage) = crate::protocol::usage(&answer) {
+                    ctx.record_usage(usage);
                 }
                 Ok(answer)
             }

@@ -118,6 +118,7 @@
 //! ends those still running with a clean error: a 503 JSON body, or an `error` event on a
 //! stream. It returns when every connection has closed.
 
+mod access_log;
 mod admin;
 mod auth;
 mod config;

@@ -10,6 +10,7 @@ use futures_core::Stream;
 use futures_util::StreamExt as _;
 use tokio::sync::watch;
 
+use super::access_log::{AccessLog, StreamEnd};
 use super::error::{failover_body, shutdown_body};
 use crate::chain::{Chunk, FailoverStream};
 use crate::protocol::anthropic_messages::MessagesChunk;
@@ -76,6 +77,8 @@ struct Relay<C, S> {
     scrub: Arc<dyn Fn(&str) -> String + Send + Sync>,
     /// The upstream's `[DONE]` has gone out.
     done_sent: bool,
+    /// The request's access log, written when the stream ends.
+    log: AccessLog,
 }
 
 impl<C, S> Relay<C, S>
@@ -120,6 +123,7 @@ pub(super) fn body<C, S>(
     upstream: FailoverStream<C, S>,
     cut: watch::Receiver<bool>,
     scrub: Arc<dyn Fn(&str) -> String + Send + Sync>,
+    log: AccessLog,
 ) -> impl Stream<Item = Result<Bytes, Infallible>> + Send
 where
     C: Wire + Unpin + Send + 'static,
@@ -130,12 +134,14 @@ where
         cut,
         scrub,
         done_sent: false,
+        log,
     });
     futures_util::stream::unfold(start, |relay| async move {
         let mut r = relay?;
         let next = tokio::select! {
             biased;
             Ok(_) = r.cut.wait_for(|c| *c) => {
+                r.log.stream_ended(StreamEnd::Shutdown, &r.upstream.trail().to_string());
                 return Some((Ok(C::error(&shutdown_body())), None));
             }
             next = r.upstream.next() => next,
@@ -148,13 +154,21 @@ where
                 Some((Ok(Bytes::from(out)), Some(r)))
             }
             Some(Err(e)) => {
+                r.log
+                    .stream_ended(StreamEnd::Broken, &r.upstream.trail().to_string());
                 let body = failover_body(&e, &*r.scrub);
                 let mut out = r.trail_comment().to_vec();
                 out.extend_from_slice(&C::error(&body));
                 Some((Ok(Bytes::from(out)), None))
             }
-            None if r.done_sent => None,
+            None if r.done_sent => {
+                r.log
+                    .stream_ended(StreamEnd::Complete, &r.upstream.trail().to_string());
+                None
+            }
             None => {
+                r.log
+                    .stream_ended(StreamEnd::Complete, &r.upstream.trail().to_string());
                 let mut out = r.trail_comment().to_vec();
                 out.extend_from_slice(C::END.as_bytes());
                 Some((Ok(Bytes::from(out)), None))

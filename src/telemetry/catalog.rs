@@ -228,6 +228,22 @@ pub const CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS: Metric = Metric {
            seconds since the Unix epoch.",
 };
 
+/// `llm_failover_tokens_total{route,provider,model,client,kind}`: the tokens providers
+/// reported for the attempts of a route, by client (the configured name, `none` without client
+/// keys) and kind (`input`: input tokens neither read from nor written to a prompt cache;
+/// `output`; `cache_read`; `cache_write`). The four kinds add up to the tokens used. Counted
+/// when an attempt span that recorded usage closes; a resumed stream counts each attempt's own
+/// report once.
+pub const TOKENS_TOTAL: Metric = Metric {
+    name: "llm_failover_tokens_total",
+    kind: MetricKind::Counter,
+    labels: &["route", "provider", "model", "client", "kind"],
+    unit: None,
+    help: "Tokens providers reported for a route's attempts, by client (configured name, none \
+           without client keys) and kind (input: not from or to a prompt cache; output; \
+           cache_read; cache_write).",
+};
+
 /// Every metric the layer produces, in the order of the design contract.
 pub const METRICS: &[Metric] = &[
     REQUESTS_TOTAL,
@@ -247,6 +263,7 @@ pub const METRICS: &[Metric] = &[
     STREAM_RESUMES_TOTAL,
     CONFIG_RELOADS_TOTAL,
     CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS,
+    TOKENS_TOTAL,
 ];
 
 /// Describes every metric of [`METRICS`] (help text and unit) to the current recorder: the

@@ -18,7 +18,7 @@ use super::catalog::{
     BREAKER_TRANSITIONS_TOTAL, CLIENT_REJECTIONS_TOTAL,
     CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS, CONFIG_RELOADS_TOTAL, FAILOVERS_TOTAL,
     FAILURES_TOTAL, INFLIGHT, Metric, REQUESTS_TOTAL, SHED_TOTAL, STATE_BACKEND_UP,
-    STATE_SYNC_TOTAL, STREAM_RESUMES_TOTAL, TIME_TO_FIRST_TOKEN_SECONDS,
+    STATE_SYNC_TOTAL, STREAM_RESUMES_TOTAL, TIME_TO_FIRST_TOKEN_SECONDS, TOKENS_TOTAL,
 };
 use super::names::{
     self, access as afield, admin as dfield, breaker as bfield, chain as cfield, reload as rfield,
@@ -155,7 +155,18 @@ struct Inner {
     /// By outcome.
     reloads: [OnceLock<Counter>; rfield::OUTCOMES.len()],
     reload_timestamp: OnceLock<Gauge>,
+    /// By route, provider, model and client, then kind.
+    tokens: Cache<TokenHandles>,
 }
+
+/// The token counters of one route, target and client, one per kind.
+struct TokenHandles {
+    labels: [Box<str>; 4],
+    kinds: [OnceLock<Counter>; cfield::TOKEN_KINDS.len()],
+}
+
+/// The client of a proxy request span (kept in its extensions for the spans below it).
+struct ClientSpan(Arc<str>);
 
 struct RejectionHandles {
     client: Box<str>,
@@ -485,6 +496,8 @@ impl BreakerHandles {
 struct RequestSpan {
     handles: Arc<RouteHandles>,
     outcome: Option<usize>,
+    /// The client of the enclosing proxy request ([`afield::NO_CLIENT`] without one).
+    client: Arc<str>,
 }
 
 impl RequestSpan {
@@ -505,15 +518,50 @@ struct AttemptFields {
     error_type: Option<usize>,
     duration: Option<f64>,
     ttft: Option<f64>,
+    /// Reported usage: input (cached included), output, cache read, cache write.
+    tokens: [Option<u64>; 4],
 }
 
 struct AttemptSpan {
     handles: Arc<AttemptHandles>,
     fields: AttemptFields,
+    client: Arc<str>,
 }
 
 impl AttemptSpan {
-    fn close(self) {
+    /// Counts the reported usage by kind; `input` counts the tokens no cache read or wrote.
+    fn count_tokens(&self, inner: &Inner) {
+        let [input, output, read, write] = self.fields.tokens;
+        if self.fields.tokens.iter().all(Option::is_none) {
+            return;
+        }
+        let cached = read.unwrap_or(0).saturating_add(write.unwrap_or(0));
+        let counts = [input.map(|i| i.saturating_sub(cached)), output, read, write];
+        let h = &self.handles;
+        let t = with_scratch(|s| {
+            encode(&mut s.key, &[&h.route, &h.provider, &h.model, &self.client]);
+            inner.tokens.get_or_insert(&s.key, || TokenHandles {
+                labels: [
+                    h.route.clone(),
+                    h.provider.clone(),
+                    h.model.clone(),
+                    (*self.client).into(),
+                ],
+                kinds: Default::default(),
+            })
+        });
+        for (i, n) in counts.into_iter().enumerate() {
+            let Some(n) = n else { continue };
+            lazy_counter(&t.kinds[i], || {
+                let [route, provider, model, client] = &t.labels;
+                TOKENS_TOTAL.counter([route, provider, model, client, cfield::TOKEN_KINDS[i]])
+            })
+            .increment(n);
+        }
+    }
+
+    fn close(self, inner: &Inner) {
+        self.count_tokens(inner);
         let h = &self.handles;
         let f = &self.fields;
         if let Some(t) = f.ttft {
@@ -606,6 +654,21 @@ impl Visit for AttemptVisitor<'_> {
             cfield::DURATION => self.fields.duration = Some(value),
             cfield::TTFT => self.fields.ttft = Some(value),
             _ => {}
+        }
+    }
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        let slot = match field.name() {
+            cfield::INPUT_TOKENS => 0,
+            cfield::OUTPUT_TOKENS => 1,
+            cfield::CACHE_READ_TOKENS => 2,
+            cfield::CACHE_WRITE_TOKENS => 3,
+            _ => return,
+        };
+        self.fields.tokens[slot] = Some(value);
+    }
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        if let Ok(v) = u64::try_from(value) {
+            self.record_u64(field, v);
         }
     }
     fn record_debug(&mut self, _: &Field, _: &dyn fmt::Debug) {}
@@ -754,8 +817,16 @@ impl Inner {
             });
             self.routes.get_or_insert(&s.a, || RouteHandles::new(&s.a))
         });
-        span.extensions_mut()
-            .insert(RequestSpan { handles, outcome });
+        let client = span
+            .scope()
+            .skip(1)
+            .find_map(|s| s.extensions().get::<ClientSpan>().map(|c| Arc::clone(&c.0)))
+            .unwrap_or_else(|| Arc::from(afield::NO_CLIENT));
+        span.extensions_mut().insert(RequestSpan {
+            handles,
+            outcome,
+            client,
+        });
     }
 
     fn new_attempt<S>(&self, attrs: &Attributes<'_>, id: &Id, ctx: &Context<'_, S>)
@@ -764,10 +835,10 @@ impl Inner {
     {
         let Some(span) = ctx.span(id) else { return };
         // The route comes from the request span; an attempt outside one is not the chain's.
-        let Some(route) = span.parent().and_then(|p| {
+        let Some((route, client)) = span.parent().and_then(|p| {
             p.extensions()
                 .get::<RequestSpan>()
-                .map(|r| Arc::clone(&r.handles))
+                .map(|r| (Arc::clone(&r.handles), Arc::clone(&r.client)))
         }) else {
             return;
         };
@@ -794,8 +865,11 @@ impl Inner {
             }))
         });
         if let Some(handles) = handles {
-            span.extensions_mut()
-                .insert(AttemptSpan { handles, fields });
+            span.extensions_mut().insert(AttemptSpan {
+                handles,
+                fields,
+                client,
+            });
         }
     }
 
@@ -1005,12 +1079,25 @@ where
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let meta = attrs.metadata();
-        if !meta.target().starts_with(OURS) || meta.target() != names::CHAIN_TARGET {
+        if !meta.target().starts_with(OURS) {
             return;
         }
-        match meta.name() {
-            names::REQUEST_SPAN => self.inner.new_request(attrs, id, &ctx),
-            names::ATTEMPT_SPAN => self.inner.new_attempt(attrs, id, &ctx),
+        match (meta.target(), meta.name()) {
+            (names::CHAIN_TARGET, names::REQUEST_SPAN) => self.inner.new_request(attrs, id, &ctx),
+            (names::CHAIN_TARGET, names::ATTEMPT_SPAN) => self.inner.new_attempt(attrs, id, &ctx),
+            (names::PROXY_TARGET, names::PROXY_REQUEST_SPAN) => {
+                let mut client = String::new();
+                attrs.record(&mut PairVisitor {
+                    names: [afield::CLIENT, afield::CLIENT],
+                    a: &mut client,
+                    b: &mut String::new(),
+                });
+                if let Some(span) = ctx.span(id)
+                    && !client.is_empty()
+                {
+                    span.extensions_mut().insert(ClientSpan(client.into()));
+                }
+            }
             _ => {}
         }
     }
@@ -1106,7 +1193,7 @@ where
         let mut ext = span.extensions_mut();
         if let Some(a) = ext.remove::<AttemptSpan>() {
             drop(ext);
-            a.close();
+            a.close(&self.inner);
         } else if let Some(r) = ext.remove::<RequestSpan>() {
             drop(ext);
             r.close();

@@ -53,6 +53,7 @@
 //! | `llm_failover_inflight` | `inflight` event (+1 when an attempt is sent, -1 when it or its stream ends) | `provider`, `model` |
 //! | `llm_failover_config_reloads_total` | `config_reload` event (not `initial`; both outcomes registered at 0 by the initial one) | `outcome` |
 //! | `llm_failover_config_last_reload_success_timestamp_seconds` | `config_reload` event with outcome `ok` (the initial one too) | none |
+//! | `llm_failover_tokens_total` | `attempt` span close, when it recorded `gen_ai.usage.*` | `route`, `provider`, `model`, `client` (from the enclosing proxy `request` span, `none` without one), `kind` |
 //!
 //! A breaker a reload removes (or replaces, its policy having changed) is announced by a
 //! `breaker_retired` event: the layer sets all six of its state series to 0, so no series of
@@ -106,6 +107,7 @@
 mod catalog;
 mod exporter;
 mod layer;
+mod otlp;
 
 pub use self::catalog::{
     ADMIN_ACTIONS_TOTAL, ATTEMPT_DURATION_SECONDS, ATTEMPTS_TOTAL, BREAKER_STATE,
@@ -113,13 +115,14 @@ pub use self::catalog::{
     CONFIG_LAST_RELOAD_SUCCESS_TIMESTAMP_SECONDS, CONFIG_RELOADS_TOTAL, FAILOVERS_TOTAL,
     FAILURES_TOTAL, INFLIGHT, METRICS, Metric, MetricKind, REQUESTS_TOTAL, SHED_TOTAL,
     STATE_BACKEND_UP, STATE_SYNC_TOTAL, STREAM_RESUMES_TOTAL, TIME_TO_FIRST_TOKEN_SECONDS,
-    describe_metrics,
+    TOKENS_TOTAL, describe_metrics,
 };
 pub use self::exporter::{
     ExporterError, LATENCY_BUCKETS, install_prometheus, install_prometheus_recorder,
     prometheus_builder,
 };
 pub use self::layer::MetricsLayer;
+pub use self::otlp::{DEFAULT_SERVICE_NAME, LogFormat, OtlpError, OtlpExport, OtlpSettings};
 
 /// Event targets, event names, field names and fixed label values.
 pub mod names {
@@ -187,6 +190,18 @@ pub mod names {
     /// The tracing target of the proxy's events (access control, admin actions, logs).
     pub const PROXY_TARGET: &str = "llm_failover::proxy";
 
+    /// The proxy's span around one client request (under [`PROXY_TARGET`]); the request's
+    /// `failover` span is its child. Fields: [`access::CLIENT`] (the configured client name,
+    /// [`access::NO_CLIENT`] without client keys), [`access::ENDPOINT`]. The metrics layer
+    /// reads the client from it for `llm_failover_tokens_total`.
+    pub const PROXY_REQUEST_SPAN: &str = "request";
+
+    /// The event that ends a client request (under [`PROXY_TARGET`]), once per request: the
+    /// access log line. Fields: [`access::ENDPOINT`], [`access::ROUTE`], [`access::CLIENT`],
+    /// [`access::STATUS`], [`access::DURATION_MS`], [`access::STREAM`], [`access::TRAIL`]
+    /// and, for a stream, [`access::STREAM_END`]. Never a key or a prompt.
+    pub const REQUEST_DONE_EVENT: &str = "request_done";
+
     /// The event emitted when the proxy turns a client's request away before it reaches an
     /// upstream. Fields: [`access::CLIENT`], [`access::REASON`].
     pub const CLIENT_REJECTED_EVENT: &str = "client_rejected";
@@ -196,13 +211,33 @@ pub mod names {
     /// [`admin::MODEL`], [`admin::DURATION`].
     pub const ADMIN_ACTION_EVENT: &str = "admin_action";
 
-    /// Field names and values of [`CLIENT_REJECTED_EVENT`].
+    /// Field names and values of [`CLIENT_REJECTED_EVENT`], [`PROXY_REQUEST_SPAN`] and
+    /// [`REQUEST_DONE_EVENT`].
     pub mod access {
-        /// The client's configured name, or [`UNKNOWN_CLIENT`] without a valid key. Never
+        /// The client's configured name, or [`UNKNOWN_CLIENT`] without a valid key (in a
+        /// rejection) or [`NO_CLIENT`] (in a request span: no client keys configured). Never
         /// the key.
         pub const CLIENT: &str = "client";
         /// Why it was turned away: one of the `REASON_*` values.
         pub const REASON: &str = "reason";
+        /// The endpoint called: `chat_completions`, `messages`, ...
+        pub const ENDPOINT: &str = "endpoint";
+        /// The route asked for (absent when the request named none the client may use).
+        pub const ROUTE: &str = "route";
+        /// The HTTP status of the response.
+        pub const STATUS: &str = "status";
+        /// From the request's arrival to its end (a stream's last event), in milliseconds.
+        pub const DURATION_MS: &str = "duration_ms";
+        /// True for a streamed answer.
+        pub const STREAM: &str = "stream";
+        /// Every attempt and its outcome, as in `x-failover-trail` (absent when nothing was
+        /// tried).
+        pub const TRAIL: &str = "trail";
+        /// How a stream ended: `complete`, `broken`, `shutdown` or `client_gone`.
+        pub const STREAM_END: &str = "stream_end";
+
+        /// `client` of a request when no client keys are configured.
+        pub const NO_CLIENT: &str = "none";
 
         /// `client` of a request without a valid key (or when no keys are configured).
         pub const UNKNOWN_CLIENT: &str = "unknown";
@@ -436,6 +471,34 @@ pub mod names {
         /// Attempt span: true on a continuation attempt, one that finishes a broken stream's
         /// answer from its prefill (absent on every other attempt).
         pub const RESUME: &str = "llm_failover.resume";
+        /// Attempt span: `gen_ai.usage.input_tokens`, the input tokens the provider reported
+        /// (cached ones included), when it did.
+        pub const INPUT_TOKENS: &str = "gen_ai.usage.input_tokens";
+        /// Attempt span: `gen_ai.usage.output_tokens`, the output tokens reported.
+        pub const OUTPUT_TOKENS: &str = "gen_ai.usage.output_tokens";
+        /// Attempt span: `gen_ai.usage.cache_read.input_tokens`, input tokens read from the
+        /// provider's prompt cache.
+        pub const CACHE_READ_TOKENS: &str = "gen_ai.usage.cache_read.input_tokens";
+        /// Attempt span: `gen_ai.usage.cache_creation.input_tokens`, input tokens written to
+        /// the provider's prompt cache.
+        pub const CACHE_WRITE_TOKENS: &str = "gen_ai.usage.cache_creation.input_tokens";
+
+        /// `kind` label of `llm_failover_tokens_total`: input tokens neither read from nor
+        /// written to a prompt cache.
+        pub const TOKENS_INPUT: &str = "input";
+        /// `kind`: output tokens.
+        pub const TOKENS_OUTPUT: &str = "output";
+        /// `kind`: input tokens read from a prompt cache.
+        pub const TOKENS_CACHE_READ: &str = "cache_read";
+        /// `kind`: input tokens written to a prompt cache.
+        pub const TOKENS_CACHE_WRITE: &str = "cache_write";
+        /// Every `kind`, in the order of the design contract.
+        pub const TOKEN_KINDS: [&str; 4] = [
+            TOKENS_INPUT,
+            TOKENS_OUTPUT,
+            TOKENS_CACHE_READ,
+            TOKENS_CACHE_WRITE,
+        ];
 
         /// Failover event: the provider left. Resume event: the provider whose stream broke.
         pub const FROM_PROVIDER: &str = "from_provider";

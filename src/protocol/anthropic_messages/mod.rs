@@ -278,6 +278,14 @@ impl Chunk for MessagesChunk {
     fn is_complete(&self) -> bool {
         self.finished || self.done
     }
+
+    fn usage(&self) -> Option<crate::chain::Usage> {
+        self.events
+            .iter()
+            .filter(|(name, _)| name == "message_start" || name == "message_delta")
+            .filter_map(|(_, d)| super::usage(&serde_json::from_str::<Value>(d).ok()?))
+            .reduce(crate::chain::Usage::merge)
+    }
 }
 
 /// The chunks of a streaming Messages answer.
@@ -387,6 +395,10 @@ impl sse::Grouped for MessagesStream {
             finished: std::mem::take(&mut self.finished),
             done: self.done,
         }
+    }
+
+    fn rest(&mut self) -> Option<MessagesChunk> {
+        (self.answered && !self.pending.is_empty()).then(|| self.chunk())
     }
 }
 

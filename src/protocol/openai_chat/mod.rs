@@ -271,6 +271,15 @@ impl Chunk for ChatChunk {
     fn is_complete(&self) -> bool {
         self.finished || self.done
     }
+
+    fn usage(&self) -> Option<crate::chain::Usage> {
+        // Most chunks carry no usage: only those that name it are parsed.
+        self.data
+            .iter()
+            .filter(|d| d.contains("\"usage\""))
+            .filter_map(|d| super::usage(&serde_json::from_str::<Value>(d).ok()?))
+            .reduce(crate::chain::Usage::merge)
+    }
 }
 
 /// The chunks of a streaming chat completion.
@@ -285,6 +294,8 @@ pub struct ChatStream {
     finished: bool,
     /// A token has arrived.
     answered: bool,
+    /// A `finish_reason` has arrived: later events (the usage chunk) go out as they come.
+    whole: bool,
     done: bool,
 }
 
@@ -311,12 +322,13 @@ impl ChatStream {
             pending: Vec::new(),
             finished: false,
             answered: false,
+            whole: false,
             done: false,
         }
     }
 
     /// Reads one event into the pending chunk; true when the chunk is ready to hand out (it
-    /// carries a token, a finish reason or the `[DONE]` marker).
+    /// carries a token, a finish reason or the `[DONE]` marker, or comes after the finish).
     fn take(&mut self, data: String) -> Result<bool, AttemptFailure> {
         if data.trim().is_empty() {
             return Ok(false);
@@ -353,7 +365,11 @@ impl ChatStream {
         self.answered |= token;
         self.pending.push(data);
         self.finished |= finished;
-        Ok(finished || token)
+        // After the finish nothing is held back: there is no first token to wait for, and a
+        // server that never sends `[DONE]` must not take its usage chunk with it.
+        let after_finish = self.whole;
+        self.whole |= finished;
+        Ok(finished || token || after_finish)
     }
 }
 
@@ -375,6 +391,10 @@ impl sse::Grouped for ChatStream {
             finished: std::mem::take(&mut self.finished),
             done: self.done,
         }
+    }
+
+    fn rest(&mut self) -> Option<ChatChunk> {
+        (self.answered && !self.pending.is_empty()).then(|| self.chunk())
     }
 }
 
