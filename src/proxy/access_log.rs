@@ -7,7 +7,8 @@
 //! the response is ready, or for a stream when its last event went out (or the client went
 //! away).
 
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use axum::http::HeaderMap;
@@ -31,7 +32,7 @@ struct Inner {
     /// The route, once the request is checked (a name from the configuration).
     route: OnceLock<Arc<str>>,
     /// Whether the line was written.
-    written: Mutex<bool>,
+    written: AtomicBool,
 }
 
 /// How a streamed answer ended, for [`AccessLog::stream_ended`].
@@ -82,7 +83,7 @@ impl AccessLog {
                 endpoint,
                 client: client.into(),
                 route: OnceLock::new(),
-                written: Mutex::new(false),
+                written: AtomicBool::new(false),
             }),
         }
     }
@@ -114,33 +115,42 @@ impl AccessLog {
     }
 
     fn write(&self, status: u16, stream: bool, trail: &str, end: Option<&str>) {
-        let i = &self.inner;
-        {
-            let mut written = i.written.lock().unwrap_or_else(PoisonError::into_inner);
-            if *written {
-                return;
-            }
-            *written = true;
+        if !self.inner.written.swap(true, Ordering::AcqRel) {
+            self.inner.emit(status, stream, trail, end);
         }
-        let duration_ms = u64::try_from(i.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-        let route = i.route.get().map(|r| &**r);
+    }
+}
+
+/// How a stream ends when its reader goes away before its last event.
+const CLIENT_GONE: &str = "client_gone";
+
+impl Inner {
+    /// The `request_done` event.
+    fn emit(&self, status: u16, stream: bool, trail: &str, end: Option<&str>) {
+        let duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let route = self.route.get().map(|r| &**r);
         tracing::info!(
             name: "request_done",
             target: "llm_failover::proxy",
-            parent: &i.span,
-            endpoint = &*i.endpoint,
+            parent: &self.span,
+            endpoint = &*self.endpoint,
             route = route,
-            client = &*i.client,
+            client = &*self.client,
             status = status,
             duration_ms = duration_ms,
             stream = stream,
             trail = (!trail.is_empty()).then_some(trail),
             stream_end = end,
-            "{} {} {status} in {duration_ms} ms{}{}",
-            i.endpoint,
+            "{} {} {status} in {duration_ms} ms{}{}{}",
+            self.endpoint,
             route.unwrap_or("-"),
             if trail.is_empty() { "" } else { "; trail: " },
             trail,
+            if end == Some(CLIENT_GONE) {
+                "; the client went away before the stream ended"
+            } else {
+                ""
+            },
         );
     }
 }
@@ -148,28 +158,8 @@ impl AccessLog {
 impl Drop for Inner {
     fn drop(&mut self) {
         // A stream whose reader went away before its end: the line says so.
-        let written = *self
-            .written
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
-        if !written {
-            let duration_ms = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
-            let route = self.route.get().map(|r| &**r);
-            tracing::info!(
-                name: "request_done",
-                target: "llm_failover::proxy",
-                parent: &self.span,
-                endpoint = &*self.endpoint,
-                route = route,
-                client = &*self.client,
-                status = 200_u16,
-                duration_ms = duration_ms,
-                stream = true,
-                stream_end = "client_gone",
-                "{} {} 200 in {duration_ms} ms; the client went away before the stream ended",
-                self.endpoint,
-                route.unwrap_or("-"),
-            );
+        if !*self.written.get_mut() {
+            self.emit(200, true, "", Some(CLIENT_GONE));
         }
     }
 }

@@ -3,7 +3,7 @@
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError, RwLock};
 
 use ::metrics::{Counter, Gauge, Histogram};
 use tracing::field::{Field, Visit};
@@ -167,6 +167,9 @@ struct TokenHandles {
 
 /// The client of a proxy request span (kept in its extensions for the spans below it).
 struct ClientSpan(Arc<str>);
+
+/// The client of a request outside the proxy's, shared so a request span does not allocate it.
+static NO_CLIENT: LazyLock<Arc<str>> = LazyLock::new(|| Arc::from(afield::NO_CLIENT));
 
 struct RejectionHandles {
     client: Box<str>,
@@ -821,7 +824,7 @@ impl Inner {
             .scope()
             .skip(1)
             .find_map(|s| s.extensions().get::<ClientSpan>().map(|c| Arc::clone(&c.0)))
-            .unwrap_or_else(|| Arc::from(afield::NO_CLIENT));
+            .unwrap_or_else(|| Arc::clone(&NO_CLIENT));
         span.extensions_mut().insert(RequestSpan {
             handles,
             outcome,
