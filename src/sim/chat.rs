@@ -94,6 +94,7 @@ impl Wire for Chat {
                 schema: t.function.parameters,
             }),
             tool_result: (role(last) == Some("tool")).then(|| content(last)),
+            previous_response: None,
             model: req.model,
             body,
         };
@@ -139,6 +140,15 @@ impl Wire for Chat {
                 *status,
                 openai_error(message, "invalid_request_error", None),
             ),
+            Failure::PreviousResponseNotFound(id) => error(
+                StatusCode::BAD_REQUEST,
+                json!({"error": {
+                    "message": format!("Previous response with id '{id}' not found."),
+                    "type": "invalid_request_error",
+                    "param": "previous_response_id",
+                    "code": "previous_response_not_found",
+                }}),
+            ),
         }
     }
 
@@ -170,7 +180,7 @@ impl Wire for Chat {
         })
     }
 
-    fn error_body(&self) -> Value {
+    fn error_body(&self, _answer: &Answer) -> Value {
         json!({"error": mid_stream_error()})
     }
 }
@@ -249,7 +259,7 @@ impl Events for Chat {
         events
     }
 
-    fn done(&self) -> Bytes {
+    fn done(&self, _answer: &Answer, _sent: usize) -> Bytes {
         Bytes::from_static(b"data: [DONE]\n\n")
     }
 }

@@ -78,6 +78,7 @@ impl Wire for Embeddings {
             prefill: None,
             tool: None,
             tool_result: None,
+            previous_response: None,
             model: req.model,
             body,
         };
@@ -119,7 +120,7 @@ impl Wire for Embeddings {
         })
     }
 
-    fn error_body(&self) -> Value {
+    fn error_body(&self, _answer: &Answer) -> Value {
         json!({"error": mid_stream_error()})
     }
 }

@@ -126,6 +126,7 @@ impl Wire for Messages {
             prefill,
             tool,
             tool_result: tool_result.filter(|_| !is_assistant),
+            previous_response: None,
             body,
         };
         Ok((Messages, ask))
@@ -158,6 +159,11 @@ impl Wire for Messages {
                 )
             }
             Failure::BadRequest { status, message } => failed(*status, INVALID, message),
+            Failure::PreviousResponseNotFound(id) => failed(
+                StatusCode::BAD_REQUEST,
+                INVALID,
+                &format!("Previous response with id '{id}' not found."),
+            ),
         }
     }
 
@@ -180,7 +186,7 @@ impl Wire for Messages {
         })
     }
 
-    fn error_body(&self) -> Value {
+    fn error_body(&self, _answer: &Answer) -> Value {
         anthropic_error("overloaded_error", "Overloaded")
     }
 }
@@ -226,8 +232,8 @@ impl Events for Messages {
     }
 
     /// Anthropic's mid-stream failure: an `error` event, after which the stream ends.
-    fn error_event(&self, _answer: &Answer) -> Bytes {
-        event("error", &self.error_body())
+    fn error_event(&self, answer: &Answer) -> Bytes {
+        event("error", &self.error_body(answer))
     }
 
     /// `content_block_stop`, then `message_delta` with the stop reason and the output tokens.
@@ -248,7 +254,7 @@ impl Events for Messages {
         ]
     }
 
-    fn done(&self) -> Bytes {
+    fn done(&self, _answer: &Answer, _sent: usize) -> Bytes {
         event("message_stop", &json!({"type": "message_stop"}))
     }
 }

@@ -171,11 +171,12 @@ mod embeddings;
 mod fault;
 mod messages;
 mod respond;
+mod responses;
 mod server;
 #[cfg(test)]
 mod tests;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -219,6 +220,8 @@ struct Shared {
     models: Mutex<HashMap<String, ModelState>>,
     /// What the sim does with an assistant prefill.
     prefill: Mutex<Prefill>,
+    /// The ids of the Responses API answers it keeps, for `previous_response_id`.
+    responses: Mutex<HashSet<String>>,
     total: AtomicU64,
     next_id: AtomicU64,
     token_delay: Duration,
@@ -289,6 +292,14 @@ impl Shared {
 
     fn prefill(&self) -> Prefill {
         *lock(&self.prefill)
+    }
+
+    fn knows_response(&self, id: &str) -> bool {
+        lock(&self.responses).contains(id)
+    }
+
+    fn keep_response(&self, id: String) {
+        lock(&self.responses).insert(id);
     }
 
     fn model_names(&self) -> Vec<String> {
@@ -379,6 +390,7 @@ impl SimBuilder {
         let shared = Arc::new(Shared {
             faults: Mutex::new(self.faults),
             prefill: Mutex::new(self.prefill),
+            responses: Mutex::default(),
             models: Mutex::default(),
             total: AtomicU64::new(0),
             next_id: AtomicU64::new(0),
@@ -562,6 +574,44 @@ impl Sim {
     #[must_use]
     pub fn total_attempts(&self) -> u64 {
         self.shared.total.load(Ordering::Relaxed)
+    }
+
+    /// Whether the sim keeps the response `id` (`resp_sim<n>`), so that a `POST /v1/responses`
+    /// with `"previous_response_id": id` is answered rather than refused with OpenAI's 400
+    /// `previous_response_not_found`. It keeps the id of every Responses API answer it starts
+    /// to send (whole or streamed, whatever the fault does to its delivery) unless the request
+    /// said `"store": false`; errors have no id. Each sim keeps its own: a request that
+    /// continues one sim's response on another sim is refused, as on a provider that never
+    /// saw it.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let sim = llm_failover::sim::Sim::builder().start().await?;
+    /// let url = format!("{}/responses", sim.base_url());
+    /// let client = reqwest::Client::new();
+    /// let first: serde_json::Value = client
+    ///     .post(&url)
+    ///     .json(&serde_json::json!({"model": "m", "input": "hi"}))
+    ///     .send()
+    ///     .await?
+    ///     .json()
+    ///     .await?;
+    /// let id = first["id"].as_str().unwrap();
+    /// assert!(sim.knows_response(id));
+    /// assert!(!sim.knows_response("resp_other"));
+    /// let next = client
+    ///     .post(&url)
+    ///     .json(&serde_json::json!({"model": "m", "input": "more", "previous_response_id": id}))
+    ///     .send()
+    ///     .await?;
+    /// assert_eq!(next.status(), 200);
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[must_use]
+    pub fn knows_response(&self, id: &str) -> bool {
+        self.shared.knows_response(id)
     }
 
     /// Gives `model` this fault from its next request on; [`Fault::None`] makes it healthy

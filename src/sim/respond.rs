@@ -1,8 +1,8 @@
 //! The HTTP side: the router, the one table that turns a [`Fault`] into an outcome (an error,
 //! an answer, silence, a reset), and the one script that delivers an answer whole or as a
-//! stream, broken where the fault says. Each wire protocol ([`Chat`], [`Messages`]) is a
-//! [`Wire`]: it reads its requests into an [`Ask`] and words the outcomes in its own shapes;
-//! it decides nothing.
+//! stream, broken where the fault says. Each wire protocol ([`Chat`], [`Messages`],
+//! [`Responses`], [`Embeddings`]) is a [`Wire`]: it reads its requests into an [`Ask`] and
+//! words the outcomes in its own shapes; it decides nothing.
 
 use std::collections::VecDeque;
 use std::io;
@@ -21,6 +21,7 @@ use serde_json::{Value, json};
 use super::chat::{Chat, openai_error};
 use super::embeddings::Embeddings;
 use super::messages::Messages;
+use super::responses::Responses;
 use super::server::Conn;
 use super::{ANSWER, Fault, Prefill, Shared};
 
@@ -29,13 +30,14 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(handle::<Chat>))
         .route("/v1/messages", post(handle::<Messages>))
+        .route("/v1/responses", post(handle::<Responses>))
         .route("/v1/embeddings", post(handle::<Embeddings>))
         .route("/v1/models", get(models))
         .fallback(not_found)
         .with_state(shared)
 }
 
-/// What a request asks for, read from either protocol: all the table looks at.
+/// What a request asks for, read from any protocol: all the table looks at.
 #[derive(Debug)]
 pub(super) struct Ask {
     pub(super) model: String,
@@ -50,6 +52,9 @@ pub(super) struct Ask {
     pub(super) tool: Option<Tool>,
     /// The content of the last message, when that message is a tool result.
     pub(super) tool_result: Option<String>,
+    /// The id of the stored response this request continues (the Responses API's
+    /// `previous_response_id`); the sim must know it.
+    pub(super) previous_response: Option<String>,
     /// The body as it arrived, for [`Sim::last_request`](super::Sim::last_request).
     pub(super) body: Value,
 }
@@ -63,13 +68,19 @@ pub(super) struct Tool {
 }
 
 /// The text of a message content: a string, or the `text` of the text parts of an array
-/// (OpenAI's content parts and Anthropic's content blocks share that shape).
+/// (OpenAI's content parts and Anthropic's content blocks share that shape: type `text`; the
+/// Responses API's are `input_text` and `output_text`).
 pub(super) fn text_of(content: &Value) -> String {
     match content {
         Value::String(s) => s.clone(),
         Value::Array(parts) => parts
             .iter()
-            .filter(|p| p.get("type").and_then(Value::as_str) == Some("text"))
+            .filter(|p| {
+                matches!(
+                    p.get("type").and_then(Value::as_str),
+                    Some("text" | "input_text" | "output_text")
+                )
+            })
             .filter_map(|p| p.get("text").and_then(Value::as_str))
             .collect(),
         _ => String::new(),
@@ -96,9 +107,12 @@ pub(super) enum Failure {
     PrefillRejected,
     /// The request itself is not valid (or could not be read: `status` says why).
     BadRequest { status: StatusCode, message: String },
+    /// The request continues a stored response ([`Ask::previous_response`], this id) that the
+    /// sim does not have: never answered, answered with `store: false`, or by another sim.
+    PreviousResponseNotFound(String),
 }
 
-/// The message of [`Failure::PrefillRejected`]: Anthropic's, on both endpoints.
+/// The message of [`Failure::PrefillRejected`]: Anthropic's, on every endpoint.
 pub(super) const PREFILL_REJECTED: &str = "This model does not support assistant message \
     prefill. The conversation must end with a user message.";
 
@@ -115,8 +129,15 @@ pub(super) trait Wire: Sized {
     fn stamp(_id: u64, _headers: &mut HeaderMap) {}
     /// The whole answer, as the body of a response that is not streamed.
     fn body(&self, answer: &Answer) -> Value;
-    /// The 200 body of [`Fault::ErrorAfter`] when not streaming: the mid-stream error alone.
-    fn error_body(&self) -> Value;
+    /// The 200 body of [`Fault::ErrorAfter`] when not streaming: the mid-stream error alone
+    /// (or, where the protocol has one, the failed response that carries it).
+    fn error_body(&self, answer: &Answer) -> Value;
+    /// The id under which the sim keeps `answer`, for later requests to continue
+    /// ([`Ask::previous_response`]): the Responses API's response id, unless the request said
+    /// `store: false`. Default: none (the protocol keeps no state).
+    fn stored_id(&self, _answer: &Answer) -> Option<String> {
+        None
+    }
 }
 
 /// How a protocol words a stream.
@@ -132,11 +153,12 @@ pub(super) trait Events {
     /// The events after the last piece and before the terminator; `sent` pieces arrived as
     /// valid events.
     fn close(&self, answer: &Answer, sent: usize) -> Vec<Bytes>;
-    /// The stream's terminator (`[DONE]`, `message_stop`), which [`Fault::NoDone`] holds back.
-    fn done(&self) -> Bytes;
+    /// The stream's terminator (`[DONE]`, `message_stop`, `response.completed`), which
+    /// [`Fault::NoDone`] holds back; `sent` as for [`Events::close`].
+    fn done(&self, answer: &Answer, sent: usize) -> Bytes;
 }
 
-/// Both endpoints: read the request, count it, apply the model's fault in the protocol's
+/// Every endpoint: read the request, count it, apply the model's fault in the protocol's
 /// shapes.
 async fn handle<W: Wire>(
     State(shared): State<Arc<Shared>>,
@@ -164,9 +186,8 @@ async fn handle<W: Wire>(
             let _answering = shared.enter(&ask.model);
             let plan = Plan {
                 fault: &fault,
-                prefill: shared.prefill(),
+                shared: &shared,
                 conn: &conn,
-                token_delay: shared.token_delay,
                 id,
             };
             plan.respond(&wire, &ask).await
@@ -179,9 +200,9 @@ async fn handle<W: Wire>(
 /// What the sim does with one request once it is read.
 struct Plan<'a> {
     fault: &'a Fault,
-    prefill: Prefill,
+    /// The prefill mode, the token delay and the stored responses.
+    shared: &'a Shared,
     conn: &'a Conn,
-    token_delay: Duration,
     id: u64,
 }
 
@@ -201,8 +222,8 @@ impl Plan<'_> {
             },
             Fault::ContentFilter => Failure::ContentFilter,
             // The faults of an answer's delivery (`ServerErrorOnce` is resolved to a status
-            // or to `None` by `Shared::attempt`, before this table). A rejected prefill
-            // replaces the answer.
+            // or to `None` by `Shared::attempt`, before this table). A rejected prefill, or an
+            // unknown previous response, replaces the answer.
             Fault::None
             | Fault::ServerErrorOnce
             | Fault::FirstTokenDelay(_)
@@ -211,12 +232,28 @@ impl Plan<'_> {
             | Fault::MalformedAfter(_)
             | Fault::NoDone
             | Fault::ErrorAfter(_)
-            | Fault::ToolCall => match Answer::new(self.fault, self.prefill, ask, self.id) {
+            | Fault::ToolCall => match self.answer(wire, ask) {
                 Ok(answer) => return self.deliver(wire, &answer, ask.stream).await,
                 Err(failure) => failure,
             },
         };
         W::failure(&failure, &ask.model)
+    }
+
+    /// The answer to `ask`, kept under the protocol's id for later requests to continue
+    /// ([`Wire::stored_id`]); a request that continues a response the sim does not keep gets
+    /// [`Failure::PreviousResponseNotFound`] instead.
+    fn answer<W: Wire>(&self, wire: &W, ask: &Ask) -> Result<Answer, Failure> {
+        if let Some(previous) = &ask.previous_response
+            && !self.shared.knows_response(previous)
+        {
+            return Err(Failure::PreviousResponseNotFound(previous.clone()));
+        }
+        let answer = Answer::new(self.fault, self.shared.prefill(), ask, self.id)?;
+        if let Some(id) = wire.stored_id(&answer) {
+            self.shared.keep_response(id);
+        }
+        Ok(answer)
     }
 
     /// The answer, whole or streamed, as the fault lets it through.
@@ -228,7 +265,7 @@ impl Plan<'_> {
             tokio::time::sleep(*delay).await;
         }
         let body = if let Fault::ErrorAfter(_) = self.fault {
-            wire.error_body()
+            wire.error_body(answer)
         } else {
             wire.body(answer)
         };
@@ -285,8 +322,9 @@ impl Plan<'_> {
             if i == n {
                 break;
             }
-            if i > 0 && !self.token_delay.is_zero() {
-                steps.push_back(Step::Wait(self.token_delay));
+            let delay = self.shared.token_delay;
+            if i > 0 && !delay.is_zero() {
+                steps.push_back(Step::Wait(delay));
             }
             steps.push_back(Step::Send(wire.piece(answer, i)));
             sent += 1;
@@ -294,7 +332,7 @@ impl Plan<'_> {
         steps.extend(wire.close(answer, sent).into_iter().map(Step::Send));
         steps.push_back(match self.fault {
             Fault::NoDone => Step::Hang,
-            _ => Step::Send(wire.done()),
+            _ => Step::Send(wire.done(answer, sent)),
         });
         steps
     }
@@ -578,6 +616,12 @@ mod tests {
             {"type": "text", "text": "two"},
         ]);
         assert_eq!(text_of(&parts), "one two");
+        let items = json!([
+            {"type": "input_text", "text": "three "},
+            {"type": "input_image", "image_url": "data:"},
+            {"type": "output_text", "text": "four", "annotations": []},
+        ]);
+        assert_eq!(text_of(&items), "three four");
         assert_eq!(text_of(&Value::Null), "");
     }
 }

@@ -1596,3 +1596,759 @@ async fn sim_tool_uses_the_first_tool_on_messages() {
         assert_eq!(text_deltas(&events), "The tool answered: sunny, 21 C");
     }
 }
+
+// --- /v1/responses: the same faults in the Responses API's shapes ---
+
+/// A Responses API request for `model`.
+fn resp_request(model: &str, stream: bool) -> Value {
+    json!({"model": model, "input": "say the thing", "stream": stream})
+}
+
+async fn post_responses(
+    client: &reqwest::Client,
+    sim: &Sim,
+    body: &Value,
+) -> reqwest::Result<reqwest::Response> {
+    client
+        .post(format!("{}/responses", sim.base_url()))
+        .json(body)
+        .send()
+        .await
+}
+
+/// The JSON body of the answer to `req` on `/v1/responses`.
+async fn resp_answer(client: &reqwest::Client, sim: &Sim, req: &Value) -> Value {
+    let resp = post_responses(client, sim, req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+/// The named events of the stream that answers `req` on `/v1/responses`, each payload parsed
+/// when it is JSON (else `Value::String` of it), and the error that broke the body.
+async fn read_responses(sim: &Sim, req: &Value) -> (Vec<(String, Value)>, Option<reqwest::Error>) {
+    let resp = post_responses(&client(), sim, req).await.unwrap();
+    let (events, err) = Events::new(resp).all_named().await;
+    let events = events
+        .into_iter()
+        .map(|(name, data)| {
+            let value = serde_json::from_str(&data).unwrap_or(Value::String(data));
+            (name, value)
+        })
+        .collect();
+    (events, err)
+}
+
+/// The `response.output_text.delta`s, concatenated; malformed ones are skipped.
+fn output_text(events: &[(String, Value)]) -> String {
+    events
+        .iter()
+        .filter(|(name, _)| name == "response.output_text.delta")
+        .filter_map(|(_, data)| data["delta"].as_str())
+        .collect()
+}
+
+/// The event names of a healthy text stream of `n` deltas, up to and with `last`.
+fn resp_sequence(n: usize, last: &'static str) -> Vec<&'static str> {
+    let mut want = vec![
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ];
+    want.extend(std::iter::repeat_n("response.output_text.delta", n));
+    want.extend([
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        last,
+    ]);
+    want
+}
+
+/// Every JSON event has `type` equal to its name and a `sequence_number`; the numbers go up
+/// by one from 0 (a malformed event takes its number too, so one may be missing).
+fn assert_numbered(events: &[(String, Value)], malformed: usize) {
+    let mut numbers = Vec::new();
+    for (name, data) in events {
+        if data.is_string() {
+            continue;
+        }
+        assert_eq!(data["type"], name.as_str(), "{data}");
+        numbers.push(data["sequence_number"].as_u64().unwrap());
+    }
+    assert_eq!(numbers.first(), Some(&0), "{numbers:?}");
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+    assert_eq!(
+        numbers.last().copied(),
+        Some((numbers.len() + malformed - 1) as u64),
+        "{numbers:?}"
+    );
+}
+
+/// The header names of a response, without the ones that vary by body or time.
+fn header_names(resp: &reqwest::Response) -> Vec<String> {
+    let mut names: Vec<String> = resp
+        .headers()
+        .keys()
+        .map(|k| k.as_str().to_owned())
+        .filter(|k| k != "date" && k != "content-length" && k != "transfer-encoding")
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn responses_answer_is_a_response_object() {
+    let sim = sim().await;
+    let client = client();
+    let mut req = resp_request("gpt-4.1-mini", false);
+    req["instructions"] = json!("be brief");
+    req["metadata"] = json!({"team": "sim"});
+    let resp = post_responses(&client, &sim, &req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let chat = post(&client, &sim, &request("gpt-4.1-mini", false))
+        .await
+        .unwrap();
+    assert_eq!(header_names(&resp), header_names(&chat));
+    let body: Value = resp.json().await.unwrap();
+    let id = body["id"].as_str().unwrap();
+    assert!(id.starts_with("resp_sim"), "{id}");
+    assert!(body["created_at"].as_u64().unwrap() > 0);
+    let n = answer_tokens().count();
+    let want = json!({
+        "id": id,
+        "object": "response",
+        "created_at": body["created_at"],
+        "status": "completed",
+        "background": false,
+        "error": null,
+        "incomplete_details": null,
+        "instructions": "be brief",
+        "max_output_tokens": null,
+        "max_tool_calls": null,
+        "model": "gpt-4.1-mini",
+        "output": [{
+            "type": "message",
+            "id": body["output"][0]["id"],
+            "status": "completed",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": ANSWER, "annotations": [], "logprobs": []}],
+        }],
+        "parallel_tool_calls": true,
+        "previous_response_id": null,
+        "reasoning": {"effort": null, "summary": null},
+        "service_tier": "default",
+        "store": true,
+        "temperature": 1.0,
+        "text": {"format": {"type": "text"}},
+        "tool_choice": "auto",
+        "tools": [],
+        "top_logprobs": 0,
+        "top_p": 1.0,
+        "truncation": "disabled",
+        "usage": {
+            "input_tokens": 5,
+            "input_tokens_details": {"cached_tokens": 0},
+            "output_tokens": n,
+            "output_tokens_details": {"reasoning_tokens": 0},
+            "total_tokens": 5 + n,
+        },
+        "user": null,
+        "metadata": {"team": "sim"},
+    });
+    assert_eq!(body, want);
+    assert!(
+        body["output"][0]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("msg_")
+    );
+    assert_eq!(sim.attempts("gpt-4.1-mini"), 2);
+    assert_eq!(
+        sim.last_request("gpt-4.1-mini"),
+        Some(request("gpt-4.1-mini", false))
+    );
+
+    // Input items: messages with text parts, and the same answer.
+    let req = json!({
+        "model": "items",
+        "input": [
+            {"type": "message", "role": "developer", "content": "be brief"},
+            {"role": "user", "content": [{"type": "input_text", "text": "say the thing"}]},
+        ],
+        "temperature": 0.2,
+    });
+    let body = resp_answer(&client, &sim, &req).await;
+    assert_eq!(body["output"][0]["content"][0]["text"], ANSWER);
+    assert_eq!(body["temperature"], 0.2);
+    assert_eq!(body["usage"]["input_tokens"], 5);
+    assert_eq!(sim.last_request("items"), Some(req));
+}
+
+#[tokio::test]
+async fn responses_stream_is_openais_event_sequence() {
+    let sim = sim().await;
+    let resp = post_responses(&client(), &sim, &resp_request("sim-ok", true))
+        .await
+        .unwrap();
+    let chat = post(&client(), &sim, &request("sim-ok", true))
+        .await
+        .unwrap();
+    assert_eq!(header_names(&resp), header_names(&chat));
+    let (events, err) = Events::new(resp).all_named().await;
+    assert!(err.is_none(), "{err:?}");
+    let events: Vec<(String, Value)> = events
+        .into_iter()
+        .map(|(name, data)| (name, serde_json::from_str(&data).unwrap()))
+        .collect();
+    let n = answer_tokens().count();
+    assert_eq!(names(&events), resp_sequence(n, "response.completed"));
+    assert_numbered(&events, 0);
+    assert_eq!(output_text(&events), ANSWER);
+
+    let created = &events[0].1["response"];
+    assert!(created["id"].as_str().unwrap().starts_with("resp_sim"));
+    assert_eq!(created["status"], "in_progress");
+    assert_eq!(created["output"], json!([]));
+    assert_eq!(created["usage"], Value::Null);
+    assert_eq!(events[1].1["response"], *created);
+    let added = &events[2].1;
+    assert_eq!(added["output_index"], 0);
+    let item_id = added["item"]["id"].as_str().unwrap();
+    assert!(item_id.starts_with("msg_"), "{item_id}");
+    assert_eq!(
+        added["item"],
+        json!({"id": item_id, "type": "message", "status": "in_progress", "role": "assistant", "content": []})
+    );
+    let empty_part = json!({"type": "output_text", "text": "", "annotations": [], "logprobs": []});
+    assert_eq!(events[3].1["part"], empty_part);
+    for (_, data) in &events[3..4 + n] {
+        assert_eq!(data["item_id"], item_id);
+        assert_eq!(data["output_index"], 0);
+        assert_eq!(data["content_index"], 0);
+    }
+    assert_eq!(events[4].1["delta"], "The ");
+    assert_eq!(events[4].1["logprobs"], json!([]));
+    assert_eq!(events[4 + n].1["text"], ANSWER);
+    let part = json!({"type": "output_text", "text": ANSWER, "annotations": [], "logprobs": []});
+    assert_eq!(events[5 + n].1["part"], part);
+    let item = &events[6 + n].1["item"];
+    assert_eq!(item["status"], "completed");
+    assert_eq!(item["content"], json!([part]));
+    let completed = &events[7 + n].1["response"];
+    assert_eq!(completed["id"], created["id"]);
+    assert_eq!(completed["status"], "completed");
+    assert_eq!(completed["output"], json!([item]));
+    assert_eq!(completed["usage"]["output_tokens"], n);
+    assert_eq!(completed["usage"]["total_tokens"], 3 + n);
+}
+
+#[tokio::test]
+async fn responses_max_output_tokens_makes_an_incomplete_response() {
+    let sim = sim().await;
+    let mut req = resp_request("sim-ok", false);
+    req["max_output_tokens"] = json!(3);
+    let body = resp_answer(&client(), &sim, &req).await;
+    assert_eq!(body["status"], "incomplete");
+    assert_eq!(
+        body["incomplete_details"],
+        json!({"reason": "max_output_tokens"})
+    );
+    assert_eq!(body["max_output_tokens"], 3);
+    assert_eq!(body["output"][0]["status"], "incomplete");
+    assert_eq!(body["output"][0]["content"][0]["text"], prefix(3));
+    assert_eq!(body["usage"]["output_tokens"], 3);
+
+    req["stream"] = json!(true);
+    let (events, err) = read_responses(&sim, &req).await;
+    assert!(err.is_none());
+    assert_eq!(names(&events), resp_sequence(3, "response.incomplete"));
+    assert_numbered(&events, 0);
+    assert_eq!(output_text(&events), prefix(3));
+    let last = &events.last().unwrap().1["response"];
+    assert_eq!(last["status"], "incomplete");
+    assert_eq!(last["incomplete_details"]["reason"], "max_output_tokens");
+
+    // A limit the answer fits in changes nothing.
+    req["stream"] = json!(false);
+    req["max_output_tokens"] = json!(64);
+    let body = resp_answer(&client(), &sim, &req).await;
+    assert_eq!(body["status"], "completed");
+    assert_eq!(body["output"][0]["content"][0]["text"], ANSWER);
+}
+
+/// A Responses request for `sim-tool` that offers a weather tool (after a tool that is not a
+/// function, which `sim-tool` passes over).
+fn resp_tool_request(stream: bool) -> Value {
+    let mut req = resp_request("sim-tool", stream);
+    req["tools"] = json!([
+        {"type": "web_search_preview"},
+        {"type": "function", "name": "get_weather", "description": "the weather", "parameters": weather_schema()},
+    ]);
+    req
+}
+
+#[tokio::test]
+async fn responses_sim_tool_calls_the_first_function_and_reads_its_output() {
+    let sim = sim().await;
+    let client = client();
+    let body = resp_answer(&client, &sim, &resp_tool_request(false)).await;
+    assert_eq!(body["status"], "completed");
+    assert_eq!(body["tools"], resp_tool_request(false)["tools"]);
+    let call = &body["output"][0];
+    assert_eq!(call["type"], "function_call");
+    assert_eq!(call["status"], "completed");
+    assert_eq!(call["name"], "get_weather");
+    assert!(call["id"].as_str().unwrap().starts_with("fc_"), "{call}");
+    let call_id = call["call_id"].as_str().unwrap().to_owned();
+    assert!(call_id.starts_with("call_"), "{call_id}");
+    let arguments = call["arguments"].as_str().unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(arguments).unwrap(),
+        json!({"city": "sim"})
+    );
+
+    // Streamed: the item with empty arguments, the arguments in pieces, then done.
+    let (events, err) = read_responses(&sim, &resp_tool_request(true)).await;
+    assert!(err.is_none());
+    assert_numbered(&events, 0);
+    let pieces: Vec<&str> = events
+        .iter()
+        .filter(|(name, _)| name == "response.function_call_arguments.delta")
+        .map(|(_, data)| data["delta"].as_str().unwrap())
+        .collect();
+    assert!(pieces.len() > 1, "{pieces:?}");
+    let mut want = vec![
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+    ];
+    want.extend(std::iter::repeat_n(
+        "response.function_call_arguments.delta",
+        pieces.len(),
+    ));
+    want.extend([
+        "response.function_call_arguments.done",
+        "response.output_item.done",
+        "response.completed",
+    ]);
+    assert_eq!(names(&events), want);
+    let added = &events[2].1["item"];
+    assert_eq!(added["type"], "function_call");
+    assert_eq!(added["status"], "in_progress");
+    assert_eq!(added["arguments"], "");
+    assert_eq!(added["name"], "get_weather");
+    assert_eq!(pieces.concat(), arguments);
+    let done = &events[events.len() - 3].1;
+    assert_eq!(done["arguments"], arguments);
+    assert_eq!(done["name"], "get_weather");
+    assert_eq!(done["item_id"], added["id"]);
+    let item = &events[events.len() - 2].1["item"];
+    assert_eq!(item["status"], "completed");
+    assert_eq!(item["arguments"], arguments);
+    assert_eq!(
+        events.last().unwrap().1["response"]["output"],
+        json!([item])
+    );
+
+    // The round trip, by previous_response_id with only the output as input ...
+    let mut next = resp_tool_request(false);
+    next["previous_response_id"] = body["id"].clone();
+    next["input"] =
+        json!([{"type": "function_call_output", "call_id": call_id, "output": "sunny, 21 C"}]);
+    let answer = resp_answer(&client, &sim, &next).await;
+    assert_eq!(answer["previous_response_id"], body["id"]);
+    assert_eq!(answer["output"][0]["type"], "message");
+    assert_eq!(
+        answer["output"][0]["content"][0]["text"],
+        "The tool answered: sunny, 21 C"
+    );
+    // ... or with the whole history, the call included, streamed.
+    let mut full = resp_tool_request(true);
+    full["input"] = json!([
+        {"role": "user", "content": "say the thing"},
+        call,
+        {"type": "function_call_output", "call_id": call_id, "output": "sunny, 21 C"},
+    ]);
+    let (events, _) = read_responses(&sim, &full).await;
+    assert_eq!(output_text(&events), "The tool answered: sunny, 21 C");
+
+    // Without tools, sim-tool is healthy.
+    let body = resp_answer(&client, &sim, &resp_request("sim-tool", false)).await;
+    assert_eq!(body["output"][0]["content"][0]["text"], ANSWER);
+}
+
+#[tokio::test]
+async fn responses_previous_response_id_must_be_a_stored_response() {
+    let sim = sim().await;
+    let client = client();
+    let first = resp_answer(&client, &sim, &resp_request("m", false)).await;
+    let stored = first["id"].as_str().unwrap().to_owned();
+    assert!(sim.knows_response(&stored));
+    let mut next = resp_request("m", false);
+    next["previous_response_id"] = json!(stored);
+    let body = resp_answer(&client, &sim, &next).await;
+    assert_eq!(body["previous_response_id"], stored.as_str());
+    assert_eq!(body["output"][0]["content"][0]["text"], ANSWER);
+
+    // A streamed answer is stored too, under the id its events carry.
+    let (events, _) = read_responses(&sim, &resp_request("m", true)).await;
+    let streamed = events[0].1["response"]["id"].as_str().unwrap().to_owned();
+    assert!(sim.knows_response(&streamed));
+    next["previous_response_id"] = json!(streamed);
+    next["stream"] = json!(true);
+    let (events, err) = read_responses(&sim, &next).await;
+    assert!(err.is_none());
+    assert_eq!(output_text(&events), ANSWER);
+
+    // Not stored: an unknown id, and one answered with store: false.
+    let mut unstored = resp_request("m", false);
+    unstored["store"] = json!(false);
+    let body = resp_answer(&client, &sim, &unstored).await;
+    assert_eq!(body["store"], false);
+    let unstored = body["id"].as_str().unwrap().to_owned();
+    assert!(!sim.knows_response(&unstored));
+    let attempts = sim.attempts("m");
+    for (id, stream) in [("resp_unknown", false), (unstored.as_str(), true)] {
+        next["previous_response_id"] = json!(id);
+        next["stream"] = json!(stream);
+        let resp = post_responses(&client, &sim, &next).await.unwrap();
+        assert_eq!(resp.status(), 400);
+        let error: Value = resp.json().await.unwrap();
+        assert_eq!(
+            error,
+            json!({"error": {
+                "message": format!("Previous response with id '{id}' not found."),
+                "type": "invalid_request_error",
+                "param": "previous_response_id",
+                "code": "previous_response_not_found",
+            }})
+        );
+        assert!(!sim.knows_response(id));
+    }
+    // The refused requests were attempts on the model.
+    assert_eq!(sim.attempts("m"), attempts + 2);
+
+    // Another sim never saw the id, as another provider would not have.
+    let other = self::sim().await;
+    next["previous_response_id"] = json!(stored);
+    next["stream"] = json!(false);
+    let resp = post_responses(&client, &other, &next).await.unwrap();
+    assert_eq!(resp.status(), 400);
+    // A model whose fault is an error sends that error first.
+    next["model"] = json!("sim-429");
+    let resp = post_responses(&client, &other, &next).await.unwrap();
+    assert_eq!(resp.status(), 429);
+}
+
+#[tokio::test]
+async fn responses_error_faults_send_openai_errors_the_classifier_reads() {
+    let sim = sim().await;
+    let client = client();
+    let cases: [(&str, u16, Reason, Option<&str>); 9] = [
+        (
+            "sim-429",
+            429,
+            Reason::RateLimit,
+            Some("rate_limit_exceeded"),
+        ),
+        (
+            "sim-429-retry-1500ms",
+            429,
+            Reason::RateLimit,
+            Some("rate_limit_exceeded"),
+        ),
+        ("sim-500", 500, Reason::ServerError, None),
+        (
+            "sim-503",
+            503,
+            Reason::Overloaded,
+            Some("service_unavailable"),
+        ),
+        ("sim-529", 529, Reason::Overloaded, None),
+        ("sim-401", 401, Reason::Auth, Some("invalid_api_key")),
+        (
+            "sim-404",
+            404,
+            Reason::ModelNotFound,
+            Some("model_not_found"),
+        ),
+        (
+            "sim-context",
+            400,
+            Reason::ContextOverflow,
+            Some("context_length_exceeded"),
+        ),
+        (
+            "sim-filter",
+            400,
+            Reason::ContentFilter,
+            Some("content_filter"),
+        ),
+    ];
+    for stream in [false, true] {
+        for (model, status, reason, code) in cases {
+            let resp = post_responses(&client, &sim, &resp_request(model, stream))
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), status, "{model}");
+            assert_eq!(resp.headers()["content-type"], "application/json");
+            let headers = resp.headers().clone();
+            let text = resp.text().await.unwrap();
+            let body: Value = serde_json::from_str(&text).unwrap();
+            if status == 529 {
+                // As on chat: Anthropic's overloaded body.
+                assert_eq!(body["error"]["type"], "overloaded_error");
+            } else {
+                let error = body["error"].as_object().unwrap();
+                assert!(error["message"].is_string(), "{model}: {body}");
+                assert!(error["type"].is_string(), "{model}: {body}");
+                assert!(error.contains_key("param"), "{model}: {body}");
+                assert_eq!(error["code"].as_str(), code, "{model}: {body}");
+            }
+            let c = classify(
+                &Signal::new()
+                    .status(status)
+                    .headers(&headers)
+                    .body(text.as_str()),
+            );
+            assert_eq!(c.reason, reason, "{model}: {c:?}");
+            if model == "sim-429-retry-1500ms" {
+                assert_eq!(headers["retry-after"], "2");
+                assert_eq!(headers["retry-after-ms"], "1500");
+                assert!(c.retry_after.is_some());
+            } else {
+                assert!(!headers.contains_key("retry-after"), "{model}");
+            }
+        }
+    }
+    let context: Value = post_responses(&client, &sim, &resp_request("sim-context", false))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(context["error"]["param"], "input");
+    assert!(
+        context["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("Your input exceeds the context window")
+    );
+    assert_eq!(sim.attempts("sim-503"), 2);
+}
+
+#[tokio::test]
+async fn responses_broken_streams_never_complete() {
+    let sim = sim().await;
+    let n = answer_tokens().count();
+    let healthy = resp_sequence(n, "response.completed");
+
+    // Cut: three deltas, then the body read fails.
+    let (events, err) = read_responses(&sim, &resp_request("sim-cut-3", true)).await;
+    assert_eq!(names(&events), healthy[..7], "{events:#?}");
+    assert_numbered(&events, 0);
+    assert_eq!(output_text(&events), prefix(3));
+    let err = err.expect("the body read fails, it does not end cleanly");
+    assert!(err.is_body() || err.is_decode(), "{err:?}");
+
+    // Malformed: a data line that is not JSON in place of the 4th delta, then the rest.
+    let (events, err) = read_responses(&sim, &resp_request("sim-malformed-3", true)).await;
+    assert!(err.is_none());
+    assert_eq!(names(&events), healthy);
+    let bad: Vec<usize> = (0..events.len())
+        .filter(|&i| events[i].1.is_string())
+        .collect();
+    assert_eq!(bad, [7]);
+    assert_numbered(&events, 1);
+    let missing: String = answer_tokens()
+        .enumerate()
+        .filter(|(i, _)| *i != 3)
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(output_text(&events), missing);
+    let completed = &events.last().unwrap().1["response"];
+    assert_eq!(completed["usage"]["output_tokens"], n - 1);
+
+    // Stall and no-done: the connection stays open without response.completed.
+    for (model, seen) in [("sim-stall-3", 7), ("sim-no-done", n + 7)] {
+        let resp = post_responses(&client(), &sim, &resp_request(model, true))
+            .await
+            .unwrap();
+        let mut events = Events::new(resp);
+        let mut got = Vec::new();
+        for _ in 0..seen {
+            got.push(events.next_named().await.unwrap().unwrap().0);
+        }
+        assert_eq!(got, healthy[..seen], "{model}");
+        assert!(
+            timeout(QUIET, events.next()).await.is_err(),
+            "{model}: no more bytes"
+        );
+    }
+}
+
+#[tokio::test]
+async fn responses_broken_answers_break_the_json_body() {
+    let sim = sim().await;
+    let client = client();
+    let resp = post_responses(&client, &sim, &resp_request("sim-cut-3", false))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let err = resp.bytes().await.expect_err("the body read fails");
+    assert!(err.is_body() || err.is_decode(), "{err:?}");
+
+    let resp = post_responses(&client, &sim, &resp_request("sim-malformed-3", false))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let text = resp.text().await.expect("the HTTP message is complete");
+    assert!(serde_json::from_str::<Value>(&text).is_err(), "{text}");
+
+    let mut resp = post_responses(&client, &sim, &resp_request("sim-stall-3", false))
+        .await
+        .unwrap();
+    assert!(!resp.chunk().await.unwrap().unwrap().is_empty());
+    assert!(
+        timeout(QUIET, resp.chunk()).await.is_err(),
+        "no byte after half"
+    );
+
+    // No terminator to hold back when not streaming.
+    let body = resp_answer(&client, &sim, &resp_request("sim-no-done", false)).await;
+    assert_eq!(body["status"], "completed");
+}
+
+#[tokio::test]
+async fn responses_mid_stream_error_is_response_failed() {
+    let sim = sim().await;
+    let (events, err) = read_responses(&sim, &resp_request("sim-error-2", true)).await;
+    assert!(err.is_none(), "the body ends cleanly: {err:?}");
+    let mut want = resp_sequence(2, "response.completed");
+    want.truncate(6);
+    want.push("response.failed");
+    assert_eq!(names(&events), want, "{events:#?}");
+    assert_numbered(&events, 0);
+    assert_eq!(output_text(&events), prefix(2));
+    let failed = &events[6].1["response"];
+    assert_eq!(failed["id"], events[0].1["response"]["id"]);
+    assert_eq!(failed["status"], "failed");
+    assert_eq!(
+        failed["error"],
+        json!({"code": "server_error", "message": "The server had an error processing your request."})
+    );
+
+    // Not streaming: a 200 whose body is the failed response.
+    let body = resp_answer(&client(), &sim, &resp_request("sim-error-2", false)).await;
+    assert_eq!(body["object"], "response");
+    assert_eq!(body["status"], "failed");
+    assert_eq!(body["error"]["code"], "server_error");
+}
+
+#[tokio::test]
+async fn responses_slow_silent_and_reset_faults() {
+    let delay = Duration::from_millis(250);
+    let sim = Sim::builder()
+        .fault("slow", Fault::FirstTokenDelay(delay))
+        .start()
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let resp = post_responses(&client(), &sim, &resp_request("slow", true))
+        .await
+        .unwrap();
+    let mut events = Events::new(resp);
+    // The four opening events come at once; the first delta after the delay.
+    for _ in 0..4 {
+        events.next().await.unwrap().unwrap();
+    }
+    assert!(
+        futures_util::FutureExt::now_or_never(events.next()).is_none(),
+        "the first delta came with the opening events"
+    );
+    let (name, _) = events.next_named().await.unwrap().unwrap();
+    assert_eq!(name, "response.output_text.delta");
+    assert!(start.elapsed() >= delay);
+    let (rest, err) = events.all_named().await;
+    assert!(err.is_none());
+    assert_eq!(
+        rest.last().map(|(name, _)| name.as_str()),
+        Some("response.completed")
+    );
+
+    let quiet = reqwest::Client::builder().timeout(QUIET).build().unwrap();
+    for stream in [false, true] {
+        let err = post_responses(&quiet, &sim, &resp_request("sim-silent", stream))
+            .await
+            .expect_err("no answer");
+        assert!(err.is_timeout(), "{err:?}");
+        let err = post_responses(&client(), &sim, &resp_request("sim-reset", stream))
+            .await
+            .expect_err("no response");
+        assert!(has_io_kind(&err, io::ErrorKind::ConnectionReset), "{err:?}");
+    }
+    assert_eq!(sim.attempts("sim-silent"), 2);
+    assert_eq!(sim.attempts("sim-reset"), 2);
+}
+
+#[tokio::test]
+async fn responses_count_attempts_keep_the_last_request_and_reject_bad_bodies() {
+    let sim = Sim::builder()
+        .fault("flaky", Fault::ServerErrorOnce)
+        .start()
+        .await
+        .unwrap();
+    let client = client();
+    let statuses = async |model: &str| {
+        let mut out = Vec::new();
+        for _ in 0..2 {
+            let resp = post_responses(&client, &sim, &resp_request(model, false))
+                .await
+                .unwrap();
+            out.push(resp.status().as_u16());
+        }
+        out
+    };
+    assert_eq!(statuses("flaky").await, [500, 200]);
+    assert_eq!(statuses("a").await, [200, 200]);
+    // One count per model across the endpoints.
+    post(&client, &sim, &request("a", false)).await.unwrap();
+    assert_eq!(sim.attempts("flaky"), 2);
+    assert_eq!(sim.attempts("a"), 3);
+
+    let mut last = resp_request("a", true);
+    last["reasoning"] = json!({"effort": "low"});
+    last["include"] = json!(["reasoning.encrypted_content"]);
+    let (events, _) = read_responses(&sim, &last).await;
+    assert_eq!(
+        events[0].1["response"]["reasoning"],
+        json!({"effort": "low"})
+    );
+    assert_eq!(sim.last_request("a"), Some(last.clone()));
+
+    let url = format!("{}/responses", sim.base_url());
+    let bodies = [
+        "not json".to_owned(),
+        "[]".to_owned(),
+        json!({"input": "x"}).to_string(),
+        json!({"model": "a", "input": 7}).to_string(),
+        json!({"model": "a", "input": [{"role": "user"}]}).to_string(),
+        json!({"model": "a", "input": "x", "max_output_tokens": 0}).to_string(),
+        json!({"model": "a", "input": "x", "tools": [{"type": "function"}]}).to_string(),
+    ];
+    let total = sim.total_attempts();
+    for body in &bodies {
+        let resp = client.post(&url).body(body.clone()).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{body}");
+        let error: Value = resp.json().await.unwrap();
+        let error = error["error"].as_object().unwrap();
+        assert_eq!(error["type"], "invalid_request_error", "{body}");
+        assert!(error["message"].is_string(), "{body}");
+        assert!(error.contains_key("param") && error.contains_key("code"));
+    }
+    assert_eq!(sim.total_attempts(), total + bodies.len() as u64);
+    assert_eq!(sim.attempts("a"), 4);
+    assert_eq!(sim.last_request("a"), Some(last));
+}
