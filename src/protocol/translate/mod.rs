@@ -1,4 +1,5 @@
-//! Translation between OpenAI chat completions and Anthropic Messages, on JSON values.
+//! Translation between OpenAI chat completions, Anthropic Messages and OpenAI Responses, on
+//! JSON values.
 //!
 //! A route may mix targets that speak different APIs: a client of `/v1/chat/completions`
 //! may be served by an Anthropic target and a client of `/v1/messages` by an
@@ -7,6 +8,12 @@
 //! [`messages_answer_to_chat`], [`chat_answer_to_messages`]) and two stateful stream
 //! translators ([`MessagesToChat`], [`ChatToMessages`]). It does no I/O: the proxy reads and
 //! writes the bodies and events.
+//!
+//! OpenAI's Responses API is translated to and from chat completions the same way
+//! ([`responses_request_to_chat`], [`chat_request_to_responses`], [`responses_answer_to_chat`],
+//! [`chat_answer_to_responses`], [`ResponsesToChat`], [`ChatToResponses`]); a Responses
+//! request reaches an Anthropic target through chat. A request that depends on state kept by
+//! the provider ([`stateful`]) is never translated.
 //!
 //! The rule is that a translation never changes what the client asked for. What only
 //! optimises or shapes sampling (`cache_control`, `top_k`, `seed`, penalties) is dropped;
@@ -23,18 +30,25 @@ use serde_json::{Value, json};
 
 mod answer;
 mod request;
+mod responses;
 mod stream;
 #[cfg(test)]
 mod tests;
 
 pub use self::answer::{chat_answer_to_messages, messages_answer_to_chat};
 pub use self::request::{chat_request_to_messages, messages_request_to_chat};
+pub use self::responses::{
+    ChatToResponses, ResponsesToChat, chat_answer_to_responses, chat_request_to_responses,
+    responses_answer_to_chat, responses_request_to_chat, stateful,
+};
 pub use self::stream::{ChatToMessages, Event, MessagesToChat};
 
 /// The API named in [`Untranslatable::target`](Untranslatable::target) for an OpenAI chat target.
 pub(crate) const OPENAI_CHAT: &str = "OpenAI chat completions";
 /// The API named in [`Untranslatable::target`] for an Anthropic target.
 pub(crate) const ANTHROPIC: &str = "Anthropic Messages";
+/// The API named in [`Untranslatable::target`] for an OpenAI Responses target.
+pub(crate) const RESPONSES: &str = "OpenAI Responses";
 
 /// Why a request cannot be carried to the other protocol without changing its meaning.
 ///
@@ -56,7 +70,7 @@ pub(crate) const ANTHROPIC: &str = "Anthropic Messages";
 pub struct Untranslatable {
     /// The request's feature, as the client named it (`n`, `response_format`, `thinking`...).
     pub(crate) feature: &'static str,
-    /// The API that lacks it ([`OPENAI_CHAT`] or [`ANTHROPIC`]).
+    /// The API that lacks it ([`OPENAI_CHAT`], [`ANTHROPIC`] or [`RESPONSES`]).
     pub(crate) target: &'static str,
     /// What the translation would have changed.
     pub(crate) why: String,
@@ -69,11 +83,13 @@ impl Untranslatable {
         self.feature
     }
 
-    /// The API that lacks it: `"OpenAI chat completions"` or `"Anthropic Messages"`.
+    /// The API that lacks it: `"OpenAI chat completions"`, `"Anthropic Messages"` or
+    /// `"OpenAI Responses"`.
     #[must_use]
     pub fn target(&self) -> &'static str {
         self.target
     }
+
     /// A request that an Anthropic target cannot carry.
     #[cold]
     fn anthropic(feature: &'static str, why: impl Into<String>) -> Self {
@@ -90,6 +106,16 @@ impl Untranslatable {
         Self {
             feature,
             target: OPENAI_CHAT,
+            why: why.into(),
+        }
+    }
+
+    /// A request that an OpenAI Responses target cannot carry.
+    #[cold]
+    fn responses(feature: &'static str, why: impl Into<String>) -> Self {
+        Self {
+            feature,
+            target: RESPONSES,
             why: why.into(),
         }
     }
