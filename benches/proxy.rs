@@ -17,6 +17,11 @@
 //!   the sim, `proxy_messages[_stream]` through the route `claude` (the sim in Anthropic's API),
 //!   and translated: `messages_to_chat[_stream]` (an Anthropic request on the route `healthy`,
 //!   OpenAI-compatible targets) and `chat_to_messages[_stream]` (a chat request on `claude`).
+//!   The OpenAI Responses API the same way: `direct_responses` to the sim,
+//!   `proxy_responses[_stream]` through the route `responses` (the sim in the Responses API),
+//!   and `responses_to_chat[_stream]` (a Responses request on `healthy`). Embeddings:
+//!   `direct_embeddings` to the sim, `proxy_embeddings` through `healthy` (both targets name
+//!   one model, so the route serves embeddings).
 //! * `throughput/*`: requests per second with [`CONCURRENCY`] requests in flight (tasks
 //!   pulling from a shared count): `direct`, `proxy_healthy`, `proxy_dead_primary`. Criterion
 //!   reports it as elements per second.
@@ -68,6 +73,24 @@ struct Case {
 }
 
 impl Case {
+    /// An OpenAI Responses request (`/responses`).
+    fn responses(base: &str, model: &str, stream: bool) -> Self {
+        let body = json!({"model": model, "stream": stream, "input": "hi"});
+        Self {
+            url: format!("{base}/responses").into(),
+            body: serde_json::to_vec(&body).expect("json").into(),
+        }
+    }
+
+    /// An embeddings request (`/embeddings`) of one short input.
+    fn embeddings(base: &str, model: &str) -> Self {
+        let body = json!({"model": model, "input": "the quick brown fox"});
+        Self {
+            url: format!("{base}/embeddings").into(),
+            body: serde_json::to_vec(&body).expect("json").into(),
+        }
+    }
+
     /// An Anthropic Messages request (`/messages`).
     fn messages(base: &str, model: &str, stream: bool) -> Self {
         let body = json!({
@@ -130,6 +153,15 @@ struct Setup {
     messages_to_chat_stream: Case,
     chat_to_messages: Case,
     chat_to_messages_stream: Case,
+    /// The Responses API: to the sim, through the proxy natively, and translated to chat.
+    direct_responses: Case,
+    proxy_responses: Case,
+    proxy_responses_stream: Case,
+    responses_to_chat: Case,
+    responses_to_chat_stream: Case,
+    /// Embeddings: to the sim, and through the proxy.
+    direct_embeddings: Case,
+    proxy_embeddings: Case,
     /// The sims (primary, fallback, dead) and the proxy's stop signal: dropped last.
     _servers: (Sim, Sim, Sim, oneshot::Sender<()>),
 }
@@ -149,6 +181,10 @@ base_url = "{0}"
 [providers.claude]
 api = "anthropic-messages"
 base_url = "{0}"
+# The same sim in the OpenAI Responses API.
+[providers.resp]
+api = "openai-responses"
+base_url = "{0}"
 [providers.b]
 base_url = "{1}"
 [providers.dead]
@@ -160,6 +196,8 @@ targets = ["a/model", "b/model"]
 targets = ["dead/model", "b/model"]
 [routes.claude]
 targets = ["claude/model"]
+[routes.responses]
+targets = ["resp/model"]
 "#,
         a.base_url(),
         b.base_url(),
@@ -227,6 +265,13 @@ fn setup() -> Setup {
         messages_to_chat_stream: Case::messages(&proxy_url, "healthy", true),
         chat_to_messages: Case::new(&proxy_url, "claude", false),
         chat_to_messages_stream: Case::new(&proxy_url, "claude", true),
+        direct_responses: Case::responses(&a.base_url(), "model", false),
+        proxy_responses: Case::responses(&proxy_url, "responses", false),
+        proxy_responses_stream: Case::responses(&proxy_url, "responses", true),
+        responses_to_chat: Case::responses(&proxy_url, "healthy", false),
+        responses_to_chat_stream: Case::responses(&proxy_url, "healthy", true),
+        direct_embeddings: Case::embeddings(&a.base_url(), "model"),
+        proxy_embeddings: Case::embeddings(&proxy_url, "healthy"),
         http,
         _servers: (a, b, dead, stop),
         rt,
@@ -338,6 +383,13 @@ fn latency(c: &mut Criterion, s: &Setup) {
         ("messages_to_chat_stream", &s.messages_to_chat_stream),
         ("chat_to_messages", &s.chat_to_messages),
         ("chat_to_messages_stream", &s.chat_to_messages_stream),
+        ("direct_responses", &s.direct_responses),
+        ("proxy_responses", &s.proxy_responses),
+        ("proxy_responses_stream", &s.proxy_responses_stream),
+        ("responses_to_chat", &s.responses_to_chat),
+        ("responses_to_chat_stream", &s.responses_to_chat_stream),
+        ("direct_embeddings", &s.direct_embeddings),
+        ("proxy_embeddings", &s.proxy_embeddings),
     ] {
         g.bench_function(id, |b| b.to_async(&s.rt).iter(|| case.run(&s.http)));
     }
@@ -395,6 +447,13 @@ fn report(s: &Setup) {
         ("translated", "msgs_to_chat_s", &s.messages_to_chat_stream),
         ("translated", "chat_to_msgs", &s.chat_to_messages),
         ("translated", "chat_to_msgs_s", &s.chat_to_messages_stream),
+        ("responses", "direct", &s.direct_responses),
+        ("responses", "proxy", &s.proxy_responses),
+        ("responses", "proxy_stream", &s.proxy_responses_stream),
+        ("translated", "resp_to_chat", &s.responses_to_chat),
+        ("translated", "resp_to_chat_s", &s.responses_to_chat_stream),
+        ("embeddings", "direct", &s.direct_embeddings),
+        ("embeddings", "proxy", &s.proxy_embeddings),
     ];
     eprintln!(
         "\nproxy load table (loopback, one process; compare rows of one run): up to \

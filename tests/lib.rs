@@ -16,6 +16,7 @@ mod otlp;
 mod proxy;
 mod proxy_faults;
 mod reload;
+mod responses;
 mod resume;
 mod secrets;
 mod serve;

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use llm_failover::proxy::Config;
 
 use crate::proxy::{Running, chat_body, sse_data, start_config};
-use crate::support::sim;
+use crate::support::{events, sim};
 
 /// A Messages request for `route`.
 fn messages_body(route: &str, stream: bool) -> Value {
@@ -48,24 +48,6 @@ base_url = "{}"
     })
     .unwrap();
     start_config(&config).await
-}
-
-/// The `(event, data)` pairs of an Anthropic SSE body.
-fn events(body: &str) -> Vec<(String, Value)> {
-    body.split("\n\n")
-        .filter_map(|e| {
-            let mut name = None;
-            let mut data = None;
-            for line in e.lines() {
-                if let Some(n) = line.strip_prefix("event: ") {
-                    name = Some(n.to_owned());
-                } else if let Some(d) = line.strip_prefix("data: ") {
-                    data = serde_json::from_str(d).ok();
-                }
-            }
-            Some((name?, data?))
-        })
-        .collect()
 }
 
 /// The text of an Anthropic stream's `text_delta`s.

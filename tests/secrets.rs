@@ -172,6 +172,18 @@ api_key_env = "KEY"
 api = "anthropic-messages"
 base_url = "{}"
 api_key_env = "KEY"
+[providers.resp_echo]
+api = "openai-responses"
+base_url = "http://{echo}/v1"
+api_key_env = "KEY"
+[providers.resp_format]
+api = "openai-responses"
+base_url = "http://{format}/v1"
+api_key_env = "KEY"
+[providers.resp]
+api = "openai-responses"
+base_url = "{}"
+api_key_env = "KEY"
 [routes.chat]
 targets = ["query/m", "echo/m", "sim/m"]
 [routes.returned]
@@ -184,7 +196,14 @@ targets = ["claude_echo/m", "claude/m"]
 targets = ["claude_format/m", "claude/m"]
 [routes.claude_broken]
 targets = ["claude_echo/m"]
+[routes.responses]
+targets = ["resp_echo/m", "resp/m"]
+[routes.responses_returned]
+targets = ["resp_format/m", "resp/m"]
+[routes.responses_broken]
+targets = ["resp_echo/m"]
 "#,
+            sim.base_url(),
             sim.base_url(),
             sim.base_url()
         );
@@ -233,6 +252,27 @@ targets = ["claude_echo/m"]
             seen_by_client.push(format!("{:?}", resp.headers()));
             seen_by_client.push(resp.text().await.unwrap());
         }
+        // The Responses endpoint, and the chat endpoint through Responses targets.
+        for (route, stream) in [
+            ("responses", false),
+            ("responses", true),
+            ("responses_returned", false),
+            ("responses_broken", false),
+            ("responses_broken", true),
+        ] {
+            let body = serde_json::json!({"model": route, "stream": stream, "input": "hi"});
+            let resp = http
+                .post(p.url("/v1/responses"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            seen_by_client.push(format!("{:?}", resp.headers()));
+            seen_by_client.push(resp.text().await.unwrap());
+            let resp = p.chat(&http, route, stream).await;
+            seen_by_client.push(format!("{:?}", resp.headers()));
+            seen_by_client.push(resp.text().await.unwrap());
+        }
         for path in ["/v1/failover/status", "/v1/models", "/healthz"] {
             let body = http
                 .get(p.url(path))
@@ -259,6 +299,12 @@ targets = ["claude_echo/m"]
             .iter()
             .any(|b| b.contains(llm_failover::sim::ANSWER)),
         "the chat route answered"
+    );
+    assert!(
+        seen_by_client
+            .iter()
+            .any(|b| b.contains(r#""object":"response""#) && b.contains(llm_failover::sim::ANSWER)),
+        "the Responses route answered"
     );
     for s in &seen_by_client {
         assert!(

@@ -301,3 +301,22 @@ pub fn observed<F: std::future::Future<Output = ()>>(f: impl FnOnce() -> F) -> (
     });
     (scrape.render(), logs.text())
 }
+
+/// The `(event, data)` pairs of a named-event SSE body (Anthropic Messages, OpenAI Responses);
+/// events without a name or whose data is not JSON are left out.
+pub fn events(body: &str) -> Vec<(String, Value)> {
+    body.split("\n\n")
+        .filter_map(|e| {
+            let mut name = None;
+            let mut data = None;
+            for line in e.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = Some(n.to_owned());
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str(d).ok();
+                }
+            }
+            Some((name?, data?))
+        })
+        .collect()
+}

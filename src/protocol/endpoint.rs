@@ -109,7 +109,8 @@ impl Endpoint {
         self.prefill
     }
 
-    /// The API key: sent as `Authorization: Bearer …` to OpenAI-compatible providers and as
+    /// The API key: sent as `Authorization: Bearer …` to OpenAI providers (chat completions
+    /// and Responses) and as
     /// `x-api-key` to Anthropic ones, marked sensitive, so it is never printed by `Debug` of
     /// this endpoint or of the request. Default: none. A key that is not a valid header value
     /// is ignored.
@@ -157,7 +158,7 @@ impl Endpoint {
             return req;
         };
         match self.api {
-            Api::OpenAiChat => {
+            Api::OpenAiChat | Api::OpenAiResponses => {
                 let mut bearer = b"Bearer ".to_vec();
                 bearer.extend_from_slice(key.as_bytes());
                 match HeaderValue::from_bytes(&bearer) {

@@ -8,6 +8,7 @@
 //! * [`openai_chat`]: OpenAI-compatible chat completions (OpenAI, OpenRouter, Groq, Together,
 //!   Mistral, vLLM, llama.cpp, Ollama's `/v1`, ...);
 //! * [`anthropic_messages`]: Anthropic's Messages API (Anthropic, and Claude-compatible hosts);
+//! * [`openai_responses`]: OpenAI's Responses API (OpenAI, Azure OpenAI, OpenRouter, ...);
 //! * [`openai_embeddings`]: OpenAI embeddings, on any OpenAI-compatible provider (no stream,
 //!   no translation: vectors of two models cannot be compared).
 //!
@@ -33,6 +34,7 @@ pub mod anthropic_messages;
 mod endpoint;
 pub mod openai_chat;
 pub mod openai_embeddings;
+pub mod openai_responses;
 mod prefix;
 mod sse;
 pub mod translate;
@@ -57,18 +59,25 @@ pub enum Api {
     OpenAiChat,
     /// Anthropic Messages (`POST {base_url}/messages`, `x-api-key`, `anthropic-version`).
     AnthropicMessages,
+    /// OpenAI Responses (`POST {base_url}/responses`, `Authorization: Bearer`).
+    OpenAiResponses,
 }
 
 impl Api {
     /// Every API, in declaration order.
-    pub const ALL: [Api; 2] = [Api::OpenAiChat, Api::AnthropicMessages];
+    pub const ALL: [Api; 3] = [
+        Api::OpenAiChat,
+        Api::AnthropicMessages,
+        Api::OpenAiResponses,
+    ];
 
-    /// The configuration name: `openai-chat` or `anthropic-messages`.
+    /// The configuration name: `openai-chat`, `anthropic-messages` or `openai-responses`.
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Api::OpenAiChat => "openai-chat",
             Api::AnthropicMessages => "anthropic-messages",
+            Api::OpenAiResponses => "openai-responses",
         }
     }
 }

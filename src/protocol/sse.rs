@@ -77,6 +77,33 @@ pub(crate) fn translated<T: Send + 'static>(
     ))
 }
 
+/// A stream translator shared by the two closures of [`translated`] (each event, and the
+/// end).
+pub(crate) fn shared<T>(
+    translator: T,
+) -> (
+    std::sync::Arc<std::sync::Mutex<T>>,
+    std::sync::Arc<std::sync::Mutex<T>>,
+) {
+    let each = std::sync::Arc::new(std::sync::Mutex::new(translator));
+    let end = std::sync::Arc::clone(&each);
+    (each, end)
+}
+
+/// The translator, whoever panicked while holding it (nothing it does can leave it half-done
+/// in a way that matters more than the stream's own failure).
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A translator's `(event name, data)` pairs with owned names.
+pub(crate) fn named(events: Vec<(&'static str, String)>) -> Vec<(String, String)> {
+    events
+        .into_iter()
+        .map(|(name, data)| (name.to_owned(), data))
+        .collect()
+}
+
 /// An event's `data` as JSON; data that is not JSON cut the stream (`stream_interrupted`).
 pub(crate) fn json(data: &str) -> Result<serde_json::Value, AttemptFailure> {
     serde_json::from_str(data).map_err(|_| AttemptFailure::new(Reason::StreamInterrupted))

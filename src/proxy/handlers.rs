@@ -19,9 +19,11 @@ use crate::Reason;
 use crate::breaker::Breaker;
 use crate::chain::{Answer, FailoverError, FailoverStream};
 use crate::chain::{AttemptContext, AttemptFailure, Route, Trail};
+use crate::protocol::Api;
 use crate::protocol::anthropic_messages::{self, MessagesResume, MessagesStream};
 use crate::protocol::openai_chat::{self, ChatResume, ChatStream, Endpoint, Prefill};
 use crate::protocol::openai_embeddings::{self, BadEmbeddings, Embeddings};
+use crate::protocol::openai_responses::{self, ResponsesStream};
 use crate::telemetry::names::access;
 
 impl Upstream {
@@ -99,6 +101,37 @@ impl Upstream {
         let endpoint = self.endpoint_for(caller_key);
         self.bounded(self.client.embeddings(&endpoint, ctx.model(), request))
             .await
+    }
+
+    async fn responses(
+        &self,
+        ctx: &AttemptContext,
+        request: &Value,
+        caller_key: Option<&Secret>,
+    ) -> Result<Value, AttemptFailure> {
+        let endpoint = self.endpoint_for(caller_key);
+        self.bounded(self.client.responses(&endpoint, ctx.model(), request))
+            .await
+    }
+
+    async fn responses_stream(
+        &self,
+        ctx: &AttemptContext,
+        request: &Value,
+        caller_key: Option<&Secret>,
+    ) -> Result<ResponsesStream, AttemptFailure> {
+        let endpoint = self.endpoint_for(caller_key);
+        self.bounded(
+            self.client
+                .responses_stream(&endpoint, ctx.model(), request),
+        )
+        .await
+    }
+
+    /// Whether this provider stores a Responses answer to `request`: a Responses provider,
+    /// unless the request says `store: false`. A translated answer is stored nowhere.
+    fn stores(&self, request: &Value) -> bool {
+        self.endpoint.api_kind() == Api::OpenAiResponses && request["store"] != false
     }
 
     async fn messages_stream(
@@ -633,6 +666,148 @@ impl Served for Embed {
     }
 }
 
+/// Why a Responses request that continues a stored response cannot go to a target: the
+/// response is held by another provider, or by none.
+#[derive(Debug, thiserror::Error)]
+enum NotHeld {
+    #[error(
+        "previous_response_id `{id}` names a response stored by provider `{holder}`; only it holds that conversation, so no other target may answer it"
+    )]
+    Elsewhere { id: String, holder: Arc<str> },
+    #[error(
+        "previous_response_id `{id}` names a response that provider `{holder}` answered without storing it (translated from another API, or `store: false`), so no provider holds that conversation; send the whole conversation as `input` instead"
+    )]
+    Nowhere { id: String, holder: Arc<str> },
+}
+
+impl Shared {
+    /// A request that continues a stored response goes only to the provider that answered
+    /// it, when this process relayed that answer (see [`stored`](super::stored)).
+    fn held_by(&self, ctx: &AttemptContext, request: &Value) -> Result<(), AttemptFailure> {
+        let Some(id) = request["previous_response_id"].as_str() else {
+            return Ok(());
+        };
+        match self.stored.holder(id) {
+            Some(h) if !h.kept => Err(AttemptFailure::ineligible(NotHeld::Nowhere {
+                id: id.to_owned(),
+                holder: h.provider,
+            })),
+            Some(h) if &*h.provider != ctx.provider() => {
+                Err(AttemptFailure::ineligible(NotHeld::Elsewhere {
+                    id: id.to_owned(),
+                    holder: h.provider,
+                }))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The OpenAI Responses endpoint. Not resumed: a Responses stream that breaks after its
+/// first token ends with an `error` event.
+struct Responses;
+
+impl Served for Responses {
+    fn check(body: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
+        let continues = ["previous_response_id", "conversation", "prompt"]
+            .iter()
+            .any(|k| body.get(*k).is_some_and(|v| !v.is_null()));
+        match body.get("input") {
+            Some(Value::String(s)) if !s.is_empty() => {}
+            Some(Value::Array(items)) if !items.is_empty() => {}
+            None | Some(Value::Null) if continues => {}
+            Some(Value::String(_) | Value::Array(_)) if continues => {}
+            _ => {
+                return Err(ApiError::client(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_type",
+                    Some("input"),
+                    "`input` must be a non-empty string or a non-empty array of input items",
+                ));
+            }
+        }
+        if body
+            .get("max_output_tokens")
+            .is_some_and(|n| !n.is_null() && n.as_u64().is_none_or(|n| n == 0))
+        {
+            return Err(ApiError::client(
+                StatusCode::BAD_REQUEST,
+                "invalid_type",
+                Some("max_output_tokens"),
+                "`max_output_tokens` must be a positive integer",
+            ));
+        }
+        if body
+            .get("instructions")
+            .is_some_and(|v| !v.is_null() && !v.is_string())
+        {
+            return Err(ApiError::client(
+                StatusCode::BAD_REQUEST,
+                "invalid_type",
+                Some("instructions"),
+                "`instructions` must be a string",
+            ));
+        }
+        Ok(())
+    }
+
+    fn estimate(body: &Value) -> u64 {
+        openai_responses::estimate_tokens(body)
+    }
+
+    fn usage(answer: &Value) -> Option<u64> {
+        openai_responses::usage_tokens(answer)
+    }
+
+    async fn call(
+        shared: Arc<Shared>,
+        ctx: AttemptContext,
+        call: Call,
+    ) -> Result<Value, AttemptFailure> {
+        shared.held_by(&ctx, &call.body)?;
+        let up = shared.upstream(&ctx)?;
+        let answer = up.responses(&ctx, &call.body, call.key.as_ref()).await?;
+        if let Some(id) = answer["id"].as_str() {
+            shared
+                .stored
+                .remember(id, ctx.provider(), up.stores(&call.body));
+        }
+        Ok(answer)
+    }
+
+    async fn stream(shared: &Arc<Shared>, tokens: u64, call: Call, out: Out) -> Response {
+        use futures_util::StreamExt as _;
+        let open = |ctx: AttemptContext| {
+            let (shared, call) = (Arc::clone(shared), call.clone());
+            async move {
+                shared.held_by(&ctx, &call.body)?;
+                let up = shared.upstream(&ctx)?;
+                let kept = up.stores(&call.body);
+                let stream = up
+                    .responses_stream(&ctx, &call.body, call.key.as_ref())
+                    .await?;
+                // The first chunk holds `response.created`, with the response's id.
+                let provider = ctx.provider().to_owned();
+                Ok(stream.inspect(move |chunk| {
+                    if let Some(id) = chunk.as_ref().ok().and_then(|c| c.response_id()) {
+                        shared.stored.remember(&id, &provider, kept);
+                    }
+                }))
+            }
+        };
+        streamed(call.route.stream_with_tokens(tokens, open), out).await
+    }
+}
+
+/// `POST /v1/responses`.
+pub(super) async fn responses(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    req: Request,
+) -> Response {
+    serve::<Responses>(shared, caller, req).await
+}
+
 /// `POST /v1/embeddings`.
 pub(super) async fn embeddings(
     State(shared): State<Arc<Shared>>,
@@ -775,7 +950,7 @@ pub(super) async fn models(
         .filter(|r| caller.client.as_ref().is_none_or(|c| c.may_use(r.name())))
         // OpenAI's fields and Anthropic's, so both SDKs' `models.list()` read it.
         .map(|r| {
-            let mut endpoints = vec!["/v1/chat/completions", "/v1/messages"];
+            let mut endpoints = vec!["/v1/chat/completions", "/v1/messages", "/v1/responses"];
             if embeddable(r).is_ok() {
                 endpoints.push("/v1/embeddings");
             }
@@ -867,7 +1042,7 @@ pub(super) async fn not_found(req: Request) -> Response {
         "not_found",
         None,
         format!(
-            "no endpoint {} {}; this proxy serves POST /v1/chat/completions, POST /v1/messages, POST /v1/embeddings, GET /v1/models, GET /v1/failover/status, POST /v1/failover/breakers/{{provider}}/{{model}}, GET /healthz and GET /metrics",
+            "no endpoint {} {}; this proxy serves POST /v1/chat/completions, POST /v1/messages, POST /v1/responses, POST /v1/embeddings, GET /v1/models, GET /v1/failover/status, POST /v1/failover/breakers/{{provider}}/{{model}}, GET /healthz and GET /metrics",
             req.method(),
             req.uri().path()
         ),

@@ -126,6 +126,7 @@ mod error;
 mod handlers;
 mod reload;
 mod sse;
+mod stored;
 
 #[cfg(test)]
 mod tests;
@@ -243,6 +244,8 @@ struct Shared {
     upstreams: HashMap<String, Upstream>,
     /// The vector length of each embedding model's first answer in this generation.
     dimensions: Arc<Mutex<HashMap<String, usize>>>,
+    /// Who holds each Responses answer relayed (kept across generations).
+    stored: Arc<stored::Stored>,
     registry: Arc<Registry>,
     metrics: Option<PrometheusHandle>,
     max_body_bytes: usize,
@@ -465,6 +468,7 @@ impl Proxy {
             by_name,
             upstreams,
             dimensions: Arc::default(),
+            stored: previous.map_or_else(Arc::default, |p| Arc::clone(&p.stored)),
             registry,
             metrics: previous.and_then(|p| p.metrics.clone()),
             max_body_bytes: config.server.max_body_bytes,
@@ -704,6 +708,7 @@ fn router_of(shared: &Arc<Shared>) -> Router {
     let client = Router::new()
         .route("/v1/chat/completions", post(handlers::chat))
         .route("/v1/embeddings", post(handlers::embeddings))
+        .route("/v1/responses", post(handlers::responses))
         .route("/v1/models", get(handlers::models))
         .route_layer(from_fn_with_state(Arc::clone(shared), auth::client_gate));
     // Anthropic's clients get every error of this endpoint, the key gate's too, in its shape.

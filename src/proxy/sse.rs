@@ -15,6 +15,7 @@ use super::error::{failover_body, shutdown_body};
 use crate::chain::{Chunk, FailoverStream};
 use crate::protocol::anthropic_messages::MessagesChunk;
 use crate::protocol::openai_chat::ChatChunk;
+use crate::protocol::openai_responses::ResponsesChunk;
 
 /// How a protocol's chunks go out as server-sent events.
 pub(super) trait Wire: Chunk {
@@ -67,6 +68,38 @@ impl Wire for MessagesChunk {
     fn error(body: &serde_json::Value) -> Bytes {
         let (_, shaped) = super::error::anthropic_shape(axum::http::StatusCode::BAD_GATEWAY, body);
         event(Some("error"), &shaped.to_string())
+    }
+}
+
+impl Wire for ResponsesChunk {
+    fn write(&self, out: &mut Vec<u8>, before_end: &[u8]) -> bool {
+        let mut end = false;
+        for (name, data) in self.events() {
+            if name == "response.completed" || name == "response.incomplete" {
+                end = true;
+                out.extend_from_slice(before_end);
+            }
+            out.extend_from_slice(&event(Some(name), data));
+        }
+        end
+    }
+
+    /// Nothing: a Responses answer is complete only at its terminal event, which carries the
+    /// whole response and cannot be made up.
+    const END: &'static str = "";
+
+    /// An `error` event with the Responses API's fields (`code`, `message`, `param`) and the
+    /// whole error object as `error`, which the OpenAI SDKs raise as `APIError`.
+    fn error(body: &serde_json::Value) -> Bytes {
+        let error = &body["error"];
+        let data = serde_json::json!({
+            "type": "error",
+            "code": error["code"],
+            "message": error["message"],
+            "param": null,
+            "error": error,
+        });
+        event(Some("error"), &data.to_string())
     }
 }
 

@@ -127,6 +127,16 @@ impl Client {
                 let answer = self.chat_native(endpoint, model, &body).await?;
                 Ok(translate::chat_answer_to_messages(&answer))
             }
+            Api::OpenAiResponses => {
+                let chat = translate::messages_request_to_chat(request)
+                    .map_err(AttemptFailure::ineligible)?;
+                let body = translate::chat_request_to_responses(&chat)
+                    .map_err(AttemptFailure::ineligible)?;
+                let answer = self.responses_native(endpoint, model, &body).await?;
+                Ok(translate::chat_answer_to_messages(
+                    &translate::responses_answer_to_chat(&answer),
+                ))
+            }
         }
     }
 
@@ -191,19 +201,33 @@ impl Client {
                 let body = translate::messages_request_to_chat(request)
                     .map_err(AttemptFailure::ineligible)?;
                 let events = self.chat_events(endpoint, model, &body).await?;
-                let messages =
-                    Arc::new(std::sync::Mutex::new(translate::ChatToMessages::new(model)));
-                let end = Arc::clone(&messages);
-                let named = |events: Vec<(&'static str, String)>| {
-                    events
-                        .into_iter()
-                        .map(|(name, data)| (name.to_owned(), data))
-                        .collect()
-                };
+                let (each, end) = sse::shared(translate::ChatToMessages::new(model));
                 sse::translated(
                     events,
-                    move |e| Ok(named(lock(&messages).data(&e.data))),
-                    move || named(lock(&end).end()),
+                    move |e| Ok(sse::named(sse::lock(&each).data(&e.data))),
+                    move || sse::named(sse::lock(&end).end()),
+                )
+            }
+            Api::OpenAiResponses => {
+                let chat = translate::messages_request_to_chat(request)
+                    .map_err(AttemptFailure::ineligible)?;
+                let body = translate::chat_request_to_responses(&chat)
+                    .map_err(AttemptFailure::ineligible)?;
+                let events = self.responses_events(endpoint, model, &body).await?;
+                let mut chat = translate::ResponsesToChat::new();
+                let (each, end) = sse::shared(translate::ChatToMessages::new(model));
+                sse::translated(
+                    events,
+                    move |e| {
+                        let mut messages = sse::lock(&each);
+                        let out = chat
+                            .event(&e.event, &sse::json(&e.data)?)
+                            .iter()
+                            .flat_map(|data| messages.data(data))
+                            .collect();
+                        Ok(sse::named(out))
+                    },
+                    move || sse::named(sse::lock(&end).end()),
                 )
             }
         };
@@ -223,12 +247,6 @@ impl Client {
             .await?;
         Ok(sse::events(resp))
     }
-}
-
-/// The translator, whoever panicked while holding it (nothing it does can leave it half-done
-/// in a way that matters more than the stream's own failure).
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Does a content block of an answer carry content?

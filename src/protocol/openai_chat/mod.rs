@@ -96,6 +96,12 @@ impl Client {
                     .await?;
                 Ok(translate::messages_answer_to_chat(&answer))
             }
+            Api::OpenAiResponses => {
+                let body = translate::chat_request_to_responses(request)
+                    .map_err(AttemptFailure::ineligible)?;
+                let answer = self.responses_native(endpoint, model, &body).await?;
+                Ok(translate::responses_answer_to_chat(&answer))
+            }
         }
     }
 
@@ -162,6 +168,17 @@ impl Client {
                     .messages_events(endpoint, model, &body, &HeaderMap::new())
                     .await?;
                 let mut chat = translate::MessagesToChat::new();
+                sse::translated(
+                    events,
+                    move |e| Ok(chat.event(&e.event, &sse::json(&e.data)?)),
+                    Vec::new,
+                )
+            }
+            Api::OpenAiResponses => {
+                let body = translate::chat_request_to_responses(request)
+                    .map_err(AttemptFailure::ineligible)?;
+                let events = self.responses_events(endpoint, model, &body).await?;
+                let mut chat = translate::ResponsesToChat::new();
                 sse::translated(
                     events,
                     move |e| Ok(chat.event(&e.event, &sse::json(&e.data)?)),
