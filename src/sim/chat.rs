@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use super::messages::anthropic_error;
 use super::respond::{
     Answer, Ask, Content, Events, Failure, PREFILL_REJECTED, Stop, Tool, Wire, error, http_status,
-    retry_after_secs, text_of, words,
+    previous_response_not_found, retry_after_secs, text_of, words,
 };
 
 /// The part of an OpenAI chat request the sim reads.
@@ -143,7 +143,7 @@ impl Wire for Chat {
             Failure::PreviousResponseNotFound(id) => error(
                 StatusCode::BAD_REQUEST,
                 json!({"error": {
-                    "message": format!("Previous response with id '{id}' not found."),
+                    "message": previous_response_not_found(id),
                     "type": "invalid_request_error",
                     "param": "previous_response_id",
                     "code": "previous_response_not_found",

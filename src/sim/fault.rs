@@ -11,12 +11,15 @@ use std::time::Duration;
 /// model (a refused connection never carries a model name): it is the server-level
 /// [`Sim::set_down`](super::Sim::set_down) / [`Sim::down_for`](super::Sim::down_for).
 ///
-/// Each fault means the same on `/v1/chat/completions` and `/v1/messages`, in each
-/// protocol's shapes (the [module docs](super#one-fault-table-two-protocols) have the table);
-/// the wording below is the chat side's.
+/// Each fault means the same on `/v1/chat/completions`, `/v1/messages` and `/v1/responses`,
+/// in each protocol's shapes (the [module docs](super#one-fault-table-three-protocols) have
+/// the table); the wording below is the chat side's. On `/v1/responses` the terminator is
+/// `response.completed` (there is no `[DONE]`) and the events before it are its
+/// `response.output_text.done`, `response.content_part.done` and `response.output_item.done`.
 ///
 /// "Token" below means one chunk of the streamed answer: the stream sends
-/// [`ANSWER`](super::ANSWER) as one `chat.completion.chunk` (or `content_block_delta`) per word
+/// [`ANSWER`](super::ANSWER) as one `chat.completion.chunk` (or `content_block_delta`, or
+/// `response.output_text.delta`) per word
 /// ([`answer_tokens`](super::answer_tokens)); when the request carries an assistant prefill
 /// that the sim continues ([`Prefill::Continue`]), the answer is the continuation and the
 /// tokens are its tokens, so `CutAfter(2)` sends two tokens of the continuation. A stream that
@@ -42,8 +45,9 @@ pub enum Fault {
     /// Always this status with an OpenAI-style error body: 503 is "overloaded or not ready",
     /// 529 is Anthropic's `overloaded_error` body, 429 is [`Fault::RateLimit`] without a
     /// wait, 401, 404 and 500 have their OpenAI bodies, any other 4xx/5xx a generic body. A
-    /// status below 200 or above 999 is answered as 500. On `/v1/messages`, Anthropic's
-    /// error for the status, and 503 (overloaded) is answered as 529 `overloaded_error`.
+    /// status below 200 or above 999 is answered as 500. `/v1/responses` answers as chat. On
+    /// `/v1/messages`, Anthropic's error for the status, and 503 (overloaded) is answered as
+    /// 529 `overloaded_error`.
     Status(u16),
     /// The first token comes after this delay. Streaming: the 200 and its headers come at
     /// once, the first chunk after the delay (a time-to-first-token fault). Not streaming:
@@ -74,6 +78,8 @@ pub enum Fault {
     /// no transport error either, so only a client that reads the chunks sees the failure.
     /// Not streaming: a 200 whose JSON body is just that `error` object. On `/v1/messages`,
     /// Anthropic's `event: error` with an `overloaded_error`, as Anthropic sends mid-stream.
+    /// On `/v1/responses`, `event: response.failed` with the response, `status` `failed`
+    /// and `error` `{"code": "server_error", ...}` (not streaming: a 200 with that response).
     ErrorAfter(usize),
     /// 400 `context_length_exceeded`: "This model's maximum context length is ...".
     ContextOverflow,
@@ -92,8 +98,11 @@ pub enum Fault {
     /// properties). Chat: `tool_calls` with an id `call_...` and `finish_reason`
     /// `tool_calls`, streamed as a chunk with the id and name, then `arguments` in pieces.
     /// Messages: a `tool_use` block with an id `toolu_...` and `stop_reason` `tool_use`,
-    /// streamed as `input_json_delta`s. When the last message is a tool result (chat: role
-    /// `tool`; messages: a user message with a `tool_result` block), the answer is the text
+    /// streamed as `input_json_delta`s. Responses: a `function_call` output item (`fc_...`,
+    /// `call_id` `call_...`), streamed as `response.function_call_arguments.delta`s; the
+    /// first tool of type `function` is called. When the last message is a tool result
+    /// (chat: role `tool`; messages: a user message with a `tool_result` block; responses: a
+    /// `function_call_output` item after the last user message), the answer is the text
     /// "The tool answered: " and the result's text. Without tools, [`ANSWER`](super::ANSWER).
     ToolCall,
 }
@@ -159,7 +168,8 @@ impl Fault {
     }
 }
 
-/// What a sim does with a request (on either endpoint) whose last message is an assistant
+/// What a sim does with a request (on chat or messages; the Responses API has no prefill,
+/// and a trailing assistant message there is history) whose last message is an assistant
 /// message with non-empty text content (an "assistant prefill": the start of the answer, written by the
 /// caller, for the model to continue). One mode per sim: [`SimBuilder::prefill`](super::SimBuilder::prefill),
 /// [`Sim::set_prefill`](super::Sim::set_prefill).

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::respond::{
     Answer, Ask, Content, Events, Failure, PREFILL_REJECTED, Stop, Tool, Wire, error, http_status,
-    retry_after_secs, text_of, words,
+    previous_response_not_found, retry_after_secs, text_of, words,
 };
 
 /// The Messages protocol.
@@ -162,7 +162,7 @@ impl Wire for Messages {
             Failure::PreviousResponseNotFound(id) => failed(
                 StatusCode::BAD_REQUEST,
                 INVALID,
-                &format!("Previous response with id '{id}' not found."),
+                &previous_response_not_found(id),
             ),
         }
     }

@@ -1,5 +1,5 @@
-//! A simulated provider that speaks OpenAI's chat completions and Anthropic's Messages API,
-//! with injectable faults, for the failover chain's integration tests, the proxy's tests,
+//! A simulated provider that speaks OpenAI's chat completions, Responses API and embeddings
+//! and Anthropic's Messages API, with injectable faults, for the failover chain's integration tests, the proxy's tests,
 //! `llm-failover demo` and the benchmarks. No code path that carries real traffic uses it.
 //!
 //! ```
@@ -34,7 +34,7 @@
 //! Every healthy answer is the same text, [`ANSWER`], streamed as one chunk per word
 //! ([`answer_tokens`]); a test that reassembles a response can tell a complete answer from a
 //! truncated one by comparing it with [`ANSWER`]. The sim counts the requests it sees per model
-//! ([`Sim::attempts`], both endpoints together), so a test can assert how many attempts a
+//! ([`Sim::attempts`], every endpoint together), so a test can assert how many attempts a
 //! chain made on each target, and keeps the headers and the JSON body of the last request per
 //! model ([`Sim::last_headers`], [`Sim::last_authorization`], [`Sim::last_request`]), so a
 //! test can assert which key reached the provider (`Authorization`, or Anthropic's
@@ -46,8 +46,16 @@
 //! first tokens on another target. Providers treat prefills differently, and each sim plays
 //! one of them ([`Prefill`]): by default it continues, so the text a client already has plus
 //! the continuation is [`ANSWER`] exactly; it can also ignore the prefill (OpenAI) or reject
-//! it with a 400 (Anthropic models without prefill support). The mode applies to both
-//! endpoints; continuing is also what Anthropic's Messages API does natively.
+//! it with a 400 (Anthropic models without prefill support). The mode applies to chat and
+//! messages; continuing is also what Anthropic's Messages API does natively. The Responses
+//! API has no prefill: there a trailing assistant message is history, and the mode is not
+//! consulted.
+//!
+//! The Responses API keeps state: a later request continues a stored response by naming it
+//! in `previous_response_id`. The sim keeps the ids of the responses it answered, so a
+//! request that names one it never gave (or gave with `store: false`, or that another sim
+//! gave) gets OpenAI's 400 `previous_response_not_found`, as a request failed over to
+//! another provider would ([`Sim::knows_response`]).
 //!
 //! # Endpoints
 //!
@@ -91,30 +99,62 @@
 //!   [`DEFAULT_DIMENSIONS`]) and `encoding_format` (`float` or `base64`). Each vector is a unit
 //!   vector that depends only on its input's text, so two sims answer alike, as two hosts of
 //!   one model do; `usage` counts the inputs' words.
+//! * `POST /v1/responses`: OpenAI's Responses API, with the same faults. Reads `model`
+//!   (required), `input` (a string, or input items: messages with a `role` and a string or
+//!   `input_text`/`output_text` parts, `function_call` and `function_call_output` items;
+//!   other item kinds pass unread), `instructions` (counted in the prompt's size), `stream`,
+//!   `tools` (function tools, flat: the first one's `name` and `parameters`, for
+//!   [`Fault::ToolCall`]), `max_output_tokens` (any positive limit, though OpenAI's minimum
+//!   is 16, so a test can cut the short answer: a limit below the answer's length ends it
+//!   with `status` `incomplete`, `incomplete_details.reason` `max_output_tokens`),
+//!   `previous_response_id` (must be a response the sim keeps, else OpenAI's 400
+//!   `previous_response_not_found`; checked after the model's error faults, like a
+//!   rejected prefill) and `store` (default true: keep this answer's id). The Response
+//!   object echoes the request's `instructions`, `temperature`, `tools`, `metadata`, ...
+//!   with OpenAI's defaults. A malformed body (not an object, no `model`, an `input` or
+//!   item of the wrong shape, a role other than `user`, `assistant`, `system`, `developer`,
+//!   a function tool without a `name`, ...) is a 400 OpenAI error and counts in
+//!   [`Sim::total_attempts`] only. Headers are the chat endpoint's.
+//!
+//!   An answer is a `response` (`id` `resp_sim<n>`, `status` `completed`, `output` one
+//!   `message` item with one `output_text` part, `usage` with `input_tokens`,
+//!   `output_tokens` and their details), or for a tool call one `function_call` item
+//!   (`fc_sim<n>`, `call_id` `call_sim<n>`). A stream is named events,
+//!   `event: TYPE\ndata: JSON\n\n`, each `data` carrying its `type` and a `sequence_number`
+//!   from 0: `response.created` and `response.in_progress` (the response in progress, no
+//!   output), `response.output_item.added`, `response.content_part.added`, one
+//!   `response.output_text.delta` per token, `response.output_text.done`,
+//!   `response.content_part.done`, `response.output_item.done`, then `response.completed`
+//!   (or `response.incomplete`) with the whole response and its usage. A tool call streams
+//!   `response.output_item.added` (arguments empty), `response.function_call_arguments.delta`
+//!   pieces, `response.function_call_arguments.done` (the arguments and the name) and
+//!   `response.output_item.done`. There is no `data: [DONE]`: OpenAI sends none here.
 //! * `GET /v1/models`: `sim-ok` and the models with a configured fault.
 //! * Anything else: a 404 OpenAI error.
 //!
-//! # One fault table, two protocols
+//! # One fault table, three protocols
 //!
-//! Each fault means the same on both endpoints; only the words differ. The table that decides
-//! what a fault does is protocol-neutral, and each endpoint renders its outcome:
+//! Each fault means the same on every endpoint; only the words differ. The table that decides
+//! what a fault does is protocol-neutral, and each endpoint renders its outcome (embeddings
+//! word errors as chat does, and have no stream):
 //!
-//! | fault | `/v1/chat/completions` | `/v1/messages` |
-//! |---|---|---|
-//! | [`Fault::RateLimit`] | 429 `rate_limit_exceeded`; with a wait, `retry-after`, `retry-after-ms` | 429 `rate_limit_error`; with a wait, `retry-after` and `anthropic-ratelimit-requests-remaining: 0`, `-reset` (RFC 3339) |
-//! | [`Fault::Status`] 503, 529 | 503 `service_unavailable`; 529 `overloaded_error` | 529 `overloaded_error` |
-//! | [`Fault::Status`] 500, other 5xx | 500/5xx `server_error` | 500/5xx `api_error` |
-//! | [`Fault::Status`] 401, 403, 404, 413, other 4xx | OpenAI bodies (`invalid_api_key`, `model_not_found`, ...) | `authentication_error`, `permission_error`, `not_found_error`, `request_too_large`, `invalid_request_error` (402: `billing_error`) |
-//! | [`Fault::ContextOverflow`] | 400 `context_length_exceeded` | 400 "prompt is too long: N tokens > 200000 maximum" |
-//! | [`Fault::ContentFilter`] | 400 `content_filter` | 400 "Output blocked by content filtering policy" |
-//! | [`Prefill::Reject`] | Anthropic's 400 | Anthropic's 400 |
-//! | [`Fault::CutAfter`], [`Fault::StallAfter`] | n token chunks, then cut / silence | `message_start` ... n `content_block_delta`s, then cut / silence: no `message_stop` |
-//! | [`Fault::MalformedAfter`] | a `data:` line that is not JSON | an `event: content_block_delta` whose data is not JSON |
-//! | [`Fault::ErrorAfter`] | OpenRouter's `data: {"error": ...}` chunk, clean end | `event: error` `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`, clean end |
-//! | [`Fault::NoDone`] | no `data: [DONE]` | no `message_stop` |
-//! | [`Fault::FirstTokenDelay`] | the first chunk waits | the first `content_block_delta` waits (`message_start`, `content_block_start` and `ping` come at once) |
-//! | [`Fault::ToolCall`] | `tool_calls`, `finish_reason` `tool_calls` | a `tool_use` block, `stop_reason` `tool_use` |
-//! | [`Fault::Silent`], [`Fault::ResetBeforeHeaders`], [`Fault::ServerErrorOnce`] | the same on both | |
+//! | fault | `/v1/chat/completions` | `/v1/messages` | `/v1/responses` |
+//! |---|---|---|---|
+//! | [`Fault::RateLimit`] | 429 `rate_limit_exceeded`; with a wait, `retry-after`, `retry-after-ms` | 429 `rate_limit_error`; with a wait, `retry-after` and `anthropic-ratelimit-requests-remaining: 0`, `-reset` (RFC 3339) | as chat |
+//! | [`Fault::Status`] 503, 529 | 503 `service_unavailable`; 529 `overloaded_error` | 529 `overloaded_error` | as chat |
+//! | [`Fault::Status`] 500, other 5xx | 500/5xx `server_error` | 500/5xx `api_error` | as chat |
+//! | [`Fault::Status`] 401, 403, 404, 413, other 4xx | OpenAI bodies (`invalid_api_key`, `model_not_found`, ...) | `authentication_error`, `permission_error`, `not_found_error`, `request_too_large`, `invalid_request_error` (402: `billing_error`) | as chat |
+//! | [`Fault::ContextOverflow`] | 400 `context_length_exceeded` | 400 "prompt is too long: N tokens > 200000 maximum" | 400 `context_length_exceeded`, `param` `input`: "Your input exceeds the context window of this model. ..." |
+//! | [`Fault::ContentFilter`] | 400 `content_filter` | 400 "Output blocked by content filtering policy" | as chat |
+//! | [`Prefill::Reject`] | Anthropic's 400 | Anthropic's 400 | no prefill: not consulted |
+//! | unknown `previous_response_id` | | | 400 `previous_response_not_found` (replaces the answer, as a rejected prefill does) |
+//! | [`Fault::CutAfter`], [`Fault::StallAfter`] | n token chunks, then cut / silence | `message_start` ... n `content_block_delta`s, then cut / silence: no `message_stop` | `response.created` ... n `response.output_text.delta`s, then cut / silence: no `response.completed` |
+//! | [`Fault::MalformedAfter`] | a `data:` line that is not JSON | an `event: content_block_delta` whose data is not JSON | an `event: response.output_text.delta` whose data is not JSON (it takes a `sequence_number`), then the rest |
+//! | [`Fault::ErrorAfter`] | OpenRouter's `data: {"error": ...}` chunk, clean end | `event: error` `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`, clean end | `event: response.failed`, the response with `status` `failed` and `error` `{"code":"server_error",...}` (an upstream server error, as on chat), clean end; not streaming, a 200 with that failed response |
+//! | [`Fault::NoDone`] | no `data: [DONE]` | no `message_stop` | every event up to `response.output_item.done`, no `response.completed` |
+//! | [`Fault::FirstTokenDelay`] | the first chunk waits | the first `content_block_delta` waits (`message_start`, `content_block_start` and `ping` come at once) | the first delta waits (the four opening events come at once) |
+//! | [`Fault::ToolCall`] | `tool_calls`, `finish_reason` `tool_calls` | a `tool_use` block, `stop_reason` `tool_use` | a `function_call` output item |
+//! | [`Fault::Silent`], [`Fault::ResetBeforeHeaders`], [`Fault::ServerErrorOnce`] | the same on all | | |
 //!
 //! # Faults
 //!
@@ -154,8 +194,8 @@
 //! | `sim-reset` | [`Fault::ResetBeforeHeaders`] |
 //! | `sim-tool` | [`Fault::ToolCall`] (healthy; calls the request's first tool) |
 //!
-//! The names are the same on both endpoints: `sim-503` answers 503 on chat and 529
-//! `overloaded_error` on messages, `sim-cut-3` cuts either stream after three tokens.
+//! The names are the same on every endpoint: `sim-503` answers 503 on chat and responses and
+//! 529 `overloaded_error` on messages, `sim-cut-3` cuts any stream after three tokens.
 //!
 //! # Sockets and tasks
 //!
@@ -457,7 +497,7 @@ impl Sim {
         format!("http://{}/v1", self.addr)
     }
 
-    /// The requests seen for `model` on either endpoint, whatever their fault did with them
+    /// The requests seen for `model` on any endpoint, whatever their fault did with them
     /// (a 429, a reset and a silent request count; a refused connection is never seen; a
     /// body that is not a valid request is not counted here).
     #[must_use]
@@ -494,7 +534,7 @@ impl Sim {
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
     }
 
-    /// Every header of the last request seen for `model` (on either endpoint), as it
+    /// Every header of the last request seen for `model` (on any endpoint), as it
     /// arrived: `None` when no request for `model` was seen. For tests of what a proxy sends
     /// upstream: `x-api-key`, `anthropic-version`, `anthropic-beta`, `authorization`, ...
     ///
@@ -528,7 +568,7 @@ impl Sim {
             .and_then(|state| state.headers.clone())
     }
 
-    /// The body of the last request seen for `model` (on either endpoint), parsed as JSON (every field,
+    /// The body of the last request seen for `model` (on any endpoint), parsed as JSON (every field,
     /// including those the sim does not read): `None` when no request for `model` was seen.
     /// For tests of what a proxy sends upstream: a resumed stream's prefill message, its
     /// `max_tokens`, `continue_final_message`, the `temperature` and `tools` it kept.
@@ -569,7 +609,7 @@ impl Sim {
             .map_or(0, |state| state.peak_inflight)
     }
 
-    /// Every request seen on either endpoint, including those whose body was not a valid
+    /// Every request seen on any endpoint, including those whose body was not a valid
     /// request.
     #[must_use]
     pub fn total_attempts(&self) -> u64 {

@@ -116,6 +116,11 @@ pub(super) enum Failure {
 pub(super) const PREFILL_REJECTED: &str = "This model does not support assistant message \
     prefill. The conversation must end with a user message.";
 
+/// The message of [`Failure::PreviousResponseNotFound`]: OpenAI's, on every endpoint.
+pub(super) fn previous_response_not_found(id: &str) -> String {
+    format!("Previous response with id '{id}' not found.")
+}
+
 /// One wire protocol: how it reads a request, and how it words each part of an outcome.
 pub(super) trait Wire: Sized {
     /// How its streams are worded; `None` for an endpoint that does not stream.

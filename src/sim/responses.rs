@@ -81,6 +81,11 @@ fn optional<'a>(fields: &'a Map<String, Value>, name: &str) -> Option<&'a Value>
     fields.get(name).filter(|v| !v.is_null())
 }
 
+/// The string `field` of `item`.
+fn kind_of<'a>(item: &'a Value, field: &str) -> Option<&'a str> {
+    item.get(field).and_then(Value::as_str)
+}
+
 /// Whether `item` is a message item (`type` `message`, or no `type` and a `role`).
 fn is_message(item: &Value) -> bool {
     match item.get("type") {
@@ -221,12 +226,12 @@ impl Wire for Responses {
         // trailing `tool` message does on chat.
         let since_user = items
             .iter()
-            .rposition(|item| is_message(item) && item.get("role") == Some(&json!("user")))
+            .rposition(|item| is_message(item) && kind_of(item, "role") == Some("user"))
             .map_or(0, |i| i + 1);
         let tool_result = items[since_user..]
             .iter()
             .rev()
-            .find(|item| item.get("type") == Some(&json!("function_call_output")))
+            .find(|item| kind_of(item, "type") == Some("function_call_output"))
             .map(|item| item.get("output").map(text_of).unwrap_or_default());
         let prompt_tokens = words(&instructions)
             + items
