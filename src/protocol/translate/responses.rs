@@ -112,17 +112,15 @@ pub fn responses_request_to_chat(req: &Value) -> Result<Value, Untranslatable> {
             "it keeps no state between requests, and the state lives on the provider that stored it",
         ));
     }
-    if req.get("top_logprobs").is_some_and(|v| !v.is_null())
-        || req
-            .get("include")
+    let logprobs = if req.get("top_logprobs").is_some_and(|v| !v.is_null()) {
+        Some("top_logprobs")
+    } else {
+        req.get("include")
             .and_then(Value::as_array)
             .is_some_and(|i| i.iter().any(|v| v == "message.output_text.logprobs"))
-    {
-        let feature = if req.get("top_logprobs").is_some_and(|v| !v.is_null()) {
-            "top_logprobs"
-        } else {
-            "include"
-        };
+            .then_some("include")
+    };
+    if let Some(feature) = logprobs {
         return Err(Untranslatable::chat(
             feature,
             "token log probabilities are not carried back into a Responses answer",
@@ -590,7 +588,11 @@ fn refuse_for_responses(req: &Value) -> Result<(), Untranslatable> {
             "it answers with one output, not several choices",
         ));
     }
-    if req.get("logprobs").and_then(Value::as_bool) == Some(true) || set("top_logprobs") {
+    if req.get("logprobs").and_then(Value::as_bool) == Some(true)
+        || req
+            .get("top_logprobs")
+            .is_some_and(|v| !v.is_null() && v.as_u64() != Some(0))
+    {
         return Err(Untranslatable::responses(
             "logprobs",
             "token log probabilities are not carried back into a chat answer",
@@ -624,9 +626,9 @@ fn refuse_for_responses(req: &Value) -> Result<(), Untranslatable> {
     }
     let stops = match req.get("stop") {
         Some(Value::String(s)) => !s.is_empty(),
-        Some(Value::Array(a)) => !a.is_empty(),
-        Some(Value::Null) | None => false,
-        Some(_) => true,
+        Some(Value::Array(a)) => a.iter().any(Value::is_string),
+        // Absent, or of a type that asks nothing.
+        _ => false,
     };
     if stops {
         return Err(Untranslatable::responses(
@@ -1351,84 +1353,50 @@ impl ResponsesToChat {
             }
             "response.completed" | "response.incomplete" => {
                 self.ended = true;
-                let response = data.get("response").unwrap_or(&Value::Null);
-                let called = !self.calls.is_empty()
-                    || response
-                        .get("output")
-                        .and_then(Value::as_array)
-                        .is_some_and(|o| o.iter().any(|i| kind(i) == "function_call"));
-                let finish = if called {
-                    "tool_calls"
-                } else {
-                    finish_of(response)
-                };
-                let mut out = vec![self.chunk(json!({}), Value::from(finish))];
-                if let Some(usage) = response.get("usage").filter(|u| u.is_object()) {
-                    out.push(
-                        json!({
-                            "id": self.id,
-                            "object": "chat.completion.chunk",
-                            "created": self.created,
-                            "model": self.model,
-                            "choices": [],
-                            "usage": chat_usage(usage),
-                        })
-                        .to_string(),
-                    );
-                }
-                out.push("[DONE]".to_owned());
-                out
+                self.finished(data.get("response").unwrap_or(&Value::Null))
             }
             "response.failed" => {
                 self.ended = true;
-                let response = data.get("response").unwrap_or(&Value::Null);
-                let error = match response.get("error") {
-                    Some(Value::Object(e)) => {
-                        let mut e = e.clone();
-                        if !e.get("type").is_some_and(Value::is_string) {
-                            let kind = e
-                                .get("code")
-                                .filter(|c| c.is_string())
-                                .cloned()
-                                .unwrap_or_else(|| Value::from("server_error"));
-                            e.insert("type".into(), kind);
-                        }
-                        if !e.get("message").is_some_and(Value::is_string) {
-                            e.insert("message".into(), Value::from("the response failed"));
-                        }
-                        Value::Object(e)
-                    }
-                    _ => json!({"message": "the response failed", "type": "server_error"}),
-                };
-                vec![json!({ "error": error }).to_string()]
+                vec![failed(data.get("response").unwrap_or(&Value::Null))]
             }
             "error" => {
                 self.ended = true;
-                let error = match data.get("error") {
-                    Some(e @ Value::Object(_)) => e,
-                    _ => data,
-                };
-                let field = |k: &str| error.get(k).filter(|v| !v.is_null()).cloned();
-                let code = field("code").unwrap_or(Value::Null);
-                let kind = field("type")
-                    .filter(|t| t.is_string() && *t != "error")
-                    .or_else(|| code.is_string().then(|| code.clone()))
-                    .unwrap_or_else(|| Value::from("server_error"));
-                let message = match error.get("message") {
-                    Some(Value::String(m)) => Value::from(m.as_str()),
-                    _ => Value::from(error.to_string()),
-                };
-                let error = json!({
-                    "message": message,
-                    "type": kind,
-                    "code": code,
-                    "param": field("param").unwrap_or(Value::Null),
-                });
-                vec![json!({ "error": error }).to_string()]
+                vec![error_payload(data)]
             }
             // response.in_progress, content_part.*, *.done of text, and events not known yet.
             _ => Vec::new(),
         }
+    }
+
+    /// The chunks that end the stream: the finish, the usage (when the response has it) and
+    /// `[DONE]`.
+    fn finished(&self, response: &Value) -> Vec<String> {
+        let called = !self.calls.is_empty()
+            || response
+                .get("output")
+                .and_then(Value::as_array)
+                .is_some_and(|o| o.iter().any(|i| kind(i) == "function_call"));
+        let finish = if called {
+            "tool_calls"
+        } else {
+            finish_of(response)
+        };
+        let mut out = vec![self.chunk(json!({}), Value::from(finish))];
+        if let Some(usage) = response.get("usage").filter(|u| u.is_object()) {
+            out.push(
+                json!({
+                    "id": self.id,
+                    "object": "chat.completion.chunk",
+                    "created": self.created,
+                    "model": self.model,
+                    "choices": [],
+                    "usage": chat_usage(usage),
+                })
+                .to_string(),
+            );
+        }
+        out.push("[DONE]".to_owned());
+        out
     }
 
     /// Argument text for the call an event names (by `item_id`, else `output_index`); with
@@ -1480,6 +1448,56 @@ impl ResponsesToChat {
         })
         .to_string()
     }
+}
+
+/// The chat error payload for a failed response: its `error` (`code` and `message` kept, a
+/// `type` added when it has none), or a generic server error.
+fn failed(response: &Value) -> String {
+    let error = match response.get("error") {
+        Some(Value::Object(e)) => {
+            let mut e = e.clone();
+            if !e.get("type").is_some_and(Value::is_string) {
+                let kind = e
+                    .get("code")
+                    .filter(|c| c.is_string())
+                    .cloned()
+                    .unwrap_or_else(|| Value::from("server_error"));
+                e.insert("type".into(), kind);
+            }
+            if !e.get("message").is_some_and(Value::is_string) {
+                e.insert("message".into(), Value::from("the response failed"));
+            }
+            Value::Object(e)
+        }
+        _ => json!({"message": "the response failed", "type": "server_error"}),
+    };
+    json!({ "error": error }).to_string()
+}
+
+/// The chat error payload for a Responses `error` event (its fields, or those of an `error`
+/// object inside it): the type is the error's, else its code, else `server_error`.
+fn error_payload(data: &Value) -> String {
+    let error = match data.get("error") {
+        Some(e @ Value::Object(_)) => e,
+        _ => data,
+    };
+    let field = |k: &str| error.get(k).filter(|v| !v.is_null()).cloned();
+    let code = field("code").unwrap_or(Value::Null);
+    let kind = field("type")
+        .filter(|t| t.is_string() && *t != "error")
+        .or_else(|| code.is_string().then(|| code.clone()))
+        .unwrap_or_else(|| Value::from("server_error"));
+    let message = match error.get("message") {
+        Some(Value::String(m)) => Value::from(m.as_str()),
+        _ => Value::from(error.to_string()),
+    };
+    json!({"error": {
+        "message": message,
+        "type": kind,
+        "code": code,
+        "param": field("param").unwrap_or(Value::Null),
+    }})
+    .to_string()
 }
 
 // ---------------------------------------------------------------- streams: chat -> responses

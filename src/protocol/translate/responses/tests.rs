@@ -611,6 +611,10 @@ fn chat_only_features_are_refused_by_name() {
         ("logit_bias", json!({})),
         ("n", json!(1)),
         ("top_logprobs", json!(null)),
+        ("top_logprobs", json!(0)),
+        // Of a type that asks nothing: treated as absent.
+        ("stop", json!(5)),
+        ("stop", json!([null])),
     ] {
         assert!(chat_request_to_responses(&with(k, v)).is_ok(), "{k}");
     }
