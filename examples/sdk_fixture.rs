@@ -24,6 +24,17 @@
 //! | `failing` | `failing/sim-500` → `failing/sim-503` | 503 from the proxy after the chain's attempts, with `x-should-retry: false` |
 //! | `resumed` | `sim/sim-cut-3` → `sim/gpt-4o-mini` (stream resume) | a stream cut after three tokens, finished by the second target: one whole answer |
 //!
+//! For `POST /v1/embeddings` (the same script; the sim's vectors have
+//! [`DEFAULT_DIMENSIONS`](llm_failover::sim::DEFAULT_DIMENSIONS) floats and depend only on the
+//! input's text):
+//!
+//! | route | targets | what a client sees |
+//! |---|---|---|
+//! | `embed` | `sim/text-embedding-3-small` | one vector per input, in order, with usage; floats or base64 |
+//! | `embed_failover` | `down/text-embedding-3-small` (refuses connections) → `sim/text-embedding-3-small` | the same vectors, after a failover between hosts of one model |
+//! | `embed_mixed` | `sim/text-embedding-3-small` → `sim/nomic-embed-text` | 400 `route_not_embeddable`: two models' vectors cannot be compared (chat still works) |
+//! | `embed_limited` | `sim/sim-429` | 429 from the proxy: `rate_limit`, with `failover` details |
+//!
 //! And for Anthropic's SDK (`scripts/sdk/anthropic_sdk_check.py`, `POST /v1/messages`;
 //! `claude` is the same sim spoken to in Anthropic's API):
 //!
@@ -109,6 +120,16 @@ targets = ["failing/sim-500", "failing/sim-503"]
 targets = ["sim/sim-cut-3", "sim/gpt-4o-mini"]
 [routes.resumed.policy]
 stream_resume = true
+
+# For the embeddings checks of scripts/sdk/openai_sdk_check.py (POST /v1/embeddings):
+[routes.embed]
+targets = ["sim/text-embedding-3-small"]
+[routes.embed_failover]
+targets = ["down/text-embedding-3-small", "sim/text-embedding-3-small"]
+[routes.embed_mixed]
+targets = ["sim/text-embedding-3-small", "sim/nomic-embed-text"]
+[routes.embed_limited]
+targets = ["sim/sim-429"]
 
 # For scripts/sdk/anthropic_sdk_check.py (POST /v1/messages):
 [routes.claude]
