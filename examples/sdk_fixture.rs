@@ -24,6 +24,30 @@
 //! | `failing` | `failing/sim-500` → `failing/sim-503` | 503 from the proxy after the chain's attempts, with `x-should-retry: false` |
 //! | `resumed` | `sim/sim-cut-3` → `sim/gpt-4o-mini` (stream resume) | a stream cut after three tokens, finished by the second target: one whole answer |
 //!
+//! For `POST /v1/embeddings` (the same script; the sim's vectors have
+//! [`DEFAULT_DIMENSIONS`](llm_failover::sim::DEFAULT_DIMENSIONS) floats and depend only on the
+//! input's text):
+//!
+//! | route | targets | what a client sees |
+//! |---|---|---|
+//! | `embed` | `sim/text-embedding-3-small` | one vector per input, in order, with usage; floats or base64 |
+//! | `embed_failover` | `down/text-embedding-3-small` (refuses connections) → `sim/text-embedding-3-small` | the same vectors, after a failover between hosts of one model |
+//! | `embed_mixed` | `sim/text-embedding-3-small` → `sim/nomic-embed-text` | 400 `route_not_embeddable`: two models' vectors cannot be compared (chat still works) |
+//! | `embed_limited` | `sim/sim-429` | 429 from the proxy: `rate_limit`, with `failover` details |
+//!
+//! For `POST /v1/responses` (the same script's `check_responses`, a draft until the proxy
+//! serves the Responses API; `resp` is the same sim spoken to in the Responses API):
+//!
+//! | route | targets | what a client sees |
+//! |---|---|---|
+//! | `responses` | `resp/gpt-4o-mini` | the sim's answer, natively, streamed or not |
+//! | `responses_tool` | `resp/sim-tool` | a `function_call` item, then a text answer to its `function_call_output` |
+//! | `responses_failover` | `resp/sim-503` → `resp/gpt-4o-mini` | the sim's answer after a failover |
+//! | `responses_to_chat` | `sim/gpt-4o-mini` | the chat API target's answer, translated |
+//! | `responses_overloaded` | `resp/sim-503` | 503 from the proxy: `overloaded`, with `failover` details |
+//! | `responses_limited` | `resp/sim-429` | 429 from the proxy: `rate_limit`, with `failover` details |
+//! | `responses_cut` | `resp/sim-cut-3` | a stream that breaks after three tokens: an `error` event, no `response.completed` |
+//!
 //! And for Anthropic's SDK (`scripts/sdk/anthropic_sdk_check.py`, `POST /v1/messages`;
 //! `claude` is the same sim spoken to in Anthropic's API):
 //!
@@ -80,6 +104,10 @@ prefill = "assistant"
 [providers.claude]
 api = "anthropic-messages"
 base_url = "{sim}"
+# The same sim, spoken to in OpenAI's Responses API (POST {sim}/responses).
+[providers.resp]
+api = "openai-responses"
+base_url = "{sim}"
 [providers.down]
 base_url = "{down}"
 connect_timeout = "1s"
@@ -110,6 +138,16 @@ targets = ["sim/sim-cut-3", "sim/gpt-4o-mini"]
 [routes.resumed.policy]
 stream_resume = true
 
+# For the embeddings checks of scripts/sdk/openai_sdk_check.py (POST /v1/embeddings):
+[routes.embed]
+targets = ["sim/text-embedding-3-small"]
+[routes.embed_failover]
+targets = ["down/text-embedding-3-small", "sim/text-embedding-3-small"]
+[routes.embed_mixed]
+targets = ["sim/text-embedding-3-small", "sim/nomic-embed-text"]
+[routes.embed_limited]
+targets = ["sim/sim-429"]
+
 # For scripts/sdk/anthropic_sdk_check.py (POST /v1/messages):
 [routes.claude]
 targets = ["claude/claude-sonnet"]
@@ -133,6 +171,22 @@ targets = ["sim/sim-tool"]
 targets = ["claude/sim-cut-3", "claude/claude-sonnet"]
 [routes.claude_resumed.policy]
 stream_resume = true
+
+# For check_responses in scripts/sdk/openai_sdk_check.py (POST /v1/responses):
+[routes.responses]
+targets = ["resp/gpt-4o-mini"]
+[routes.responses_tool]
+targets = ["resp/sim-tool"]
+[routes.responses_failover]
+targets = ["resp/sim-503", "resp/gpt-4o-mini"]
+[routes.responses_to_chat]
+targets = ["sim/gpt-4o-mini"]
+[routes.responses_overloaded]
+targets = ["resp/sim-503"]
+[routes.responses_limited]
+targets = ["resp/sim-429"]
+[routes.responses_cut]
+targets = ["resp/sim-cut-3"]
 "#,
         sim = sim.base_url(),
         down = down.base_url(),

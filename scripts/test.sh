@@ -64,8 +64,8 @@ step "examples run"
 cargo run --quiet --example classify >/dev/null
 
 # The official OpenAI and Anthropic Python SDKs through a real proxy in front of the simulated
-# provider (examples/sdk_fixture.rs): answers, typed errors with the upstream's code, a broken
-# stream, failover across protocols.
+# provider (examples/sdk_fixture.rs): answers, embeddings, typed errors with the upstream's
+# code, a broken stream, failover across protocols.
 step "the OpenAI Python SDK against the proxy (scripts/sdk/openai_sdk_check.py)"
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     if [ "$(id -u)" -ne 0 ]; then

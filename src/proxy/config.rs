@@ -129,7 +129,8 @@ pub struct Config {
     pub(crate) routes: Vec<RouteConfig>,
     /// The built-in rules plus every provider's `[classify]` overrides.
     pub(crate) classifier: Arc<Classifier>,
-    /// Problems that do not stop `check` but stop `serve` (a key variable that is not set).
+    /// Problems that do not stop `check`; the key variables that are not set also stop
+    /// `serve` ([`Config::missing_keys`]).
     pub(crate) warnings: Vec<Located>,
     /// `[[clients]]`: who may use the proxy. Empty: no client key is asked for.
     pub(crate) clients: Vec<ClientConfig>,
@@ -645,6 +646,46 @@ fn parse_addr(s: &str) -> Option<SocketAddr> {
     s.parse().ok()
 }
 
+/// Whether `model` looks like an embedding model by its name: it contains `embed`
+/// (`text-embedding-3-small`, `nomic-embed-text`, `mxbai-embed-large`) or `bge-` (`bge-m3`,
+/// `BAAI/bge-large-en-v1.5`), ignoring case. A heuristic for [`embeddings_mix`]'s warning
+/// only: what `POST /v1/embeddings` serves is decided by the route's shape, never by names.
+pub(super) fn looks_like_embedding_model(model: &str) -> bool {
+    let m = model.to_ascii_lowercase();
+    m.contains("embed") || m.contains("bge-")
+}
+
+/// The warning for a route that looks meant for embeddings but cannot serve them: its
+/// targets (`models`, in order, `larger_context` included, as `POST /v1/embeddings` counts
+/// them) name different upstream models, one of which [looks like an embedding
+/// model](looks_like_embedding_model). The endpoint refuses such a route with a 400
+/// `route_not_embeddable`; `check` says so before a client finds out. `None` for a route of
+/// one model, or one of chat models only.
+fn embeddings_mix(route: &str, models: &[&str]) -> Option<String> {
+    let mut distinct: Vec<&str> = Vec::new();
+    for m in models {
+        if !distinct.contains(m) {
+            distinct.push(m);
+        }
+    }
+    let embedding = distinct
+        .iter()
+        .copied()
+        .find(|m| looks_like_embedding_model(m))?;
+    if distinct.len() < 2 {
+        return None;
+    }
+    Some(format!(
+        "this route's targets name different upstream models ({}), and {embedding} looks like an \
+         embedding model: POST /v1/embeddings will refuse the route `{route}` with 400 \
+         route_not_embeddable, because vectors of two models cannot be compared (failing over \
+         between them would corrupt a search index); make one route per embedding model whose \
+         targets all name that model (targets = [\"PROVIDER/{embedding}\", ...]), and keep chat \
+         models on routes of their own",
+        distinct.join(", "),
+    ))
+}
+
 impl Config {
     /// Reads and checks the configuration file at `path`.
     ///
@@ -1008,6 +1049,22 @@ impl Config {
                 }
             };
             let larger_context = resolve(&r.larger_context, "larger_context")?;
+            let models: Vec<&str> = tiers
+                .iter()
+                .flat_map(Tier::targets)
+                .map(|(_, m, _)| m)
+                .chain(larger_context.iter().map(|(_, m)| m.as_str()))
+                .collect();
+            if let Some(message) = embeddings_mix(&name, &models) {
+                // At the list that names the models: `targets`, or `tiers`.
+                let listed = r
+                    .targets
+                    .as_ref()
+                    .map(|t| (t.span(), "targets"))
+                    .or_else(|| r.tiers.as_ref().map(|t| (t.span(), "tiers")))
+                    .unwrap_or_else(|| (name_span.clone(), "targets"));
+                warnings.push(c.at(&listed.0, Some(field(listed.1)), message));
+            }
             let mut layers = vec![default_route];
             if let Some(p) = &r.policy {
                 layers.push(p);
@@ -1335,8 +1392,9 @@ impl Config {
         self.log_format
     }
 
-    /// Problems that `check` reports and `serve` refuses: an API key variable that is not
-    /// set, a provider no route uses.
+    /// Problems that `check` reports and `serve` logs: an API key variable that is not set
+    /// (which `serve` refuses), a provider no route uses, a route whose targets mix an
+    /// embedding model with another model (`POST /v1/embeddings` refuses it).
     #[must_use]
     pub fn warnings(&self) -> &[Located] {
         &self.warnings

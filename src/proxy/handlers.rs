@@ -587,7 +587,7 @@ impl Served for Messages {
 
 /// Can `route` serve embeddings? Only when every target names one upstream model; else the
 /// targets, `provider/model`.
-fn embeddable(route: &Route) -> Result<(), Vec<String>> {
+pub(super) fn embeddable(route: &Route) -> Result<(), Vec<String>> {
     let all: Vec<(&str, &str)> = route
         .targets()
         .chain(route.larger_context_targets())

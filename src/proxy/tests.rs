@@ -479,3 +479,99 @@ targets = ["b/m", "a/m"]
     assert_eq!(chat.loads().provider_inflight("b"), None);
     assert!(plain.loads().get("b", "m").unwrap().rate_limits().is_none());
 }
+
+/// A route whose targets mix upstream models, one of them named like an embedding model, is
+/// a warning at its `targets` (or `tiers`) line, since `POST /v1/embeddings` refuses it; a chat
+/// route that mixes models and an embedding route of one model get none. The warning does
+/// not stop `serve`.
+#[test]
+fn a_route_mixing_an_embedding_model_with_another_is_a_warning() {
+    let src = r#"
+[providers.a]
+base_url = "http://127.0.0.1:9/v1"
+[providers.b]
+base_url = "http://127.0.0.1:10/v1"
+
+[routes.chat]
+targets = ["a/llama3", "b/gpt-4o-mini"]
+[routes.search]
+targets = ["a/text-embedding-3-small", "b/text-embedding-3-small"]
+[routes.mixed]
+targets = ["a/nomic-embed-text", "b/text-embedding-3-small"]
+[routes.tiered]
+tiers = [{ targets = ["a/bge-m3"] }, { targets = ["b/mxbai-embed-large"] }]
+[routes.larger]
+targets = ["a/BGE-M3"]
+larger_context = ["b/gpt-4o"]
+[routes.local]
+targets = ["a/nomic-embed-text"]
+"#;
+    let c = Config::parse_with_env(src, Path::new("t.toml"), env_none).unwrap();
+    let line_of = |needle: &str| src.lines().position(|l| l.contains(needle)).unwrap() + 1;
+    let mut found: Vec<(&str, usize, &str)> = c
+        .warnings()
+        .iter()
+        .map(|w| (w.field.as_deref().unwrap(), w.line, w.message.as_str()))
+        .collect();
+    found.sort_unstable();
+    let located: Vec<(&str, usize)> = found.iter().map(|&(f, l, _)| (f, l)).collect();
+    assert_eq!(
+        located,
+        [
+            ("routes.larger.targets", line_of("a/BGE-M3")),
+            (
+                "routes.mixed.targets",
+                line_of("a/nomic-embed-text\", \"b/")
+            ),
+            ("routes.tiered.tiers", line_of("a/bge-m3")),
+        ],
+        "{:#?}",
+        c.warnings()
+    );
+    let mixed = found[1].2;
+    for part in [
+        "(nomic-embed-text, text-embedding-3-small)",
+        "POST /v1/embeddings will refuse the route `mixed` with 400 route_not_embeddable",
+        "vectors of two models cannot be compared",
+        "one route per embedding model",
+    ] {
+        assert!(mixed.contains(part), "{part:?} not in {mixed}");
+    }
+    assert!(found[0].2.contains("(BGE-M3, gpt-4o)"), "{}", found[0].2);
+    assert_eq!(c.missing_keys().count(), 0);
+    // Each route warned about is one the endpoint refuses; the others it serves, or (a chat
+    // route) refuses without a warning.
+    let proxy = super::Proxy::new(&c).unwrap();
+    let routes = proxy.routes();
+    let mut refused: Vec<&str> = routes
+        .iter()
+        .filter(|r| super::handlers::embeddable(r).is_err())
+        .map(|r| r.name())
+        .collect();
+    refused.sort_unstable();
+    assert_eq!(refused, ["chat", "larger", "mixed", "tiered"]);
+}
+
+#[test]
+fn embedding_models_are_known_by_embed_or_bge_in_their_names() {
+    for model in [
+        "text-embedding-3-small",
+        "text-embedding-ada-002",
+        "nomic-embed-text",
+        "mxbai-embed-large",
+        "bge-m3",
+        "BAAI/bge-large-en-v1.5",
+        "Qwen3-Embedding-8B",
+    ] {
+        assert!(super::config::looks_like_embedding_model(model), "{model}");
+    }
+    for model in [
+        "gpt-4o-mini",
+        "llama3",
+        "claude-sonnet",
+        "qwen2.5:7b",
+        "sim-429",
+    ] {
+        assert!(!super::config::looks_like_embedding_model(model), "{model}");
+    }
+}
