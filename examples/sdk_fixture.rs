@@ -35,8 +35,8 @@
 //! | `embed_mixed` | `sim/text-embedding-3-small` → `sim/nomic-embed-text` | 400 `route_not_embeddable`: two models' vectors cannot be compared (chat still works) |
 //! | `embed_limited` | `sim/sim-429` | 429 from the proxy: `rate_limit`, with `failover` details |
 //!
-//! For `POST /v1/responses` (the same script's `check_responses`, a draft until the proxy
-//! serves the Responses API; `resp` is the same sim spoken to in the Responses API):
+//! For `POST /v1/responses` (the same script's `check_responses`; `resp` is the same sim
+//! spoken to in the Responses API):
 //!
 //! | route | targets | what a client sees |
 //! |---|---|---|
@@ -44,6 +44,8 @@
 //! | `responses_tool` | `resp/sim-tool` | a `function_call` item, then a text answer to its `function_call_output` |
 //! | `responses_failover` | `resp/sim-503` → `resp/gpt-4o-mini` | the sim's answer after a failover |
 //! | `responses_to_chat` | `sim/gpt-4o-mini` | the chat API target's answer, translated |
+//! | `responses_to_claude` | `claude/claude-sonnet` | the Anthropic target's answer, translated |
+//! | `responses_to_chat_tool` | `sim/sim-tool` | a tool call through a chat API target, translated |
 //! | `responses_overloaded` | `resp/sim-503` | 503 from the proxy: `overloaded`, with `failover` details |
 //! | `responses_limited` | `resp/sim-429` | 429 from the proxy: `rate_limit`, with `failover` details |
 //! | `responses_cut` | `resp/sim-cut-3` | a stream that breaks after three tokens: an `error` event, no `response.completed` |
@@ -181,6 +183,10 @@ targets = ["resp/sim-tool"]
 targets = ["resp/sim-503", "resp/gpt-4o-mini"]
 [routes.responses_to_chat]
 targets = ["sim/gpt-4o-mini"]
+[routes.responses_to_claude]
+targets = ["claude/claude-sonnet"]
+[routes.responses_to_chat_tool]
+targets = ["sim/sim-tool"]
 [routes.responses_overloaded]
 targets = ["resp/sim-503"]
 [routes.responses_limited]

@@ -219,16 +219,14 @@ def check_embeddings(client):
 def check_responses(client):
     """`POST /v1/responses` (OpenAI's Responses API) through the SDK's `client.responses`.
 
-    DRAFT, not run yet: it needs the proxy's Responses endpoint, the `openai-responses`
-    provider API and the sim serving `/v1/responses` (the fixture's `resp` provider and its
-    `responses*` routes). Until then the fixture does not even start (its config names
-    `api = "openai-responses"`).
+    The fixture's `resp` provider is the sim in the Responses API; its `responses*` routes
+    are listed in examples/sdk_fixture.rs.
 
     On a broken stream: the pinned SDK raises `APIError` while iterating only for an event
     whose JSON has a nested `error` object (what the live API sends); an `error` event with
     only the flat fields of the API reference (`code`, `message`, `param`) is yielded as a
     `ResponseErrorEvent` and nothing raises (openai-python issue #2487). So the proxy's
-    `error` event should carry both.
+    `error` event carries both.
     """
     # A plain answer.
     resp = client.responses.create(model="responses", input="hi")
@@ -287,16 +285,34 @@ def check_responses(client):
     check("responses failover", attempts[1] == "resp/gpt-4o-mini=ok", f"trail {trail!r}")
     print(f"ok  responses failover: the answer from the second target ({trail})")
 
-    # Translation: the route's only target speaks the chat API.
-    raw = client.responses.with_raw_response.create(model="responses_to_chat", input="hi")
-    resp = raw.parse()
-    check("responses to chat", resp.output_text == ANSWER, repr(resp))
-    check("responses to chat", raw.headers.get("x-failover-provider") == "sim",
-          dict(raw.headers))
-    with client.responses.stream(model="responses_to_chat", input="hi") as stream:
+    # Translation: the route's only target speaks the chat API, or Anthropic's.
+    for model, provider in [("responses_to_chat", "sim"), ("responses_to_claude", "claude")]:
+        raw = client.responses.with_raw_response.create(model=model, input="hi")
+        resp = raw.parse()
+        check(model, resp.output_text == ANSWER, repr(resp))
+        check(model, raw.headers.get("x-failover-provider") == provider, dict(raw.headers))
+        with client.responses.stream(model=model, input="hi") as stream:
+            final = stream.get_final_response()
+        check(model, final.output_text == ANSWER, repr(final))
+        check(model, final.usage.output_tokens > 0, repr(final.usage))
+        print(f"ok  responses on a {provider} target: the same answer, translated (streamed too)")
+
+    # A tool call through a chat API target, streamed: the helper's final response has the
+    # call, and its output goes back as a function_call_output.
+    with client.responses.stream(model="responses_to_chat_tool", input="Weather in Paris?",
+                                 tools=[WEATHER_TOOL]) as stream:
         final = stream.get_final_response()
-    check("responses to chat", final.output_text == ANSWER, repr(final))
-    print("ok  responses on a chat API target: the same answer, translated (streamed too)")
+    calls = [o for o in final.output if o.type == "function_call"]
+    check("translated tool", len(calls) == 1, repr(final.output))
+    check("translated tool", calls[0].name == WEATHER_TOOL["name"], repr(calls[0]))
+    check("translated tool", isinstance(json.loads(calls[0].arguments), dict), repr(calls[0]))
+    history = [{"role": "user", "content": "Weather in Paris?"}, calls[0].model_dump(),
+               {"type": "function_call_output", "call_id": calls[0].call_id, "output": "sunny"}]
+    second = client.responses.create(model="responses_to_chat_tool", input=history,
+                                     tools=[WEATHER_TOOL])
+    check("translated tool", "sunny" in second.output_text, repr(second))
+    print(f"ok  responses tool call through a chat target, streamed: {calls[0].call_id}, then "
+          "a text answer")
 
     # Typed errors: routes that gave no answer.
     for model, cls, status, code, what in [
@@ -395,7 +411,6 @@ def main():
     check_resumed(client)
     check_embeddings(client)
     check_default_retries(base_url, status_url)
-    # A draft until the proxy serves POST /v1/responses (see its docstring).
     check_responses(client)
 
     print("all SDK checks passed")
