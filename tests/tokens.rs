@@ -292,3 +292,74 @@ fn anthropic_messages_count_cache_reads_and_writes_native_and_translated() {
         assert_eq!(tokens(&base, series("cache_read")).await, Some(0));
     });
 }
+
+#[test]
+fn responses_count_exactly_natively_and_translated_streamed_or_not() {
+    with_metrics(|handle| async move {
+        let s = Sim::builder().start().await.unwrap();
+        let toml = format!(
+            "{}\n[providers.resp]\napi = \"openai-responses\"\nbase_url = \"{}\"\n\
+             [providers.chat]\nbase_url = \"{}\"\n\
+             [routes.native]\ntargets = [\"resp/m\"]\n[routes.translated]\ntargets = [\"chat/m\"]\n",
+            clients(),
+            s.base_url(),
+            s.base_url()
+        );
+        let base = serve(&toml, handle).await;
+        for route in ["native", "translated"] {
+            let provider = if route == "native" { "resp" } else { "chat" };
+            let series = |kind| [route, provider, "m", "webapp", kind];
+            let answer: Value = post(
+                &base,
+                "/v1/responses",
+                json!({"model": route, "input": "hi there"}),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+            let (input, output) = (
+                answer["usage"]["input_tokens"].as_u64().unwrap(),
+                answer["usage"]["output_tokens"].as_u64().unwrap(),
+            );
+            assert_eq!(
+                (input, output),
+                (2, sim::answer_tokens().count() as u64),
+                "{route}"
+            );
+            assert_eq!(tokens(&base, series("input")).await, Some(input), "{route}");
+            assert_eq!(
+                tokens(&base, series("output")).await,
+                Some(output),
+                "{route}"
+            );
+
+            // A stream reports its usage on its terminal event, counted once.
+            let body = post(
+                &base,
+                "/v1/responses",
+                json!({"model": route, "input": "hi there", "stream": true}),
+            )
+            .await
+            .text()
+            .await
+            .unwrap();
+            let done = crate::support::events(&body)
+                .into_iter()
+                .find(|(name, _)| name == "response.completed")
+                .unwrap_or_else(|| panic!("{route}: no completion in {body}"))
+                .1;
+            assert_eq!(done["response"]["usage"]["input_tokens"], input, "{route}");
+            assert_eq!(
+                tokens(&base, series("input")).await,
+                Some(2 * input),
+                "{route}"
+            );
+            assert_eq!(
+                tokens(&base, series("output")).await,
+                Some(2 * output),
+                "{route}"
+            );
+        }
+    });
+}

@@ -235,6 +235,24 @@ impl Client {
         self
     }
 
+    /// POSTs the client's `request` to `path` of `endpoint` with the target's `model` and
+    /// `stream` set (see [`send`](Self::send)).
+    pub(crate) async fn send_model(
+        &self,
+        endpoint: &Endpoint,
+        path: &str,
+        (model, stream): (&str, bool),
+        request: &Value,
+        headers: HeaderMap,
+    ) -> Result<reqwest::Response, AttemptFailure> {
+        let mut body = request.clone();
+        if let Some(obj) = body.as_object_mut() {
+            obj.insert("model".into(), Value::from(model));
+            obj.insert("stream".into(), Value::from(stream));
+        }
+        self.send(endpoint, path, &body, headers).await
+    }
+
     /// POSTs `body` as JSON to `path` of `endpoint`, with its key and `headers`; a transport
     /// failure or a non-2xx answer is the attempt's failure, classified.
     pub(crate) async fn send(

@@ -109,6 +109,67 @@ pub(crate) fn json(data: &str) -> Result<serde_json::Value, AttemptFailure> {
     serde_json::from_str(data).map_err(|_| AttemptFailure::new(Reason::StreamInterrupted))
 }
 
+/// What every grouped stream keeps: the upstream's events, who sends them (to classify their
+/// error events), the events held until one carries a token, and how far the answer got.
+pub(crate) struct Group<E> {
+    events: Failing<E>,
+    provider: std::sync::Arc<str>,
+    classifier: std::sync::Arc<crate::classify::Classifier>,
+    /// Events that carry no token yet, waiting for one that does.
+    pub(crate) pending: Vec<E>,
+    /// A token has arrived.
+    pub(crate) answered: bool,
+    /// The stream is done: its terminal event came, or its end, or a failure.
+    pub(crate) done: bool,
+}
+
+impl<E> Group<E> {
+    /// The group of `events` from `endpoint`, whose error events `classifier` reads.
+    pub(crate) fn new(
+        events: Failing<E>,
+        endpoint: &super::Endpoint,
+        classifier: &std::sync::Arc<crate::classify::Classifier>,
+    ) -> Self {
+        Self {
+            events,
+            provider: std::sync::Arc::clone(&endpoint.provider),
+            classifier: std::sync::Arc::clone(classifier),
+            pending: Vec::new(),
+            answered: false,
+            done: false,
+        }
+    }
+
+    /// The failure an error event's data (an error body) says, classified for this provider.
+    pub(crate) fn failure(&self, body: &str) -> AttemptFailure {
+        let signal = crate::classify::Signal::new()
+            .body(body)
+            .provider(&*self.provider);
+        AttemptFailure::classified(&self.classifier.classify(&signal))
+    }
+
+    /// The held events, as a chunk's: taken, so the group holds none.
+    pub(crate) fn take_pending(&mut self) -> Vec<E> {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// Whether events are held after a token came (what [`Grouped::rest`] hands out).
+    pub(crate) fn holds_rest(&self) -> bool {
+        self.answered && !self.pending.is_empty()
+    }
+}
+
+impl<E> std::fmt::Debug for Group<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Group")
+            .field("provider", &self.provider)
+            .field("pending", &self.pending.len())
+            .field("answered", &self.answered)
+            .field("done", &self.done)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A stream that holds an upstream's events until one carries a token (or ends the answer),
 /// then hands them out together as one chunk: the chain commits on the first token.
 pub(crate) trait Grouped {
@@ -117,8 +178,8 @@ pub(crate) trait Grouped {
     /// The events handed out together.
     type Chunk;
 
-    /// The events, and whether the stream is done.
-    fn parts(&mut self) -> (&mut Failing<Self::Event>, &mut bool);
+    /// The events and what is held of them.
+    fn group(&mut self) -> &mut Group<Self::Event>;
 
     /// Holds one event; true when the held events are ready to hand out.
     fn take(&mut self, event: Self::Event) -> Result<bool, AttemptFailure>;
@@ -140,21 +201,21 @@ pub(crate) fn poll_grouped<G: Grouped>(
     cx: &mut std::task::Context<'_>,
 ) -> std::task::Poll<Option<Result<G::Chunk, AttemptFailure>>> {
     use std::task::Poll;
-    if *g.parts().1 {
+    if g.group().done {
         return Poll::Ready(None);
     }
     loop {
-        let (events, done) = g.parts();
-        let event = match events.poll_next_unpin(cx) {
+        let group = g.group();
+        let event = match group.events.poll_next_unpin(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(None) => {
                 // The held events first: a chunk of them is not final (no marker came).
                 let rest = g.rest();
-                *g.parts().1 = true;
+                g.group().done = true;
                 return Poll::Ready(rest.map(Ok));
             }
             Poll::Ready(Some(Err(f))) => {
-                *done = true;
+                group.done = true;
                 return Poll::Ready(Some(Err(f)));
             }
             Poll::Ready(Some(Ok(event))) => event,
@@ -163,7 +224,7 @@ pub(crate) fn poll_grouped<G: Grouped>(
             Ok(false) => {}
             Ok(true) => return Poll::Ready(Some(Ok(g.chunk()))),
             Err(f) => {
-                *g.parts().1 = true;
+                g.group().done = true;
                 return Poll::Ready(Some(Err(f)));
             }
         }

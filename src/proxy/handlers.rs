@@ -20,10 +20,10 @@ use crate::breaker::Breaker;
 use crate::chain::{Answer, FailoverError, FailoverStream};
 use crate::chain::{AttemptContext, AttemptFailure, Route, Trail};
 use crate::protocol::Api;
-use crate::protocol::anthropic_messages::{self, MessagesResume, MessagesStream};
-use crate::protocol::openai_chat::{self, ChatResume, ChatStream, Endpoint, Prefill};
-use crate::protocol::openai_embeddings::{self, BadEmbeddings, Embeddings};
-use crate::protocol::openai_responses::{self, ResponsesStream};
+use crate::protocol::anthropic_messages::{self, MessagesResume};
+use crate::protocol::openai_chat::{self, ChatResume, Client, Endpoint, Prefill};
+use crate::protocol::openai_embeddings::{self, BadEmbeddings};
+use crate::protocol::openai_responses;
 use crate::telemetry::names::access;
 
 impl Upstream {
@@ -55,98 +55,21 @@ impl Upstream {
         }
     }
 
-    async fn chat(
+    /// One attempt on this provider: `call` with its client and the endpoint for the caller
+    /// (see [`endpoint_for`](Self::endpoint_for)), bounded by the attempt timeout.
+    async fn attempt<T>(
         &self,
-        ctx: &AttemptContext,
-        request: &Value,
         caller_key: Option<&Secret>,
-    ) -> Result<Value, AttemptFailure> {
+        call: impl AsyncFnOnce(&Client, &Endpoint) -> Result<T, AttemptFailure>,
+    ) -> Result<T, AttemptFailure> {
         let endpoint = self.endpoint_for(caller_key);
-        self.bounded(self.client.chat(&endpoint, ctx.model(), request))
-            .await
-    }
-
-    async fn chat_stream(
-        &self,
-        ctx: &AttemptContext,
-        request: &Value,
-        caller_key: Option<&Secret>,
-    ) -> Result<ChatStream, AttemptFailure> {
-        let endpoint = self.endpoint_for(caller_key);
-        self.bounded(self.client.chat_stream(&endpoint, ctx.model(), request))
-            .await
-    }
-
-    async fn messages(
-        &self,
-        ctx: &AttemptContext,
-        request: &Value,
-        caller_key: Option<&Secret>,
-        headers: &HeaderMap,
-    ) -> Result<Value, AttemptFailure> {
-        let endpoint = self.endpoint_for(caller_key);
-        self.bounded(
-            self.client
-                .messages(&endpoint, ctx.model(), request, headers),
-        )
-        .await
-    }
-
-    async fn embeddings(
-        &self,
-        ctx: &AttemptContext,
-        request: &Value,
-        caller_key: Option<&Secret>,
-    ) -> Result<Embeddings, AttemptFailure> {
-        let endpoint = self.endpoint_for(caller_key);
-        self.bounded(self.client.embeddings(&endpoint, ctx.model(), request))
-            .await
-    }
-
-    async fn responses(
-        &self,
-        ctx: &AttemptContext,
-        request: &Value,
-        caller_key: Option<&Secret>,
-    ) -> Result<Value, AttemptFailure> {
-        let endpoint = self.endpoint_for(caller_key);
-        self.bounded(self.client.responses(&endpoint, ctx.model(), request))
-            .await
-    }
-
-    async fn responses_stream(
-        &self,
-        ctx: &AttemptContext,
-        request: &Value,
-        caller_key: Option<&Secret>,
-    ) -> Result<ResponsesStream, AttemptFailure> {
-        let endpoint = self.endpoint_for(caller_key);
-        self.bounded(
-            self.client
-                .responses_stream(&endpoint, ctx.model(), request),
-        )
-        .await
+        self.bounded(call(&self.client, &endpoint)).await
     }
 
     /// Whether this provider stores a Responses answer to `request`: a Responses provider,
     /// unless the request says `store: false`. A translated answer is stored nowhere.
     fn stores(&self, request: &Value) -> bool {
         self.endpoint.api_kind() == Api::OpenAiResponses && request["store"] != false
-    }
-
-    async fn messages_stream(
-        &self,
-        ctx: &AttemptContext,
-        request: &Value,
-        caller_key: Option<&Secret>,
-        headers: &HeaderMap,
-    ) -> Result<MessagesStream, AttemptFailure> {
-        let endpoint = self.endpoint_for(caller_key);
-        self.bounded(
-            self.client
-                .messages_stream(&endpoint, ctx.model(), request, headers),
-        )
-        .await
     }
 }
 
@@ -487,7 +410,10 @@ impl Served for Chat {
         call: Call,
     ) -> Result<Value, AttemptFailure> {
         let up = shared.upstream(&ctx)?;
-        up.chat(&ctx, &call.body, call.key.as_ref()).await
+        up.attempt(call.key.as_ref(), async |c, e| {
+            c.chat(e, ctx.model(), &call.body).await
+        })
+        .await
     }
 
     async fn stream(shared: &Arc<Shared>, tokens: u64, call: Call, out: Out) -> Response {
@@ -498,7 +424,9 @@ impl Served for Chat {
                 async move {
                     shared
                         .upstream(&ctx)?
-                        .chat_stream(&ctx, &body, key.as_ref())
+                        .attempt(key.as_ref(), async |c, e| {
+                            c.chat_stream(e, ctx.model(), &body).await
+                        })
                         .await
                 }
             }
@@ -560,8 +488,10 @@ impl Served for Messages {
         call: Call,
     ) -> Result<Value, AttemptFailure> {
         let up = shared.upstream(&ctx)?;
-        up.messages(&ctx, &call.body, call.key.as_ref(), &call.headers)
-            .await
+        up.attempt(call.key.as_ref(), async |c, e| {
+            c.messages(e, ctx.model(), &call.body, &call.headers).await
+        })
+        .await
     }
 
     async fn stream(shared: &Arc<Shared>, tokens: u64, call: Call, out: Out) -> Response {
@@ -572,7 +502,10 @@ impl Served for Messages {
                 async move {
                     shared
                         .upstream(&ctx)?
-                        .messages_stream(&ctx, &body, call.key.as_ref(), &call.headers)
+                        .attempt(call.key.as_ref(), async |c, e| {
+                            c.messages_stream(e, ctx.model(), &body, &call.headers)
+                                .await
+                        })
                         .await
                 }
             }
@@ -650,7 +583,11 @@ impl Served for Embed {
         call: Call,
     ) -> Result<Value, AttemptFailure> {
         let up = shared.upstream(&ctx)?;
-        let answer = up.embeddings(&ctx, &call.body, call.key.as_ref()).await?;
+        let answer = up
+            .attempt(call.key.as_ref(), async |c, e| {
+                c.embeddings(e, ctx.model(), &call.body).await
+            })
+            .await?;
         shared.same_dimensions(ctx.model(), &call.body, answer.dimensions())?;
         Ok(answer.into_answer())
     }
@@ -766,7 +703,11 @@ impl Served for Responses {
     ) -> Result<Value, AttemptFailure> {
         shared.held_by(&ctx, &call.body)?;
         let up = shared.upstream(&ctx)?;
-        let answer = up.responses(&ctx, &call.body, call.key.as_ref()).await?;
+        let answer = up
+            .attempt(call.key.as_ref(), async |c, e| {
+                c.responses(e, ctx.model(), &call.body).await
+            })
+            .await?;
         if let Some(id) = answer["id"].as_str() {
             shared
                 .stored
@@ -784,7 +725,9 @@ impl Served for Responses {
                 let up = shared.upstream(&ctx)?;
                 let kept = up.stores(&call.body);
                 let stream = up
-                    .responses_stream(&ctx, &call.body, call.key.as_ref())
+                    .attempt(call.key.as_ref(), async |c, e| {
+                        c.responses_stream(e, ctx.model(), &call.body).await
+                    })
                     .await?;
                 // The first chunk holds `response.created`, with the response's id.
                 let provider = ctx.provider().to_owned();

@@ -46,7 +46,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -81,11 +80,6 @@ impl Client {
         stream: bool,
         client_headers: &HeaderMap,
     ) -> Result<reqwest::Response, AttemptFailure> {
-        let mut body = request.clone();
-        if let Some(obj) = body.as_object_mut() {
-            obj.insert("model".into(), Value::from(model));
-            obj.insert("stream".into(), Value::from(stream));
-        }
         let mut headers = HeaderMap::new();
         let version = client_headers
             .get(VERSION)
@@ -95,7 +89,8 @@ impl Client {
         for beta in client_headers.get_all(BETA) {
             headers.append(BETA, beta.clone());
         }
-        self.send(endpoint, "/messages", &body, headers).await
+        self.send_model(endpoint, "/messages", (model, stream), request, headers)
+            .await
     }
 
     /// One non-streaming Messages call: the upstream's message, with `model` set to the
@@ -307,27 +302,12 @@ impl Chunk for MessagesChunk {
 }
 
 /// The chunks of a streaming Messages answer.
+#[derive(Debug)]
 pub struct MessagesStream {
     /// The upstream's events as `(name, data)` (translated, if it speaks another protocol).
-    events: Failing<(String, String)>,
-    provider: Arc<str>,
-    classifier: Arc<Classifier>,
-    /// Events that carry no token yet, waiting for one that does.
-    pending: Vec<(String, String)>,
+    group: sse::Group<(String, String)>,
     /// A `stop_reason` is among the pending events.
     finished: bool,
-    /// A token has arrived.
-    answered: bool,
-    done: bool,
-}
-
-impl fmt::Debug for MessagesStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MessagesStream")
-            .field("provider", &self.provider)
-            .field("pending", &self.pending.len())
-            .finish_non_exhaustive()
-    }
 }
 
 impl MessagesStream {
@@ -338,13 +318,8 @@ impl MessagesStream {
         classifier: &Arc<Classifier>,
     ) -> Self {
         Self {
-            events,
-            provider: Arc::clone(&endpoint.provider),
-            classifier: Arc::clone(classifier),
-            pending: Vec::new(),
+            group: sse::Group::new(events, endpoint, classifier),
             finished: false,
-            answered: false,
-            done: false,
         }
     }
 
@@ -353,17 +328,14 @@ impl MessagesStream {
     fn take(&mut self, (name, data): (String, String)) -> Result<bool, AttemptFailure> {
         if name == "ping" || data.trim().is_empty() {
             // Keep-alives go out with the next chunk.
-            self.pending.push((name, data));
+            self.group.pending.push((name, data));
             return Ok(false);
         }
         let Ok(event) = serde_json::from_str::<Value>(&data) else {
             return Err(AttemptFailure::new(Reason::StreamInterrupted));
         };
         if name == "error" || event["type"] == "error" {
-            let c = self
-                .classifier
-                .classify(&Signal::new().body(data.as_str()).provider(&*self.provider));
-            return Err(AttemptFailure::classified(&c));
+            return Err(self.group.failure(&data));
         }
         let token = match name.as_str() {
             "content_block_start" => {
@@ -384,13 +356,13 @@ impl MessagesStream {
             return Err(AttemptFailure::new(Reason::ContentFilter));
         }
         let done = name == "message_stop";
-        if (finished || done) && !token && !self.answered {
+        if (finished || done) && !token && !self.group.answered {
             return Err(AttemptFailure::new(Reason::EmptyResponse));
         }
-        self.answered |= token;
-        self.pending.push((name, data));
+        self.group.answered |= token;
+        self.group.pending.push((name, data));
         self.finished |= finished;
-        self.done |= done;
+        self.group.done |= done;
         Ok(finished || token || done)
     }
 }
@@ -399,8 +371,8 @@ impl sse::Grouped for MessagesStream {
     type Event = (String, String);
     type Chunk = MessagesChunk;
 
-    fn parts(&mut self) -> (&mut Failing<(String, String)>, &mut bool) {
-        (&mut self.events, &mut self.done)
+    fn group(&mut self) -> &mut sse::Group<(String, String)> {
+        &mut self.group
     }
 
     fn take(&mut self, event: (String, String)) -> Result<bool, AttemptFailure> {
@@ -409,14 +381,14 @@ impl sse::Grouped for MessagesStream {
 
     fn chunk(&mut self) -> MessagesChunk {
         MessagesChunk {
-            events: std::mem::take(&mut self.pending),
+            events: self.group.take_pending(),
             finished: std::mem::take(&mut self.finished),
-            done: self.done,
+            done: self.group.done,
         }
     }
 
     fn rest(&mut self) -> Option<MessagesChunk> {
-        (self.answered && !self.pending.is_empty()).then(|| self.chunk())
+        self.group.holds_rest().then(|| self.chunk())
     }
 }
 

@@ -278,7 +278,7 @@ impl Resume<MessagesChunk, MessagesStream> for MessagesResume {
             // The answer has its tokens already: a continuation that only finishes it (the
             // break came after its last token) is whole, not empty.
             let mut stream = opening.await?;
-            stream.answered = true;
+            stream.group.answered = true;
             Ok(stream)
         })
     }

@@ -30,7 +30,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -53,24 +52,6 @@ use super::sse::{self, Failing};
 use super::{Api, translate};
 
 impl Client {
-    /// Sends a chat request with `model` and `stream` set; a transport failure or a non-2xx
-    /// answer is the attempt's failure.
-    async fn send_chat(
-        &self,
-        endpoint: &Endpoint,
-        model: &str,
-        request: &Value,
-        stream: bool,
-    ) -> Result<reqwest::Response, AttemptFailure> {
-        let mut body = request.clone();
-        if let Some(obj) = body.as_object_mut() {
-            obj.insert("model".into(), Value::from(model));
-            obj.insert("stream".into(), Value::from(stream));
-        }
-        self.send(endpoint, "/chat/completions", &body, HeaderMap::new())
-            .await
-    }
-
     /// One non-streaming chat completion: the upstream's JSON answer, with `model` set to the
     /// target's model and `stream` to false. An endpoint that speaks another [`Api`] gets
     /// the request translated and its answer translated back (see the [protocol
@@ -112,7 +93,15 @@ impl Client {
         model: &str,
         request: &Value,
     ) -> Result<Value, AttemptFailure> {
-        let resp = self.send_chat(endpoint, model, request, false).await?;
+        let resp = self
+            .send_model(
+                endpoint,
+                CHAT_PATH,
+                (model, false),
+                request,
+                HeaderMap::new(),
+            )
+            .await?;
         let status = resp.status().as_u16();
         let body = resp
             .text()
@@ -196,10 +185,21 @@ impl Client {
         model: &str,
         request: &Value,
     ) -> Result<Failing<eventsource_stream::Event>, AttemptFailure> {
-        let resp = self.send_chat(endpoint, model, request, true).await?;
+        let resp = self
+            .send_model(
+                endpoint,
+                CHAT_PATH,
+                (model, true),
+                request,
+                HeaderMap::new(),
+            )
+            .await?;
         Ok(sse::events(resp))
     }
 }
+
+/// The path of chat completions, after the endpoint's base URL.
+const CHAT_PATH: &str = "/chat/completions";
 
 /// A chat request's tokens, estimated before it is sent, for the targets' tokens-per-minute
 /// limits: the prompt's bytes (its `messages`, tools and schema as JSON) over 4, plus the
@@ -300,29 +300,14 @@ impl Chunk for ChatChunk {
 }
 
 /// The chunks of a streaming chat completion.
+#[derive(Debug)]
 pub struct ChatStream {
     /// The `data` of the upstream's events (translated, if it speaks another protocol).
-    events: Failing<String>,
-    provider: Arc<str>,
-    classifier: Arc<Classifier>,
-    /// Events that carry no token yet (role-only, empty), waiting for one that does.
-    pending: Vec<String>,
+    group: sse::Group<String>,
     /// A `finish_reason` is among the pending events.
     finished: bool,
-    /// A token has arrived.
-    answered: bool,
     /// A `finish_reason` has arrived: later events (the usage chunk) go out as they come.
     whole: bool,
-    done: bool,
-}
-
-impl fmt::Debug for ChatStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ChatStream")
-            .field("provider", &self.provider)
-            .field("pending", &self.pending.len())
-            .finish_non_exhaustive()
-    }
 }
 
 impl ChatStream {
@@ -333,14 +318,9 @@ impl ChatStream {
         classifier: &Arc<Classifier>,
     ) -> Self {
         ChatStream {
-            events,
-            provider: Arc::clone(&endpoint.provider),
-            classifier: Arc::clone(classifier),
-            pending: Vec::new(),
+            group: sse::Group::new(events, endpoint, classifier),
             finished: false,
-            answered: false,
             whole: false,
-            done: false,
         }
     }
 
@@ -351,22 +331,19 @@ impl ChatStream {
             return Ok(false);
         }
         if data.trim() == "[DONE]" {
-            if !self.answered {
+            if !self.group.answered {
                 // The stream ended before any token: an empty answer, not a success.
                 return Err(AttemptFailure::new(Reason::EmptyResponse));
             }
-            self.pending.push(data);
-            self.done = true;
+            self.group.pending.push(data);
+            self.group.done = true;
             return Ok(true);
         }
         let Ok(event) = serde_json::from_str::<Value>(&data) else {
             return Err(AttemptFailure::new(Reason::StreamInterrupted));
         };
         if event.get("error").is_some() {
-            let c = self
-                .classifier
-                .classify(&Signal::new().body(data.as_str()).provider(&*self.provider));
-            return Err(AttemptFailure::classified(&c));
+            return Err(self.group.failure(&data));
         }
         let choice = &event["choices"][0];
         if choice["finish_reason"] == "content_filter" {
@@ -376,11 +353,11 @@ impl ChatStream {
             .as_str()
             .is_some_and(|r| !r.is_empty());
         let token = has_content(&choice["delta"]);
-        if finished && !token && !self.answered {
+        if finished && !token && !self.group.answered {
             return Err(AttemptFailure::new(Reason::EmptyResponse));
         }
-        self.answered |= token;
-        self.pending.push(data);
+        self.group.answered |= token;
+        self.group.pending.push(data);
         self.finished |= finished;
         // After the finish nothing is held back: there is no first token to wait for, and a
         // server that never sends `[DONE]` must not take its usage chunk with it.
@@ -394,8 +371,8 @@ impl sse::Grouped for ChatStream {
     type Event = String;
     type Chunk = ChatChunk;
 
-    fn parts(&mut self) -> (&mut Failing<String>, &mut bool) {
-        (&mut self.events, &mut self.done)
+    fn group(&mut self) -> &mut sse::Group<String> {
+        &mut self.group
     }
 
     fn take(&mut self, event: String) -> Result<bool, AttemptFailure> {
@@ -404,14 +381,14 @@ impl sse::Grouped for ChatStream {
 
     fn chunk(&mut self) -> ChatChunk {
         ChatChunk {
-            data: std::mem::take(&mut self.pending),
+            data: self.group.take_pending(),
             finished: std::mem::take(&mut self.finished),
-            done: self.done,
+            done: self.group.done,
         }
     }
 
     fn rest(&mut self) -> Option<ChatChunk> {
-        (self.answered && !self.pending.is_empty()).then(|| self.chunk())
+        self.group.holds_rest().then(|| self.chunk())
     }
 }
 

@@ -4,7 +4,7 @@
 //! every way it fails turned into an [`AttemptFailure`]. An endpoint of
 //! [`Api::OpenAiResponses`] gets the request as it is (with `model` and `stream` set); an
 //! endpoint of another API gets it translated through chat completions
-//! ([`translate`](super::translate): Responses to chat, and on to Anthropic Messages for an
+//! ([`translate`]: Responses to chat, and on to Anthropic Messages for an
 //! Anthropic endpoint), and its answer and events translated back.
 //!
 //! What is a failure, beyond the status and body of a non-2xx answer:
@@ -49,7 +49,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -67,23 +66,6 @@ use crate::chain::{AttemptFailure, Chunk};
 use crate::classify::{Classifier, Signal};
 
 impl Client {
-    /// Sends a Responses request with `model` and `stream` set.
-    async fn send_responses(
-        &self,
-        endpoint: &Endpoint,
-        model: &str,
-        request: &Value,
-        stream: bool,
-    ) -> Result<reqwest::Response, AttemptFailure> {
-        let mut body = request.clone();
-        if let Some(obj) = body.as_object_mut() {
-            obj.insert("model".into(), Value::from(model));
-            obj.insert("stream".into(), Value::from(stream));
-        }
-        self.send(endpoint, "/responses", &body, HeaderMap::new())
-            .await
-    }
-
     /// One non-streaming Responses call: the upstream's response, with `model` set to the
     /// target's model and `stream` to false. An endpoint that speaks another [`Api`] gets the
     /// request translated and its answer translated back (see the [protocol
@@ -128,7 +110,15 @@ impl Client {
         model: &str,
         request: &Value,
     ) -> Result<Value, AttemptFailure> {
-        let resp = self.send_responses(endpoint, model, request, false).await?;
+        let resp = self
+            .send_model(
+                endpoint,
+                RESPONSES_PATH,
+                (model, false),
+                request,
+                HeaderMap::new(),
+            )
+            .await?;
         let status = resp.status().as_u16();
         let body = resp
             .text()
@@ -150,10 +140,13 @@ impl Client {
         Ok(answer)
     }
 
-    /// The failure a Responses `error` object says (of a failed response or an `error`
-    /// event), classified as the body `{"error": error}`.
+    /// The failure a failed response's `error` object says.
     fn failed(&self, endpoint: &Endpoint, error: &Value) -> AttemptFailure {
-        classify_error(&self.classifier, endpoint.provider(), error)
+        let body = error_body(error);
+        let signal = Signal::new()
+            .body(body.as_str())
+            .provider(endpoint.provider());
+        AttemptFailure::classified(&self.classifier.classify(&signal))
     }
 
     /// Opens a streaming Responses call: its events as they come, grouped so the first chunk
@@ -218,22 +211,31 @@ impl Client {
         model: &str,
         request: &Value,
     ) -> Result<Failing<eventsource_stream::Event>, AttemptFailure> {
-        let resp = self.send_responses(endpoint, model, request, true).await?;
+        let resp = self
+            .send_model(
+                endpoint,
+                RESPONSES_PATH,
+                (model, true),
+                request,
+                HeaderMap::new(),
+            )
+            .await?;
         Ok(sse::events(resp))
     }
 }
+
+/// The path of the Responses API, after the endpoint's base URL.
+const RESPONSES_PATH: &str = "/responses";
 
 /// A Responses request as a chat request, or why it cannot be one (ineligible).
 fn to_chat(request: &Value) -> Result<Value, AttemptFailure> {
     translate::responses_request_to_chat(request).map_err(AttemptFailure::ineligible)
 }
 
-/// The failure an `error` object says, classified as the body `{"error": error}` (a failed
-/// response, or an `error` event whose fields are the error's).
-fn classify_error(classifier: &Classifier, provider: &str, error: &Value) -> AttemptFailure {
-    let body = json!({ "error": error }).to_string();
-    let c = classifier.classify(&Signal::new().body(body.as_str()).provider(provider));
-    AttemptFailure::classified(&c)
+/// An `error` object (of a failed response, or of an `error` event) as the error body the
+/// classifier reads: `{"error": error}`.
+fn error_body(error: &Value) -> String {
+    json!({ "error": error }).to_string()
 }
 
 /// Does an output item of a response carry content?
@@ -319,25 +321,10 @@ impl Chunk for ResponsesChunk {
 }
 
 /// The chunks of a streaming Responses answer.
+#[derive(Debug)]
 pub struct ResponsesStream {
     /// The upstream's events as `(name, data)` (translated, if it speaks another protocol).
-    events: Failing<(String, String)>,
-    provider: Arc<str>,
-    classifier: Arc<Classifier>,
-    /// Events that carry no token yet, waiting for one that does.
-    pending: Vec<(String, String)>,
-    /// A token has arrived.
-    answered: bool,
-    done: bool,
-}
-
-impl fmt::Debug for ResponsesStream {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ResponsesStream")
-            .field("provider", &self.provider)
-            .field("pending", &self.pending.len())
-            .finish_non_exhaustive()
-    }
+    group: sse::Group<(String, String)>,
 }
 
 impl ResponsesStream {
@@ -348,12 +335,7 @@ impl ResponsesStream {
         classifier: &Arc<Classifier>,
     ) -> Self {
         Self {
-            events,
-            provider: Arc::clone(&endpoint.provider),
-            classifier: Arc::clone(classifier),
-            pending: Vec::new(),
-            answered: false,
-            done: false,
+            group: sse::Group::new(events, endpoint, classifier),
         }
     }
 
@@ -383,14 +365,10 @@ impl ResponsesStream {
                         e
                     }
                 };
-                return Err(classify_error(&self.classifier, &self.provider, &error));
+                return Err(self.group.failure(&error_body(&error)));
             }
             "response.failed" => {
-                return Err(classify_error(
-                    &self.classifier,
-                    &self.provider,
-                    &event["response"]["error"],
-                ));
+                return Err(self.group.failure(&error_body(&event["response"]["error"])));
             }
             "response.incomplete"
                 if event["response"]["incomplete_details"]["reason"] == "content_filter" =>
@@ -405,14 +383,14 @@ impl ResponsesStream {
             kind == "response.output_item.added" && event["item"]["type"] == "function_call"
         };
         let done = TERMINAL.contains(&kind);
-        if done && !token && !self.answered {
+        if done && !token && !self.group.answered {
             return Err(AttemptFailure::new(Reason::EmptyResponse));
         }
-        self.answered |= token;
+        self.group.answered |= token;
         // Named as the data says, so the client reads one name whatever the upstream sent.
         let name = if name == kind { name } else { kind.to_owned() };
-        self.pending.push((name, data));
-        self.done |= done;
+        self.group.pending.push((name, data));
+        self.group.done |= done;
         Ok(token || done)
     }
 }
@@ -421,8 +399,8 @@ impl sse::Grouped for ResponsesStream {
     type Event = (String, String);
     type Chunk = ResponsesChunk;
 
-    fn parts(&mut self) -> (&mut Failing<(String, String)>, &mut bool) {
-        (&mut self.events, &mut self.done)
+    fn group(&mut self) -> &mut sse::Group<(String, String)> {
+        &mut self.group
     }
 
     fn take(&mut self, event: (String, String)) -> Result<bool, AttemptFailure> {
@@ -431,8 +409,8 @@ impl sse::Grouped for ResponsesStream {
 
     fn chunk(&mut self) -> ResponsesChunk {
         ResponsesChunk {
-            events: std::mem::take(&mut self.pending),
-            done: self.done,
+            events: self.group.take_pending(),
+            done: self.group.done,
         }
     }
 }
