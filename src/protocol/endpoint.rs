@@ -253,6 +253,41 @@ impl Client {
         self.send(endpoint, path, &body, headers).await
     }
 
+    /// [`send_model`](Self::send_model) of a request that is not streamed, its 2xx answer read
+    /// whole: `(status, body, body as JSON)`. A body cut short is `stream_interrupted`, one
+    /// that is not JSON `empty_response` (each with the status).
+    pub(crate) async fn answer(
+        &self,
+        endpoint: &Endpoint,
+        path: &str,
+        model: &str,
+        request: &Value,
+        headers: HeaderMap,
+    ) -> Result<(u16, String, Value), AttemptFailure> {
+        let resp = self
+            .send_model(endpoint, path, (model, false), request, headers)
+            .await?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .text()
+            .await
+            .map_err(|e| cut_short(e).with_status(status))?;
+        match serde_json::from_str::<Value>(&body) {
+            Ok(answer) => Ok((status, body, answer)),
+            Err(_) => Err(AttemptFailure::new(Reason::EmptyResponse).with_status(status)),
+        }
+    }
+
+    /// The failure an error `body` that `endpoint` sent with a 2xx `status` says (an error
+    /// object in place of an answer), classified as the status and body of an error answer
+    /// would be, minus the status, which says only that the provider answered.
+    pub(crate) fn error_in(&self, endpoint: &Endpoint, status: u16, body: &str) -> AttemptFailure {
+        let signal = crate::classify::Signal::new()
+            .body(body)
+            .provider(endpoint.provider());
+        AttemptFailure::classified(&self.classifier.classify(&signal)).with_status(status)
+    }
+
     /// POSTs `body` as JSON to `path` of `endpoint`, with its key and `headers`; a transport
     /// failure or a non-2xx answer is the attempt's failure, classified.
     pub(crate) async fn send(

@@ -55,12 +55,12 @@ use futures_util::StreamExt as _;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use super::endpoint::{ANTHROPIC_VERSION, Client, Endpoint, cut_short};
+use super::endpoint::{ANTHROPIC_VERSION, Client, Endpoint};
 use super::sse::{self, Failing};
 use super::{Api, translate};
 use crate::Reason;
 use crate::chain::{AttemptFailure, Chunk};
-use crate::classify::{Classifier, Signal};
+use crate::classify::Classifier;
 
 mod resume;
 
@@ -70,29 +70,25 @@ pub use self::resume::MessagesResume;
 const VERSION: HeaderName = HeaderName::from_static("anthropic-version");
 const BETA: HeaderName = HeaderName::from_static("anthropic-beta");
 
-impl Client {
-    /// Sends a Messages request with `model` and `stream` set.
-    async fn send_messages(
-        &self,
-        endpoint: &Endpoint,
-        model: &str,
-        request: &Value,
-        stream: bool,
-        client_headers: &HeaderMap,
-    ) -> Result<reqwest::Response, AttemptFailure> {
-        let mut headers = HeaderMap::new();
-        let version = client_headers
-            .get(VERSION)
-            .cloned()
-            .unwrap_or(HeaderValue::from_static(ANTHROPIC_VERSION));
-        headers.insert(VERSION, version);
-        for beta in client_headers.get_all(BETA) {
-            headers.append(BETA, beta.clone());
-        }
-        self.send_model(endpoint, "/messages", (model, stream), request, headers)
-            .await
+/// The headers of a Messages request: the client's `anthropic-version` (else
+/// [`ANTHROPIC_VERSION`]) and `anthropic-beta`s, nothing else of `client`'s.
+fn anthropic_headers(client: &HeaderMap) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    let version = client
+        .get(VERSION)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static(ANTHROPIC_VERSION));
+    headers.insert(VERSION, version);
+    for beta in client.get_all(BETA) {
+        headers.append(BETA, beta.clone());
     }
+    headers
+}
 
+/// The path of the Messages API, after the endpoint's base URL.
+const MESSAGES_PATH: &str = "/messages";
+
+impl Client {
     /// One non-streaming Messages call: the upstream's message, with `model` set to the
     /// target's model and `stream` to false. Of `headers` (the client's), `anthropic-version`
     /// and `anthropic-beta` are sent on; nothing else. An endpoint that speaks another
@@ -143,24 +139,17 @@ impl Client {
         request: &Value,
         headers: &HeaderMap,
     ) -> Result<Value, AttemptFailure> {
-        let resp = self
-            .send_messages(endpoint, model, request, false, headers)
+        let (status, body, answer) = self
+            .answer(
+                endpoint,
+                MESSAGES_PATH,
+                model,
+                request,
+                anthropic_headers(headers),
+            )
             .await?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| cut_short(e).with_status(status))?;
-        let Ok(answer) = serde_json::from_str::<Value>(&body) else {
-            return Err(AttemptFailure::new(Reason::EmptyResponse).with_status(status));
-        };
         if answer["type"] == "error" {
-            let c = self.classifier.classify(
-                &Signal::new()
-                    .body(body.as_str())
-                    .provider(endpoint.provider()),
-            );
-            return Err(AttemptFailure::classified(&c).with_status(status));
+            return Err(self.error_in(endpoint, status, &body));
         }
         if answer["stop_reason"] == "refusal" {
             return Err(AttemptFailure::new(Reason::ContentFilter).with_status(status));
@@ -238,7 +227,13 @@ impl Client {
         headers: &HeaderMap,
     ) -> Result<Failing<eventsource_stream::Event>, AttemptFailure> {
         let resp = self
-            .send_messages(endpoint, model, request, true, headers)
+            .send_model(
+                endpoint,
+                MESSAGES_PATH,
+                (model, true),
+                request,
+                anthropic_headers(headers),
+            )
             .await?;
         Ok(sse::events(resp))
     }

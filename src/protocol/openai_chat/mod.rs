@@ -41,12 +41,11 @@ use serde_json::Value;
 
 use crate::Reason;
 use crate::chain::{AttemptFailure, Chunk};
-use crate::classify::{Classifier, Signal};
+use crate::classify::Classifier;
 
 mod resume;
 
 pub use self::resume::{ChatResume, Prefill};
-use super::endpoint::cut_short;
 pub use super::endpoint::{Client, Endpoint};
 use super::sse::{self, Failing};
 use super::{Api, translate};
@@ -93,32 +92,13 @@ impl Client {
         model: &str,
         request: &Value,
     ) -> Result<Value, AttemptFailure> {
-        let resp = self
-            .send_model(
-                endpoint,
-                CHAT_PATH,
-                (model, false),
-                request,
-                HeaderMap::new(),
-            )
+        let (status, body, answer) = self
+            .answer(endpoint, CHAT_PATH, model, request, HeaderMap::new())
             .await?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| cut_short(e).with_status(status))?;
-        let Ok(answer) = serde_json::from_str::<Value>(&body) else {
-            return Err(AttemptFailure::new(Reason::EmptyResponse).with_status(status));
-        };
         if answer.get("error").is_some() {
             // Some gateways answer 200 with an error object: the object says what happened
             // (the 200 only that the gateway answered), as an error event in a stream does.
-            let c = self.classifier.classify(
-                &Signal::new()
-                    .body(body.as_str())
-                    .provider(endpoint.provider()),
-            );
-            return Err(AttemptFailure::classified(&c).with_status(status));
+            return Err(self.error_in(endpoint, status, &body));
         }
         let choice = &answer["choices"][0];
         if choice["finish_reason"] == "content_filter" {

@@ -58,12 +58,12 @@ use futures_util::StreamExt as _;
 use reqwest::header::HeaderMap;
 use serde_json::{Value, json};
 
-use super::endpoint::{Client, Endpoint, cut_short};
+use super::endpoint::{Client, Endpoint};
 use super::sse::{self, Failing};
 use super::{Api, translate};
 use crate::Reason;
 use crate::chain::{AttemptFailure, Chunk};
-use crate::classify::{Classifier, Signal};
+use crate::classify::Classifier;
 
 impl Client {
     /// One non-streaming Responses call: the upstream's response, with `model` set to the
@@ -110,25 +110,11 @@ impl Client {
         model: &str,
         request: &Value,
     ) -> Result<Value, AttemptFailure> {
-        let resp = self
-            .send_model(
-                endpoint,
-                RESPONSES_PATH,
-                (model, false),
-                request,
-                HeaderMap::new(),
-            )
+        let (status, _, answer) = self
+            .answer(endpoint, RESPONSES_PATH, model, request, HeaderMap::new())
             .await?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| cut_short(e).with_status(status))?;
-        let Ok(answer) = serde_json::from_str::<Value>(&body) else {
-            return Err(AttemptFailure::new(Reason::EmptyResponse).with_status(status));
-        };
         if answer["status"] == "failed" || answer.get("error").is_some_and(|e| !e.is_null()) {
-            return Err(self.failed(endpoint, &answer["error"]).with_status(status));
+            return Err(self.error_in(endpoint, status, &error_body(&answer["error"])));
         }
         if answer["incomplete_details"]["reason"] == "content_filter" {
             return Err(AttemptFailure::new(Reason::ContentFilter).with_status(status));
@@ -138,15 +124,6 @@ impl Client {
             return Err(AttemptFailure::new(Reason::EmptyResponse).with_status(status));
         }
         Ok(answer)
-    }
-
-    /// The failure a failed response's `error` object says.
-    fn failed(&self, endpoint: &Endpoint, error: &Value) -> AttemptFailure {
-        let body = error_body(error);
-        let signal = Signal::new()
-            .body(body.as_str())
-            .provider(endpoint.provider());
-        AttemptFailure::classified(&self.classifier.classify(&signal))
     }
 
     /// Opens a streaming Responses call: its events as they come, grouped so the first chunk
