@@ -54,10 +54,17 @@ fn the_demo_fails_over_during_the_outage_and_returns_to_the_primary() {
     let healthy = counts(&out, "summary: phase=healthy served");
     let outage = counts(&out, "summary: phase=outage served");
     let recovered = counts(&out, "summary: phase=recovered served");
-    assert!(healthy["local/llama3"] > 0, "{out}");
-    assert_eq!(outage["local/llama3"], 0, "{out}");
-    assert!(outage["cloud/gpt-4o-mini"] > 0, "{out}");
-    assert!(recovered["local/llama3"] > 0, "{out}");
+    // The chat route (chat completions, Messages, Responses) and the embeddings route: one
+    // model on both hosts, so embeddings fail over too.
+    for (primary, fallback) in [
+        ("local/llama3", "cloud/gpt-4o-mini"),
+        ("local/nomic-embed-text", "cloud/nomic-embed-text"),
+    ] {
+        assert!(healthy[primary] > 0, "{primary}\n{out}");
+        assert_eq!(outage[primary], 0, "{primary}\n{out}");
+        assert!(outage[fallback] > 0, "{fallback}\n{out}");
+        assert!(recovered[primary] > 0, "{primary}\n{out}");
+    }
 
     // The provider-wide breaker opened on refused connections during the outage and closed
     // after the recovery; it is closed at the end.
@@ -78,12 +85,21 @@ fn the_demo_fails_over_during_the_outage_and_returns_to_the_primary() {
         "{out}"
     );
 
-    // The fallback was healthy: no client saw an error, streaming or not.
+    // The fallback was healthy: no client saw an error, streaming or not, on any API.
     let requests = counts(&out, "summary: requests");
     assert_eq!(requests["error"], 0, "{out}");
     assert_eq!(requests["ok"], requests["requests"], "{out}");
     assert!(
         requests["streamed"] > 0 && requests["non_streamed"] > 0,
+        "{out}"
+    );
+    let apis = ["chat", "messages", "responses", "embeddings"];
+    for api in apis {
+        assert!(requests[api] > 0, "{api}\n{out}");
+    }
+    assert_eq!(
+        apis.iter().map(|a| requests[*a]).sum::<u64>(),
+        requests["requests"],
         "{out}"
     );
     assert!(out.contains("summary: errors none"), "{out}");

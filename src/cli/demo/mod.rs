@@ -1,10 +1,12 @@
 //! `llm-failover demo`: the whole crate at work on loopback, with no network, keys or config.
 //!
 //! Two simulated providers start on `127.0.0.1`: `local` (the primary, `local/llama3`) and
-//! `cloud` (the fallback, `cloud/gpt-4o-mini`). The proxy is built the way `serve` builds it,
-//! from TOML read by the real [`Config::parse`], with breaker open times scaled to the run so
-//! the whole closed → open → half_open → closed cycle fits in it. A few workers send real
-//! HTTP requests through the proxy (streaming and not), and `/metrics` is served next to the
+//! `cloud` (the fallback, `cloud/gpt-4o-mini`), each also hosting the embedding model
+//! `nomic-embed-text`. The proxy is built the way `serve` builds it, from TOML read by the
+//! real [`Config::parse`], with breaker open times scaled to the run so the whole closed →
+//! open → half_open → closed cycle fits in it. A few workers send real HTTP requests through
+//! the proxy, in turn on each of its client APIs (chat completions, Anthropic Messages and the
+//! Responses API, streaming and not, and embeddings), and `/metrics` is served next to the
 //! API. Partway through, the primary's host is powered off (its port refuses connections),
 //! and later it comes back ([`scenario`]).
 //!

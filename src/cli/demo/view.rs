@@ -18,8 +18,8 @@ use tokio::sync::mpsc;
 use llm_failover::breaker::{Breaker, Registry, State};
 
 use super::Failure;
-use super::scenario::{FALLBACK, PRIMARY, Phase, Timeline, split};
-use super::traffic::{Board, Note, Stamped, Tally};
+use super::scenario::{EMBED_ROUTE, FALLBACK, PRIMARY, Phase, ROUTE, TARGETS, Timeline, split};
+use super::traffic::{Api, Board, Note, Stamped, Tally};
 
 /// How often the terminal screen is redrawn.
 const REDRAW: Duration = Duration::from_millis(200);
@@ -173,9 +173,10 @@ impl View {
                 secs(t.total)
             ),
             format!(
-                "proxy:    http://{}/v1  (OpenAI-compatible, model \"chat\")",
+                "proxy:    http://{}/v1  (model \"{ROUTE}\", embeddings \"{EMBED_ROUTE}\")",
                 self.addr
             ),
+            format!("clients:  POST {}", Api::ALL.map(Api::path).join(", ")),
             format!("metrics:  curl http://{}/metrics", self.addr),
             format!("status:   curl http://{}/v1/failover/status", self.addr),
             format!(
@@ -210,9 +211,9 @@ impl View {
         all
     }
 
-    /// Every target that served or may serve, primary and fallback first.
+    /// Every target that served or may serve, the configured ones first.
     fn targets(tally: &Tally) -> Vec<String> {
-        let mut targets = vec![PRIMARY.to_owned(), FALLBACK.to_owned()];
+        let mut targets: Vec<String> = TARGETS.map(str::to_owned).into();
         for t in tally.served.keys() {
             if !targets.contains(t) {
                 targets.push(t.clone());
@@ -301,7 +302,7 @@ impl View {
             secs(elapsed),
             secs(t.total)
         )));
-        out.extend(self.header().into_iter().skip(1).take(3));
+        out.extend(self.header().into_iter().skip(1).take(4));
         out.push(String::new());
 
         let next = match phase {
@@ -325,7 +326,7 @@ impl View {
 
         out.push(self.bold("breakers"));
         out.push(format!(
-            "  {:<8} {:<12} {:<10} {:<19} {:<13} {}",
+            "  {:<8} {:<16} {:<10} {:<19} {:<13} {}",
             "provider", "model", "state", "reason", "re-admits", "opened"
         ));
         for b in self.breakers() {
@@ -346,7 +347,7 @@ impl View {
                 .get(&format!("{}/{}", b.provider(), b.model()))
                 .map_or(0, |m| m.opened);
             out.push(format!(
-                "  {:<8} {:<12} {} {reason:<19} {readmits:<13} {opened}x",
+                "  {:<8} {:<16} {} {reason:<19} {readmits:<13} {opened}x",
                 b.provider(),
                 b.model(),
                 self.state_cell(snap.state, 10),
@@ -354,17 +355,20 @@ impl View {
         }
         out.push(String::new());
 
+        let targets = Self::targets(&tally);
+        let width = targets.iter().map(String::len).max().unwrap_or_default();
         out.push(self.bold(&format!(
-            "{:<22} {:>9} {:>9} {:>9}",
+            "{:<w$} {:>9} {:>9} {:>9}",
             "served by",
             Phase::Healthy.name(),
             Phase::Outage.name(),
-            Phase::Recovered.name()
+            Phase::Recovered.name(),
+            w = width + 2,
         )));
-        for target in Self::targets(&tally) {
+        for target in targets {
             let n = tally.served.get(&target).copied().unwrap_or_default();
             out.push(format!(
-                "  {target:<20} {:>9} {:>9} {:>9}",
+                "  {target:<width$} {:>9} {:>9} {:>9}",
                 n[0], n[1], n[2]
             ));
         }
@@ -382,6 +386,12 @@ impl View {
             tally.whole,
             self.board.in_flight()
         ));
+        // By client API, under the counts of the requests line.
+        let by_api: Vec<String> = Api::ALL
+            .iter()
+            .map(|a| format!("{} {}", a.name(), tally.by_api[a.index()]))
+            .collect();
+        out.push(format!("{:10}{}", "", by_api.join("   ")));
         if !tally.errors.is_empty() {
             let mut errors = String::from("errors   ");
             push_counts(&mut errors, &tally.errors);
@@ -408,14 +418,18 @@ impl View {
             },
             self.board.phase().name()
         )];
-        out.push(format!(
-            "summary: requests={} ok={} error={} streamed={} non_streamed={}",
+        let mut requests = format!(
+            "summary: requests={} ok={} error={} streamed={} non_streamed={} by_api",
             tally.ok + tally.error,
             tally.ok,
             tally.error,
             tally.streamed,
             tally.whole
-        ));
+        );
+        for api in Api::ALL {
+            let _ = write!(requests, " {}={}", api.name(), tally.by_api[api.index()]);
+        }
+        out.push(requests);
         for phase in Phase::ALL {
             let mut line = format!("summary: phase={} served", phase.name());
             for target in Self::targets(&tally) {
