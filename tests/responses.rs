@@ -532,3 +532,68 @@ async fn models_list_the_responses_endpoint() {
         "{endpoints}"
     );
 }
+
+#[tokio::test]
+async fn client_keys_guard_the_responses_and_embeddings_endpoints_like_chat() {
+    let s = sim().await;
+    let toml = format!(
+        r#"
+[providers.resp]
+api = "openai-responses"
+base_url = "{}"
+[routes.r]
+targets = ["resp/m"]
+[routes.embed]
+targets = ["resp/text-embedding-3-small"]
+[routes.other]
+targets = ["resp/m2"]
+
+[[clients]]
+name = "web"
+key_env = "WEB_KEY"
+routes = ["r", "embed"]
+"#,
+        s.base_url()
+    );
+    let config = Config::parse_with_env(&toml, "test.toml", |v| {
+        (v == "WEB_KEY").then(|| "client-key-web".to_owned())
+    })
+    .unwrap();
+    let r = start_config(&config).await;
+    let http = reqwest::Client::new();
+    for (path, model, body) in [
+        ("/v1/responses", "m", json!({"model": "r", "input": "hi"})),
+        (
+            "/v1/embeddings",
+            "text-embedding-3-small",
+            json!({"model": "embed", "input": "hi"}),
+        ),
+    ] {
+        let send = |key: Option<(&str, &str)>, body: &Value| {
+            let mut req = http.post(r.url(path)).json(body);
+            if let Some((name, value)) = key {
+                req = req.header(name, value);
+            }
+            req.send()
+        };
+        let before = s.total_attempts();
+        assert_eq!(send(None, &body).await.unwrap().status(), 401, "{path}");
+        let mut other = body.clone();
+        other["model"] = json!("other");
+        let key = Some(("x-api-key", "client-key-web"));
+        let resp = send(key, &other).await.unwrap();
+        assert_eq!(resp.status(), 404, "{path}: a route the client may not use");
+        assert_eq!(s.total_attempts(), before, "{path}: nothing reached the provider");
+
+        let resp = send(key, &body).await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert_eq!(
+            resp.headers()["x-failover-trail"],
+            format!("resp/{model}=ok").as_str()
+        );
+        let bearer = Some(("authorization", "Bearer client-key-web"));
+        assert_eq!(send(bearer, &body).await.unwrap().status(), 200, "{path}");
+        // The client's key is not the provider's: it never goes upstream.
+        assert_eq!(s.last_authorization(model), None, "{path}");
+    }
+}
