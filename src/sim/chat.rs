@@ -7,6 +7,7 @@ use axum::body::Bytes;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::messages::anthropic_error;
@@ -68,13 +69,7 @@ impl Wire for Chat {
     }
 
     fn parse(body: &[u8]) -> Result<(Self, Ask), String> {
-        let unreadable =
-            |e: serde_json::Error| format!("We could not parse the JSON body of your request: {e}");
-        let body: Value = serde_json::from_slice(body).map_err(unreadable)?;
-        let req = ChatRequest::deserialize(&body).map_err(unreadable)?;
-        if req.model.is_empty() {
-            return Err("you must provide a model parameter".into());
-        }
+        let (body, req) = read_request(body, |req: &ChatRequest| req.model.as_str())?;
         let Some(last) = req.messages.last() else {
             return Err("'messages' must contain at least one message".into());
         };
@@ -142,12 +137,11 @@ impl Wire for Chat {
             ),
             Failure::PreviousResponseNotFound(id) => error(
                 StatusCode::BAD_REQUEST,
-                json!({"error": {
-                    "message": previous_response_not_found(id),
-                    "type": "invalid_request_error",
-                    "param": "previous_response_id",
-                    "code": "previous_response_not_found",
-                }}),
+                invalid_param(
+                    "previous_response_id",
+                    "previous_response_not_found",
+                    &previous_response_not_found(id),
+                ),
             ),
         }
     }
@@ -314,6 +308,35 @@ pub(super) fn mid_stream_error() -> Value {
 /// OpenAI's error document.
 pub(super) fn openai_error(message: &str, kind: &str, code: Option<&str>) -> Value {
     json!({"error": {"message": message, "type": kind, "code": code, "param": null}})
+}
+
+/// OpenAI's error document for a request whose parameter `param` is at fault.
+pub(super) fn invalid_param(param: &str, code: &str, message: &str) -> Value {
+    json!({"error": {
+        "message": message,
+        "type": "invalid_request_error",
+        "param": param,
+        "code": code,
+    }})
+}
+
+/// OpenAI's message for a body that is not JSON, or not JSON of the endpoint's shape.
+pub(super) fn unreadable(e: serde_json::Error) -> String {
+    format!("We could not parse the JSON body of your request: {e}")
+}
+
+/// An OpenAI request body (chat, embeddings): the JSON, and the part of it the sim reads
+/// (`T`), whose `model` must not be empty.
+pub(super) fn read_request<T: DeserializeOwned>(
+    body: &[u8],
+    model: impl FnOnce(&T) -> &str,
+) -> Result<(Value, T), String> {
+    let body: Value = serde_json::from_slice(body).map_err(unreadable)?;
+    let req = T::deserialize(&body).map_err(unreadable)?;
+    if model(&req).is_empty() {
+        return Err("you must provide a model parameter".into());
+    }
+    Ok((body, req))
 }
 
 /// 429, with the wait in the headers and the message when there is one.

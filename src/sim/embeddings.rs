@@ -5,7 +5,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::chat::{Chat, mid_stream_error};
+use super::chat::{Chat, mid_stream_error, read_request};
 use super::respond::{Answer, Ask, Events, Failure, Wire, words};
 
 /// The vector length when the request does not ask for one (`dimensions`).
@@ -37,13 +37,7 @@ impl Wire for Embeddings {
     }
 
     fn parse(body: &[u8]) -> Result<(Self, Ask), String> {
-        let unreadable =
-            |e: serde_json::Error| format!("We could not parse the JSON body of your request: {e}");
-        let body: Value = serde_json::from_slice(body).map_err(unreadable)?;
-        let req = EmbeddingsRequest::deserialize(&body).map_err(unreadable)?;
-        if req.model.is_empty() {
-            return Err("you must provide a model parameter".into());
-        }
+        let (body, req) = read_request(body, |req: &EmbeddingsRequest| req.model.as_str())?;
         let inputs: Vec<String> = match &req.input {
             Value::String(s) => vec![s.clone()],
             Value::Array(items) if items.first().is_some_and(Value::is_number) => {

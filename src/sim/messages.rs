@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::respond::{
     Answer, Ask, Content, Events, Failure, PREFILL_REJECTED, Stop, Tool, Wire, error, http_status,
-    previous_response_not_found, retry_after_secs, text_of, words,
+    named_event, previous_response_not_found, retry_after_secs, text_of, words,
 };
 
 /// The Messages protocol.
@@ -200,15 +200,15 @@ impl Events for Messages {
         message["stop_reason"] = Value::Null;
         message["usage"] = usage(answer, 1);
         vec![
-            event(
+            named_event(
                 "message_start",
                 &json!({"type": "message_start", "message": message}),
             ),
-            event(
+            named_event(
                 "content_block_start",
                 &json!({"type": "content_block_start", "index": 0, "content_block": block(answer, false)}),
             ),
-            event("ping", &json!({"type": "ping"})),
+            named_event("ping", &json!({"type": "ping"})),
         ]
     }
 
@@ -219,7 +219,7 @@ impl Events for Messages {
             Content::Text(_) => json!({"type": "text_delta", "text": piece}),
             Content::ToolCall { .. } => json!({"type": "input_json_delta", "partial_json": piece}),
         };
-        event(
+        named_event(
             "content_block_delta",
             &json!({"type": "content_block_delta", "index": 0, "delta": delta}),
         )
@@ -233,17 +233,17 @@ impl Events for Messages {
 
     /// Anthropic's mid-stream failure: an `error` event, after which the stream ends.
     fn error_event(&self, answer: &Answer) -> Bytes {
-        event("error", &self.error_body(answer))
+        named_event("error", &self.error_body(answer))
     }
 
     /// `content_block_stop`, then `message_delta` with the stop reason and the output tokens.
     fn close(&self, answer: &Answer, sent: usize) -> Vec<Bytes> {
         vec![
-            event(
+            named_event(
                 "content_block_stop",
                 &json!({"type": "content_block_stop", "index": 0}),
             ),
-            event(
+            named_event(
                 "message_delta",
                 &json!({
                     "type": "message_delta",
@@ -255,13 +255,8 @@ impl Events for Messages {
     }
 
     fn done(&self, _answer: &Answer, _sent: usize) -> Bytes {
-        event("message_stop", &json!({"type": "message_stop"}))
+        named_event("message_stop", &json!({"type": "message_stop"}))
     }
-}
-
-/// One named SSE event, as Anthropic sends them.
-fn event(name: &str, data: &Value) -> Bytes {
-    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
 }
 
 fn message_id(answer: &Answer) -> String {

@@ -502,9 +502,7 @@ impl Sim {
     /// body that is not a valid request is not counted here).
     #[must_use]
     pub fn attempts(&self, model: &str) -> u64 {
-        lock(&self.shared.models)
-            .get(model)
-            .map_or(0, |state| state.attempts)
+        self.seen(model, |state| state.attempts).unwrap_or(0)
     }
 
     /// The `Authorization` header of the last request seen for `model`, as it arrived
@@ -528,10 +526,11 @@ impl Sim {
     /// ```
     #[must_use]
     pub fn last_authorization(&self, model: &str) -> Option<String> {
-        lock(&self.shared.models)
-            .get(model)
-            .and_then(|state| state.headers.as_ref()?.get(header::AUTHORIZATION))
-            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        self.seen(model, |state| {
+            let value = state.headers.as_ref()?.get(header::AUTHORIZATION)?;
+            Some(String::from_utf8_lossy(value.as_bytes()).into_owned())
+        })
+        .flatten()
     }
 
     /// Every header of the last request seen for `model` (on any endpoint), as it
@@ -563,9 +562,7 @@ impl Sim {
     /// ```
     #[must_use]
     pub fn last_headers(&self, model: &str) -> Option<HeaderMap> {
-        lock(&self.shared.models)
-            .get(model)
-            .and_then(|state| state.headers.clone())
+        self.seen(model, |state| state.headers.clone()).flatten()
     }
 
     /// The body of the last request seen for `model` (on any endpoint), parsed as JSON (every field,
@@ -594,9 +591,8 @@ impl Sim {
     /// ```
     #[must_use]
     pub fn last_request(&self, model: &str) -> Option<serde_json::Value> {
-        lock(&self.shared.models)
-            .get(model)
-            .and_then(|state| state.last_request.clone())
+        self.seen(model, |state| state.last_request.clone())
+            .flatten()
     }
 
     /// The most requests for `model` that were being answered at once: from the time the
@@ -604,9 +600,7 @@ impl Sim {
     /// client went away.
     #[must_use]
     pub fn peak_inflight(&self, model: &str) -> u64 {
-        lock(&self.shared.models)
-            .get(model)
-            .map_or(0, |state| state.peak_inflight)
+        self.seen(model, |state| state.peak_inflight).unwrap_or(0)
     }
 
     /// Every request seen on any endpoint, including those whose body was not a valid
@@ -713,6 +707,12 @@ impl Sim {
             task.abort();
             let _ = task.await;
         }
+    }
+
+    /// What `read` finds in what the sim has seen of `model`: `None` when it saw no request
+    /// for it.
+    fn seen<T>(&self, model: &str, read: impl FnOnce(&ModelState) -> T) -> Option<T> {
+        lock(&self.shared.models).get(model).map(read)
     }
 
     /// Sends a power command to the accept loop; returns its generation.

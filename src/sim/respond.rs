@@ -515,6 +515,12 @@ enum Step {
     Hang,
 }
 
+/// One named SSE event, `event: NAME\ndata: JSON\n\n`, as Anthropic and the Responses API
+/// send them (chat's events are bare `data:` lines).
+pub(super) fn named_event(name: &str, data: &Value) -> Bytes {
+    Bytes::from(format!("event: {name}\ndata: {data}\n\n"))
+}
+
 /// An SSE response that plays `steps`.
 fn sse(steps: VecDeque<Step>) -> Response {
     let mut resp = scripted(steps);

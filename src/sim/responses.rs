@@ -17,9 +17,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Map, Value, json};
 
-use super::chat::Chat;
+use super::chat::{Chat, invalid_param, unreadable};
 use super::respond::{
-    Answer, Ask, Content, Events, Failure, Stop, Tool, Wire, error, text_of, words,
+    Answer, Ask, Content, Events, Failure, Stop, Tool, Wire, error, named_event, text_of, words,
 };
 
 /// One Responses request: what its Response object echoes, and the stream's numbering.
@@ -147,8 +147,7 @@ impl Wire for Responses {
     }
 
     fn parse(body: &[u8]) -> Result<(Self, Ask), String> {
-        let body: Value = serde_json::from_slice(body)
-            .map_err(|e| format!("We could not parse the JSON body of your request: {e}"))?;
+        let body: Value = serde_json::from_slice(body).map_err(unreadable)?;
         let Some(fields) = body.as_object() else {
             return Err(invalid_type("body", "an object", &body));
         };
@@ -278,13 +277,12 @@ impl Wire for Responses {
         match failure {
             Failure::ContextOverflow { .. } => error(
                 StatusCode::BAD_REQUEST,
-                json!({"error": {
-                    "message": "Your input exceeds the context window of this model. Please \
-                                adjust your input and try again.",
-                    "type": "invalid_request_error",
-                    "param": "input",
-                    "code": "context_length_exceeded",
-                }}),
+                invalid_param(
+                    "input",
+                    "context_length_exceeded",
+                    "Your input exceeds the context window of this model. Please adjust your \
+                     input and try again.",
+                ),
             ),
             Failure::RateLimit(_)
             | Failure::Status(_)
@@ -382,7 +380,7 @@ impl Responses {
         if let Value::Object(fields) = fields {
             data.extend(fields);
         }
-        Bytes::from(format!("event: {name}\ndata: {}\n\n", Value::Object(data)))
+        named_event(name, &Value::Object(data))
     }
 }
 

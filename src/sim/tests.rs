@@ -1,5 +1,6 @@
 //! The sim against a real client (reqwest) on loopback: every fault does what it promises on
-//! the wire, and the crate's classifier reads each error as the reason it stands for.
+//! the wire of each protocol, and the crate's classifier reads each error as the reason it
+//! stands for.
 
 use std::error::Error as StdError;
 use std::io;
@@ -27,61 +28,332 @@ async fn sim() -> Sim {
     Sim::builder().start().await.unwrap()
 }
 
-fn request(model: &str, stream: bool) -> Value {
+/// A sim that gives `model` this fault.
+async fn sim_with(model: &str, fault: Fault) -> Sim {
+    Sim::builder().fault(model, fault).start().await.unwrap()
+}
+
+/// The protocols the sim streams in, with what a test needs to talk each of them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Api {
+    /// `/v1/chat/completions`.
+    Chat,
+    /// `/v1/messages`, Anthropic's.
+    Messages,
+    /// `/v1/responses`.
+    Responses,
+}
+
+/// A stream's events: each one's name (empty on chat, whose events have none) and payload,
+/// parsed when it is JSON, else `Value::String` of it (`[DONE]`, a malformed event).
+type Named = Vec<(String, Value)>;
+
+impl Api {
+    const ALL: [Api; 3] = [Api::Chat, Api::Messages, Api::Responses];
+
+    /// A request for `model` that asks `text` (and sets `max_tokens` where the protocol
+    /// requires it).
+    fn asking(self, model: &str, text: &str, stream: bool) -> Value {
+        match self {
+            Api::Chat => json!({
+                "model": model,
+                "messages": [{"role": "user", "content": text}],
+                "stream": stream,
+            }),
+            Api::Messages => json!({
+                "model": model,
+                "max_tokens": 1024,
+                "messages": [{"role": "user", "content": text}],
+                "stream": stream,
+            }),
+            Api::Responses => json!({"model": model, "input": text, "stream": stream}),
+        }
+    }
+
+    /// A request for `model` that asks "say the thing" (3 words).
+    fn request(self, model: &str, stream: bool) -> Value {
+        self.asking(model, "say the thing", stream)
+    }
+
+    /// A POST to this endpoint of `sim` with the headers its clients send (on messages, an
+    /// Anthropic client's key, version and beta).
+    fn to(self, client: &reqwest::Client, sim: &Sim) -> reqwest::RequestBuilder {
+        let path = match self {
+            Api::Chat => "chat/completions",
+            Api::Messages => "messages",
+            Api::Responses => "responses",
+        };
+        let post = client.post(format!("{}/{path}", sim.base_url()));
+        match self {
+            Api::Messages => post
+                .header("x-api-key", "sk-ant-sim")
+                .header("anthropic-version", "2023-06-01")
+                .header("anthropic-beta", "tools-2024-04-04"),
+            Api::Chat | Api::Responses => post,
+        }
+    }
+
+    /// Posts `body` as JSON.
+    async fn post(
+        self,
+        client: &reqwest::Client,
+        sim: &Sim,
+        body: &Value,
+    ) -> reqwest::Result<reqwest::Response> {
+        self.to(client, sim).json(body).send().await
+    }
+
+    /// [`Api::request`] with an assistant message last, a prefill (chat and messages: the
+    /// Responses API has none).
+    fn prefilled(self, model: &str, prefill: impl Into<Value>, stream: bool) -> Value {
+        let mut req = self.request(model, stream);
+        req["messages"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"role": "assistant", "content": prefill.into()}));
+        req
+    }
+
+    /// A request for `sim-tool` that offers a weather tool in the protocol's shape (on
+    /// responses, after a tool that is not a function, which `sim-tool` passes over).
+    fn tool_request(self, stream: bool) -> Value {
+        let mut req = self.request("sim-tool", stream);
+        req["tools"] = match self {
+            Api::Chat => json!([
+                {"type": "function", "function": {"name": "get_weather", "parameters": weather_schema()}},
+            ]),
+            Api::Messages => json!([
+                {"name": "get_weather", "description": "the weather", "input_schema": weather_schema()},
+            ]),
+            Api::Responses => json!([
+                {"type": "web_search_preview"},
+                {"type": "function", "name": "get_weather", "description": "the weather", "parameters": weather_schema()},
+            ]),
+        };
+        req
+    }
+
+    /// Posts [`Api::request`] for `model`.
+    async fn send(
+        self,
+        client: &reqwest::Client,
+        sim: &Sim,
+        model: &str,
+        stream: bool,
+    ) -> reqwest::Result<reqwest::Response> {
+        self.post(client, sim, &self.request(model, stream)).await
+    }
+
+    /// The status of the answer to [`Api::request`] for `model`.
+    async fn status(
+        self,
+        client: &reqwest::Client,
+        sim: &Sim,
+        model: &str,
+        stream: bool,
+    ) -> reqwest::StatusCode {
+        self.send(client, sim, model, stream)
+            .await
+            .unwrap()
+            .status()
+    }
+
+    /// The JSON body of the answer to `req`, a 200.
+    async fn answer(self, client: &reqwest::Client, sim: &Sim, req: &Value) -> Value {
+        let resp = self.post(client, sim, req).await.unwrap();
+        assert_eq!(resp.status(), 200, "{self:?}");
+        resp.json().await.unwrap()
+    }
+
+    /// The events of the stream that answers `req`, and the error that broke its body, if
+    /// any. Checks what every response of the protocol carries ([`Api::assert_stamped`])
+    /// and, on responses, the events' numbering ([`assert_numbered`]).
+    async fn stream(self, sim: &Sim, req: &Value) -> (Named, Option<reqwest::Error>) {
+        let resp = self.post(&client(), sim, req).await.unwrap();
+        self.assert_stamped(resp.headers());
+        let (events, err) = Events::new(resp).all_named().await;
+        let events: Named = events
+            .into_iter()
+            .map(|(name, data)| (name, parse(data)))
+            .collect();
+        if self == Api::Responses {
+            assert_numbered(&events);
+        }
+        (events, err)
+    }
+
+    /// The first `seen` events of the stream that answers `model`, after which nothing comes
+    /// (not even the end of the body) within [`QUIET`].
+    async fn then_silence(self, sim: &Sim, model: &str, seen: usize) -> Named {
+        let resp = self
+            .post(&client(), sim, &self.request(model, true))
+            .await
+            .unwrap();
+        let mut events = Events::new(resp);
+        let mut got = Vec::new();
+        for _ in 0..seen {
+            let (name, data) = events.next_named().await.unwrap().unwrap();
+            got.push((name, parse(data)));
+        }
+        assert!(
+            timeout(QUIET, events.next()).await.is_err(),
+            "{self:?} {model}: no more bytes"
+        );
+        got
+    }
+
+    /// What every response of the protocol carries: Anthropic's `request-id` on messages;
+    /// nothing on the others.
+    fn assert_stamped(self, headers: &reqwest::header::HeaderMap) {
+        if self == Api::Messages {
+            let id = headers["request-id"].to_str().unwrap();
+            assert!(id.starts_with("req_"), "{id}");
+        }
+    }
+
+    /// The text the text deltas of `events` carry, concatenated; malformed events are
+    /// skipped.
+    fn text(self, events: &[(String, Value)]) -> String {
+        events
+            .iter()
+            .filter_map(|(name, data)| match self {
+                Api::Chat => data["choices"][0]["delta"]["content"].as_str(),
+                Api::Messages => data["delta"]["text"].as_str(),
+                Api::Responses => data["delta"]
+                    .as_str()
+                    .filter(|_| name == "response.output_text.delta"),
+            })
+            .collect()
+    }
+
+    /// The text of a whole answer's body.
+    fn answer_text(self, body: &Value) -> &Value {
+        match self {
+            Api::Chat => &body["choices"][0]["message"]["content"],
+            Api::Messages => &body["content"][0]["text"],
+            Api::Responses => &body["output"][0]["content"][0]["text"],
+        }
+    }
+
+    /// The events of a text stream: those before the first delta, the deltas' name, those
+    /// after the last, the terminator.
+    fn shape(
+        self,
+    ) -> (
+        &'static [&'static str],
+        &'static str,
+        &'static [&'static str],
+        &'static str,
+    ) {
+        match self {
+            // No names: the `finish_reason` chunk, then `[DONE]`.
+            Api::Chat => (&[], "", &[""], ""),
+            Api::Messages => (
+                &["message_start", "content_block_start", "ping"],
+                "content_block_delta",
+                &["content_block_stop", "message_delta"],
+                "message_stop",
+            ),
+            Api::Responses => (
+                &[
+                    "response.created",
+                    "response.in_progress",
+                    "response.output_item.added",
+                    "response.content_part.added",
+                ],
+                "response.output_text.delta",
+                &[
+                    "response.output_text.done",
+                    "response.content_part.done",
+                    "response.output_item.done",
+                ],
+                "response.completed",
+            ),
+        }
+    }
+
+    /// How many events a stream sends before its first delta.
+    fn opening(self) -> usize {
+        self.shape().0.len()
+    }
+
+    /// The event names of a healthy text stream of `n` deltas, the terminator last.
+    fn sequence(self, n: usize) -> Vec<&'static str> {
+        let (open, delta, close, done) = self.shape();
+        let mut want = open.to_vec();
+        want.extend(std::iter::repeat_n(delta, n));
+        want.extend(close);
+        want.push(done);
+        want
+    }
+
+    /// Whether the last of `events` is the protocol's terminator: `[DONE]`, `message_stop`,
+    /// `response.completed`.
+    fn terminated(self, events: &[(String, Value)]) -> bool {
+        match (self, events.last()) {
+            (Api::Chat, Some((_, data))) => data == "[DONE]",
+            (Api::Messages | Api::Responses, Some((name, _))) => name == self.shape().3,
+            (_, None) => false,
+        }
+    }
+}
+
+/// The weather tool's parameters: a required string, an optional integer.
+fn weather_schema() -> Value {
     json!({
-        "model": model,
-        "messages": [{"role": "user", "content": "say the thing"}],
-        "stream": stream,
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+        "required": ["city"],
     })
 }
 
-async fn post(
-    client: &reqwest::Client,
-    sim: &Sim,
-    body: &Value,
-) -> reqwest::Result<reqwest::Response> {
-    client
-        .post(format!("{}/chat/completions", sim.base_url()))
-        .json(body)
-        .send()
-        .await
+/// An event's payload: its JSON, or `Value::String` of it when it is not JSON.
+fn parse(data: String) -> Value {
+    serde_json::from_str(&data).unwrap_or(Value::String(data))
 }
 
-/// Posts `body` to `/v1/messages` with the headers an Anthropic client sends.
-async fn post_messages(
-    client: &reqwest::Client,
-    sim: &Sim,
-    body: &Value,
-) -> reqwest::Result<reqwest::Response> {
-    client
-        .post(format!("{}/messages", sim.base_url()))
-        .header("x-api-key", "sk-ant-sim")
-        .header("anthropic-version", "2023-06-01")
-        .header("anthropic-beta", "tools-2024-04-04")
-        .json(body)
-        .send()
-        .await
+fn names(events: &[(String, Value)]) -> Vec<&str> {
+    events.iter().map(|(name, _)| name.as_str()).collect()
 }
 
-/// The `data:` payloads of the stream that answers `req`, and the error that broke it, if any.
+/// The positions of the events whose payload is not JSON (chat's `[DONE]` aside).
+fn malformed(events: &[(String, Value)]) -> Vec<usize> {
+    (0..events.len())
+        .filter(|&i| events[i].1.is_string() && events[i].1 != "[DONE]")
+        .collect()
+}
+
+/// Every JSON event of a Responses stream has `type` equal to its name and a
+/// `sequence_number`; the numbers go up by one from 0 (a malformed event takes its number
+/// too, so one may be missing for each).
+fn assert_numbered(events: &[(String, Value)]) {
+    let mut numbers = Vec::new();
+    for (name, data) in events {
+        if data.is_string() {
+            continue;
+        }
+        assert_eq!(data["type"], name.as_str(), "{data}");
+        numbers.push(data["sequence_number"].as_u64().unwrap());
+    }
+    assert_eq!(numbers.first(), Some(&0), "{numbers:?}");
+    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
+    assert_eq!(
+        numbers.last().copied(),
+        Some((numbers.len() + malformed(events).len() - 1) as u64),
+        "{numbers:?}"
+    );
+}
+
+/// The `data:` payloads of the chat stream that answers `req`, and the error that broke it,
+/// if any.
 async fn read_stream(
     client: &reqwest::Client,
     sim: &Sim,
     req: &Value,
 ) -> (Vec<String>, Option<reqwest::Error>) {
-    Events::new(post(client, sim, req).await.unwrap())
+    Events::new(Api::Chat.post(client, sim, req).await.unwrap())
         .all()
         .await
-}
-
-/// The JSON body of the answer to `req`.
-async fn answer(client: &reqwest::Client, sim: &Sim, req: &Value) -> Value {
-    post(client, sim, req).await.unwrap().json().await.unwrap()
-}
-
-/// The status of the answer to `req`.
-async fn status(client: &reqwest::Client, sim: &Sim, req: &Value) -> reqwest::StatusCode {
-    post(client, sim, req).await.unwrap().status()
 }
 
 /// Reads `data:` payloads of an SSE body one by one.
@@ -172,10 +444,513 @@ fn has_io_kind(err: &(dyn StdError + 'static), kind: io::ErrorKind) -> bool {
     false
 }
 
+// --- One fault table, three protocols: each fault on each endpoint, in its shapes ---
+
+/// Every error fault on every protocol, streaming or not, as the module docs' fault table
+/// words it: chat's status and `code` (the Responses API's are "as chat"), Anthropic's
+/// status and error type on messages, the headers of a rate limit, how the message starts
+/// where the docs quote it, and the reason the crate's classifier reads: the same on every
+/// protocol.
+#[tokio::test]
+async fn error_faults_send_each_protocols_errors_the_classifier_reads() {
+    use Reason::{
+        Auth, ContentFilter, ContextOverflow, Format, ModelNotFound, Overloaded, RateLimit,
+        ServerError,
+    };
+    const INVALID: &str = "invalid_request_error";
+    // model, the reason on every protocol, chat's (and responses') status and code,
+    // messages' status and error type
+    #[rustfmt::skip]
+    let cases = [
+        ("sim-429",              RateLimit,       429, Some("rate_limit_exceeded"),     429, "rate_limit_error"),
+        ("sim-429-retry-2",      RateLimit,       429, Some("rate_limit_exceeded"),     429, "rate_limit_error"),
+        ("sim-429-retry-1500ms", RateLimit,       429, Some("rate_limit_exceeded"),     429, "rate_limit_error"),
+        ("sim-500",              ServerError,     500, None,                            500, "api_error"),
+        ("sim-502",              ServerError,     502, None,                            502, "api_error"),
+        ("sim-503",              Overloaded,      503, Some("service_unavailable"),     529, "overloaded_error"),
+        ("configured-503",       Overloaded,      503, Some("service_unavailable"),     529, "overloaded_error"),
+        ("sim-529",              Overloaded,      529, None,                            529, "overloaded_error"),
+        ("sim-401",              Auth,            401, Some("invalid_api_key"),         401, "authentication_error"),
+        ("sim-403",              Auth,            403, None,                            403, "permission_error"),
+        ("sim-404",              ModelNotFound,   404, Some("model_not_found"),         404, "not_found_error"),
+        ("sim-413",              ContextOverflow, 413, None,                            413, "request_too_large"),
+        ("sim-400",              Format,          400, None,                            400, INVALID),
+        ("sim-context",          ContextOverflow, 400, Some("context_length_exceeded"), 400, INVALID),
+        ("sim-filter",           ContentFilter,   400, Some("content_filter"),          400, INVALID),
+    ];
+    for api in Api::ALL {
+        let sim = sim_with("configured-503", Fault::Status(503)).await;
+        let client = client();
+        for stream in [false, true] {
+            for (model, reason, openai, code, anthropic, kind) in cases {
+                let what = format!("{api:?} {model} stream {stream}");
+                let resp = api.send(&client, &sim, model, stream).await.unwrap();
+                let status = if api == Api::Messages {
+                    anthropic
+                } else {
+                    openai
+                };
+                assert_eq!(resp.status(), status, "{what}");
+                let headers = resp.headers().clone();
+                assert_eq!(headers["content-type"], "application/json", "{what}");
+                api.assert_stamped(&headers);
+                let text = resp.text().await.unwrap();
+                let body: Value = serde_json::from_str(&text).unwrap();
+                let message = body["error"]["message"].as_str().unwrap_or_default();
+                if api == Api::Messages || status == 529 {
+                    // Anthropic's error document; a 529 is Anthropic's overload on any endpoint.
+                    assert_eq!(body["type"], "error", "{what}: {body}");
+                    assert_eq!(body["error"]["type"], kind, "{what}: {body}");
+                    assert!(body["error"]["message"].is_string(), "{what}: {body}");
+                    assert_eq!(body.as_object().unwrap().len(), 2, "{what}: {body}");
+                } else {
+                    let error = body["error"].as_object().unwrap();
+                    assert!(error["message"].is_string(), "{what}: {body}");
+                    assert!(error["type"].is_string(), "{what}: {body}");
+                    // The Responses API names the field a context overflow is about.
+                    let param = if api == Api::Responses && model == "sim-context" {
+                        json!("input")
+                    } else {
+                        Value::Null
+                    };
+                    assert_eq!(error["param"], param, "{what}: {body}");
+                    assert_eq!(error["code"].as_str(), code, "{what}: {body}");
+                }
+                let start = match (model, api) {
+                    ("sim-context", Api::Chat) => "This model's maximum context length is ",
+                    ("sim-context", Api::Messages) => "prompt is too long: ",
+                    ("sim-context", Api::Responses) => "Your input exceeds the context window",
+                    ("sim-filter", Api::Chat | Api::Responses) => {
+                        "Your request was rejected as a result of our safety system"
+                    }
+                    ("sim-filter", Api::Messages) => "Output blocked by content filtering policy",
+                    _ => "",
+                };
+                assert!(message.starts_with(start), "{what}: {message}");
+                let mut signal = Signal::new()
+                    .status(status)
+                    .headers(&headers)
+                    .body(text.as_str());
+                if api == Api::Messages {
+                    signal = signal.provider("anthropic");
+                }
+                let c = classify(&signal);
+                assert_eq!(c.reason, reason, "{what}: {c:?}");
+                let wait = match model {
+                    "sim-429-retry-2" => Some(Duration::from_secs(2)),
+                    "sim-429-retry-1500ms" => Some(Duration::from_millis(1500)),
+                    _ => None,
+                };
+                let Some(wait) = wait else {
+                    for name in [
+                        "retry-after",
+                        "retry-after-ms",
+                        "anthropic-ratelimit-requests-reset",
+                    ] {
+                        assert!(!headers.contains_key(name), "{what}: {name}");
+                    }
+                    assert_eq!(c.retry_after, None, "{what}");
+                    continue;
+                };
+                // Whole seconds, rounded up.
+                assert_eq!(headers["retry-after"], "2", "{what}");
+                if api == Api::Messages {
+                    assert_eq!(headers["anthropic-ratelimit-requests-remaining"], "0");
+                    let reset = headers["anthropic-ratelimit-requests-reset"]
+                        .to_str()
+                        .unwrap();
+                    let at = humantime::parse_rfc3339(reset).unwrap();
+                    let left = at.duration_since(std::time::SystemTime::now()).unwrap();
+                    assert!(
+                        left > Duration::from_secs(1) && left <= Duration::from_secs(3),
+                        "{what}: {reset}"
+                    );
+                    assert_eq!(c.retry_after, Some(Duration::from_secs(2)), "{what}");
+                } else {
+                    assert_eq!(headers["retry-after-ms"], wait.as_millis().to_string());
+                    assert_eq!(c.retry_after, Some(wait), "{what}");
+                }
+            }
+        }
+        for (model, ..) in cases {
+            assert_eq!(sim.attempts(model), 2, "{api:?} {model}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn server_error_once_then_healthy_and_set_fault_rearms_it() {
+    for api in Api::ALL {
+        let sim = sim().await;
+        let client = client();
+        let statuses = async || {
+            let mut out = Vec::new();
+            for _ in 0..3 {
+                out.push(
+                    api.status(&client, &sim, "sim-500-once", false)
+                        .await
+                        .as_u16(),
+                );
+            }
+            out
+        };
+        assert_eq!(statuses().await, [500, 200, 200], "{api:?}");
+        sim.set_fault("sim-500-once", Fault::ServerErrorOnce);
+        assert_eq!(statuses().await, [500, 200, 200], "{api:?}");
+        assert_eq!(sim.attempts("sim-500-once"), 6, "{api:?}");
+    }
+}
+
+/// The faults of a stream's delivery on every protocol: a cut after three deltas, a
+/// malformed event in place of the fourth, a stall after three, no terminator.
+#[tokio::test]
+async fn stream_faults_break_each_protocols_stream() {
+    let n = answer_tokens().count();
+    let tokens: Vec<&str> = answer_tokens().collect();
+    for api in Api::ALL {
+        let sim = sim().await;
+        let healthy = api.sequence(n);
+        let open = api.opening();
+
+        // Cut: three deltas, then the body read fails.
+        let (events, err) = api.stream(&sim, &api.request("sim-cut-3", true)).await;
+        assert_eq!(names(&events), healthy[..open + 3], "{api:?}: {events:#?}");
+        assert_eq!(api.text(&events), prefix(3), "{api:?}");
+        let err = err.expect("the body read fails, it does not end cleanly");
+        assert!(err.is_body() || err.is_decode(), "{api:?}: {err:?}");
+
+        // Malformed: an event whose data is not JSON in place of the 4th delta, then the
+        // rest: a client that skips it gets a clean end and an answer missing its 4th word.
+        let (events, err) = api
+            .stream(&sim, &api.request("sim-malformed-3", true))
+            .await;
+        assert!(err.is_none(), "{api:?}: {err:?}");
+        assert_eq!(names(&events), healthy, "{api:?}");
+        assert_eq!(malformed(&events), [open + 3], "{api:?}: {events:#?}");
+        let missing: String = [&tokens[..3], &tokens[4..]].concat().concat();
+        assert_eq!(api.text(&events), missing, "{api:?}");
+        assert!(api.terminated(&events), "{api:?}");
+        // The usage counts the deltas that arrived as JSON (chat's, sent when asked for, in
+        // `include_usage_sends_the_usage_chunk_before_done`).
+        match api {
+            Api::Chat => {}
+            Api::Messages => assert_eq!(events[n + 4].1["usage"]["output_tokens"], n - 1),
+            Api::Responses => {
+                let completed = &events.last().unwrap().1["response"];
+                assert_eq!(completed["usage"]["output_tokens"], n - 1);
+            }
+        }
+
+        // Stall and no terminator: the connection stays open, the stream unfinished. Each
+        // delta carries its token; with no terminator, the stream says how it ended.
+        for (model, deltas, seen) in [
+            ("sim-stall-3", 3, open + 3),
+            ("sim-no-done", n, healthy.len() - 1),
+        ] {
+            let got = api.then_silence(&sim, model, seen).await;
+            assert_eq!(names(&got), healthy[..seen], "{api:?} {model}");
+            let each: Vec<String> = got[open..open + deltas]
+                .iter()
+                .map(|event| api.text(std::slice::from_ref(event)))
+                .collect();
+            assert_eq!(each, tokens[..deltas], "{api:?} {model}");
+            if model == "sim-no-done" {
+                let last = &got[seen - 1].1;
+                let (ended, complete) = match api {
+                    Api::Chat => (&last["choices"][0]["finish_reason"], "stop"),
+                    Api::Messages => (&last["delta"]["stop_reason"], "end_turn"),
+                    Api::Responses => (&last["item"]["status"], "completed"),
+                };
+                assert_eq!(ended, complete, "{api:?}: {last}");
+            }
+        }
+    }
+}
+
+/// The faults of delivery on every protocol's answer that is not streamed: a cut or a
+/// stall after half the JSON body, half a body in a complete HTTP message; no terminator to
+/// hold back.
+#[tokio::test]
+async fn delivery_faults_break_each_protocols_json_body() {
+    for api in Api::ALL {
+        let sim = sim().await;
+        let client = client();
+        let resp = api.send(&client, &sim, "sim-cut-3", false).await.unwrap();
+        assert_eq!(resp.status(), 200, "{api:?}");
+        let err = resp.bytes().await.expect_err("the body read fails");
+        assert!(err.is_body() || err.is_decode(), "{api:?}: {err:?}");
+
+        let resp = api
+            .send(&client, &sim, "sim-malformed-3", false)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{api:?}");
+        let text = resp.text().await.expect("the HTTP message is complete");
+        assert!(
+            serde_json::from_str::<Value>(&text).is_err(),
+            "{api:?}: {text}"
+        );
+
+        let mut resp = api.send(&client, &sim, "sim-stall-3", false).await.unwrap();
+        assert!(!resp.chunk().await.unwrap().unwrap().is_empty(), "{api:?}");
+        assert!(
+            timeout(QUIET, resp.chunk()).await.is_err(),
+            "{api:?}: no byte after half"
+        );
+
+        let body = api
+            .answer(&client, &sim, &api.request("sim-no-done", false))
+            .await;
+        assert_eq!(api.answer_text(&body), ANSWER, "{api:?}");
+        if api == Api::Responses {
+            assert_eq!(body["status"], "completed");
+        }
+    }
+}
+
+/// A silent model never answers and a reset one resets the connection before the headers,
+/// on every protocol, streaming or not; a slow one sends its first delta (or its whole
+/// answer) after the delay, and the events before the first delta at once.
+#[tokio::test]
+async fn silent_reset_and_slow_faults_on_each_protocol() {
+    let delay = Duration::from_millis(250);
+    let quiet = reqwest::Client::builder().timeout(QUIET).build().unwrap();
+    for api in Api::ALL {
+        let sim = sim_with("slow", Fault::FirstTokenDelay(delay)).await;
+        let client = client();
+        for stream in [false, true] {
+            let err = api
+                .send(&quiet, &sim, "sim-silent", stream)
+                .await
+                .expect_err("no answer");
+            assert!(err.is_timeout(), "{api:?}: {err:?}");
+            let c = classify(&Signal::from_reqwest(&err));
+            assert_eq!(c.reason, Reason::Timeout, "{api:?}: {c:?}");
+
+            let err = api
+                .send(&client, &sim, "sim-reset", stream)
+                .await
+                .expect_err("no response");
+            assert!(
+                has_io_kind(&err, io::ErrorKind::ConnectionReset),
+                "{api:?}: {err:?}"
+            );
+            let c = classify(&Signal::from_reqwest(&err));
+            assert_eq!(c.reason, Reason::ConnectionReset, "{api:?}: {c:?}");
+        }
+        assert_eq!(sim.attempts("sim-silent"), 2, "{api:?}");
+        assert_eq!(sim.attempts("sim-reset"), 2, "{api:?}");
+        // The reset is per connection: the next request, on a new connection, is answered.
+        let ok = api.status(&client, &sim, "sim-ok", false).await;
+        assert_eq!(ok, 200, "{api:?}");
+
+        let start = Instant::now();
+        let resp = api.send(&client, &sim, "slow", true).await.unwrap();
+        let mut events = Events::new(resp);
+        for _ in 0..api.opening() {
+            events.next().await.unwrap().unwrap();
+        }
+        // The headers and the opening events are here and the first delta is not: it comes
+        // after the delay. (An order, not a speed: nothing asserts how soon the rest came.)
+        assert!(
+            futures_util::FutureExt::now_or_never(events.next()).is_none(),
+            "{api:?}: the first delta came with the opening events"
+        );
+        let (name, data) = events.next_named().await.unwrap().unwrap();
+        assert_eq!(name, api.shape().1, "{api:?}");
+        assert_eq!(api.text(&[(name, parse(data))]), "The ", "{api:?}");
+        assert!(start.elapsed() >= delay, "{api:?}");
+        let (rest, err) = events.all_named().await;
+        assert!(err.is_none(), "{api:?}: {err:?}");
+        let rest: Named = rest.into_iter().map(|(n, d)| (n, parse(d))).collect();
+        assert!(api.terminated(&rest), "{api:?}: {rest:#?}");
+
+        let start = Instant::now();
+        let resp = api.send(&client, &sim, "slow", false).await.unwrap();
+        assert!(start.elapsed() >= delay, "{api:?}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(api.answer_text(&body), ANSWER, "{api:?}");
+    }
+}
+
+/// [`Fault::ErrorAfter`] on every protocol: streamed, two deltas, the protocol's mid-stream
+/// error event and a clean end without the terminator; not streamed, a 200 whose body is
+/// that error (on responses, the failed response).
+#[tokio::test]
+async fn error_after_sends_each_protocols_mid_stream_error() {
+    for api in Api::ALL {
+        let sim = sim().await;
+        let (events, err) = api.stream(&sim, &api.request("sim-error-2", true)).await;
+        assert!(err.is_none(), "{api:?}: the body ends cleanly: {err:?}");
+        let open = api.opening();
+        assert_eq!(events.len(), open + 3, "{api:?}: {events:#?}");
+        assert_eq!(
+            names(&events[..open + 2]),
+            api.sequence(2)[..open + 2],
+            "{api:?}"
+        );
+        assert_eq!(api.text(&events), prefix(2), "{api:?}");
+        assert!(!api.terminated(&events), "{api:?}");
+        let (name, error) = &events[open + 2];
+        let resp = api
+            .send(&client(), &sim, "sim-error-2", false)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{api:?}");
+        assert_eq!(
+            resp.headers()["content-type"],
+            "application/json",
+            "{api:?}"
+        );
+        let body: Value = resp.json().await.unwrap();
+        match api {
+            // OpenRouter's: a chunk with an `error` beside a choice that finishes with `error`.
+            Api::Chat => {
+                let upstream =
+                    json!({"message": "Upstream provider error mid-stream", "code": 502});
+                assert_eq!(name, "");
+                assert_eq!(error["object"], "chat.completion.chunk");
+                assert_eq!(error["model"], "sim-error-2");
+                assert!(error["id"].is_string() && error["created"].is_u64());
+                assert_eq!(error["error"], upstream);
+                assert_eq!(
+                    error["choices"],
+                    json!([{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}])
+                );
+                assert_eq!(body, json!({"error": upstream}));
+            }
+            Api::Messages => {
+                let overloaded = json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}});
+                assert_eq!(name, "error");
+                assert_eq!(*error, overloaded);
+                assert_eq!(body, overloaded);
+            }
+            // The response, failed with an upstream server error.
+            Api::Responses => {
+                assert_eq!(name, "response.failed");
+                let failed = &error["response"];
+                assert_eq!(failed["id"], events[0].1["response"]["id"]);
+                assert_eq!(failed["status"], "failed");
+                assert_eq!(
+                    failed["error"],
+                    json!({"code": "server_error", "message": "The server had an error processing your request."})
+                );
+                assert_eq!(body["object"], "response");
+                assert_eq!(body["status"], "failed");
+                assert_eq!(body["error"], failed["error"]);
+            }
+        }
+    }
+}
+
+/// Bodies that are not valid requests get each protocol's 400 (with the message Anthropic's
+/// validation gives, where the test knows it), a body over axum's 2 MB limit its 413, in the
+/// protocol's error document, not a plain-text rejection. They count in
+/// [`Sim::total_attempts`] only, and the server is still fine after them.
+#[tokio::test]
+async fn bad_requests_get_each_protocols_400s() {
+    let user = json!([{"role": "user", "content": "x"}]);
+    let chat = [
+        "not json".to_owned(),
+        "{}".to_owned(),
+        json!({"model": "a"}).to_string(),
+        json!({"model": "a", "messages": []}).to_string(),
+        json!({"model": 7, "messages": user}).to_string(),
+        json!({"model": "a", "messages": [{"role": "user"}], "max_tokens": 0}).to_string(),
+        json!({"model": "a", "messages": [{}], "stream": "yes"}).to_string(),
+    ];
+    let messages = [
+        ("not json".to_owned(), "There was an error parsing the body"),
+        (json!({"model": "a", "messages": user}).to_string(), "max_tokens: Field required"),
+        (json!({"model": "a", "max_tokens": 8}).to_string(), "messages: Field required"),
+        (json!({"max_tokens": 8, "messages": user}).to_string(), "model: Field required"),
+        (
+            json!({"model": "a", "max_tokens": 0, "messages": user}).to_string(),
+            "max_tokens: Input should be greater than or equal to 1",
+        ),
+        (
+            json!({"model": "a", "max_tokens": 8, "messages": []}).to_string(),
+            "messages: at least one message is required",
+        ),
+        (
+            json!({"model": "a", "max_tokens": 8, "messages": [{"role": "system", "content": "x"}]})
+                .to_string(),
+            "messages.0.role: Input should be 'user' or 'assistant'",
+        ),
+        (
+            Api::Messages.prefilled("a", json!("The simulated "), false).to_string(),
+            "messages: final assistant content cannot end with trailing whitespace",
+        ),
+    ];
+    let responses = [
+        "not json".to_owned(),
+        "[]".to_owned(),
+        json!({"input": "x"}).to_string(),
+        json!({"model": "a", "input": 7}).to_string(),
+        json!({"model": "a", "input": [{"role": "user"}]}).to_string(),
+        json!({"model": "a", "input": "x", "max_output_tokens": 0}).to_string(),
+        json!({"model": "a", "input": "x", "tools": [{"type": "function"}]}).to_string(),
+    ];
+    let any = |bodies: [String; 7]| bodies.map(|body| (body, ""));
+    let cases = [
+        (Api::Chat, Vec::from(any(chat)), "invalid_request_error"),
+        (Api::Messages, Vec::from(messages), "request_too_large"),
+        (
+            Api::Responses,
+            Vec::from(any(responses)),
+            "invalid_request_error",
+        ),
+    ];
+    for (api, bodies, too_large) in cases {
+        let sim = sim().await;
+        let client = client();
+        for (body, start) in &bodies {
+            let resp = api
+                .to(&client, &sim)
+                .body(body.clone())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 400, "{api:?} {body}");
+            api.assert_stamped(resp.headers());
+            let error: Value = resp.json().await.unwrap();
+            if api == Api::Messages {
+                assert_eq!(error["type"], "error", "{body}");
+            } else {
+                let fields = error["error"].as_object().unwrap();
+                assert!(
+                    fields.contains_key("param") && fields.contains_key("code"),
+                    "{api:?} {body}"
+                );
+            }
+            assert_eq!(
+                error["error"]["type"], "invalid_request_error",
+                "{api:?} {body}"
+            );
+            let message = error["error"]["message"].as_str().unwrap();
+            assert!(message.starts_with(start), "{api:?} {body}: {message}");
+        }
+        let huge = api.asking("a", &"x".repeat(3 << 20), false);
+        let resp = api.post(&client, &sim, &huge).await.unwrap();
+        assert_eq!(resp.status(), 413, "{api:?}");
+        let error: Value = resp.json().await.unwrap();
+        assert_eq!(error["error"]["type"], too_large, "{api:?}");
+        assert_eq!(sim.total_attempts(), bodies.len() as u64 + 1, "{api:?}");
+        assert_eq!(sim.attempts("a"), 0, "{api:?}");
+        assert_eq!(sim.last_request("a"), None, "{api:?}");
+        // The server is still fine.
+        let ok = api.status(&client, &sim, "a", false).await;
+        assert_eq!(ok, 200, "{api:?}");
+    }
+}
+
+// --- /v1/chat/completions ---
+
 #[tokio::test]
 async fn healthy_answer_is_the_known_text() {
     let sim = sim().await;
-    let resp = post(&client(), &sim, &request("gpt-4o-mini", false))
+    let resp = Api::Chat
+        .send(&client(), &sim, "gpt-4o-mini", false)
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
@@ -193,7 +968,7 @@ async fn healthy_answer_is_the_known_text() {
 #[tokio::test]
 async fn healthy_stream_is_one_chunk_per_token_then_stop_then_done() {
     let sim = sim().await;
-    let (events, err) = read_stream(&client(), &sim, &request("sim-ok", true)).await;
+    let (events, err) = read_stream(&client(), &sim, &Api::Chat.request("sim-ok", true)).await;
     assert!(err.is_none(), "{err:?}");
     let n = answer_tokens().count();
     assert_eq!(events.len(), n + 2, "{events:#?}");
@@ -211,9 +986,9 @@ async fn healthy_stream_is_one_chunk_per_token_then_stop_then_done() {
 async fn max_tokens_ends_the_answer_early_with_length() {
     let sim = sim().await;
     let client = client();
-    let mut req = request("sim-ok", false);
+    let mut req = Api::Chat.request("sim-ok", false);
     req["max_tokens"] = json!(3);
-    let body: Value = answer(&client, &sim, &req).await;
+    let body: Value = Api::Chat.answer(&client, &sim, &req).await;
     assert_eq!(body["choices"][0]["message"]["content"], prefix(3));
     assert_eq!(body["choices"][0]["finish_reason"], "length");
 
@@ -222,309 +997,6 @@ async fn max_tokens_ends_the_answer_early_with_length() {
     assert!(err.is_none());
     assert_eq!(content(&events), prefix(3));
     assert!(events[3].contains("\"finish_reason\":\"length\""));
-}
-
-/// Every error fault, streaming or not: its status, headers, body, and the reason the
-/// crate's classifier reads from them.
-#[tokio::test]
-async fn error_faults_send_provider_errors_the_classifier_reads() {
-    let sim = Sim::builder()
-        .fault("configured-503", Fault::Status(503))
-        .start()
-        .await
-        .unwrap();
-    let client = client();
-    let cases: [(&str, u16, Reason, Option<&str>); 11] = [
-        (
-            "sim-429",
-            429,
-            Reason::RateLimit,
-            Some("rate_limit_exceeded"),
-        ),
-        (
-            "sim-429-retry-2",
-            429,
-            Reason::RateLimit,
-            Some("rate_limit_exceeded"),
-        ),
-        ("sim-500", 500, Reason::ServerError, None),
-        ("sim-502", 502, Reason::ServerError, None),
-        (
-            "sim-503",
-            503,
-            Reason::Overloaded,
-            Some("service_unavailable"),
-        ),
-        (
-            "configured-503",
-            503,
-            Reason::Overloaded,
-            Some("service_unavailable"),
-        ),
-        ("sim-529", 529, Reason::Overloaded, None),
-        ("sim-401", 401, Reason::Auth, Some("invalid_api_key")),
-        (
-            "sim-404",
-            404,
-            Reason::ModelNotFound,
-            Some("model_not_found"),
-        ),
-        (
-            "sim-context",
-            400,
-            Reason::ContextOverflow,
-            Some("context_length_exceeded"),
-        ),
-        (
-            "sim-filter",
-            400,
-            Reason::ContentFilter,
-            Some("content_filter"),
-        ),
-    ];
-    for stream in [false, true] {
-        for (model, status, reason, code) in cases {
-            let resp = post(&client, &sim, &request(model, stream)).await.unwrap();
-            assert_eq!(resp.status(), status, "{model}");
-            assert_eq!(
-                resp.headers()["content-type"],
-                "application/json",
-                "{model}"
-            );
-            let headers = resp.headers().clone();
-            let text = resp.text().await.unwrap();
-            let body: Value = serde_json::from_str(&text).unwrap();
-            if status == 529 {
-                assert_eq!(body["type"], "error");
-                assert_eq!(body["error"]["type"], "overloaded_error");
-            } else {
-                let error = &body["error"];
-                assert!(error["message"].is_string(), "{model}: {body}");
-                assert!(error["type"].is_string(), "{model}: {body}");
-                assert_eq!(error["param"], Value::Null, "{model}");
-                assert_eq!(error["code"].as_str(), code, "{model}: {body}");
-            }
-            let c = classify(
-                &Signal::new()
-                    .status(status)
-                    .headers(&headers)
-                    .body(text.as_str()),
-            );
-            assert_eq!(c.reason, reason, "{model}: {c:?}");
-            if model == "sim-429-retry-2" {
-                assert_eq!(headers["retry-after"], "2");
-                assert_eq!(c.retry_after, Some(Duration::from_secs(2)));
-            } else {
-                assert!(!headers.contains_key("retry-after"), "{model}");
-                assert_eq!(c.retry_after, None, "{model}");
-            }
-        }
-    }
-    assert_eq!(sim.attempts("sim-429"), 2);
-    assert_eq!(sim.attempts("configured-503"), 2);
-}
-
-#[tokio::test]
-async fn context_and_filter_messages_are_openais() {
-    let sim = sim().await;
-    let client = client();
-    let context: Value = answer(&client, &sim, &request("sim-context", false)).await;
-    let message = context["error"]["message"].as_str().unwrap();
-    assert!(
-        message.starts_with("This model's maximum context length is "),
-        "{message}"
-    );
-    let filter: Value = answer(&client, &sim, &request("sim-filter", false)).await;
-    let message = filter["error"]["message"].as_str().unwrap();
-    assert!(
-        message.starts_with("Your request was rejected as a result of our safety system"),
-        "{message}"
-    );
-}
-
-#[tokio::test]
-async fn server_error_once_then_healthy_and_set_fault_rearms_it() {
-    let sim = sim().await;
-    let client = client();
-    let req = request("sim-500-once", false);
-    let statuses = async || {
-        let mut out = Vec::new();
-        for _ in 0..3 {
-            out.push(post(&client, &sim, &req).await.unwrap().status().as_u16());
-        }
-        out
-    };
-    assert_eq!(statuses().await, [500, 200, 200]);
-    sim.set_fault("sim-500-once", Fault::ServerErrorOnce);
-    assert_eq!(statuses().await, [500, 200, 200]);
-    assert_eq!(sim.attempts("sim-500-once"), 6);
-}
-
-#[tokio::test]
-async fn cut_stream_breaks_the_body_after_n_tokens() {
-    let sim = sim().await;
-    let (events, err) = read_stream(&client(), &sim, &request("sim-cut-3", true)).await;
-    assert_eq!(events.len(), 3, "{events:#?}");
-    assert_eq!(content(&events), prefix(3));
-    let err = err.expect("the body read fails, it does not end cleanly");
-    assert!(err.is_body() || err.is_decode(), "{err:?}");
-}
-
-#[tokio::test]
-async fn cut_response_breaks_the_body_mid_json() {
-    let sim = sim().await;
-    let resp = post(&client(), &sim, &request("sim-cut-3", false))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let err = resp.bytes().await.expect_err("the body read fails");
-    assert!(err.is_body() || err.is_decode(), "{err:?}");
-}
-
-#[tokio::test]
-async fn stall_sends_n_tokens_then_nothing() {
-    let sim = sim().await;
-    for stream in [true, false] {
-        let resp = post(&client(), &sim, &request("sim-stall-3", stream))
-            .await
-            .unwrap();
-        if stream {
-            let mut events = Events::new(resp);
-            for i in 0..3 {
-                let event = events.next().await.unwrap().unwrap();
-                assert_eq!(Some(content(&[event]).as_str()), answer_tokens().nth(i));
-            }
-            assert!(
-                timeout(QUIET, events.next()).await.is_err(),
-                "no byte after 3 chunks"
-            );
-        } else {
-            let mut resp = resp;
-            let first = resp.chunk().await.unwrap().unwrap();
-            assert!(!first.is_empty());
-            assert!(
-                timeout(QUIET, resp.chunk()).await.is_err(),
-                "no byte after half"
-            );
-        }
-    }
-}
-
-#[tokio::test]
-async fn malformed_chunk_is_a_non_json_data_line_then_the_rest() {
-    let sim = sim().await;
-    let (events, err) = read_stream(&client(), &sim, &request("sim-malformed-3", true)).await;
-    assert!(err.is_none(), "{err:?}");
-    let bad: Vec<usize> = events
-        .iter()
-        .enumerate()
-        .filter(|(_, e)| *e != "[DONE]" && serde_json::from_str::<Value>(e).is_err())
-        .map(|(i, _)| i)
-        .collect();
-    assert_eq!(bad, [3]);
-    // A client that skips the bad line gets a clean end and an answer missing its 4th word.
-    let missing: String = answer_tokens()
-        .enumerate()
-        .filter(|(i, _)| *i != 3)
-        .map(|(_, t)| t)
-        .collect();
-    assert_eq!(content(&events), missing);
-    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
-
-    let resp = post(&client(), &sim, &request("sim-malformed-3", false))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let text = resp.text().await.expect("the HTTP message is complete");
-    assert!(serde_json::from_str::<Value>(&text).is_err(), "{text}");
-}
-
-#[tokio::test]
-async fn no_done_sends_the_finish_reason_then_nothing() {
-    let sim = sim().await;
-    let resp = post(&client(), &sim, &request("sim-no-done", true))
-        .await
-        .unwrap();
-    let mut events = Events::new(resp);
-    let mut seen = Vec::new();
-    for _ in 0..=answer_tokens().count() {
-        seen.push(events.next().await.unwrap().unwrap());
-    }
-    assert_eq!(content(&seen), ANSWER);
-    assert!(seen.last().unwrap().contains("\"finish_reason\":\"stop\""));
-    assert!(
-        timeout(QUIET, events.next()).await.is_err(),
-        "no [DONE], no end"
-    );
-}
-
-#[tokio::test]
-async fn silent_model_never_answers() {
-    let sim = sim().await;
-    let client = reqwest::Client::builder().timeout(QUIET).build().unwrap();
-    for stream in [false, true] {
-        let err = post(&client, &sim, &request("sim-silent", stream))
-            .await
-            .expect_err("no answer");
-        assert!(err.is_timeout(), "{err:?}");
-        assert_eq!(
-            classify(&Signal::from_reqwest(&err)).reason,
-            Reason::Timeout
-        );
-    }
-    assert_eq!(sim.attempts("sim-silent"), 2);
-}
-
-#[tokio::test]
-async fn reset_model_resets_the_connection_before_headers() {
-    let sim = sim().await;
-    let client = client();
-    for stream in [false, true] {
-        let err = post(&client, &sim, &request("sim-reset", stream))
-            .await
-            .expect_err("no response");
-        assert!(has_io_kind(&err, io::ErrorKind::ConnectionReset), "{err:?}");
-        let c = classify(&Signal::from_reqwest(&err));
-        assert_eq!(c.reason, Reason::ConnectionReset, "{c:?}");
-    }
-    assert_eq!(sim.attempts("sim-reset"), 2);
-    // The reset is per connection: the next request, on a new connection, is answered.
-    let ok = post(&client, &sim, &request("sim-ok", false))
-        .await
-        .unwrap();
-    assert_eq!(ok.status(), 200);
-}
-
-#[tokio::test]
-async fn slow_first_token_comes_after_the_delay() {
-    let delay = Duration::from_millis(250);
-    let sim = Sim::builder()
-        .fault("slow", Fault::FirstTokenDelay(delay))
-        .start()
-        .await
-        .unwrap();
-    let client = client();
-
-    let start = Instant::now();
-    let resp = post(&client, &sim, &request("slow", true)).await.unwrap();
-    let mut events = Events::new(resp);
-    // The headers are here and the first token is not: it comes after the delay. (An order,
-    // not a speed: nothing asserts how soon the headers came.)
-    assert!(
-        futures_util::FutureExt::now_or_never(events.next()).is_none(),
-        "the first token came with the headers"
-    );
-    events.next().await.unwrap().unwrap();
-    assert!(start.elapsed() >= delay);
-    let (rest, err) = events.all().await;
-    assert!(err.is_none());
-    assert_eq!(rest.last().map(String::as_str), Some("[DONE]"));
-
-    let start = Instant::now();
-    let resp = post(&client, &sim, &request("slow", false)).await.unwrap();
-    assert!(start.elapsed() >= delay);
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["choices"][0]["message"]["content"], ANSWER);
 }
 
 #[tokio::test]
@@ -537,7 +1009,8 @@ async fn down_for_refuses_connections_then_serves_on_the_same_port() {
     let addr = sim.addr();
     assert!(!sim.is_listening());
     let client = client();
-    let err = post(&client, &sim, &request("sim-ok", false))
+    let err = Api::Chat
+        .send(&client, &sim, "sim-ok", false)
         .await
         .expect_err("nothing listens");
     assert!(
@@ -550,10 +1023,7 @@ async fn down_for_refuses_connections_then_serves_on_the_same_port() {
     );
     sim.wait_until_up().await;
     assert_eq!(sim.addr(), addr);
-    let resp = post(&client, &sim, &request("sim-ok", false))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(Api::Chat.status(&client, &sim, "sim-ok", false).await, 200);
     // A refused connection is never seen.
     assert_eq!(sim.attempts("sim-ok"), 1);
 }
@@ -563,9 +1033,10 @@ async fn going_down_closes_open_connections_too() {
     let sim = sim().await;
     let client = client();
     // A pooled keep-alive connection to the sim.
-    assert_eq!(status(&client, &sim, &request("sim-ok", false)).await, 200);
+    assert_eq!(Api::Chat.status(&client, &sim, "sim-ok", false).await, 200);
     sim.down_for(Duration::from_millis(300)).await;
-    let err = post(&client, &sim, &request("sim-ok", false))
+    let err = Api::Chat
+        .send(&client, &sim, "sim-ok", false)
         .await
         .expect_err("down");
     let reason = classify(&Signal::from_reqwest(&err)).reason;
@@ -574,7 +1045,7 @@ async fn going_down_closes_open_connections_too() {
         "{reason:?} {err:?}"
     );
     sim.wait_until_up().await;
-    assert_eq!(status(&client, &sim, &request("sim-ok", false)).await, 200);
+    assert_eq!(Api::Chat.status(&client, &sim, "sim-ok", false).await, 200);
 }
 
 #[tokio::test]
@@ -589,7 +1060,7 @@ async fn set_down_and_up_by_hand() {
     assert_eq!(err.kind(), io::ErrorKind::ConnectionRefused);
     sim.set_down(false).await;
     assert!(sim.is_listening());
-    assert_eq!(status(&client, &sim, &request("sim-ok", true)).await, 200);
+    assert_eq!(Api::Chat.status(&client, &sim, "sim-ok", true).await, 200);
 }
 
 #[tokio::test]
@@ -597,7 +1068,7 @@ async fn attempts_are_counted_per_model() {
     let sim = sim().await;
     let client = client();
     for model in ["a", "b", "b", "sim-503", "sim-503", "sim-503"] {
-        post(&client, &sim, &request(model, false)).await.unwrap();
+        Api::Chat.send(&client, &sim, model, false).await.unwrap();
     }
     assert_eq!(sim.attempts("a"), 1);
     assert_eq!(sim.attempts("b"), 2);
@@ -607,46 +1078,8 @@ async fn attempts_are_counted_per_model() {
 }
 
 #[tokio::test]
-async fn bad_requests_get_openai_400s() {
-    let sim = sim().await;
-    let client = client();
-    let url = format!("{}/chat/completions", sim.base_url());
-    let bodies = [
-        "not json".to_owned(),
-        "{}".to_owned(),
-        json!({"model": "a"}).to_string(),
-        json!({"model": "a", "messages": []}).to_string(),
-        json!({"model": 7, "messages": [{"role": "user", "content": "x"}]}).to_string(),
-        json!({"model": "a", "messages": [{"role": "user"}], "max_tokens": 0}).to_string(),
-        json!({"model": "a", "messages": [{}], "stream": "yes"}).to_string(),
-    ];
-    for body in &bodies {
-        let resp = client.post(&url).body(body.clone()).send().await.unwrap();
-        assert_eq!(resp.status(), 400, "{body}");
-        let error: Value = resp.json().await.unwrap();
-        assert_eq!(error["error"]["type"], "invalid_request_error", "{body}");
-        assert!(error["error"]["message"].is_string());
-    }
-    // Over axum's 2 MB body limit: an OpenAI error too, not a plain-text rejection.
-    let huge =
-        json!({"model": "a", "messages": [{"role": "user", "content": "x".repeat(3 << 20)}]});
-    let resp = client.post(&url).json(&huge).send().await.unwrap();
-    assert_eq!(resp.status(), 413);
-    let error: Value = resp.json().await.unwrap();
-    assert_eq!(error["error"]["type"], "invalid_request_error");
-    assert_eq!(sim.total_attempts(), bodies.len() as u64 + 1);
-    assert_eq!(sim.attempts("a"), 0);
-    // The server is still fine.
-    assert_eq!(status(&client, &sim, &request("a", false)).await, 200);
-}
-
-#[tokio::test]
 async fn models_and_unknown_routes() {
-    let sim = Sim::builder()
-        .fault("flaky", Fault::ServerErrorOnce)
-        .start()
-        .await
-        .unwrap();
+    let sim = sim_with("flaky", Fault::ServerErrorOnce).await;
     let client = client();
     let models: Value = client
         .get(format!("{}/models", sim.base_url()))
@@ -676,14 +1109,10 @@ async fn models_and_unknown_routes() {
 
 #[tokio::test]
 async fn configured_faults_take_precedence_over_names() {
-    let sim = Sim::builder()
-        .fault("sim-503", Fault::None)
-        .start()
-        .await
-        .unwrap();
+    let sim = sim_with("sim-503", Fault::None).await;
     let client = client();
     let status_of =
-        async |model: &str| status(&client, &sim, &request(model, false)).await.as_u16();
+        async |model: &str| Api::Chat.status(&client, &sim, model, false).await.as_u16();
     assert_eq!(status_of("sim-503").await, 200);
     sim.set_fault("gpt-4o", Fault::Status(529));
     assert_eq!(status_of("gpt-4o").await, 529);
@@ -699,7 +1128,7 @@ async fn shutdown_closes_the_port_and_held_connections() {
     let held = tokio::spawn(async move {
         client()
             .post(url)
-            .json(&request("sim-silent", false))
+            .json(&Api::Chat.request("sim-silent", false))
             .send()
             .await
     });
@@ -734,16 +1163,6 @@ async fn dropping_the_sim_releases_the_port() {
     .expect("the port is closed");
 }
 
-/// [`request`] with an assistant prefill as the last message.
-fn prefilled(model: &str, prefill: &str, stream: bool) -> Value {
-    let mut req = request(model, stream);
-    req["messages"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"role": "assistant", "content": prefill}));
-    req
-}
-
 /// The content deltas of each JSON chunk that has one.
 fn deltas(events: &[String]) -> Vec<String> {
     events
@@ -771,7 +1190,8 @@ async fn continue_prefill_sends_the_rest_of_the_answer() {
         (no_space.as_str(), " answered ", n - 3),
     ];
     for (prefill, first, count) in cases {
-        let (events, err) = read_stream(&client, &sim, &prefilled("sim-ok", prefill, true)).await;
+        let (events, err) =
+            read_stream(&client, &sim, &Api::Chat.prefilled("sim-ok", prefill, true)).await;
         assert!(err.is_none(), "{prefill:?}: {err:?}");
         let tokens = deltas(&events);
         assert_eq!(tokens.len(), count, "{prefill:?}: {tokens:?}");
@@ -780,7 +1200,13 @@ async fn continue_prefill_sends_the_rest_of_the_answer() {
         assert!(events[count].contains("\"finish_reason\":\"stop\""));
         assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
 
-        let body: Value = answer(&client, &sim, &prefilled("sim-ok", prefill, false)).await;
+        let body: Value = Api::Chat
+            .answer(
+                &client,
+                &sim,
+                &Api::Chat.prefilled("sim-ok", prefill, false),
+            )
+            .await;
         let rest = body["choices"][0]["message"]["content"].as_str().unwrap();
         assert_eq!(format!("{prefill}{rest}"), ANSWER);
         assert_eq!(body["usage"]["completion_tokens"], count);
@@ -792,7 +1218,8 @@ async fn a_prefill_that_is_not_a_prefix_gets_the_whole_answer() {
     let sim = sim().await;
     let client = client();
     for prefill in ["Something else entirely ", "the simulated ", ""] {
-        let (events, err) = read_stream(&client, &sim, &prefilled("sim-ok", prefill, true)).await;
+        let (events, err) =
+            read_stream(&client, &sim, &Api::Chat.prefilled("sim-ok", prefill, true)).await;
         assert!(err.is_none());
         assert_eq!(content(&events), ANSWER, "{prefill:?}");
     }
@@ -806,7 +1233,7 @@ async fn ignore_prefill_sends_the_whole_answer_again() {
         .await
         .unwrap();
     let client = client();
-    let req = prefilled("sim-ok", &prefix(3), true);
+    let req = Api::Chat.prefilled("sim-ok", prefix(3), true);
     let (events, err) = read_stream(&client, &sim, &req).await;
     assert!(err.is_none());
     assert_eq!(content(&events), ANSWER);
@@ -816,7 +1243,13 @@ async fn ignore_prefill_sends_the_whole_answer_again() {
     let (events, _) = read_stream(&client, &sim, &req).await;
     assert_eq!(format!("{}{}", prefix(3), content(&events)), ANSWER);
     sim.set_prefill(Prefill::Ignore);
-    let body: Value = answer(&client, &sim, &prefilled("sim-ok", &prefix(3), false)).await;
+    let body: Value = Api::Chat
+        .answer(
+            &client,
+            &sim,
+            &Api::Chat.prefilled("sim-ok", prefix(3), false),
+        )
+        .await;
     assert_eq!(body["choices"][0]["message"]["content"], ANSWER);
 }
 
@@ -834,7 +1267,12 @@ async fn reject_prefill_is_anthropics_400_which_the_classifier_reads_as_format()
     });
     for stream in [false, true] {
         for model in ["sim-ok", "sim-cut-2", "sim-slow-5s"] {
-            let resp = post(&client, &sim, &prefilled(model, &prefix(3), stream))
+            let resp = Api::Chat
+                .post(
+                    &client,
+                    &sim,
+                    &Api::Chat.prefilled(model, prefix(3), stream),
+                )
                 .await
                 .unwrap();
             assert_eq!(resp.status(), 400, "{model}");
@@ -846,9 +1284,16 @@ async fn reject_prefill_is_anthropics_400_which_the_classifier_reads_as_format()
         }
     }
     // A request without a prefill is answered, and an error fault keeps its error.
-    let body: Value = answer(&client, &sim, &request("sim-ok", false)).await;
+    let body: Value = Api::Chat
+        .answer(&client, &sim, &Api::Chat.request("sim-ok", false))
+        .await;
     assert_eq!(body["choices"][0]["message"]["content"], ANSWER);
-    let resp = post(&client, &sim, &prefilled("sim-503", &prefix(3), false))
+    let resp = Api::Chat
+        .post(
+            &client,
+            &sim,
+            &Api::Chat.prefilled("sim-503", prefix(3), false),
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), 503);
@@ -858,8 +1303,12 @@ async fn reject_prefill_is_anthropics_400_which_the_classifier_reads_as_format()
 #[tokio::test]
 async fn a_fault_applies_to_the_continuation() {
     let sim = sim().await;
-    let (events, err) =
-        read_stream(&client(), &sim, &prefilled("sim-cut-2", &prefix(3), true)).await;
+    let (events, err) = read_stream(
+        &client(),
+        &sim,
+        &Api::Chat.prefilled("sim-cut-2", prefix(3), true),
+    )
+    .await;
     let want: Vec<&str> = answer_tokens().skip(3).take(2).collect();
     assert_eq!(deltas(&events), want, "{events:#?}");
     assert_eq!(events.len(), 2);
@@ -873,7 +1322,7 @@ async fn max_tokens_limits_the_continuation() {
     let client = client();
     let rest = answer_tokens().count() - 3;
     for (limit, finish) in [(2, "length"), (rest, "stop")] {
-        let mut req = prefilled("sim-ok", &prefix(3), true);
+        let mut req = Api::Chat.prefilled("sim-ok", prefix(3), true);
         req["max_tokens"] = json!(limit);
         let (events, err) = read_stream(&client, &sim, &req).await;
         assert!(err.is_none());
@@ -885,9 +1334,9 @@ async fn max_tokens_limits_the_continuation() {
             events[limit]
         );
 
-        let mut req = prefilled("sim-ok", &prefix(3), false);
+        let mut req = Api::Chat.prefilled("sim-ok", prefix(3), false);
         req["max_completion_tokens"] = json!(limit);
-        let body: Value = answer(&client, &sim, &req).await;
+        let body: Value = Api::Chat.answer(&client, &sim, &req).await;
         assert_eq!(body["choices"][0]["message"]["content"], want.as_str());
         assert_eq!(body["choices"][0]["finish_reason"], finish);
     }
@@ -914,8 +1363,8 @@ async fn include_usage_sends_the_usage_chunk_before_done() {
     let n = answer_tokens().count();
     // "say the thing" is 3 words; the prefill adds 3 more.
     for (req, prompt, completion) in [
-        (request("sim-ok", true), 3, n),
-        (prefilled("sim-ok", &prefix(3), true), 6, n - 3),
+        (Api::Chat.request("sim-ok", true), 3, n),
+        (Api::Chat.prefilled("sim-ok", prefix(3), true), 6, n - 3),
     ] {
         let (events, err) = with_usage(&sim, req).await;
         assert!(err.is_none(), "{err:?}");
@@ -939,13 +1388,13 @@ async fn include_usage_sends_the_usage_chunk_before_done() {
     }
 
     // The malformed line does not count: the usage says what arrived as tokens.
-    let (events, _) = with_usage(&sim, request("sim-malformed-3", true)).await;
+    let (events, _) = with_usage(&sim, Api::Chat.request("sim-malformed-3", true)).await;
     let usage = usage_events(&events);
     assert_eq!(usage.len(), 1);
     assert_eq!(usage[0]["usage"]["completion_tokens"], n - 1);
 
     // Without include_usage, no usage chunk.
-    let (events, _) = read_stream(&client(), &sim, &request("sim-ok", true)).await;
+    let (events, _) = read_stream(&client(), &sim, &Api::Chat.request("sim-ok", true)).await;
     assert!(usage_events(&events).is_empty());
 }
 
@@ -953,47 +1402,10 @@ async fn include_usage_sends_the_usage_chunk_before_done() {
 async fn a_broken_stream_sends_no_usage_chunk() {
     let sim = sim().await;
     for model in ["sim-cut-3", "sim-error-3"] {
-        let (events, _) = with_usage(&sim, request(model, true)).await;
+        let (events, _) = with_usage(&sim, Api::Chat.request(model, true)).await;
         assert!(events.len() >= 3, "{model}: {events:#?}");
         assert!(usage_events(&events).is_empty(), "{model}: {events:#?}");
     }
-}
-
-#[tokio::test]
-async fn error_after_streams_n_tokens_then_an_error_event_and_a_clean_end() {
-    let sim = sim().await;
-    let (events, err) = read_stream(&client(), &sim, &request("sim-error-2", true)).await;
-    assert!(err.is_none(), "the body ends cleanly: {err:?}");
-    assert_eq!(events.len(), 3, "{events:#?}");
-    assert_eq!(content(&events[..2]), prefix(2));
-    let error: Value = serde_json::from_str(&events[2]).unwrap();
-    assert_eq!(error["object"], "chat.completion.chunk");
-    assert_eq!(error["model"], "sim-error-2");
-    assert!(error["id"].is_string() && error["created"].is_u64());
-    assert_eq!(
-        error["error"],
-        json!({"message": "Upstream provider error mid-stream", "code": 502})
-    );
-    assert_eq!(
-        error["choices"],
-        json!([{"index": 0, "delta": {"content": ""}, "finish_reason": "error"}])
-    );
-    assert!(!events.iter().any(|e| e == "[DONE]"));
-}
-
-#[tokio::test]
-async fn error_after_without_streaming_is_a_200_error_object() {
-    let sim = sim().await;
-    let resp = post(&client(), &sim, &request("sim-error-2", false))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(resp.headers()["content-type"], "application/json");
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(
-        body,
-        json!({"error": {"message": "Upstream provider error mid-stream", "code": 502}})
-    );
 }
 
 #[tokio::test]
@@ -1001,7 +1413,7 @@ async fn last_request_is_the_last_body_per_model() {
     let sim = sim().await;
     let client = client();
     assert_eq!(sim.last_request("m"), None);
-    let mut first = prefilled("m", &prefix(3), true);
+    let mut first = Api::Chat.prefilled("m", prefix(3), true);
     first["max_tokens"] = json!(7);
     first["continue_final_message"] = json!(true);
     first["add_generation_prompt"] = json!(false);
@@ -1010,9 +1422,9 @@ async fn last_request_is_the_last_body_per_model() {
     let _ = read_stream(&client, &sim, &first).await;
     assert_eq!(sim.last_request("m"), Some(first));
 
-    let second = request("m", false);
-    post(&client, &sim, &second).await.unwrap();
-    post(&client, &sim, &request("other", false)).await.unwrap();
+    let second = Api::Chat.request("m", false);
+    Api::Chat.post(&client, &sim, &second).await.unwrap();
+    Api::Chat.send(&client, &sim, "other", false).await.unwrap();
     // A body that is not a valid request is not kept.
     let bad = client
         .post(format!("{}/chat/completions", sim.base_url()))
@@ -1022,82 +1434,20 @@ async fn last_request_is_the_last_body_per_model() {
         .unwrap();
     assert_eq!(bad.status(), 400);
     assert_eq!(sim.last_request("m"), Some(second));
-    assert_eq!(sim.last_request("other"), Some(request("other", false)));
+    assert_eq!(
+        sim.last_request("other"),
+        Some(Api::Chat.request("other", false))
+    );
 }
 
-// --- /v1/messages: the same faults in Anthropic's shapes ---
-
-/// An Anthropic Messages request for `model`.
-fn msg_request(model: &str, stream: bool) -> Value {
-    json!({
-        "model": model,
-        "max_tokens": 1024,
-        "messages": [{"role": "user", "content": "say the thing"}],
-        "stream": stream,
-    })
-}
-
-/// [`msg_request`] with a trailing assistant message (Anthropic's prefill).
-fn msg_prefilled(model: &str, prefill: Value, stream: bool) -> Value {
-    let mut req = msg_request(model, stream);
-    req["messages"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"role": "assistant", "content": prefill}));
-    req
-}
-
-/// The named events of the stream that answers `req` on `/v1/messages`, each payload
-/// parsed when it is JSON (else `Value::String` of it), and the error that broke the body.
-async fn read_messages(sim: &Sim, req: &Value) -> (Vec<(String, Value)>, Option<reqwest::Error>) {
-    let resp = post_messages(&client(), sim, req).await.unwrap();
-    assert!(resp.headers().contains_key("request-id"));
-    let (events, err) = Events::new(resp).all_named().await;
-    let events = events
-        .into_iter()
-        .map(|(name, data)| {
-            let value = serde_json::from_str(&data).unwrap_or(Value::String(data));
-            (name, value)
-        })
-        .collect();
-    (events, err)
-}
-
-/// The JSON body of the answer to `req` on `/v1/messages`.
-async fn msg_answer(client: &reqwest::Client, sim: &Sim, req: &Value) -> Value {
-    post_messages(client, sim, req)
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
-fn names(events: &[(String, Value)]) -> Vec<&str> {
-    events.iter().map(|(name, _)| name.as_str()).collect()
-}
-
-/// The text of the `text_delta`s, concatenated.
-fn text_deltas(events: &[(String, Value)]) -> String {
-    events
-        .iter()
-        .filter_map(|(_, data)| data["delta"]["text"].as_str())
-        .collect()
-}
-
-/// The event names of a healthy text stream of `n` deltas.
-fn healthy_sequence(n: usize) -> Vec<&'static str> {
-    let mut want = vec!["message_start", "content_block_start", "ping"];
-    want.extend(std::iter::repeat_n("content_block_delta", n));
-    want.extend(["content_block_stop", "message_delta", "message_stop"]);
-    want
-}
+// --- /v1/messages: Anthropic's shapes ---
 
 #[tokio::test]
 async fn messages_answer_is_an_anthropic_message() {
     let sim = sim().await;
     let client = client();
-    let resp = post_messages(&client, &sim, &msg_request("claude-sim", false))
+    let resp = Api::Messages
+        .send(&client, &sim, "claude-sim", false)
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
@@ -1134,13 +1484,13 @@ async fn messages_answer_is_an_anthropic_message() {
     assert_eq!(sim.last_authorization("claude-sim"), None);
     assert_eq!(
         sim.last_request("claude-sim"),
-        Some(msg_request("claude-sim", false))
+        Some(Api::Messages.request("claude-sim", false))
     );
 
     // max_tokens cuts the answer, with stop_reason max_tokens.
-    let mut req = msg_request("claude-sim", false);
+    let mut req = Api::Messages.request("claude-sim", false);
     req["max_tokens"] = json!(3);
-    let body: Value = msg_answer(&client, &sim, &req).await;
+    let body: Value = Api::Messages.answer(&client, &sim, &req).await;
     assert_eq!(body["content"][0]["text"], prefix(3));
     assert_eq!(body["stop_reason"], "max_tokens");
     assert_eq!(body["usage"]["output_tokens"], 3);
@@ -1150,9 +1500,11 @@ async fn messages_answer_is_an_anthropic_message() {
 async fn messages_stream_is_anthropics_event_sequence() {
     let sim = sim().await;
     let n = answer_tokens().count();
-    let (events, err) = read_messages(&sim, &msg_request("sim-ok", true)).await;
+    let (events, err) = Api::Messages
+        .stream(&sim, &Api::Messages.request("sim-ok", true))
+        .await;
     assert!(err.is_none(), "{err:?}");
-    assert_eq!(names(&events), healthy_sequence(n), "{events:#?}");
+    assert_eq!(names(&events), Api::Messages.sequence(n), "{events:#?}");
     // Each payload's type is its event's name.
     for (name, data) in &events {
         assert_eq!(data["type"], name.as_str(), "{data}");
@@ -1171,7 +1523,7 @@ async fn messages_stream_is_anthropics_event_sequence() {
         events[3].1,
         json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "The "}})
     );
-    assert_eq!(text_deltas(&events), ANSWER);
+    assert_eq!(Api::Messages.text(&events), ANSWER);
     assert_eq!(
         events[n + 3].1,
         json!({"type": "content_block_stop", "index": 0})
@@ -1185,223 +1537,13 @@ async fn messages_stream_is_anthropics_event_sequence() {
         })
     );
 
-    let mut req = msg_request("sim-ok", true);
+    let mut req = Api::Messages.request("sim-ok", true);
     req["max_tokens"] = json!(2);
-    let (events, err) = read_messages(&sim, &req).await;
+    let (events, err) = Api::Messages.stream(&sim, &req).await;
     assert!(err.is_none());
-    assert_eq!(names(&events), healthy_sequence(2));
-    assert_eq!(text_deltas(&events), prefix(2));
+    assert_eq!(names(&events), Api::Messages.sequence(2));
+    assert_eq!(Api::Messages.text(&events), prefix(2));
     assert_eq!(events[6].1["delta"]["stop_reason"], "max_tokens");
-}
-
-/// Every error fault on `/v1/messages`, streaming or not: Anthropic's status, error type,
-/// headers, and the reason the classifier reads (the fault's meaning on chat).
-#[tokio::test]
-async fn messages_error_faults_send_anthropic_errors() {
-    let sim = sim().await;
-    let client = client();
-    let cases: [(&str, u16, &str, Reason); 13] = [
-        ("sim-429", 429, "rate_limit_error", Reason::RateLimit),
-        (
-            "sim-429-retry-2",
-            429,
-            "rate_limit_error",
-            Reason::RateLimit,
-        ),
-        ("sim-500", 500, "api_error", Reason::ServerError),
-        ("sim-502", 502, "api_error", Reason::ServerError),
-        ("sim-503", 529, "overloaded_error", Reason::Overloaded),
-        ("sim-529", 529, "overloaded_error", Reason::Overloaded),
-        ("sim-401", 401, "authentication_error", Reason::Auth),
-        ("sim-403", 403, "permission_error", Reason::Auth),
-        ("sim-404", 404, "not_found_error", Reason::ModelNotFound),
-        ("sim-413", 413, "request_too_large", Reason::ContextOverflow),
-        ("sim-400", 400, "invalid_request_error", Reason::Format),
-        (
-            "sim-context",
-            400,
-            "invalid_request_error",
-            Reason::ContextOverflow,
-        ),
-        (
-            "sim-filter",
-            400,
-            "invalid_request_error",
-            Reason::ContentFilter,
-        ),
-    ];
-    for stream in [false, true] {
-        for (model, status, kind, reason) in cases {
-            let resp = post_messages(&client, &sim, &msg_request(model, stream))
-                .await
-                .unwrap();
-            assert_eq!(resp.status(), status, "{model}");
-            let headers = resp.headers().clone();
-            assert_eq!(headers["content-type"], "application/json", "{model}");
-            assert!(
-                headers["request-id"].to_str().unwrap().starts_with("req_"),
-                "{model}"
-            );
-            let text = resp.text().await.unwrap();
-            let body: Value = serde_json::from_str(&text).unwrap();
-            assert_eq!(body["type"], "error", "{model}: {body}");
-            assert_eq!(body["error"]["type"], kind, "{model}: {body}");
-            assert!(body["error"]["message"].is_string(), "{model}: {body}");
-            assert_eq!(body.as_object().unwrap().len(), 2, "{model}: {body}");
-            let c = classify(
-                &Signal::new()
-                    .status(status)
-                    .headers(&headers)
-                    .body(text.as_str())
-                    .provider("anthropic"),
-            );
-            assert_eq!(c.reason, reason, "{model}: {c:?}");
-            if model == "sim-429-retry-2" {
-                assert_eq!(headers["retry-after"], "2");
-                assert_eq!(headers["anthropic-ratelimit-requests-remaining"], "0");
-                let reset = headers["anthropic-ratelimit-requests-reset"]
-                    .to_str()
-                    .unwrap();
-                let at = humantime::parse_rfc3339(reset).unwrap();
-                let wait = at.duration_since(std::time::SystemTime::now()).unwrap();
-                assert!(
-                    wait > Duration::from_secs(1) && wait <= Duration::from_secs(3),
-                    "{reset}"
-                );
-                assert_eq!(c.retry_after, Some(Duration::from_secs(2)));
-            } else {
-                assert!(!headers.contains_key("retry-after"), "{model}");
-                assert!(
-                    !headers.contains_key("anthropic-ratelimit-requests-reset"),
-                    "{model}"
-                );
-            }
-        }
-    }
-    // A 500 once, then the answer.
-    let statuses = [
-        post_messages(&client, &sim, &msg_request("sim-500-once", false))
-            .await
-            .unwrap()
-            .status(),
-        post_messages(&client, &sim, &msg_request("sim-500-once", false))
-            .await
-            .unwrap()
-            .status(),
-    ];
-    assert_eq!(statuses, [500, 200]);
-}
-
-#[tokio::test]
-async fn messages_validate_like_anthropic() {
-    let sim = sim().await;
-    let client = client();
-    let user = json!([{"role": "user", "content": "x"}]);
-    let cases = [
-        ("not json".to_owned(), "There was an error parsing the body"),
-        (json!({"model": "a", "messages": user}).to_string(), "max_tokens: Field required"),
-        (json!({"model": "a", "max_tokens": 8}).to_string(), "messages: Field required"),
-        (json!({"max_tokens": 8, "messages": user}).to_string(), "model: Field required"),
-        (
-            json!({"model": "a", "max_tokens": 0, "messages": user}).to_string(),
-            "max_tokens: Input should be greater than or equal to 1",
-        ),
-        (
-            json!({"model": "a", "max_tokens": 8, "messages": []}).to_string(),
-            "messages: at least one message is required",
-        ),
-        (
-            json!({"model": "a", "max_tokens": 8, "messages": [{"role": "system", "content": "x"}]})
-                .to_string(),
-            "messages.0.role: Input should be 'user' or 'assistant'",
-        ),
-        (
-            msg_prefilled("a", json!("The simulated "), false).to_string(),
-            "messages: final assistant content cannot end with trailing whitespace",
-        ),
-    ];
-    for (body, message) in &cases {
-        let resp = client
-            .post(format!("{}/messages", sim.base_url()))
-            .body(body.clone())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(resp.status(), 400, "{body}");
-        assert!(resp.headers().contains_key("request-id"));
-        let error: Value = resp.json().await.unwrap();
-        assert_eq!(error["type"], "error", "{body}");
-        assert_eq!(error["error"]["type"], "invalid_request_error", "{body}");
-        let got = error["error"]["message"].as_str().unwrap();
-        assert!(got.starts_with(message), "{body}: {got}");
-    }
-    let huge = json!({"model": "a", "max_tokens": 8, "messages": [{"role": "user", "content": "x".repeat(3 << 20)}]});
-    let resp = post_messages(&client, &sim, &huge).await.unwrap();
-    assert_eq!(resp.status(), 413);
-    let error: Value = resp.json().await.unwrap();
-    assert_eq!(error["error"]["type"], "request_too_large");
-    assert_eq!(sim.total_attempts(), cases.len() as u64 + 1);
-    assert_eq!(sim.attempts("a"), 0);
-}
-
-#[tokio::test]
-async fn messages_mid_stream_error_is_an_error_event() {
-    let sim = sim().await;
-    let (events, err) = read_messages(&sim, &msg_request("sim-error-2", true)).await;
-    assert!(err.is_none(), "the body ends cleanly: {err:?}");
-    let mut want = healthy_sequence(2);
-    want.truncate(5);
-    want.push("error");
-    assert_eq!(names(&events), want, "{events:#?}");
-    assert_eq!(text_deltas(&events), prefix(2));
-    assert_eq!(
-        events[5].1,
-        json!({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
-    );
-
-    // Not streaming: a 200 whose body is that error.
-    let resp = post_messages(&client(), &sim, &msg_request("sim-error-2", false))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["error"]["type"], "overloaded_error");
-}
-
-#[tokio::test]
-async fn messages_broken_streams_never_send_message_stop() {
-    let sim = sim().await;
-    let n = answer_tokens().count();
-    // Cut: three deltas, then the body read fails.
-    let (events, err) = read_messages(&sim, &msg_request("sim-cut-3", true)).await;
-    assert_eq!(names(&events), healthy_sequence(3)[..6], "{events:#?}");
-    assert_eq!(text_deltas(&events), prefix(3));
-    let err = err.expect("the body read fails, it does not end cleanly");
-    assert!(err.is_body() || err.is_decode(), "{err:?}");
-
-    // Malformed: a data line that is not JSON in place of the 4th delta, then the rest.
-    let (events, err) = read_messages(&sim, &msg_request("sim-malformed-3", true)).await;
-    assert!(err.is_none());
-    assert_eq!(names(&events), healthy_sequence(n));
-    assert!(events[6].1.is_string(), "{:?}", events[6]);
-    assert_eq!(events[n + 4].1["usage"]["output_tokens"], n - 1);
-
-    // Stall and no-done: the connection stays open without message_stop.
-    for (model, seen) in [("sim-stall-3", 6), ("sim-no-done", n + 5)] {
-        let resp = post_messages(&client(), &sim, &msg_request(model, true))
-            .await
-            .unwrap();
-        let mut events = Events::new(resp);
-        let mut got = Vec::new();
-        for _ in 0..seen {
-            got.push(events.next_named().await.unwrap().unwrap().0);
-        }
-        assert_eq!(got, healthy_sequence(n)[..seen], "{model}");
-        assert!(
-            timeout(QUIET, events.next()).await.is_err(),
-            "{model}: no more bytes"
-        );
-    }
 }
 
 #[tokio::test]
@@ -1410,34 +1552,46 @@ async fn messages_continue_a_trailing_assistant_message() {
     let client = client();
     let prefill = prefix(3).trim_end().to_owned();
     for content in [json!(prefill), json!([{"type": "text", "text": prefill}])] {
-        let (events, err) =
-            read_messages(&sim, &msg_prefilled("sim-ok", content.clone(), true)).await;
+        let (events, err) = Api::Messages
+            .stream(
+                &sim,
+                &Api::Messages.prefilled("sim-ok", content.clone(), true),
+            )
+            .await;
         assert!(err.is_none());
-        let rest = text_deltas(&events);
+        let rest = Api::Messages.text(&events);
         assert!(rest.starts_with(" answered "), "{rest}");
         assert_eq!(format!("{prefill}{rest}"), ANSWER);
-        let body: Value = msg_answer(&client, &sim, &msg_prefilled("sim-ok", content, false)).await;
+        let body: Value = Api::Messages
+            .answer(
+                &client,
+                &sim,
+                &Api::Messages.prefilled("sim-ok", content, false),
+            )
+            .await;
         let rest = body["content"][0]["text"].as_str().unwrap();
         assert_eq!(format!("{prefill}{rest}"), ANSWER);
         assert_eq!(body["usage"]["output_tokens"], answer_tokens().count() - 3);
     }
     // The sim's prefill mode applies here too.
     sim.set_prefill(Prefill::Ignore);
-    let body: Value = msg_answer(
-        &client,
-        &sim,
-        &msg_prefilled("sim-ok", json!(prefill), false),
-    )
-    .await;
+    let body: Value = Api::Messages
+        .answer(
+            &client,
+            &sim,
+            &Api::Messages.prefilled("sim-ok", json!(prefill), false),
+        )
+        .await;
     assert_eq!(body["content"][0]["text"], ANSWER);
     sim.set_prefill(Prefill::Reject);
-    let resp = post_messages(
-        &client,
-        &sim,
-        &msg_prefilled("sim-ok", json!(prefill), true),
-    )
-    .await
-    .unwrap();
+    let resp = Api::Messages
+        .post(
+            &client,
+            &sim,
+            &Api::Messages.prefilled("sim-ok", json!(prefill), true),
+        )
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["type"], "invalid_request_error");
@@ -1449,35 +1603,15 @@ async fn messages_continue_a_trailing_assistant_message() {
     );
 }
 
-// --- sim-tool on both endpoints ---
-
-fn weather_schema() -> Value {
-    json!({
-        "type": "object",
-        "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
-        "required": ["city"],
-    })
-}
-
-/// A chat request for `sim-tool` that offers a weather tool.
-fn chat_tool_request(stream: bool) -> Value {
-    let mut req = request("sim-tool", stream);
-    req["tools"] = json!([{"type": "function", "function": {"name": "get_weather", "parameters": weather_schema()}}]);
-    req
-}
-
-/// A messages request for `sim-tool` that offers a weather tool.
-fn msg_tool_request(stream: bool) -> Value {
-    let mut req = msg_request("sim-tool", stream);
-    req["tools"] = json!([{"name": "get_weather", "description": "the weather", "input_schema": weather_schema()}]);
-    req
-}
+// --- sim-tool on chat and messages ---
 
 #[tokio::test]
 async fn sim_tool_calls_the_first_tool_on_chat() {
     let sim = sim().await;
     let client = client();
-    let body: Value = answer(&client, &sim, &chat_tool_request(false)).await;
+    let body: Value = Api::Chat
+        .answer(&client, &sim, &Api::Chat.tool_request(false))
+        .await;
     let choice = &body["choices"][0];
     assert_eq!(choice["finish_reason"], "tool_calls");
     assert_eq!(choice["message"]["content"], Value::Null);
@@ -1493,7 +1627,7 @@ async fn sim_tool_calls_the_first_tool_on_chat() {
     );
 
     // Streamed: the id and name first, then the arguments in pieces.
-    let (events, err) = read_stream(&client, &sim, &chat_tool_request(true)).await;
+    let (events, err) = read_stream(&client, &sim, &Api::Chat.tool_request(true)).await;
     assert!(err.is_none());
     assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
     let chunks: Vec<Value> = events
@@ -1519,11 +1653,11 @@ async fn sim_tool_calls_the_first_tool_on_chat() {
     );
 
     // The round trip: the tool's result comes back quoted.
-    let mut req = chat_tool_request(false);
+    let mut req = Api::Chat.tool_request(false);
     let messages = req["messages"].as_array_mut().unwrap();
     messages.push(choice["message"].clone());
     messages.push(json!({"role": "tool", "tool_call_id": id, "content": "sunny, 21 C"}));
-    let body: Value = answer(&client, &sim, &req).await;
+    let body: Value = Api::Chat.answer(&client, &sim, &req).await;
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     assert_eq!(
         body["choices"][0]["message"]["content"],
@@ -1534,7 +1668,9 @@ async fn sim_tool_calls_the_first_tool_on_chat() {
     assert_eq!(content(&events), "The tool answered: sunny, 21 C");
 
     // Without tools, sim-tool is healthy.
-    let body: Value = answer(&client, &sim, &request("sim-tool", false)).await;
+    let body: Value = Api::Chat
+        .answer(&client, &sim, &Api::Chat.request("sim-tool", false))
+        .await;
     assert_eq!(body["choices"][0]["message"]["content"], ANSWER);
 }
 
@@ -1542,7 +1678,9 @@ async fn sim_tool_calls_the_first_tool_on_chat() {
 async fn sim_tool_uses_the_first_tool_on_messages() {
     let sim = sim().await;
     let client = client();
-    let body: Value = msg_answer(&client, &sim, &msg_tool_request(false)).await;
+    let body: Value = Api::Messages
+        .answer(&client, &sim, &Api::Messages.tool_request(false))
+        .await;
     assert_eq!(body["stop_reason"], "tool_use");
     let block = &body["content"][0];
     let id = block["id"].as_str().unwrap().to_owned();
@@ -1552,7 +1690,9 @@ async fn sim_tool_uses_the_first_tool_on_messages() {
     assert_eq!(block["input"], json!({"city": "sim"}));
 
     // Streamed: a tool_use block, then its input as input_json_delta pieces.
-    let (events, err) = read_messages(&sim, &msg_tool_request(true)).await;
+    let (events, err) = Api::Messages
+        .stream(&sim, &Api::Messages.tool_request(true))
+        .await;
     assert!(err.is_none());
     let pieces: Vec<&str> = events
         .iter()
@@ -1560,7 +1700,7 @@ async fn sim_tool_uses_the_first_tool_on_messages() {
         .map(|(_, data)| data["delta"]["partial_json"].as_str().unwrap())
         .collect();
     assert!(pieces.len() > 1, "{pieces:?}");
-    assert_eq!(names(&events), healthy_sequence(pieces.len()));
+    assert_eq!(names(&events), Api::Messages.sequence(pieces.len()));
     let start = &events[1].1["content_block"];
     assert_eq!(start["type"], "tool_use");
     assert!(start["id"].as_str().unwrap().starts_with("toolu_"));
@@ -1578,112 +1718,29 @@ async fn sim_tool_uses_the_first_tool_on_messages() {
         json!("sunny, 21 C"),
         json!([{"type": "text", "text": "sunny, 21 C"}]),
     ] {
-        let mut req = msg_tool_request(false);
+        let mut req = Api::Messages.tool_request(false);
         let messages = req["messages"].as_array_mut().unwrap();
         messages.push(json!({"role": "assistant", "content": body["content"].clone()}));
         messages.push(json!({
             "role": "user",
             "content": [{"type": "tool_result", "tool_use_id": id, "content": result}],
         }));
-        let answer: Value = msg_answer(&client, &sim, &req).await;
+        let answer: Value = Api::Messages.answer(&client, &sim, &req).await;
         assert_eq!(answer["stop_reason"], "end_turn");
         assert_eq!(
             answer["content"],
             json!([{"type": "text", "text": "The tool answered: sunny, 21 C"}])
         );
         req["stream"] = json!(true);
-        let (events, _) = read_messages(&sim, &req).await;
-        assert_eq!(text_deltas(&events), "The tool answered: sunny, 21 C");
+        let (events, _) = Api::Messages.stream(&sim, &req).await;
+        assert_eq!(
+            Api::Messages.text(&events),
+            "The tool answered: sunny, 21 C"
+        );
     }
 }
 
-// --- /v1/responses: the same faults in the Responses API's shapes ---
-
-/// A Responses API request for `model`.
-fn resp_request(model: &str, stream: bool) -> Value {
-    json!({"model": model, "input": "say the thing", "stream": stream})
-}
-
-async fn post_responses(
-    client: &reqwest::Client,
-    sim: &Sim,
-    body: &Value,
-) -> reqwest::Result<reqwest::Response> {
-    client
-        .post(format!("{}/responses", sim.base_url()))
-        .json(body)
-        .send()
-        .await
-}
-
-/// The JSON body of the answer to `req` on `/v1/responses`.
-async fn resp_answer(client: &reqwest::Client, sim: &Sim, req: &Value) -> Value {
-    let resp = post_responses(client, sim, req).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    resp.json().await.unwrap()
-}
-
-/// The named events of the stream that answers `req` on `/v1/responses`, each payload parsed
-/// when it is JSON (else `Value::String` of it), and the error that broke the body.
-async fn read_responses(sim: &Sim, req: &Value) -> (Vec<(String, Value)>, Option<reqwest::Error>) {
-    let resp = post_responses(&client(), sim, req).await.unwrap();
-    let (events, err) = Events::new(resp).all_named().await;
-    let events = events
-        .into_iter()
-        .map(|(name, data)| {
-            let value = serde_json::from_str(&data).unwrap_or(Value::String(data));
-            (name, value)
-        })
-        .collect();
-    (events, err)
-}
-
-/// The `response.output_text.delta`s, concatenated; malformed ones are skipped.
-fn output_text(events: &[(String, Value)]) -> String {
-    events
-        .iter()
-        .filter(|(name, _)| name == "response.output_text.delta")
-        .filter_map(|(_, data)| data["delta"].as_str())
-        .collect()
-}
-
-/// The event names of a healthy text stream of `n` deltas, up to and with `last`.
-fn resp_sequence(n: usize, last: &'static str) -> Vec<&'static str> {
-    let mut want = vec![
-        "response.created",
-        "response.in_progress",
-        "response.output_item.added",
-        "response.content_part.added",
-    ];
-    want.extend(std::iter::repeat_n("response.output_text.delta", n));
-    want.extend([
-        "response.output_text.done",
-        "response.content_part.done",
-        "response.output_item.done",
-        last,
-    ]);
-    want
-}
-
-/// Every JSON event has `type` equal to its name and a `sequence_number`; the numbers go up
-/// by one from 0 (a malformed event takes its number too, so one may be missing).
-fn assert_numbered(events: &[(String, Value)], malformed: usize) {
-    let mut numbers = Vec::new();
-    for (name, data) in events {
-        if data.is_string() {
-            continue;
-        }
-        assert_eq!(data["type"], name.as_str(), "{data}");
-        numbers.push(data["sequence_number"].as_u64().unwrap());
-    }
-    assert_eq!(numbers.first(), Some(&0), "{numbers:?}");
-    assert!(numbers.windows(2).all(|w| w[0] < w[1]), "{numbers:?}");
-    assert_eq!(
-        numbers.last().copied(),
-        Some((numbers.len() + malformed - 1) as u64),
-        "{numbers:?}"
-    );
-}
+// --- /v1/responses: the Responses API's shapes ---
 
 /// The header names of a response, without the ones that vary by body or time.
 fn header_names(resp: &reqwest::Response) -> Vec<String> {
@@ -1701,13 +1758,14 @@ fn header_names(resp: &reqwest::Response) -> Vec<String> {
 async fn responses_answer_is_a_response_object() {
     let sim = sim().await;
     let client = client();
-    let mut req = resp_request("gpt-4.1-mini", false);
+    let mut req = Api::Responses.request("gpt-4.1-mini", false);
     req["instructions"] = json!("be brief");
     req["metadata"] = json!({"team": "sim"});
-    let resp = post_responses(&client, &sim, &req).await.unwrap();
+    let resp = Api::Responses.post(&client, &sim, &req).await.unwrap();
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "application/json");
-    let chat = post(&client, &sim, &request("gpt-4.1-mini", false))
+    let chat = Api::Chat
+        .send(&client, &sim, "gpt-4.1-mini", false)
         .await
         .unwrap();
     assert_eq!(header_names(&resp), header_names(&chat));
@@ -1767,7 +1825,7 @@ async fn responses_answer_is_a_response_object() {
     assert_eq!(sim.attempts("gpt-4.1-mini"), 2);
     assert_eq!(
         sim.last_request("gpt-4.1-mini"),
-        Some(request("gpt-4.1-mini", false))
+        Some(Api::Chat.request("gpt-4.1-mini", false))
     );
 
     // Input items: messages with text parts, and the same answer.
@@ -1779,7 +1837,7 @@ async fn responses_answer_is_a_response_object() {
         ],
         "temperature": 0.2,
     });
-    let body = resp_answer(&client, &sim, &req).await;
+    let body = Api::Responses.answer(&client, &sim, &req).await;
     assert_eq!(body["output"][0]["content"][0]["text"], ANSWER);
     assert_eq!(body["temperature"], 0.2);
     assert_eq!(body["usage"]["input_tokens"], 5);
@@ -1789,23 +1847,23 @@ async fn responses_answer_is_a_response_object() {
 #[tokio::test]
 async fn responses_stream_is_openais_event_sequence() {
     let sim = sim().await;
-    let resp = post_responses(&client(), &sim, &resp_request("sim-ok", true))
+    let resp = Api::Responses
+        .send(&client(), &sim, "sim-ok", true)
         .await
         .unwrap();
-    let chat = post(&client(), &sim, &request("sim-ok", true))
+    let chat = Api::Chat
+        .send(&client(), &sim, "sim-ok", true)
         .await
         .unwrap();
     assert_eq!(header_names(&resp), header_names(&chat));
-    let (events, err) = Events::new(resp).all_named().await;
+    let (events, err) = Api::Responses
+        .stream(&sim, &Api::Responses.request("sim-ok", true))
+        .await;
     assert!(err.is_none(), "{err:?}");
-    let events: Vec<(String, Value)> = events
-        .into_iter()
-        .map(|(name, data)| (name, serde_json::from_str(&data).unwrap()))
-        .collect();
+    assert_eq!(malformed(&events), [0; 0], "{events:#?}");
     let n = answer_tokens().count();
-    assert_eq!(names(&events), resp_sequence(n, "response.completed"));
-    assert_numbered(&events, 0);
-    assert_eq!(output_text(&events), ANSWER);
+    assert_eq!(names(&events), Api::Responses.sequence(n));
+    assert_eq!(Api::Responses.text(&events), ANSWER);
 
     let created = &events[0].1["response"];
     assert!(created["id"].as_str().unwrap().starts_with("resp_sim"));
@@ -1847,9 +1905,9 @@ async fn responses_stream_is_openais_event_sequence() {
 #[tokio::test]
 async fn responses_max_output_tokens_makes_an_incomplete_response() {
     let sim = sim().await;
-    let mut req = resp_request("sim-ok", false);
+    let mut req = Api::Responses.request("sim-ok", false);
     req["max_output_tokens"] = json!(3);
-    let body = resp_answer(&client(), &sim, &req).await;
+    let body = Api::Responses.answer(&client(), &sim, &req).await;
     assert_eq!(body["status"], "incomplete");
     assert_eq!(
         body["incomplete_details"],
@@ -1861,11 +1919,12 @@ async fn responses_max_output_tokens_makes_an_incomplete_response() {
     assert_eq!(body["usage"]["output_tokens"], 3);
 
     req["stream"] = json!(true);
-    let (events, err) = read_responses(&sim, &req).await;
+    let (events, err) = Api::Responses.stream(&sim, &req).await;
     assert!(err.is_none());
-    assert_eq!(names(&events), resp_sequence(3, "response.incomplete"));
-    assert_numbered(&events, 0);
-    assert_eq!(output_text(&events), prefix(3));
+    let mut want = Api::Responses.sequence(3);
+    *want.last_mut().unwrap() = "response.incomplete";
+    assert_eq!(names(&events), want);
+    assert_eq!(Api::Responses.text(&events), prefix(3));
     let last = &events.last().unwrap().1["response"];
     assert_eq!(last["status"], "incomplete");
     assert_eq!(last["incomplete_details"]["reason"], "max_output_tokens");
@@ -1873,29 +1932,20 @@ async fn responses_max_output_tokens_makes_an_incomplete_response() {
     // A limit the answer fits in changes nothing.
     req["stream"] = json!(false);
     req["max_output_tokens"] = json!(64);
-    let body = resp_answer(&client(), &sim, &req).await;
+    let body = Api::Responses.answer(&client(), &sim, &req).await;
     assert_eq!(body["status"], "completed");
     assert_eq!(body["output"][0]["content"][0]["text"], ANSWER);
-}
-
-/// A Responses request for `sim-tool` that offers a weather tool (after a tool that is not a
-/// function, which `sim-tool` passes over).
-fn resp_tool_request(stream: bool) -> Value {
-    let mut req = resp_request("sim-tool", stream);
-    req["tools"] = json!([
-        {"type": "web_search_preview"},
-        {"type": "function", "name": "get_weather", "description": "the weather", "parameters": weather_schema()},
-    ]);
-    req
 }
 
 #[tokio::test]
 async fn responses_sim_tool_calls_the_first_function_and_reads_its_output() {
     let sim = sim().await;
     let client = client();
-    let body = resp_answer(&client, &sim, &resp_tool_request(false)).await;
+    let body = Api::Responses
+        .answer(&client, &sim, &Api::Responses.tool_request(false))
+        .await;
     assert_eq!(body["status"], "completed");
-    assert_eq!(body["tools"], resp_tool_request(false)["tools"]);
+    assert_eq!(body["tools"], Api::Responses.tool_request(false)["tools"]);
     let call = &body["output"][0];
     assert_eq!(call["type"], "function_call");
     assert_eq!(call["status"], "completed");
@@ -1910,9 +1960,10 @@ async fn responses_sim_tool_calls_the_first_function_and_reads_its_output() {
     );
 
     // Streamed: the item with empty arguments, the arguments in pieces, then done.
-    let (events, err) = read_responses(&sim, &resp_tool_request(true)).await;
+    let (events, err) = Api::Responses
+        .stream(&sim, &Api::Responses.tool_request(true))
+        .await;
     assert!(err.is_none());
-    assert_numbered(&events, 0);
     let pieces: Vec<&str> = events
         .iter()
         .filter(|(name, _)| name == "response.function_call_arguments.delta")
@@ -1953,11 +2004,11 @@ async fn responses_sim_tool_calls_the_first_function_and_reads_its_output() {
     );
 
     // The round trip, by previous_response_id with only the output as input ...
-    let mut next = resp_tool_request(false);
+    let mut next = Api::Responses.tool_request(false);
     next["previous_response_id"] = body["id"].clone();
     next["input"] =
         json!([{"type": "function_call_output", "call_id": call_id, "output": "sunny, 21 C"}]);
-    let answer = resp_answer(&client, &sim, &next).await;
+    let answer = Api::Responses.answer(&client, &sim, &next).await;
     assert_eq!(answer["previous_response_id"], body["id"]);
     assert_eq!(answer["output"][0]["type"], "message");
     assert_eq!(
@@ -1965,17 +2016,22 @@ async fn responses_sim_tool_calls_the_first_function_and_reads_its_output() {
         "The tool answered: sunny, 21 C"
     );
     // ... or with the whole history, the call included, streamed.
-    let mut full = resp_tool_request(true);
+    let mut full = Api::Responses.tool_request(true);
     full["input"] = json!([
         {"role": "user", "content": "say the thing"},
         call,
         {"type": "function_call_output", "call_id": call_id, "output": "sunny, 21 C"},
     ]);
-    let (events, _) = read_responses(&sim, &full).await;
-    assert_eq!(output_text(&events), "The tool answered: sunny, 21 C");
+    let (events, _) = Api::Responses.stream(&sim, &full).await;
+    assert_eq!(
+        Api::Responses.text(&events),
+        "The tool answered: sunny, 21 C"
+    );
 
     // Without tools, sim-tool is healthy.
-    let body = resp_answer(&client, &sim, &resp_request("sim-tool", false)).await;
+    let body = Api::Responses
+        .answer(&client, &sim, &Api::Responses.request("sim-tool", false))
+        .await;
     assert_eq!(body["output"][0]["content"][0]["text"], ANSWER);
 }
 
@@ -1983,29 +2039,33 @@ async fn responses_sim_tool_calls_the_first_function_and_reads_its_output() {
 async fn responses_previous_response_id_must_be_a_stored_response() {
     let sim = sim().await;
     let client = client();
-    let first = resp_answer(&client, &sim, &resp_request("m", false)).await;
+    let first = Api::Responses
+        .answer(&client, &sim, &Api::Responses.request("m", false))
+        .await;
     let stored = first["id"].as_str().unwrap().to_owned();
     assert!(sim.knows_response(&stored));
-    let mut next = resp_request("m", false);
+    let mut next = Api::Responses.request("m", false);
     next["previous_response_id"] = json!(stored);
-    let body = resp_answer(&client, &sim, &next).await;
+    let body = Api::Responses.answer(&client, &sim, &next).await;
     assert_eq!(body["previous_response_id"], stored.as_str());
     assert_eq!(body["output"][0]["content"][0]["text"], ANSWER);
 
     // A streamed answer is stored too, under the id its events carry.
-    let (events, _) = read_responses(&sim, &resp_request("m", true)).await;
+    let (events, _) = Api::Responses
+        .stream(&sim, &Api::Responses.request("m", true))
+        .await;
     let streamed = events[0].1["response"]["id"].as_str().unwrap().to_owned();
     assert!(sim.knows_response(&streamed));
     next["previous_response_id"] = json!(streamed);
     next["stream"] = json!(true);
-    let (events, err) = read_responses(&sim, &next).await;
+    let (events, err) = Api::Responses.stream(&sim, &next).await;
     assert!(err.is_none());
-    assert_eq!(output_text(&events), ANSWER);
+    assert_eq!(Api::Responses.text(&events), ANSWER);
 
     // Not stored: an unknown id, and one answered with store: false.
-    let mut unstored = resp_request("m", false);
+    let mut unstored = Api::Responses.request("m", false);
     unstored["store"] = json!(false);
-    let body = resp_answer(&client, &sim, &unstored).await;
+    let body = Api::Responses.answer(&client, &sim, &unstored).await;
     assert_eq!(body["store"], false);
     let unstored = body["id"].as_str().unwrap().to_owned();
     assert!(!sim.knows_response(&unstored));
@@ -2013,7 +2073,7 @@ async fn responses_previous_response_id_must_be_a_stored_response() {
     for (id, stream) in [("resp_unknown", false), (unstored.as_str(), true)] {
         next["previous_response_id"] = json!(id);
         next["stream"] = json!(stream);
-        let resp = post_responses(&client, &sim, &next).await.unwrap();
+        let resp = Api::Responses.post(&client, &sim, &next).await.unwrap();
         assert_eq!(resp.status(), 400);
         let error: Value = resp.json().await.unwrap();
         assert_eq!(
@@ -2034,321 +2094,47 @@ async fn responses_previous_response_id_must_be_a_stored_response() {
     let other = self::sim().await;
     next["previous_response_id"] = json!(stored);
     next["stream"] = json!(false);
-    let resp = post_responses(&client, &other, &next).await.unwrap();
+    let resp = Api::Responses.post(&client, &other, &next).await.unwrap();
     assert_eq!(resp.status(), 400);
     // A model whose fault is an error sends that error first.
     next["model"] = json!("sim-429");
-    let resp = post_responses(&client, &other, &next).await.unwrap();
+    let resp = Api::Responses.post(&client, &other, &next).await.unwrap();
     assert_eq!(resp.status(), 429);
 }
 
 #[tokio::test]
-async fn responses_error_faults_send_openai_errors_the_classifier_reads() {
-    let sim = sim().await;
-    let client = client();
-    let cases: [(&str, u16, Reason, Option<&str>); 9] = [
-        (
-            "sim-429",
-            429,
-            Reason::RateLimit,
-            Some("rate_limit_exceeded"),
-        ),
-        (
-            "sim-429-retry-1500ms",
-            429,
-            Reason::RateLimit,
-            Some("rate_limit_exceeded"),
-        ),
-        ("sim-500", 500, Reason::ServerError, None),
-        (
-            "sim-503",
-            503,
-            Reason::Overloaded,
-            Some("service_unavailable"),
-        ),
-        ("sim-529", 529, Reason::Overloaded, None),
-        ("sim-401", 401, Reason::Auth, Some("invalid_api_key")),
-        (
-            "sim-404",
-            404,
-            Reason::ModelNotFound,
-            Some("model_not_found"),
-        ),
-        (
-            "sim-context",
-            400,
-            Reason::ContextOverflow,
-            Some("context_length_exceeded"),
-        ),
-        (
-            "sim-filter",
-            400,
-            Reason::ContentFilter,
-            Some("content_filter"),
-        ),
-    ];
-    for stream in [false, true] {
-        for (model, status, reason, code) in cases {
-            let resp = post_responses(&client, &sim, &resp_request(model, stream))
-                .await
-                .unwrap();
-            assert_eq!(resp.status(), status, "{model}");
-            assert_eq!(resp.headers()["content-type"], "application/json");
-            let headers = resp.headers().clone();
-            let text = resp.text().await.unwrap();
-            let body: Value = serde_json::from_str(&text).unwrap();
-            if status == 529 {
-                // As on chat: Anthropic's overloaded body.
-                assert_eq!(body["error"]["type"], "overloaded_error");
-            } else {
-                let error = body["error"].as_object().unwrap();
-                assert!(error["message"].is_string(), "{model}: {body}");
-                assert!(error["type"].is_string(), "{model}: {body}");
-                assert!(error.contains_key("param"), "{model}: {body}");
-                assert_eq!(error["code"].as_str(), code, "{model}: {body}");
-            }
-            let c = classify(
-                &Signal::new()
-                    .status(status)
-                    .headers(&headers)
-                    .body(text.as_str()),
-            );
-            assert_eq!(c.reason, reason, "{model}: {c:?}");
-            if model == "sim-429-retry-1500ms" {
-                assert_eq!(headers["retry-after"], "2");
-                assert_eq!(headers["retry-after-ms"], "1500");
-                assert!(c.retry_after.is_some());
-            } else {
-                assert!(!headers.contains_key("retry-after"), "{model}");
-            }
-        }
-    }
-    let context: Value = post_responses(&client, &sim, &resp_request("sim-context", false))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(context["error"]["param"], "input");
-    assert!(
-        context["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("Your input exceeds the context window")
-    );
-    assert_eq!(sim.attempts("sim-503"), 2);
-}
-
-#[tokio::test]
-async fn responses_broken_streams_never_complete() {
-    let sim = sim().await;
-    let n = answer_tokens().count();
-    let healthy = resp_sequence(n, "response.completed");
-
-    // Cut: three deltas, then the body read fails.
-    let (events, err) = read_responses(&sim, &resp_request("sim-cut-3", true)).await;
-    assert_eq!(names(&events), healthy[..7], "{events:#?}");
-    assert_numbered(&events, 0);
-    assert_eq!(output_text(&events), prefix(3));
-    let err = err.expect("the body read fails, it does not end cleanly");
-    assert!(err.is_body() || err.is_decode(), "{err:?}");
-
-    // Malformed: a data line that is not JSON in place of the 4th delta, then the rest.
-    let (events, err) = read_responses(&sim, &resp_request("sim-malformed-3", true)).await;
-    assert!(err.is_none());
-    assert_eq!(names(&events), healthy);
-    let bad: Vec<usize> = (0..events.len())
-        .filter(|&i| events[i].1.is_string())
-        .collect();
-    assert_eq!(bad, [7]);
-    assert_numbered(&events, 1);
-    let missing: String = answer_tokens()
-        .enumerate()
-        .filter(|(i, _)| *i != 3)
-        .map(|(_, t)| t)
-        .collect();
-    assert_eq!(output_text(&events), missing);
-    let completed = &events.last().unwrap().1["response"];
-    assert_eq!(completed["usage"]["output_tokens"], n - 1);
-
-    // Stall and no-done: the connection stays open without response.completed.
-    for (model, seen) in [("sim-stall-3", 7), ("sim-no-done", n + 7)] {
-        let resp = post_responses(&client(), &sim, &resp_request(model, true))
-            .await
-            .unwrap();
-        let mut events = Events::new(resp);
-        let mut got = Vec::new();
-        for _ in 0..seen {
-            got.push(events.next_named().await.unwrap().unwrap().0);
-        }
-        assert_eq!(got, healthy[..seen], "{model}");
-        assert!(
-            timeout(QUIET, events.next()).await.is_err(),
-            "{model}: no more bytes"
-        );
-    }
-}
-
-#[tokio::test]
-async fn responses_broken_answers_break_the_json_body() {
-    let sim = sim().await;
-    let client = client();
-    let resp = post_responses(&client, &sim, &resp_request("sim-cut-3", false))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let err = resp.bytes().await.expect_err("the body read fails");
-    assert!(err.is_body() || err.is_decode(), "{err:?}");
-
-    let resp = post_responses(&client, &sim, &resp_request("sim-malformed-3", false))
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    let text = resp.text().await.expect("the HTTP message is complete");
-    assert!(serde_json::from_str::<Value>(&text).is_err(), "{text}");
-
-    let mut resp = post_responses(&client, &sim, &resp_request("sim-stall-3", false))
-        .await
-        .unwrap();
-    assert!(!resp.chunk().await.unwrap().unwrap().is_empty());
-    assert!(
-        timeout(QUIET, resp.chunk()).await.is_err(),
-        "no byte after half"
-    );
-
-    // No terminator to hold back when not streaming.
-    let body = resp_answer(&client, &sim, &resp_request("sim-no-done", false)).await;
-    assert_eq!(body["status"], "completed");
-}
-
-#[tokio::test]
-async fn responses_mid_stream_error_is_response_failed() {
-    let sim = sim().await;
-    let (events, err) = read_responses(&sim, &resp_request("sim-error-2", true)).await;
-    assert!(err.is_none(), "the body ends cleanly: {err:?}");
-    let mut want = resp_sequence(2, "response.completed");
-    want.truncate(6);
-    want.push("response.failed");
-    assert_eq!(names(&events), want, "{events:#?}");
-    assert_numbered(&events, 0);
-    assert_eq!(output_text(&events), prefix(2));
-    let failed = &events[6].1["response"];
-    assert_eq!(failed["id"], events[0].1["response"]["id"]);
-    assert_eq!(failed["status"], "failed");
-    assert_eq!(
-        failed["error"],
-        json!({"code": "server_error", "message": "The server had an error processing your request."})
-    );
-
-    // Not streaming: a 200 whose body is the failed response.
-    let body = resp_answer(&client(), &sim, &resp_request("sim-error-2", false)).await;
-    assert_eq!(body["object"], "response");
-    assert_eq!(body["status"], "failed");
-    assert_eq!(body["error"]["code"], "server_error");
-}
-
-#[tokio::test]
-async fn responses_slow_silent_and_reset_faults() {
-    let delay = Duration::from_millis(250);
-    let sim = Sim::builder()
-        .fault("slow", Fault::FirstTokenDelay(delay))
-        .start()
-        .await
-        .unwrap();
-    let start = Instant::now();
-    let resp = post_responses(&client(), &sim, &resp_request("slow", true))
-        .await
-        .unwrap();
-    let mut events = Events::new(resp);
-    // The four opening events come at once; the first delta after the delay.
-    for _ in 0..4 {
-        events.next().await.unwrap().unwrap();
-    }
-    assert!(
-        futures_util::FutureExt::now_or_never(events.next()).is_none(),
-        "the first delta came with the opening events"
-    );
-    let (name, _) = events.next_named().await.unwrap().unwrap();
-    assert_eq!(name, "response.output_text.delta");
-    assert!(start.elapsed() >= delay);
-    let (rest, err) = events.all_named().await;
-    assert!(err.is_none());
-    assert_eq!(
-        rest.last().map(|(name, _)| name.as_str()),
-        Some("response.completed")
-    );
-
-    let quiet = reqwest::Client::builder().timeout(QUIET).build().unwrap();
-    for stream in [false, true] {
-        let err = post_responses(&quiet, &sim, &resp_request("sim-silent", stream))
-            .await
-            .expect_err("no answer");
-        assert!(err.is_timeout(), "{err:?}");
-        let err = post_responses(&client(), &sim, &resp_request("sim-reset", stream))
-            .await
-            .expect_err("no response");
-        assert!(has_io_kind(&err, io::ErrorKind::ConnectionReset), "{err:?}");
-    }
-    assert_eq!(sim.attempts("sim-silent"), 2);
-    assert_eq!(sim.attempts("sim-reset"), 2);
-}
-
-#[tokio::test]
-async fn responses_count_attempts_keep_the_last_request_and_reject_bad_bodies() {
-    let sim = Sim::builder()
-        .fault("flaky", Fault::ServerErrorOnce)
-        .start()
-        .await
-        .unwrap();
+async fn responses_count_attempts_and_keep_the_last_request() {
+    let sim = sim_with("flaky", Fault::ServerErrorOnce).await;
     let client = client();
     let statuses = async |model: &str| {
         let mut out = Vec::new();
         for _ in 0..2 {
-            let resp = post_responses(&client, &sim, &resp_request(model, false))
-                .await
-                .unwrap();
-            out.push(resp.status().as_u16());
+            out.push(
+                Api::Responses
+                    .status(&client, &sim, model, false)
+                    .await
+                    .as_u16(),
+            );
         }
         out
     };
     assert_eq!(statuses("flaky").await, [500, 200]);
     assert_eq!(statuses("a").await, [200, 200]);
     // One count per model across the endpoints.
-    post(&client, &sim, &request("a", false)).await.unwrap();
+    Api::Chat.send(&client, &sim, "a", false).await.unwrap();
     assert_eq!(sim.attempts("flaky"), 2);
     assert_eq!(sim.attempts("a"), 3);
 
-    let mut last = resp_request("a", true);
+    let mut last = Api::Responses.request("a", true);
     last["reasoning"] = json!({"effort": "low"});
     last["include"] = json!(["reasoning.encrypted_content"]);
-    let (events, _) = read_responses(&sim, &last).await;
+    let (events, _) = Api::Responses.stream(&sim, &last).await;
     assert_eq!(
         events[0].1["response"]["reasoning"],
         json!({"effort": "low"})
     );
     assert_eq!(sim.last_request("a"), Some(last.clone()));
 
-    let url = format!("{}/responses", sim.base_url());
-    let bodies = [
-        "not json".to_owned(),
-        "[]".to_owned(),
-        json!({"input": "x"}).to_string(),
-        json!({"model": "a", "input": 7}).to_string(),
-        json!({"model": "a", "input": [{"role": "user"}]}).to_string(),
-        json!({"model": "a", "input": "x", "max_output_tokens": 0}).to_string(),
-        json!({"model": "a", "input": "x", "tools": [{"type": "function"}]}).to_string(),
-    ];
-    let total = sim.total_attempts();
-    for body in &bodies {
-        let resp = client.post(&url).body(body.clone()).send().await.unwrap();
-        assert_eq!(resp.status(), 400, "{body}");
-        let error: Value = resp.json().await.unwrap();
-        let error = error["error"].as_object().unwrap();
-        assert_eq!(error["type"], "invalid_request_error", "{body}");
-        assert!(error["message"].is_string(), "{body}");
-        assert!(error.contains_key("param") && error.contains_key("code"));
-    }
-    assert_eq!(sim.total_attempts(), total + bodies.len() as u64);
     assert_eq!(sim.attempts("a"), 4);
     assert_eq!(sim.last_request("a"), Some(last));
 }
