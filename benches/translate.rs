@@ -1,7 +1,8 @@
-//! What translating between OpenAI chat completions and Anthropic Messages costs per request:
-//! a 2 KiB request and a 60-event stream, in both directions, each beside what the native
-//! path does with the same bytes (for a request, the clone the call makes to set `model`; for
-//! a stream, parsing each event), so the difference is translation's own overhead.
+//! What translating between OpenAI chat completions and Anthropic Messages, and between the
+//! OpenAI Responses API and chat completions, costs per request: a 2 KiB request and a
+//! 60-event stream, in both directions, each beside what the native path does with the same
+//! bytes (for a request, the clone the call makes to set `model`; for a stream, parsing each
+//! event), so the difference is translation's own overhead.
 
 #![expect(clippy::expect_used, reason = "benchmark setup should fail loudly")]
 #![expect(
@@ -13,7 +14,8 @@ use std::hint::black_box;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use llm_failover::protocol::translate::{
-    ChatToMessages, MessagesToChat, chat_request_to_messages, messages_request_to_chat,
+    ChatToMessages, ChatToResponses, MessagesToChat, ResponsesToChat, chat_request_to_messages,
+    chat_request_to_responses, messages_request_to_chat, responses_request_to_chat,
 };
 use serde_json::{Value, json};
 
@@ -77,6 +79,39 @@ fn messages_request() -> Value {
                 "city": {"type": "string"}, "day": {"type": "string", "enum": ["today", "tomorrow"]}}}}],
         "tool_choice": {"type": "auto"},
     })
+}
+
+fn responses_request() -> Value {
+    let input: Vec<Value> = turns(1500)
+        .into_iter()
+        .map(|(role, text)| json!({"type": "message", "role": role, "content": text}))
+        .collect();
+    json!({
+        "model": "gpt",
+        "max_output_tokens": 512,
+        "temperature": 0.3,
+        "stream": true,
+        "instructions": "You are a concise travel assistant.",
+        "input": input,
+        "tools": [{"type": "function", "name": "get_weather",
+            "description": "The weather forecast for a city and a day.",
+            "parameters": {"type": "object", "required": ["city"], "properties": {
+                "city": {"type": "string"}, "day": {"type": "string", "enum": ["today", "tomorrow"]}}}}],
+        "tool_choice": "auto",
+    })
+}
+
+/// A Responses stream of 60 events, as OpenAI sends one: the lifecycle and item events
+/// around 52 text deltas (made from a chat stream by the translator, which sends them in
+/// OpenAI's order).
+fn responses_events() -> Vec<(&'static str, String)> {
+    let mut t = ChatToResponses::new("gpt");
+    let mut payloads = chat_payloads();
+    // 52 deltas: the chat stream's 56 less four, for the eight events that frame them.
+    payloads.drain(53..57);
+    let mut out: Vec<(&'static str, String)> = payloads.iter().flat_map(|d| t.data(d)).collect();
+    out.extend(t.end());
+    out
 }
 
 /// An Anthropic stream of 60 events: start, a text block of 55 deltas, its stop, the delta
@@ -147,8 +182,13 @@ fn native_request(request: &Value) -> Value {
 fn bench_requests(c: &mut Criterion) {
     let chat = chat_request();
     let messages = messages_request();
+    let responses = responses_request();
     let mut g = c.benchmark_group("translate_request_2k");
-    for (name, req) in [("chat", &chat), ("messages", &messages)] {
+    for (name, req) in [
+        ("chat", &chat),
+        ("messages", &messages),
+        ("responses", &responses),
+    ] {
         let bytes = req.to_string().len();
         assert!(
             (1800..2600).contains(&bytes),
@@ -173,20 +213,43 @@ fn bench_requests(c: &mut Criterion) {
             out
         });
     });
+    g.bench_function("chat_to_responses", |b| {
+        b.iter(|| {
+            let mut out = chat_request_to_responses(black_box(&chat)).expect("translatable");
+            out["model"] = Value::from("target");
+            out
+        });
+    });
+    g.bench_function("responses_to_chat", |b| {
+        b.iter(|| {
+            let mut out = responses_request_to_chat(black_box(&responses)).expect("translatable");
+            out["model"] = Value::from("target");
+            out
+        });
+    });
     g.finish();
 }
 
 fn bench_streams(c: &mut Criterion) {
     let events = anthropic_events();
     let payloads = chat_payloads();
+    let responses = responses_events();
     assert_eq!(events.len(), 60);
     assert_eq!(payloads.len(), 60);
+    assert_eq!(responses.len(), 60);
     let mut g = c.benchmark_group("translate_stream_60_events");
     g.throughput(Throughput::Elements(60));
     // The native readers parse every event's data.
     g.bench_function("native_anthropic", |b| {
         b.iter(|| {
             for (_, d) in black_box(&events) {
+                black_box(serde_json::from_str::<Value>(d).expect("json"));
+            }
+        });
+    });
+    g.bench_function("native_responses", |b| {
+        b.iter(|| {
+            for (_, d) in black_box(&responses) {
                 black_box(serde_json::from_str::<Value>(d).expect("json"));
             }
         });
@@ -215,6 +278,28 @@ fn bench_streams(c: &mut Criterion) {
     g.bench_function("chat_to_anthropic", |b| {
         b.iter(|| {
             let mut t = ChatToMessages::new("claude");
+            let mut n = 0;
+            for d in black_box(&payloads) {
+                n += t.data(d).len();
+            }
+            n + t.end().len()
+        });
+    });
+    // Responses upstream, chat client; and chat upstream, Responses client.
+    g.bench_function("responses_to_chat", |b| {
+        b.iter(|| {
+            let mut t = ResponsesToChat::new();
+            let mut n = 0;
+            for (name, d) in black_box(&responses) {
+                let data: Value = serde_json::from_str(d).expect("json");
+                n += t.event(name, &data).len();
+            }
+            n
+        });
+    });
+    g.bench_function("chat_to_responses", |b| {
+        b.iter(|| {
+            let mut t = ChatToResponses::new("gpt");
             let mut n = 0;
             for d in black_box(&payloads) {
                 n += t.data(d).len();

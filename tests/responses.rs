@@ -583,7 +583,11 @@ routes = ["r", "embed"]
         let key = Some(("x-api-key", "client-key-web"));
         let resp = send(key, &other).await.unwrap();
         assert_eq!(resp.status(), 404, "{path}: a route the client may not use");
-        assert_eq!(s.total_attempts(), before, "{path}: nothing reached the provider");
+        assert_eq!(
+            s.total_attempts(),
+            before,
+            "{path}: nothing reached the provider"
+        );
 
         let resp = send(key, &body).await.unwrap();
         assert_eq!(resp.status(), 200, "{path}");
