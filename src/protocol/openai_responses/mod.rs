@@ -4,7 +4,7 @@
 //! every way it fails turned into an [`AttemptFailure`]. An endpoint of
 //! [`Api::OpenAiResponses`] gets the request as it is (with `model` and `stream` set); an
 //! endpoint of another API gets it translated through chat completions
-//! ([`translate`](super::translate): Responses to chat, and on to Anthropic Messages for an
+//! ([`translate`]: Responses to chat, and on to Anthropic Messages for an
 //! Anthropic endpoint), and its answer and events translated back.
 //!
 //! What is a failure, beyond the status and body of a non-2xx answer:
