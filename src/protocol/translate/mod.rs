@@ -34,6 +34,8 @@ mod request;
 mod responses;
 mod stream;
 #[cfg(test)]
+mod test_util;
+#[cfg(test)]
 mod tests;
 
 pub use self::answer::{chat_answer_to_messages, messages_answer_to_chat};
