@@ -2,7 +2,10 @@
 
 use serde_json::{Value, json};
 
-use super::{chat_id, chat_usage, finish_reason, message_id, messages_usage, now, stop_reason};
+use super::{
+    array_at, chat, chat_id, chat_usage, finish_reason, kind, message_id, messages_usage, now,
+    stop_reason, str_at,
+};
 
 /// A non-streaming Anthropic answer (a `message` object) as a `chat.completion` object.
 ///
@@ -28,44 +31,23 @@ pub fn messages_answer_to_chat(answer: &Value) -> Value {
     let mut text = String::new();
     let mut reasoning = String::new();
     let mut calls = Vec::new();
-    let empty = Vec::new();
-    let blocks = answer
-        .get("content")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty);
-    let str_of = |v: &Value, k: &str| {
-        v.get(k)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let blocks = array_at(answer, "content");
     for b in blocks {
-        match b.get("type").and_then(Value::as_str) {
-            Some("text") => text.push_str(&str_of(b, "text")),
-            Some("thinking") => reasoning.push_str(&str_of(b, "thinking")),
-            Some("tool_use") => calls.push(json!({
-                "id": str_of(b, "id"),
+        match kind(b) {
+            "text" => text.push_str(str_at(b, "text")),
+            "thinking" => reasoning.push_str(str_at(b, "thinking")),
+            "tool_use" => calls.push(json!({
+                "id": str_at(b, "id"),
                 "type": "function",
                 "function": {
-                    "name": str_of(b, "name"),
+                    "name": str_at(b, "name"),
                     "arguments": b.get("input").map_or_else(|| "{}".to_owned(), Value::to_string),
                 },
             })),
             _ => {}
         }
     }
-    let mut message = json!({"role": "assistant"});
-    message["content"] = if text.is_empty() && !calls.is_empty() {
-        Value::Null
-    } else {
-        Value::from(text)
-    };
-    if !reasoning.is_empty() {
-        message["reasoning_content"] = Value::from(reasoning);
-    }
-    if !calls.is_empty() {
-        message["tool_calls"] = Value::Array(calls);
-    }
+    let message = chat::assistant_message(text, String::new(), reasoning, calls);
     let finish = answer
         .get("stop_reason")
         .and_then(Value::as_str)
@@ -105,11 +87,7 @@ pub fn messages_answer_to_chat(answer: &Value) -> Value {
 /// assert_eq!(message["usage"]["output_tokens"], 2);
 /// ```
 pub fn chat_answer_to_messages(answer: &Value) -> Value {
-    let choice = answer
-        .get("choices")
-        .and_then(Value::as_array)
-        .and_then(|c| c.first())
-        .unwrap_or(&Value::Null);
+    let choice = chat::first_choice(answer);
     let message = choice.get("message").unwrap_or(&Value::Null);
     let mut blocks = Vec::new();
     let mut text = |t: Option<&str>| {
@@ -135,11 +113,7 @@ pub fn chat_answer_to_messages(answer: &Value) -> Value {
         .and_then(Value::as_str)
         .filter(|r| !r.is_empty());
     text(refusal);
-    let empty = Vec::new();
-    let calls = message
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty);
+    let calls = array_at(message, "tool_calls");
     for call in calls {
         let function = call.get("function").unwrap_or(&Value::Null);
         let input = function

@@ -29,9 +29,12 @@
 use serde_json::{Value, json};
 
 mod answer;
+mod chat;
 mod request;
 mod responses;
 mod stream;
+#[cfg(test)]
+mod test_util;
 #[cfg(test)]
 mod tests;
 
@@ -90,35 +93,50 @@ impl Untranslatable {
         self.target
     }
 
+    /// A request that `target` cannot carry.
+    #[cold]
+    fn new(target: &'static str, feature: &'static str, why: impl Into<String>) -> Self {
+        Self {
+            feature,
+            target,
+            why: why.into(),
+        }
+    }
+
     /// A request that an Anthropic target cannot carry.
     #[cold]
     fn anthropic(feature: &'static str, why: impl Into<String>) -> Self {
-        Self {
-            feature,
-            target: ANTHROPIC,
-            why: why.into(),
-        }
+        Self::new(ANTHROPIC, feature, why)
     }
 
     /// A request that an OpenAI chat target cannot carry.
     #[cold]
     fn chat(feature: &'static str, why: impl Into<String>) -> Self {
-        Self {
-            feature,
-            target: OPENAI_CHAT,
-            why: why.into(),
-        }
+        Self::new(OPENAI_CHAT, feature, why)
     }
 
     /// A request that an OpenAI Responses target cannot carry.
     #[cold]
     fn responses(feature: &'static str, why: impl Into<String>) -> Self {
-        Self {
-            feature,
-            target: RESPONSES,
-            why: why.into(),
-        }
+        Self::new(RESPONSES, feature, why)
     }
+}
+
+/// The string at `v[k]`, or "".
+fn str_at<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or_default()
+}
+
+/// The array at `v[k]`, or none.
+fn array_at<'a>(v: &'a Value, k: &str) -> &'a [Value] {
+    v.get(k)
+        .and_then(Value::as_array)
+        .map_or(&[], Vec::as_slice)
+}
+
+/// A block's, item's, part's or event's `type`, or "".
+fn kind(v: &Value) -> &str {
+    str_at(v, "type")
 }
 
 /// Anthropic's `stop_reason` as an OpenAI `finish_reason`.
@@ -179,17 +197,20 @@ fn messages_usage(usage: &Value) -> Value {
 
 /// A chat id for an Anthropic message id: `msg_X` becomes `chatcmpl-X`.
 fn chat_id(message_id: Option<&str>) -> String {
-    match message_id {
-        Some(id) => format!("chatcmpl-{}", id.strip_prefix("msg_").unwrap_or(id)),
-        None => format!("chatcmpl-{}", fresh_id()),
-    }
+    swap_prefix(message_id, "msg_", "chatcmpl-")
 }
 
 /// An Anthropic message id for a chat id: `chatcmpl-X` becomes `msg_X`.
 fn message_id(chat_id: Option<&str>) -> String {
-    match chat_id {
-        Some(id) => format!("msg_{}", id.strip_prefix("chatcmpl-").unwrap_or(id)),
-        None => format!("msg_{}", fresh_id()),
+    swap_prefix(chat_id, "chatcmpl-", "msg_")
+}
+
+/// `id` with the prefix `from` (when it has it) replaced by `to`; a fresh id after `to` when
+/// there is no id.
+fn swap_prefix(id: Option<&str>, from: &str, to: &str) -> String {
+    match id {
+        Some(id) => format!("{to}{}", id.strip_prefix(from).unwrap_or(id)),
+        None => format!("{to}{}", fresh_id()),
     }
 }
 

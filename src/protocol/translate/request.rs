@@ -2,7 +2,7 @@
 
 use serde_json::{Map, Value, json};
 
-use super::Untranslatable;
+use super::{ANTHROPIC, Untranslatable, array_at, chat, kind, str_at};
 
 /// The `max_tokens` of an Anthropic request translated from a chat request that sets no
 /// limit (Anthropic requires one; OpenAI's default is the model's maximum).
@@ -96,19 +96,10 @@ pub fn chat_request_to_messages(req: &Value) -> Result<Value, Untranslatable> {
     Ok(Value::Object(out))
 }
 
-/// The chat request's features that Anthropic has no equivalent for.
+/// The chat request's features that Anthropic has no equivalent for: those of every target
+/// but chat, and a JSON answer.
 fn refuse_chat_only(req: &Value) -> Result<(), Untranslatable> {
-    let set = |k: &str| req.get(k).is_some_and(|v| !v.is_null());
-    if req
-        .get("n")
-        .and_then(Value::as_f64)
-        .is_some_and(|n| n > 1.0)
-    {
-        return Err(Untranslatable::anthropic(
-            "n",
-            "it answers with one choice, not several",
-        ));
-    }
+    chat::refuse_chat_only(req, ANTHROPIC)?;
     if let Some(format) = req.get("response_format").filter(|f| !f.is_null())
         && format.get("type").and_then(Value::as_str) != Some("text")
     {
@@ -116,56 +107,6 @@ fn refuse_chat_only(req: &Value) -> Result<(), Untranslatable> {
             "response_format",
             "it cannot hold an answer to a JSON object or schema",
         ));
-    }
-    if req.get("logprobs").and_then(Value::as_bool) == Some(true)
-        || req
-            .get("top_logprobs")
-            .is_some_and(|v| !v.is_null() && v.as_u64() != Some(0))
-    {
-        return Err(Untranslatable::anthropic(
-            "logprobs",
-            "it reports no token log probabilities",
-        ));
-    }
-    if set("audio") {
-        return Err(Untranslatable::anthropic(
-            "audio",
-            "it answers in text only",
-        ));
-    }
-    if req
-        .get("modalities")
-        .and_then(Value::as_array)
-        .is_some_and(|m| m.iter().any(|m| m == "audio"))
-    {
-        return Err(Untranslatable::anthropic(
-            "modalities",
-            "it answers in text only, not audio",
-        ));
-    }
-    if req
-        .get("logit_bias")
-        .and_then(Value::as_object)
-        .is_some_and(|b| !b.is_empty())
-    {
-        return Err(Untranslatable::anthropic(
-            "logit_bias",
-            "it cannot forbid or favour tokens",
-        ));
-    }
-    if set("web_search_options") {
-        return Err(Untranslatable::anthropic(
-            "web_search_options",
-            "a web search is a server tool the request would have to name",
-        ));
-    }
-    for legacy in ["functions", "function_call"] {
-        if set(legacy) {
-            return Err(Untranslatable::anthropic(
-                legacy,
-                "the legacy function calling answers in a shape tools do not",
-            ));
-        }
     }
     Ok(())
 }
@@ -589,12 +530,7 @@ pub fn messages_request_to_chat(req: &Value) -> Result<Value, Untranslatable> {
         out.insert("model".into(), model.clone());
     }
     let mut messages = anthropic_system(req.get("system"))?;
-    let empty = Vec::new();
-    for m in req
-        .get("messages")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty)
-    {
+    for m in array_at(req, "messages") {
         anthropic_message(m, &mut messages)?;
     }
     out.insert("messages".into(), Value::Array(messages));
@@ -688,9 +624,9 @@ fn anthropic_message(m: &Value, out: &mut Vec<Value>) -> Result<(), Untranslatab
         ("user", Value::Array(blocks)) => {
             let mut parts = Vec::new();
             for b in blocks {
-                match block_type(b) {
+                match kind(b) {
                     "tool_result" => out.push(tool_message(b)?),
-                    "text" => parts.push(json!({"type": "text", "text": text_of(b)})),
+                    "text" => parts.push(json!({"type": "text", "text": str_at(b, "text")})),
                     "image" => parts.push(image_part(b)?),
                     other => return Err(unsupported_block(other)),
                 }
@@ -704,8 +640,8 @@ fn anthropic_message(m: &Value, out: &mut Vec<Value>) -> Result<(), Untranslatab
             let mut text = String::new();
             let mut calls = Vec::new();
             for b in blocks {
-                match block_type(b) {
-                    "text" => text.push_str(text_of(b)),
+                match kind(b) {
+                    "text" => text.push_str(str_at(b, "text")),
                     "tool_use" => calls.push(json!({
                         "id": b.get("id").and_then(Value::as_str).unwrap_or(""),
                         "type": "function",
@@ -720,16 +656,12 @@ fn anthropic_message(m: &Value, out: &mut Vec<Value>) -> Result<(), Untranslatab
                     other => return Err(unsupported_block(other)),
                 }
             }
-            let mut msg = json!({"role": "assistant"});
-            msg["content"] = if text.is_empty() && !calls.is_empty() {
-                Value::Null
-            } else {
-                Value::from(text)
-            };
-            if !calls.is_empty() {
-                msg["tool_calls"] = Value::Array(calls);
-            }
-            out.push(msg);
+            out.push(chat::assistant_message(
+                text,
+                String::new(),
+                String::new(),
+                calls,
+            ));
             Ok(())
         }
         ("user" | "assistant", _) => {
@@ -741,16 +673,6 @@ fn anthropic_message(m: &Value, out: &mut Vec<Value>) -> Result<(), Untranslatab
             format!("a message's role is user or assistant, not {role:?}"),
         )),
     }
-}
-
-/// A block's `type`, or "".
-fn block_type(b: &Value) -> &str {
-    b.get("type").and_then(Value::as_str).unwrap_or_default()
-}
-
-/// A block's `text`, or "".
-fn text_of(b: &Value) -> &str {
-    b.get("text").and_then(Value::as_str).unwrap_or_default()
 }
 
 /// A block type a chat target has no equivalent for.
@@ -779,8 +701,8 @@ fn tool_message(b: &Value) -> Result<Value, Untranslatable> {
         Some(Value::Array(blocks)) => {
             let mut text = String::new();
             for c in blocks {
-                match block_type(c) {
-                    "text" => text.push_str(text_of(c)),
+                match kind(c) {
+                    "text" => text.push_str(str_at(c, "text")),
                     _ => {
                         return Err(Untranslatable::chat(
                             "tool_result content",

@@ -12,7 +12,10 @@
 
 use serde_json::{Map, Value, json};
 
-use super::{Event, Untranslatable, count, fresh_id, now};
+use super::chat::{self, CallDelta, Chunk, ChunkHead, ChunkWriter, Progress};
+use super::{
+    Event, RESPONSES, Untranslatable, array_at, count, fresh_id, kind, now, str_at, swap_prefix,
+};
 
 #[cfg(test)]
 mod tests;
@@ -160,14 +163,7 @@ pub fn responses_request_to_chat(req: &Value) -> Result<Value, Untranslatable> {
             out.insert("parallel_tool_calls".into(), p.clone());
         }
     }
-    for k in ["temperature", "top_p"] {
-        if let Some(v) = req.get(k).filter(|v| v.is_number()) {
-            out.insert(k.into(), v.clone());
-        }
-    }
-    if let Some(user) = req.get("user").filter(|u| u.is_string()) {
-        out.insert("user".into(), user.clone());
-    }
+    copy_alike(req, &mut out);
     if let Some(max) = req.get("max_output_tokens").filter(|m| m.is_u64()) {
         out.insert("max_tokens".into(), max.clone());
     }
@@ -194,16 +190,6 @@ pub fn responses_request_to_chat(req: &Value) -> Result<Value, Untranslatable> {
     Ok(Value::Object(out))
 }
 
-/// An item's or a part's `type`, or "".
-fn kind(v: &Value) -> &str {
-    v.get("type").and_then(Value::as_str).unwrap_or_default()
-}
-
-/// The string at `v[k]`, or "".
-fn str_at<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or_default()
-}
-
 /// One Responses input item as chat messages, appended to `out` (a function call merges into
 /// the assistant message before it).
 fn input_item(item: &Value, out: &mut Vec<Value>) -> Result<(), Untranslatable> {
@@ -215,11 +201,7 @@ fn input_item(item: &Value, out: &mut Vec<Value>) -> Result<(), Untranslatable> 
         "message" => message_item(item, out),
         "" if item.get("role").is_some() => message_item(item, out),
         "function_call" => {
-            let call = json!({
-                "id": str_at(item, "call_id"),
-                "type": "function",
-                "function": {"name": str_at(item, "name"), "arguments": str_at(item, "arguments")},
-            });
+            let call = chat_tool_call(item);
             match out.last_mut() {
                 Some(last) if last.get("role").and_then(Value::as_str) == Some("assistant") => {
                     if let Some(calls) = last.get_mut("tool_calls").and_then(Value::as_array_mut) {
@@ -271,6 +253,15 @@ fn input_item(item: &Value, out: &mut Vec<Value>) -> Result<(), Untranslatable> 
     }
 }
 
+/// A `function_call` item as a chat tool call (the call id kept).
+fn chat_tool_call(item: &Value) -> Value {
+    json!({
+        "id": str_at(item, "call_id"),
+        "type": "function",
+        "function": {"name": str_at(item, "name"), "arguments": str_at(item, "arguments")},
+    })
+}
+
 /// The feature named for an input item type a chat target has no equivalent for.
 fn item_feature(kind: &str) -> &'static str {
     match kind {
@@ -295,17 +286,7 @@ fn message_item(item: &Value, out: &mut Vec<Value>) -> Result<(), Untranslatable
     let content = item.get("content").unwrap_or(&Value::Null);
     match role {
         "user" | "system" | "developer" => {
-            let content = match content {
-                Value::String(s) => Value::from(s.as_str()),
-                Value::Array(parts) => Value::Array(
-                    parts
-                        .iter()
-                        .filter(|p| p.is_object())
-                        .map(input_part)
-                        .collect::<Result<_, _>>()?,
-                ),
-                _ => Value::from(""),
-            };
+            let content = map_parts(content, input_part)?;
             out.push(json!({"role": role, "content": content}));
             Ok(())
         }
@@ -332,16 +313,12 @@ fn message_item(item: &Value, out: &mut Vec<Value>) -> Result<(), Untranslatable
                 }
                 _ => {}
             }
-            let mut msg = json!({"role": "assistant"});
-            msg["content"] = if text.is_empty() && !refusal.is_empty() {
-                Value::Null
-            } else {
-                Value::from(text)
-            };
-            if !refusal.is_empty() {
-                msg["refusal"] = Value::from(refusal);
-            }
-            out.push(msg);
+            out.push(chat::assistant_message(
+                text,
+                refusal,
+                String::new(),
+                Vec::new(),
+            ));
             Ok(())
         }
         _ => Err(Untranslatable::chat(
@@ -349,6 +326,25 @@ fn message_item(item: &Value, out: &mut Vec<Value>) -> Result<(), Untranslatable
             format!("it has no {role:?} role"),
         )),
     }
+}
+
+/// A user, system or developer message's content in the other API: a string kept, each part
+/// (object) made by `part`, "" for anything else.
+fn map_parts(
+    content: &Value,
+    part: fn(&Value) -> Result<Value, Untranslatable>,
+) -> Result<Value, Untranslatable> {
+    Ok(match content {
+        Value::String(s) => Value::from(s.as_str()),
+        Value::Array(parts) => Value::Array(
+            parts
+                .iter()
+                .filter(|p| p.is_object())
+                .map(part)
+                .collect::<Result<_, _>>()?,
+        ),
+        _ => Value::from(""),
+    })
 }
 
 /// A user, system or developer message's content part as a chat content part.
@@ -401,37 +397,56 @@ fn input_part(part: &Value) -> Result<Value, Untranslatable> {
 /// Responses tools (flat function tools) as chat tools; the tools the provider runs are
 /// refused.
 fn responses_tools(tools: Option<&Value>) -> Result<Vec<Value>, Untranslatable> {
+    function_tools(
+        tools,
+        |k| {
+            Untranslatable::chat(
+                "tools",
+                format!("it takes function tools only, not {k:?} (a tool the provider runs)"),
+            )
+        },
+        |t| json!({"type": "function", "function": function_fields(t)}),
+    )
+}
+
+/// The objects of a `tools` list, each made by `tool`; `refuse` is the error for the first of
+/// them that is not a function tool (given its type).
+fn function_tools(
+    tools: Option<&Value>,
+    refuse: impl Fn(&str) -> Untranslatable,
+    tool: impl Fn(&Value) -> Value,
+) -> Result<Vec<Value>, Untranslatable> {
     let Some(tools) = tools.and_then(Value::as_array) else {
         return Ok(Vec::new());
     };
     tools
         .iter()
         .filter(|t| t.is_object())
-        .map(|t| {
-            let k = kind(t);
-            if k != "function" {
-                return Err(Untranslatable::chat(
-                    "tools",
-                    format!("it takes function tools only, not {k:?} (a tool the provider runs)"),
-                ));
-            }
-            let mut f = Map::new();
-            f.insert(
-                "name".into(),
-                t.get("name").cloned().unwrap_or_else(|| Value::from("")),
-            );
-            for (k, ok) in [
-                ("description", Value::is_string as fn(&Value) -> bool),
-                ("parameters", Value::is_object),
-                ("strict", Value::is_boolean),
-            ] {
-                if let Some(v) = t.get(k).filter(|v| ok(v)) {
-                    f.insert(k.into(), v.clone());
-                }
-            }
-            Ok(json!({"type": "function", "function": f}))
+        .map(|t| match kind(t) {
+            "function" => Ok(tool(t)),
+            other => Err(refuse(other)),
         })
         .collect()
+}
+
+/// What a flat Responses function tool and a chat tool's `function` share: the `name` ("" when
+/// absent), and the `description`, `parameters` and `strict` that are of the right type.
+fn function_fields(f: &Value) -> Map<String, Value> {
+    let mut out = Map::new();
+    out.insert(
+        "name".into(),
+        f.get("name").cloned().unwrap_or_else(|| Value::from("")),
+    );
+    for (k, ok) in [
+        ("description", Value::is_string as fn(&Value) -> bool),
+        ("parameters", Value::is_object),
+        ("strict", Value::is_boolean),
+    ] {
+        if let Some(v) = f.get(k).filter(|v| ok(v)) {
+            out.insert(k.into(), v.clone());
+        }
+    }
+    out
 }
 
 /// A Responses `tool_choice` as a chat one; `None` when the request has none.
@@ -474,6 +489,20 @@ fn text_format_to_chat(format: Option<&Value>) -> Result<Option<Value>, Untransl
             "text.format",
             format!("it has no {other:?} output format"),
         )),
+    }
+}
+
+/// Copies the settings that both OpenAI APIs name and write alike: `temperature` and `top_p`
+/// (numbers) and `user` (a string).
+fn copy_alike(req: &Value, out: &mut Map<String, Value>) {
+    for (k, ok) in [
+        ("temperature", Value::is_number as fn(&Value) -> bool),
+        ("top_p", Value::is_number),
+        ("user", Value::is_string),
+    ] {
+        if let Some(v) = req.get(k).filter(|v| ok(v)) {
+            out.insert(k.into(), v.clone());
+        }
     }
 }
 
@@ -520,14 +549,7 @@ pub fn chat_request_to_responses(req: &Value) -> Result<Value, Untranslatable> {
         out.insert("model".into(), model.clone());
     }
     let mut input = Vec::new();
-    let empty = Vec::new();
-    for m in req
-        .get("messages")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty)
-        .iter()
-        .filter(|m| m.is_object())
-    {
+    for m in array_at(req, "messages").iter().filter(|m| m.is_object()) {
         chat_message_items(m, &mut input)?;
     }
     out.insert("input".into(), Value::Array(input));
@@ -541,14 +563,7 @@ pub fn chat_request_to_responses(req: &Value) -> Result<Value, Untranslatable> {
     if let Some(p) = req.get("parallel_tool_calls").filter(|p| p.is_boolean()) {
         out.insert("parallel_tool_calls".into(), p.clone());
     }
-    for k in ["temperature", "top_p"] {
-        if let Some(v) = req.get(k).filter(|v| v.is_number()) {
-            out.insert(k.into(), v.clone());
-        }
-    }
-    if let Some(user) = req.get("user").filter(|u| u.is_string()) {
-        out.insert("user".into(), user.clone());
-    }
+    copy_alike(req, &mut out);
     if let Some(max) = ["max_completion_tokens", "max_tokens"]
         .iter()
         .find_map(|k| req.get(*k).filter(|m| m.is_u64()))
@@ -575,55 +590,10 @@ pub fn chat_request_to_responses(req: &Value) -> Result<Value, Untranslatable> {
     Ok(Value::Object(out))
 }
 
-/// The chat request's features that the Responses API has no equivalent for.
+/// The chat request's features that the Responses API has no equivalent for: those of every
+/// target but chat, and stop sequences.
 fn refuse_for_responses(req: &Value) -> Result<(), Untranslatable> {
-    let set = |k: &str| req.get(k).is_some_and(|v| !v.is_null());
-    if req
-        .get("n")
-        .and_then(Value::as_f64)
-        .is_some_and(|n| n > 1.0)
-    {
-        return Err(Untranslatable::responses(
-            "n",
-            "it answers with one output, not several choices",
-        ));
-    }
-    if req.get("logprobs").and_then(Value::as_bool) == Some(true)
-        || req
-            .get("top_logprobs")
-            .is_some_and(|v| !v.is_null() && v.as_u64() != Some(0))
-    {
-        return Err(Untranslatable::responses(
-            "logprobs",
-            "token log probabilities are not carried back into a chat answer",
-        ));
-    }
-    if set("audio") {
-        return Err(Untranslatable::responses(
-            "audio",
-            "it answers in text only",
-        ));
-    }
-    if req
-        .get("modalities")
-        .and_then(Value::as_array)
-        .is_some_and(|m| m.iter().any(|m| m == "audio"))
-    {
-        return Err(Untranslatable::responses(
-            "modalities",
-            "it answers in text only, not audio",
-        ));
-    }
-    if req
-        .get("logit_bias")
-        .and_then(Value::as_object)
-        .is_some_and(|b| !b.is_empty())
-    {
-        return Err(Untranslatable::responses(
-            "logit_bias",
-            "it cannot forbid or favour tokens",
-        ));
-    }
+    chat::refuse_chat_only(req, RESPONSES)?;
     let stops = match req.get("stop") {
         Some(Value::String(s)) => !s.is_empty(),
         Some(Value::Array(a)) => a.iter().any(Value::is_string),
@@ -636,20 +606,6 @@ fn refuse_for_responses(req: &Value) -> Result<(), Untranslatable> {
             "it has no stop sequences, and the answer would run past them",
         ));
     }
-    if set("web_search_options") {
-        return Err(Untranslatable::responses(
-            "web_search_options",
-            "a web search is a tool the request would have to name",
-        ));
-    }
-    for legacy in ["functions", "function_call"] {
-        if set(legacy) {
-            return Err(Untranslatable::responses(
-                legacy,
-                "the legacy function calling answers in a shape tools do not",
-            ));
-        }
-    }
     Ok(())
 }
 
@@ -659,17 +615,7 @@ fn chat_message_items(m: &Value, out: &mut Vec<Value>) -> Result<(), Untranslata
     let content = m.get("content").unwrap_or(&Value::Null);
     match role {
         "system" | "developer" | "user" => {
-            let content = match content {
-                Value::String(s) => Value::from(s.as_str()),
-                Value::Array(parts) => Value::Array(
-                    parts
-                        .iter()
-                        .filter(|p| p.is_object())
-                        .map(chat_part_to_input)
-                        .collect::<Result<_, _>>()?,
-                ),
-                _ => Value::from(""),
-            };
+            let content = map_parts(content, chat_part_to_input)?;
             out.push(json!({"type": "message", "role": role, "content": content}));
             Ok(())
         }
@@ -680,22 +626,7 @@ fn chat_message_items(m: &Value, out: &mut Vec<Value>) -> Result<(), Untranslata
                     "the legacy function calling answers in a shape tools do not",
                 ));
             }
-            let mut text = String::new();
-            let mut refusal = String::new();
-            match content {
-                Value::String(s) => text.push_str(s),
-                Value::Array(parts) => {
-                    for p in parts {
-                        match kind(p) {
-                            "text" => text.push_str(str_at(p, "text")),
-                            "refusal" => refusal.push_str(str_at(p, "refusal")),
-                            _ => {}
-                        }
-                    }
-                }
-                _ => {}
-            }
-            refusal.push_str(str_at(m, "refusal"));
+            let (text, refusal) = chat::text_and_refusal(m);
             let mut parts = Vec::new();
             if !text.is_empty() {
                 parts.push(json!({"type": "output_text", "text": text, "annotations": []}));
@@ -706,14 +637,7 @@ fn chat_message_items(m: &Value, out: &mut Vec<Value>) -> Result<(), Untranslata
             if !parts.is_empty() {
                 out.push(json!({"type": "message", "role": "assistant", "content": parts}));
             }
-            let empty = Vec::new();
-            for call in m
-                .get("tool_calls")
-                .and_then(Value::as_array)
-                .unwrap_or(&empty)
-                .iter()
-                .filter(|c| c.is_object())
-            {
+            for call in array_at(m, "tool_calls").iter().filter(|c| c.is_object()) {
                 if !matches!(kind(call), "function" | "") {
                     return Err(Untranslatable::responses(
                         "tool_calls",
@@ -793,38 +717,22 @@ fn chat_part_to_input(part: &Value) -> Result<Value, Untranslatable> {
 
 /// Chat tools as flat Responses function tools.
 fn chat_tools_to_responses(tools: Option<&Value>) -> Result<Vec<Value>, Untranslatable> {
-    let Some(tools) = tools.and_then(Value::as_array) else {
-        return Ok(Vec::new());
-    };
-    tools
-        .iter()
-        .filter(|t| t.is_object())
-        .map(|t| {
-            if kind(t) != "function" {
-                return Err(Untranslatable::responses(
-                    "tools",
-                    format!("it takes function tools only here, not {:?}", kind(t)),
-                ));
-            }
-            let f = t.get("function").unwrap_or(&Value::Null);
-            let mut tool = Map::new();
+    function_tools(
+        tools,
+        |k| {
+            Untranslatable::responses(
+                "tools",
+                format!("it takes function tools only here, not {k:?}"),
+            )
+        },
+        |t| {
+            let mut tool = function_fields(t.get("function").unwrap_or(&Value::Null));
             tool.insert("type".into(), Value::from("function"));
-            tool.insert(
-                "name".into(),
-                f.get("name").cloned().unwrap_or_else(|| Value::from("")),
-            );
-            if let Some(d) = f.get("description").filter(|d| d.is_string()) {
-                tool.insert("description".into(), d.clone());
-            }
-            if let Some(p) = f.get("parameters").filter(|p| p.is_object()) {
-                tool.insert("parameters".into(), p.clone());
-            }
             // Chat's default is not strict; the Responses API's is strict.
-            let strict = f.get("strict").and_then(Value::as_bool).unwrap_or(false);
-            tool.insert("strict".into(), Value::Bool(strict));
-            Ok(Value::Object(tool))
-        })
-        .collect()
+            tool.entry("strict").or_insert(Value::Bool(false));
+            Value::Object(tool)
+        },
+    )
 }
 
 /// A chat `tool_choice` as a Responses one; `None` when the request has none.
@@ -875,19 +783,13 @@ fn response_format_to_text(format: Option<&Value>) -> Result<Option<Value>, Untr
 
 /// A chat id for a response id: `resp_X` becomes `chatcmpl-X`.
 fn chat_id(response_id: Option<&str>) -> String {
-    match response_id {
-        Some(id) => format!("chatcmpl-{}", id.strip_prefix("resp_").unwrap_or(id)),
-        None => format!("chatcmpl-{}", fresh_id()),
-    }
+    swap_prefix(response_id, "resp_", "chatcmpl-")
 }
 
 /// The part of a chat id after `chatcmpl-` (fresh when there is no id): a response is
 /// `resp_X`, its message `msg_X`.
 fn base_id(chat_id: Option<&str>) -> String {
-    match chat_id {
-        Some(id) => id.strip_prefix("chatcmpl-").unwrap_or(id).to_owned(),
-        None => fresh_id(),
-    }
+    swap_prefix(chat_id, "chatcmpl-", "")
 }
 
 /// Responses usage as chat usage (total the sum when absent; cached and reasoning tokens in
@@ -1024,19 +926,11 @@ pub fn responses_answer_to_chat(answer: &Value) -> Value {
     let mut refusal = String::new();
     let mut reasoning = String::new();
     let mut calls = Vec::new();
-    let empty = Vec::new();
-    let items = answer
-        .get("output")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty);
+    let items = array_at(answer, "output");
     for item in items {
         match kind(item) {
             "message" => {
-                for p in item
-                    .get("content")
-                    .and_then(Value::as_array)
-                    .unwrap_or(&empty)
-                {
+                for p in array_at(item, "content") {
                     match kind(p) {
                         "output_text" => text.push_str(str_at(p, "text")),
                         "refusal" => refusal.push_str(str_at(p, "refusal")),
@@ -1044,41 +938,21 @@ pub fn responses_answer_to_chat(answer: &Value) -> Value {
                     }
                 }
             }
-            "function_call" => calls.push(json!({
-                "id": str_at(item, "call_id"),
-                "type": "function",
-                "function": {"name": str_at(item, "name"), "arguments": str_at(item, "arguments")},
-            })),
+            "function_call" => calls.push(chat_tool_call(item)),
             "reasoning" => {
-                for s in item
-                    .get("summary")
-                    .and_then(Value::as_array)
-                    .unwrap_or(&empty)
-                {
+                for s in array_at(item, "summary") {
                     reasoning.push_str(str_at(s, "text"));
                 }
             }
             _ => {}
         }
     }
-    let mut message = json!({"role": "assistant"});
-    message["content"] = if text.is_empty() && (!calls.is_empty() || !refusal.is_empty()) {
-        Value::Null
-    } else {
-        Value::from(text)
-    };
-    if !refusal.is_empty() {
-        message["refusal"] = Value::from(refusal);
-    }
-    if !reasoning.is_empty() {
-        message["reasoning_content"] = Value::from(reasoning);
-    }
     let finish = if calls.is_empty() {
         finish_of(answer)
     } else {
-        message["tool_calls"] = Value::Array(calls);
         "tool_calls"
     };
+    let message = chat::assistant_message(text, refusal, reasoning, calls);
     let mut out = json!({
         "id": chat_id(answer.get("id").and_then(Value::as_str)),
         "object": "chat.completion",
@@ -1119,33 +993,10 @@ pub fn responses_answer_to_chat(answer: &Value) -> Value {
 #[must_use]
 pub fn chat_answer_to_responses(answer: &Value) -> Value {
     let base = base_id(answer.get("id").and_then(Value::as_str));
-    let choice = answer
-        .get("choices")
-        .and_then(Value::as_array)
-        .and_then(|c| c.first())
-        .unwrap_or(&Value::Null);
+    let choice = chat::first_choice(answer);
     let message = choice.get("message").unwrap_or(&Value::Null);
-    let mut text = String::new();
-    let mut refusal = String::new();
-    match message.get("content") {
-        Some(Value::String(s)) => text.push_str(s),
-        Some(Value::Array(parts)) => {
-            for p in parts {
-                match kind(p) {
-                    "text" => text.push_str(str_at(p, "text")),
-                    "refusal" => refusal.push_str(str_at(p, "refusal")),
-                    _ => {}
-                }
-            }
-        }
-        _ => {}
-    }
-    refusal.push_str(str_at(message, "refusal"));
-    let empty = Vec::new();
-    let calls: Vec<&Value> = message
-        .get("tool_calls")
-        .and_then(Value::as_array)
-        .unwrap_or(&empty)
+    let (text, refusal) = chat::text_and_refusal(message);
+    let calls: Vec<&Value> = array_at(message, "tool_calls")
         .iter()
         .filter(|c| c.is_object())
         .collect();
@@ -1255,11 +1106,9 @@ struct SeenCall {
 /// ```
 #[derive(Debug)]
 pub struct ResponsesToChat {
-    /// The chat id (`chatcmpl-` and the response id once `response.created` gave it).
-    id: String,
-    /// The answer's model, from `response.created`.
-    model: Value,
-    created: u64,
+    /// The chunks' id (`chatcmpl-` and the response id once `response.created` gave it), time
+    /// and model (from `response.created`).
+    head: ChunkHead,
     /// The function calls, in the order of their chat index.
     calls: Vec<SeenCall>,
     /// `[DONE]` or an error was sent: nothing more follows.
@@ -1277,9 +1126,7 @@ impl ResponsesToChat {
     #[must_use]
     pub fn new() -> Self {
         Self {
-            id: chat_id(None),
-            model: Value::from(""),
-            created: now(),
+            head: ChunkHead::new(),
             calls: Vec::new(),
             ended: false,
         }
@@ -1295,21 +1142,15 @@ impl ResponsesToChat {
         match name {
             "response.created" => {
                 let response = data.get("response").unwrap_or(&Value::Null);
-                if let Some(id) = response.get("id").and_then(Value::as_str) {
-                    self.id = chat_id(Some(id));
-                }
-                if let Some(model) = response.get("model").filter(|m| m.is_string()) {
-                    self.model = model.clone();
-                }
                 if let Some(created) = response.get("created_at").and_then(Value::as_u64) {
-                    self.created = created;
+                    self.head.created = created;
                 }
-                vec![self.chunk(json!({"role": "assistant", "content": ""}), Value::Null)]
+                vec![self.head.open(response, chat_id)]
             }
-            "response.output_text.delta" => self.text("content", str_at(data, "delta")),
-            "response.refusal.delta" => self.text("refusal", str_at(data, "delta")),
+            "response.output_text.delta" => self.head.text("content", str_at(data, "delta")),
+            "response.refusal.delta" => self.head.text("refusal", str_at(data, "delta")),
             "response.reasoning_summary_text.delta" | "response.reasoning_text.delta" => {
-                self.text("reasoning_content", str_at(data, "delta"))
+                self.head.text("reasoning_content", str_at(data, "delta"))
             }
             "response.output_item.added" => {
                 let item = data.get("item").unwrap_or(&Value::Null);
@@ -1329,7 +1170,7 @@ impl ResponsesToChat {
                     "type": "function",
                     "function": {"name": str_at(item, "name"), "arguments": arguments},
                 }]});
-                vec![self.chunk(delta, Value::Null)]
+                vec![self.head.chunk(delta, Value::Null)]
             }
             "response.function_call_arguments.delta" => {
                 self.arguments(data, str_at(data, "delta"), false)
@@ -1381,19 +1222,9 @@ impl ResponsesToChat {
         } else {
             finish_of(response)
         };
-        let mut out = vec![self.chunk(json!({}), Value::from(finish))];
+        let mut out = vec![self.head.chunk(json!({}), Value::from(finish))];
         if let Some(usage) = response.get("usage").filter(|u| u.is_object()) {
-            out.push(
-                json!({
-                    "id": self.id,
-                    "object": "chat.completion.chunk",
-                    "created": self.created,
-                    "model": self.model,
-                    "choices": [],
-                    "usage": chat_usage(usage),
-                })
-                .to_string(),
-            );
+            out.push(self.head.usage(chat_usage(usage)));
         }
         out.push("[DONE]".to_owned());
         out
@@ -1424,29 +1255,7 @@ impl ResponsesToChat {
         }
         call.streamed = true;
         let delta = json!({"tool_calls": [{"index": index, "function": {"arguments": arguments}}]});
-        vec![self.chunk(delta, Value::Null)]
-    }
-
-    /// A chunk with text in the delta field `field`, or none when the text is empty.
-    fn text(&self, field: &str, text: &str) -> Vec<String> {
-        if text.is_empty() {
-            return Vec::new();
-        }
-        let mut delta = Map::new();
-        delta.insert(field.into(), Value::from(text));
-        vec![self.chunk(Value::Object(delta), Value::Null)]
-    }
-
-    /// One chat chunk with this delta and finish reason.
-    fn chunk(&self, delta: Value, finish: Value) -> String {
-        json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        })
-        .to_string()
+        vec![self.head.chunk(delta, Value::Null)]
     }
 }
 
@@ -1570,8 +1379,9 @@ pub struct ChatToResponses {
     model: Value,
     /// The next event's `sequence_number`.
     sequence: u64,
-    /// `response.created` was sent.
-    started: bool,
+    /// Where the reading of the chat stream stands (`response.created` sent, the finish reason
+    /// come, the usage, the terminal event or an `error` sent).
+    progress: Progress,
     /// The id after `chatcmpl-`: the response is `resp_X`, its messages `msg_X`.
     base: String,
     created: u64,
@@ -1580,14 +1390,6 @@ pub struct ChatToResponses {
     open: Option<Item>,
     /// The message items opened so far (the first is `msg_X`, the next `msg_X_1`, ...).
     messages: usize,
-    /// The index the next chat tool call without one gets.
-    next_call: u64,
-    /// The finish reason arrived: the terminal event is owed.
-    finish: Option<String>,
-    /// The last usage the upstream reported.
-    usage: Option<Value>,
-    /// The terminal event or an `error` was sent: nothing more follows.
-    ended: bool,
 }
 
 impl ChatToResponses {
@@ -1597,110 +1399,24 @@ impl ChatToResponses {
         Self {
             model: Value::from(model),
             sequence: 0,
-            started: false,
+            progress: Progress::default(),
             base: String::new(),
             created: 0,
             output: Vec::new(),
             open: None,
             messages: 0,
-            next_call: 0,
-            finish: None,
-            usage: None,
-            ended: false,
         }
     }
 
     /// One upstream `data:` payload. Returns the Responses events it becomes (0..n).
     pub fn data(&mut self, data: &str) -> Vec<Event> {
-        let mut out = Vec::new();
-        let data = data.trim();
-        if self.ended || data.is_empty() {
-            return out;
-        }
-        if data == "[DONE]" {
-            // The upstream says the answer is whole, even without a finish reason.
-            if self.started {
-                self.finish(&mut out);
-            }
-            return out;
-        }
-        let Ok(Value::Object(chunk)) = serde_json::from_str::<Value>(data) else {
-            return out;
-        };
-        if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
-            self.ended = true;
-            let field = |k: &str| error.get(k).filter(|v| !v.is_null()).cloned();
-            let message = match error {
-                Value::String(m) => Value::from(m.as_str()),
-                _ => field("message")
-                    .filter(Value::is_string)
-                    .unwrap_or_else(|| Value::from(error.to_string())),
-            };
-            let event = json!({
-                "code": field("code").or_else(|| field("type")),
-                "message": message,
-                "param": field("param"),
-            });
-            self.emit(&mut out, "error", event);
-            return out;
-        }
-        let usage = chunk.get("usage").filter(|u| u.is_object());
-        if !self.started {
-            self.start(
-                chunk.get("id").and_then(Value::as_str),
-                chunk.get("created").and_then(Value::as_u64),
-                &mut out,
-            );
-        }
-        if let Some(u) = usage {
-            self.usage = Some(u.clone());
-        }
-        if self.finish.is_some() {
-            // After the finish only usage is awaited; it ends the response.
-            if usage.is_some() {
-                self.finish(&mut out);
-            }
-            return out;
-        }
-        let choice = chunk
-            .get("choices")
-            .and_then(Value::as_array)
-            .and_then(|c| {
-                c.iter()
-                    .find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
-            })
-            .unwrap_or(&Value::Null);
-        let delta = choice.get("delta").unwrap_or(&Value::Null);
-        if let Some(text) = delta.get("content").and_then(Value::as_str) {
-            self.text(PartKind::Text, text, &mut out);
-        }
-        if let Some(refusal) = delta.get("refusal").and_then(Value::as_str) {
-            self.text(PartKind::Refusal, refusal, &mut out);
-        }
-        if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
-            for call in calls.iter().filter(|c| c.is_object()) {
-                self.tool_call(call, &mut out);
-            }
-        }
-        if let Some(finish) = choice
-            .get("finish_reason")
-            .and_then(Value::as_str)
-            .filter(|f| !f.is_empty())
-        {
-            self.close(&mut out);
-            self.finish = Some(finish.to_owned());
-        }
-        out
+        chat::read(self, data)
     }
 
     /// The upstream stream ended (no more input). Emits the held terminal event if the answer
     /// finished, else nothing: a partial answer is not made to look whole.
     pub fn end(&mut self) -> Vec<Event> {
-        let mut out = Vec::new();
-        if self.finish.is_some() {
-            self.finish(&mut out);
-        }
-        out
+        chat::end(self)
     }
 
     /// Sends one event: `data` with its `type` and `sequence_number`.
@@ -1723,16 +1439,6 @@ impl ChatToResponses {
             output,
             usage,
         )
-    }
-
-    /// Opens the response: `response.created` and `response.in_progress`.
-    fn start(&mut self, id: Option<&str>, created: Option<u64>, out: &mut Vec<Event>) {
-        self.started = true;
-        self.base = base_id(id);
-        self.created = created.unwrap_or_else(now);
-        let response = self.snapshot(None, Vec::new(), Value::Null);
-        self.emit(out, "response.created", json!({ "response": response }));
-        self.emit(out, "response.in_progress", json!({ "response": response }));
     }
 
     /// The output index of the open item (it follows the closed ones).
@@ -1855,22 +1561,18 @@ impl ChatToResponses {
     /// One element of a delta's `tool_calls`: a new call opens a `function_call` item, the
     /// arguments stream as `response.function_call_arguments.delta`.
     fn tool_call(&mut self, call: &Value, out: &mut Vec<Event>) {
-        let id = call
-            .get("id")
-            .and_then(Value::as_str)
-            .filter(|i| !i.is_empty());
-        let function = call.get("function").unwrap_or(&Value::Null);
-        let wanted = call.get("index").and_then(Value::as_u64);
+        let call = CallDelta::of(call);
         let continues = match &self.open {
-            Some(Item::Call { chat, .. }) => wanted.map_or(id.is_none(), |w| w == *chat),
+            Some(Item::Call { chat, .. }) => call.continues(*chat),
             _ => false,
         };
         if !continues {
             self.close(out);
-            let chat = wanted.unwrap_or(self.next_call);
-            self.next_call = self.next_call.max(chat.saturating_add(1));
-            let call_id = id.map_or_else(|| format!("call_{}", fresh_id()), str::to_owned);
-            let name = str_at(function, "name").to_owned();
+            let chat = self.progress.new_call(&call);
+            let call_id = call
+                .id
+                .map_or_else(|| format!("call_{}", fresh_id()), str::to_owned);
+            let name = call.name.to_owned();
             let item_id = format!("fc_{call_id}");
             let item = json!({
                 "type": "function_call", "id": item_id, "call_id": call_id, "name": name,
@@ -1891,11 +1593,7 @@ impl ChatToResponses {
             });
         }
         let output_index = self.index();
-        let Some(args) = function
-            .get("arguments")
-            .and_then(Value::as_str)
-            .filter(|a| !a.is_empty())
-        else {
+        let Some(args) = call.arguments else {
             return;
         };
         let Some(Item::Call { id, arguments, .. }) = &mut self.open else {
@@ -1953,16 +1651,50 @@ impl ChatToResponses {
         );
         self.output.push(item);
     }
+}
 
-    /// Ends the response: the open item, then `response.completed` or `response.incomplete`.
-    fn finish(&mut self, out: &mut Vec<Event>) {
-        if self.ended {
-            return;
+impl ChunkWriter for ChatToResponses {
+    fn progress(&mut self) -> &mut Progress {
+        &mut self.progress
+    }
+
+    /// `response.created` and `response.in_progress`.
+    fn open_answer(&mut self, chunk: &Chunk, out: &mut Vec<Event>) {
+        self.base = base_id(chunk.id.as_deref());
+        self.created = chunk.created.unwrap_or_else(now);
+        let response = self.snapshot(None, Vec::new(), Value::Null);
+        self.emit(out, "response.created", json!({ "response": response }));
+        self.emit(out, "response.in_progress", json!({ "response": response }));
+    }
+
+    fn add(&mut self, chunk: Chunk, out: &mut Vec<Event>) {
+        if let Some(text) = &chunk.content {
+            self.text(PartKind::Text, text, out);
         }
-        self.ended = true;
+        if let Some(refusal) = &chunk.refusal {
+            self.text(PartKind::Refusal, refusal, out);
+        }
+        for call in chunk.tool_calls.iter().filter(|c| c.is_object()) {
+            self.tool_call(call, out);
+        }
+    }
+
+    fn close_open(&mut self, out: &mut Vec<Event>) {
         self.close(out);
-        let finish = self.finish.clone().unwrap_or_else(|| "stop".to_owned());
-        let usage = self.usage.as_ref().map_or(Value::Null, responses_usage);
+    }
+
+    /// `response.completed`, or `response.incomplete` when it stopped short.
+    fn write_end(&mut self, out: &mut Vec<Event>) {
+        let finish = self
+            .progress
+            .finish
+            .clone()
+            .unwrap_or_else(|| "stop".to_owned());
+        let usage = self
+            .progress
+            .usage
+            .as_ref()
+            .map_or(Value::Null, responses_usage);
         let output = std::mem::take(&mut self.output);
         let response = self.snapshot(Some(&finish), output, usage);
         let name = if response["status"] == "incomplete" {
@@ -1971,5 +1703,15 @@ impl ChatToResponses {
             "response.completed"
         };
         self.emit(out, name, json!({ "response": response }));
+    }
+
+    fn write_error(&mut self, error: &Value, out: &mut Vec<Event>) {
+        let field = |k: &str| error.get(k).filter(|v| !v.is_null()).cloned();
+        let event = json!({
+            "code": field("code").or_else(|| field("type")),
+            "message": chat::error_message(error),
+            "param": field("param"),
+        });
+        self.emit(out, "error", event);
     }
 }

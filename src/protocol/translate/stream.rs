@@ -2,8 +2,10 @@
 
 use serde_json::{Map, Value, json};
 
+use super::chat::{self, CallDelta, Chunk, ChunkHead, ChunkWriter, Progress};
 use super::{
-    chat_id, chat_usage, finish_reason, fresh_id, message_id, messages_usage, now, stop_reason,
+    chat_id, chat_usage, finish_reason, fresh_id, kind, message_id, messages_usage, stop_reason,
+    str_at,
 };
 
 /// Anthropic SSE events in, OpenAI chat `data:` payloads out (JSON strings, and `[DONE]`).
@@ -42,11 +44,9 @@ use super::{
 /// ```
 #[derive(Debug)]
 pub struct MessagesToChat {
-    /// The chat id (`chatcmpl-` and the message id once `message_start` gave it).
-    id: String,
-    /// The answer's model, from `message_start`.
-    model: Value,
-    created: u64,
+    /// The chunks' id (`chatcmpl-` and the message id once `message_start` gave it), time and
+    /// model (from `message_start`).
+    head: ChunkHead,
     /// The usage `message_start` reported (the input tokens).
     usage: Map<String, Value>,
     /// For each tool_use content block, (its block index, its tool call index).
@@ -63,9 +63,7 @@ impl MessagesToChat {
     /// A translator for one stream.
     pub fn new() -> Self {
         Self {
-            id: chat_id(None),
-            model: Value::from(""),
-            created: now(),
+            head: ChunkHead::new(),
             usage: Map::new(),
             tools: Vec::new(),
         }
@@ -74,30 +72,22 @@ impl MessagesToChat {
     /// One upstream event (`event:` name and its parsed `data`; with no name, the data's
     /// `type` names it). Returns the chat payloads it becomes (0..n).
     pub fn event(&mut self, name: &str, data: &Value) -> Vec<String> {
-        let name = if name.is_empty() {
-            data.get("type").and_then(Value::as_str).unwrap_or_default()
-        } else {
-            name
-        };
+        let name = if name.is_empty() { kind(data) } else { name };
         match name {
             "message_start" => {
                 let message = data.get("message").unwrap_or(&Value::Null);
-                if let Some(id) = message.get("id").and_then(Value::as_str) {
-                    self.id = chat_id(Some(id));
-                }
-                if let Some(model) = message.get("model").filter(|m| m.is_string()) {
-                    self.model = model.clone();
-                }
                 if let Some(usage) = message.get("usage").and_then(Value::as_object) {
                     self.usage = usage.clone();
                 }
-                vec![self.chunk(json!({"role": "assistant", "content": ""}), Value::Null)]
+                vec![self.head.open(message, chat_id)]
             }
             "content_block_start" => {
                 let block = data.get("content_block").unwrap_or(&Value::Null);
                 match str_at(block, "type") {
-                    "text" => self.text("content", str_at(block, "text")),
-                    "thinking" => self.text("reasoning_content", str_at(block, "thinking")),
+                    "text" => self.head.text("content", str_at(block, "text")),
+                    "thinking" => self
+                        .head
+                        .text("reasoning_content", str_at(block, "thinking")),
                     "tool_use" => {
                         let call = self.tools.len();
                         let index = data.get("index").and_then(Value::as_u64).unwrap_or(0);
@@ -108,7 +98,7 @@ impl MessagesToChat {
                             "type": "function",
                             "function": {"name": str_at(block, "name"), "arguments": ""},
                         }]});
-                        vec![self.chunk(delta, Value::Null)]
+                        vec![self.head.chunk(delta, Value::Null)]
                     }
                     _ => Vec::new(),
                 }
@@ -116,8 +106,10 @@ impl MessagesToChat {
             "content_block_delta" => {
                 let delta = data.get("delta").unwrap_or(&Value::Null);
                 match str_at(delta, "type") {
-                    "text_delta" => self.text("content", str_at(delta, "text")),
-                    "thinking_delta" => self.text("reasoning_content", str_at(delta, "thinking")),
+                    "text_delta" => self.head.text("content", str_at(delta, "text")),
+                    "thinking_delta" => self
+                        .head
+                        .text("reasoning_content", str_at(delta, "thinking")),
                     "input_json_delta" => {
                         let partial = str_at(delta, "partial_json");
                         let index = data.get("index").and_then(Value::as_u64);
@@ -132,7 +124,7 @@ impl MessagesToChat {
                                     "index": call,
                                     "function": {"arguments": partial},
                                 }]});
-                                vec![self.chunk(delta, Value::Null)]
+                                vec![self.head.chunk(delta, Value::Null)]
                             }
                             _ => Vec::new(),
                         }
@@ -147,7 +139,7 @@ impl MessagesToChat {
                     .and_then(|d| d.get("stop_reason"))
                     .and_then(Value::as_str);
                 if let Some(stop) = stop {
-                    out.push(self.chunk(json!({}), Value::from(finish_reason(stop))));
+                    out.push(self.head.chunk(json!({}), Value::from(finish_reason(stop))));
                 }
                 let usage = data.get("usage").and_then(Value::as_object);
                 if let Some(usage) = usage {
@@ -160,15 +152,8 @@ impl MessagesToChat {
                 }
                 if stop.is_some() || usage.is_some() {
                     out.push(
-                        json!({
-                            "id": self.id,
-                            "object": "chat.completion.chunk",
-                            "created": self.created,
-                            "model": self.model,
-                            "choices": [],
-                            "usage": chat_usage(&Value::Object(self.usage.clone())),
-                        })
-                        .to_string(),
+                        self.head
+                            .usage(chat_usage(&Value::Object(self.usage.clone()))),
                     );
                 }
                 out
@@ -191,33 +176,6 @@ impl MessagesToChat {
             _ => Vec::new(),
         }
     }
-
-    /// A chunk with text in the delta field `field`, or none when the text is empty.
-    fn text(&self, field: &str, text: &str) -> Vec<String> {
-        if text.is_empty() {
-            return Vec::new();
-        }
-        let mut delta = Map::new();
-        delta.insert(field.into(), Value::from(text));
-        vec![self.chunk(Value::Object(delta), Value::Null)]
-    }
-
-    /// One chat chunk with this delta and finish reason.
-    fn chunk(&self, delta: Value, finish: Value) -> String {
-        json!({
-            "id": self.id,
-            "object": "chat.completion.chunk",
-            "created": self.created,
-            "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        })
-        .to_string()
-    }
-}
-
-/// The string at `v[k]`, or "".
-fn str_at<'a>(v: &'a Value, k: &str) -> &'a str {
-    v.get(k).and_then(Value::as_str).unwrap_or_default()
 }
 
 /// The content block open in an Anthropic stream being written.
@@ -271,21 +229,14 @@ impl Open {
 pub struct ChatToMessages {
     /// The model named in `message_start`.
     model: String,
-    /// `message_start` was sent.
-    started: bool,
+    /// Where the reading of the chat stream stands (`message_start` sent, the finish reason
+    /// come, the usage, `message_stop` or an `error` sent).
+    progress: Progress,
     open: Option<Open>,
     /// The index of the next content block.
     next_block: u64,
-    /// The index the next chat tool call without one gets.
-    next_call: u64,
-    /// The finish reason arrived, as a stop reason: `message_delta` is owed.
-    stop: Option<&'static str>,
     /// A refusal was streamed.
     refused: bool,
-    /// The last usage the upstream reported.
-    usage: Option<Value>,
-    /// `message_stop` or an `error` was sent: nothing more follows.
-    ended: bool,
 }
 
 /// An Anthropic event out of [`ChatToMessages`]: its name and its data as JSON.
@@ -296,128 +247,22 @@ impl ChatToMessages {
     pub fn new(model: &str) -> Self {
         Self {
             model: model.to_owned(),
-            started: false,
+            progress: Progress::default(),
             open: None,
             next_block: 0,
-            next_call: 0,
-            stop: None,
             refused: false,
-            usage: None,
-            ended: false,
         }
     }
 
     /// One upstream `data:` payload. Returns the Anthropic events it becomes (0..n).
     pub fn data(&mut self, data: &str) -> Vec<Event> {
-        let mut out = Vec::new();
-        let data = data.trim();
-        if self.ended || data.is_empty() {
-            return out;
-        }
-        if data == "[DONE]" {
-            // The upstream says the answer is whole, even without a finish reason.
-            if self.started {
-                self.finish(&mut out);
-            }
-            return out;
-        }
-        let Ok(Value::Object(chunk)) = serde_json::from_str::<Value>(data) else {
-            return out;
-        };
-        if let Some(error) = chunk.get("error").filter(|e| !e.is_null()) {
-            self.ended = true;
-            let message = match error.get("message") {
-                Some(Value::String(m)) => m.clone(),
-                _ => match error {
-                    Value::String(m) => m.clone(),
-                    other => other.to_string(),
-                },
-            };
-            let event = json!({
-                "type": "error",
-                "error": {"type": anthropic_error_type(error), "message": message},
-            });
-            out.push(("error", event.to_string()));
-            return out;
-        }
-        let usage = chunk.get("usage").filter(|u| u.is_object());
-        if !self.started {
-            self.started = true;
-            let input = usage.map_or(0, |u| {
-                messages_usage(u)["input_tokens"].as_u64().unwrap_or(0)
-            });
-            let start = json!({
-                "type": "message_start",
-                "message": {
-                    "id": message_id(chunk.get("id").and_then(Value::as_str)),
-                    "type": "message",
-                    "role": "assistant",
-                    "model": self.model,
-                    "content": [],
-                    "stop_reason": null,
-                    "stop_sequence": null,
-                    "usage": {"input_tokens": input, "output_tokens": 0},
-                },
-            });
-            out.push(("message_start", start.to_string()));
-        }
-        if let Some(u) = usage {
-            self.usage = Some(u.clone());
-        }
-        if self.stop.is_some() {
-            // After the finish only usage is awaited; it ends the message.
-            if usage.is_some() {
-                self.finish(&mut out);
-            }
-            return out;
-        }
-        let choice = chunk
-            .get("choices")
-            .and_then(Value::as_array)
-            .and_then(|c| {
-                c.iter()
-                    .find(|c| c.get("index").and_then(Value::as_u64).unwrap_or(0) == 0)
-            })
-            .unwrap_or(&Value::Null);
-        let delta = choice.get("delta").unwrap_or(&Value::Null);
-        if let Some(text) = delta.get("content").and_then(Value::as_str) {
-            self.text(text, &mut out);
-        }
-        if let Some(refusal) = delta
-            .get("refusal")
-            .and_then(Value::as_str)
-            .filter(|r| !r.is_empty())
-        {
-            self.refused = true;
-            self.text(refusal, &mut out);
-        }
-        if let Some(calls) = delta.get("tool_calls").and_then(Value::as_array) {
-            for call in calls {
-                self.tool_call(call, &mut out);
-            }
-        }
-        if let Some(finish) = choice
-            .get("finish_reason")
-            .and_then(Value::as_str)
-            .filter(|f| !f.is_empty())
-        {
-            self.close(&mut out);
-            self.stop = Some(match stop_reason(finish) {
-                "end_turn" if self.refused => "refusal",
-                s => s,
-            });
-        }
-        out
+        chat::read(self, data)
     }
 
     /// The upstream stream ended (no more input). Emits the held `message_delta` and
     /// `message_stop` if the answer finished, else nothing: a partial answer is not ended.
     pub fn end(&mut self) -> Vec<Event> {
-        let mut out = Vec::new();
-        if self.stop.is_some() {
-            self.finish(&mut out);
-        }
-        out
+        chat::end(self)
     }
 
     /// Streams text into the open text block, opening one if need be.
@@ -444,21 +289,15 @@ impl ChatToMessages {
     /// One element of a delta's `tool_calls`: a new call opens a tool_use block, the
     /// arguments stream as `input_json_delta`.
     fn tool_call(&mut self, call: &Value, out: &mut Vec<Event>) {
-        let id = call
-            .get("id")
-            .and_then(Value::as_str)
-            .filter(|i| !i.is_empty());
-        let function = call.get("function").unwrap_or(&Value::Null);
-        let wanted = call.get("index").and_then(Value::as_u64);
+        let call = CallDelta::of(call);
         let index = match self.open {
-            Some(Open::Tool { index, call }) if wanted.map_or(id.is_none(), |w| w == call) => index,
+            Some(Open::Tool { index, call: open }) if call.continues(open) => index,
             _ => {
-                let number = wanted.unwrap_or(self.next_call);
-                self.next_call = self.next_call.max(number.saturating_add(1));
+                let number = self.progress.new_call(&call);
                 let block = json!({
                     "type": "tool_use",
-                    "id": id.map_or_else(|| format!("toolu_{}", fresh_id()), str::to_owned),
-                    "name": function.get("name").and_then(Value::as_str).unwrap_or_default(),
+                    "id": call.id.map_or_else(|| format!("toolu_{}", fresh_id()), str::to_owned),
+                    "name": call.name,
                     "input": {},
                 });
                 let index = self.open_block(block, out);
@@ -469,11 +308,7 @@ impl ChatToMessages {
                 index
             }
         };
-        if let Some(args) = function
-            .get("arguments")
-            .and_then(Value::as_str)
-            .filter(|a| !a.is_empty())
-        {
+        if let Some(args) = call.arguments {
             let delta = json!({
                 "type": "content_block_delta",
                 "index": index,
@@ -500,25 +335,79 @@ impl ChatToMessages {
             out.push(("content_block_stop", stop.to_string()));
         }
     }
+}
 
-    /// Ends the message: the open block, `message_delta` and `message_stop`.
-    fn finish(&mut self, out: &mut Vec<Event>) {
-        if self.ended {
-            return;
+impl ChunkWriter for ChatToMessages {
+    fn progress(&mut self) -> &mut Progress {
+        &mut self.progress
+    }
+
+    /// `message_start`.
+    fn open_answer(&mut self, chunk: &Chunk, out: &mut Vec<Event>) {
+        let input = chunk.usage.as_ref().map_or(0, |u| {
+            messages_usage(u)["input_tokens"].as_u64().unwrap_or(0)
+        });
+        let start = json!({
+            "type": "message_start",
+            "message": {
+                "id": message_id(chunk.id.as_deref()),
+                "type": "message",
+                "role": "assistant",
+                "model": self.model,
+                "content": [],
+                "stop_reason": null,
+                "stop_sequence": null,
+                "usage": {"input_tokens": input, "output_tokens": 0},
+            },
+        });
+        out.push(("message_start", start.to_string()));
+    }
+
+    fn add(&mut self, chunk: Chunk, out: &mut Vec<Event>) {
+        if let Some(text) = &chunk.content {
+            self.text(text, out);
         }
-        self.ended = true;
+        if let Some(refusal) = chunk.refusal.filter(|r| !r.is_empty()) {
+            self.refused = true;
+            self.text(&refusal, out);
+        }
+        for call in &chunk.tool_calls {
+            self.tool_call(call, out);
+        }
+    }
+
+    fn close_open(&mut self, out: &mut Vec<Event>) {
         self.close(out);
+    }
+
+    /// `message_delta` and `message_stop`; a refusal that stopped normally stops with
+    /// `refusal`.
+    fn write_end(&mut self, out: &mut Vec<Event>) {
+        let stop = match self.progress.finish.as_deref().map(stop_reason) {
+            Some("end_turn") if self.refused => "refusal",
+            Some(s) => s,
+            None => "end_turn",
+        };
         let usage = self
+            .progress
             .usage
             .as_ref()
             .map_or_else(|| json!({"output_tokens": 0}), messages_usage);
         let delta = json!({
             "type": "message_delta",
-            "delta": {"stop_reason": self.stop.unwrap_or("end_turn"), "stop_sequence": null},
+            "delta": {"stop_reason": stop, "stop_sequence": null},
             "usage": usage,
         });
         out.push(("message_delta", delta.to_string()));
         out.push(("message_stop", json!({"type": "message_stop"}).to_string()));
+    }
+
+    fn write_error(&mut self, error: &Value, out: &mut Vec<Event>) {
+        let event = json!({
+            "type": "error",
+            "error": {"type": anthropic_error_type(error), "message": chat::error_message(error)},
+        });
+        out.push(("error", event.to_string()));
     }
 }
 

@@ -4,6 +4,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::request::DEFAULT_MAX_TOKENS;
+use super::test_util::*;
 use super::*;
 
 fn to_messages(req: Value) -> Value {
@@ -16,22 +17,12 @@ fn to_chat(req: Value) -> Value {
 
 /// The feature an untranslatable chat request names, checking the target too.
 fn refused_by_anthropic(req: Value) -> &'static str {
-    let e = chat_request_to_messages(&req).unwrap_err();
-    assert_eq!(e.target, ANTHROPIC);
-    assert!(e.to_string().contains(e.feature), "{e}");
-    e.feature
+    refused(chat_request_to_messages(&req), ANTHROPIC)
 }
 
 /// The feature an untranslatable Anthropic request names, checking the target too.
 fn refused_by_chat(req: Value) -> &'static str {
-    let e = messages_request_to_chat(&req).unwrap_err();
-    assert_eq!(e.target, OPENAI_CHAT);
-    assert!(e.to_string().contains(e.feature), "{e}");
-    e.feature
-}
-
-fn user(text: &str) -> Value {
-    json!({"role": "user", "content": text})
+    refused(messages_request_to_chat(&req), OPENAI_CHAT)
 }
 
 // ---------------------------------------------------------------- requests: chat -> messages
@@ -266,6 +257,39 @@ fn malformed_tool_arguments_are_refused() {
     }
 }
 
+/// What no target but chat can carry is refused, under the same name, by the Anthropic and
+/// the Responses translations alike.
+#[test]
+fn features_only_chat_carries_are_refused_by_every_other_target() {
+    let with = |k: &str, v: Value| {
+        let mut req = json!({"messages": [user("Hi")]});
+        req[k] = v;
+        req
+    };
+    let cases = [
+        (with("n", json!(2)), "n"),
+        (with("logprobs", json!(true)), "logprobs"),
+        (with("top_logprobs", json!(3)), "logprobs"),
+        (
+            with("audio", json!({"voice": "alloy", "format": "wav"})),
+            "audio",
+        ),
+        (with("modalities", json!(["text", "audio"])), "modalities"),
+        (with("logit_bias", json!({"50256": -100})), "logit_bias"),
+        (with("web_search_options", json!({})), "web_search_options"),
+        (with("functions", json!([{"name": "f"}])), "functions"),
+        (with("function_call", json!("auto")), "function_call"),
+    ];
+    for (req, feature) in cases {
+        assert_eq!(refused_by_anthropic(req.clone()), feature, "{req}");
+        assert_eq!(
+            refused(chat_request_to_responses(&req), RESPONSES),
+            feature,
+            "{req}"
+        );
+    }
+}
+
 #[test]
 fn chat_only_features_are_refused_by_name() {
     let base = || json!({"messages": [user("Hi")]});
@@ -275,7 +299,6 @@ fn chat_only_features_are_refused_by_name() {
         r
     };
     let cases = [
-        (with("n", json!(2)), "n"),
         (
             with("response_format", json!({"type": "json_object"})),
             "response_format",
@@ -287,16 +310,6 @@ fn chat_only_features_are_refused_by_name() {
             ),
             "response_format",
         ),
-        (with("logprobs", json!(true)), "logprobs"),
-        (with("top_logprobs", json!(3)), "logprobs"),
-        (
-            with("audio", json!({"voice": "alloy", "format": "wav"})),
-            "audio",
-        ),
-        (with("modalities", json!(["text", "audio"])), "modalities"),
-        (with("logit_bias", json!({"50256": -100})), "logit_bias"),
-        (with("web_search_options", json!({})), "web_search_options"),
-        (with("functions", json!([{"name": "f"}])), "functions"),
         (
             with(
                 "tools",
@@ -740,15 +753,7 @@ fn answers_without_ids_get_fresh_ones() {
 /// string).
 fn anthropic_stream(events: &[(&str, Value)]) -> Vec<Value> {
     let mut t = MessagesToChat::new();
-    events
-        .iter()
-        .flat_map(|(name, data)| t.event(name, data))
-        .map(|p| serde_json::from_str(&p).unwrap_or(Value::String(p)))
-        .collect()
-}
-
-fn delta(chunk: &Value) -> &Value {
-    &chunk["choices"][0]["delta"]
+    payloads(events.iter().flat_map(|(name, data)| t.event(name, data)))
 }
 
 #[test]
@@ -958,49 +963,28 @@ fn unknown_and_quiet_anthropic_events_give_nothing() {
 
 /// Runs chat payloads through a [`ChatToMessages`] (and `end()` when `end`); the events, with
 /// data parsed, after checking each event's `type` is its name.
-fn chat_stream(payloads: &[&str], end: bool) -> Vec<(&'static str, Value)> {
-    let mut t = ChatToMessages::new("claude-compatible");
-    let mut out: Vec<(&'static str, String)> = payloads.iter().flat_map(|p| t.data(p)).collect();
-    if end {
-        out.extend(t.end());
-    }
-    out.into_iter()
-        .map(|(name, data)| {
-            let v: Value = serde_json::from_str(&data).unwrap();
-            assert_eq!(v["type"], name);
-            (name, v)
-        })
-        .collect()
+fn chat_stream<S: AsRef<str>>(payloads: &[S], end: bool) -> Vec<(&'static str, Value)> {
+    events(ChatToMessages::new("claude-compatible"), payloads, end)
 }
 
-fn names(events: &[(&'static str, Value)]) -> Vec<&'static str> {
-    events.iter().map(|(n, _)| *n).collect()
-}
-
-fn chunk(delta: Value, finish: Value) -> String {
-    json!({"id": "chatcmpl-123", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-    .to_string()
-}
-
-fn usage_chunk() -> String {
-    json!({"id": "chatcmpl-123", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o",
-        "choices": [], "usage": {"prompt_tokens": 30, "completion_tokens": 12, "total_tokens": 42,
-        "prompt_tokens_details": {"cached_tokens": 10}}})
-    .to_string()
-}
+/// The upstream of the chat streams.
+const UPSTREAM: Upstream = Upstream {
+    id: "chatcmpl-123",
+    created: 1,
+    model: "gpt-4o",
+    tokens: [30, 12, 10],
+};
 
 #[test]
 fn a_chat_text_stream_becomes_anthropic_events() {
     let payloads = [
-        chunk(json!({"role": "assistant", "content": ""}), Value::Null),
-        chunk(json!({"content": "Hel"}), Value::Null),
-        chunk(json!({"content": "lo"}), Value::Null),
-        chunk(json!({}), json!("stop")),
-        usage_chunk(),
+        UPSTREAM.chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+        UPSTREAM.chunk(json!({"content": "Hel"}), Value::Null),
+        UPSTREAM.chunk(json!({"content": "lo"}), Value::Null),
+        UPSTREAM.chunk(json!({}), json!("stop")),
+        UPSTREAM.usage_chunk(),
         "[DONE]".to_owned(),
     ];
-    let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
     let out = chat_stream(&payloads, true);
     assert_eq!(
         names(&out),
@@ -1042,7 +1026,7 @@ fn a_chat_text_stream_becomes_anthropic_events() {
 fn message_delta_waits_for_the_usage_that_follows_the_finish() {
     let mut t = ChatToMessages::new("m");
     assert_eq!(
-        t.data(&chunk(json!({"content": "Hi"}), Value::Null))
+        t.data(&UPSTREAM.chunk(json!({"content": "Hi"}), Value::Null))
             .iter()
             .map(|e| e.0)
             .collect::<Vec<_>>(),
@@ -1053,14 +1037,14 @@ fn message_delta_waits_for_the_usage_that_follows_the_finish() {
         ]
     );
     let at_finish: Vec<_> = t
-        .data(&chunk(json!({}), json!("length")))
+        .data(&UPSTREAM.chunk(json!({}), json!("length")))
         .into_iter()
         .map(|e| e.0)
         .collect();
     assert_eq!(at_finish, ["content_block_stop"]);
     // Chunks without usage after the finish do not end the message.
-    assert!(t.data(&chunk(json!({}), Value::Null)).is_empty());
-    let at_usage = t.data(&usage_chunk());
+    assert!(t.data(&UPSTREAM.chunk(json!({}), Value::Null)).is_empty());
+    let at_usage = t.data(&UPSTREAM.usage_chunk());
     assert_eq!(
         at_usage.iter().map(|e| e.0).collect::<Vec<_>>(),
         ["message_delta", "message_stop"]
@@ -1076,8 +1060,8 @@ fn message_delta_waits_for_the_usage_that_follows_the_finish() {
 #[test]
 fn done_or_end_after_the_finish_sends_the_held_message_delta() {
     let finish = [
-        chunk(json!({"content": "Hi"}), Value::Null),
-        chunk(json!({}), json!("stop")),
+        UPSTREAM.chunk(json!({"content": "Hi"}), Value::Null),
+        UPSTREAM.chunk(json!({}), json!("stop")),
     ];
     let finish: Vec<&str> = finish.iter().map(String::as_str).collect();
     for tail in [vec!["[DONE]"], vec![]] {
@@ -1095,10 +1079,9 @@ fn done_or_end_after_the_finish_sends_the_held_message_delta() {
 #[test]
 fn a_stream_that_ends_before_its_finish_gets_no_message_stop() {
     let partial = [
-        chunk(json!({"role": "assistant"}), Value::Null),
-        chunk(json!({"content": "Hal"}), Value::Null),
+        UPSTREAM.chunk(json!({"role": "assistant"}), Value::Null),
+        UPSTREAM.chunk(json!({"content": "Hal"}), Value::Null),
     ];
-    let partial: Vec<&str> = partial.iter().map(String::as_str).collect();
     let out = chat_stream(&partial, true);
     assert_eq!(
         names(&out),
@@ -1109,13 +1092,13 @@ fn a_stream_that_ends_before_its_finish_gets_no_message_stop() {
         ]
     );
     // Nothing at all in, nothing out.
-    assert!(chat_stream(&[], true).is_empty());
+    assert!(chat_stream::<&str>(&[], true).is_empty());
     assert!(chat_stream(&["[DONE]"], true).is_empty());
 }
 
 #[test]
 fn done_without_a_finish_reason_ends_the_message() {
-    let payloads = [chunk(json!({"content": "Hi"}), Value::Null)];
+    let payloads = [UPSTREAM.chunk(json!({"content": "Hi"}), Value::Null)];
     let mut p: Vec<&str> = payloads.iter().map(String::as_str).collect();
     p.push("[DONE]");
     let out = chat_stream(&p, false);
@@ -1137,10 +1120,10 @@ fn a_chat_tool_call_stream_becomes_tool_use_blocks() {
         if let Some(name) = name {
             c["function"]["name"] = json!(name);
         }
-        chunk(json!({"tool_calls": [c]}), Value::Null)
+        UPSTREAM.chunk(json!({"tool_calls": [c]}), Value::Null)
     };
     let payloads = [
-        chunk(
+        UPSTREAM.chunk(
             json!({"role": "assistant", "content": "Let me check."}),
             Value::Null,
         ),
@@ -1148,11 +1131,10 @@ fn a_chat_tool_call_stream_becomes_tool_use_blocks() {
         call(0, None, None, "{\"city\":"),
         call(0, None, None, "\"Paris\"}"),
         call(1, Some("call_def"), Some("get_time"), "{}"),
-        chunk(json!({}), json!("tool_calls")),
-        usage_chunk(),
+        UPSTREAM.chunk(json!({}), json!("tool_calls")),
+        UPSTREAM.usage_chunk(),
         "[DONE]".to_owned(),
     ];
-    let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
     let out = chat_stream(&payloads, true);
     assert_eq!(
         names(&out),
@@ -1201,15 +1183,14 @@ fn tool_calls_without_an_index_follow_their_ids() {
             c["id"] = json!(id);
             c["function"]["name"] = json!("f");
         }
-        chunk(json!({"tool_calls": [c]}), Value::Null)
+        UPSTREAM.chunk(json!({"tool_calls": [c]}), Value::Null)
     };
     let payloads = [
         call(Some("a"), "{\"x\""),
         call(None, ":1}"),
         call(Some("b"), "{}"),
-        chunk(json!({}), json!("tool_calls")),
+        UPSTREAM.chunk(json!({}), json!("tool_calls")),
     ];
-    let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
     let out = chat_stream(&payloads, true);
     let starts: Vec<&Value> = out
         .iter()
@@ -1234,10 +1215,11 @@ fn tool_calls_without_an_index_follow_their_ids() {
 
 #[test]
 fn usage_on_the_finish_chunk_is_reported_at_done() {
-    let mut finish: Value = serde_json::from_str(&chunk(json!({}), json!("stop"))).unwrap();
+    let mut finish: Value =
+        serde_json::from_str(&UPSTREAM.chunk(json!({}), json!("stop"))).unwrap();
     finish["usage"] = json!({"prompt_tokens": 5, "completion_tokens": 2});
     let payloads = [
-        chunk(json!({"content": "Hi"}), Value::Null),
+        UPSTREAM.chunk(json!({"content": "Hi"}), Value::Null),
         finish.to_string(),
     ];
     let mut p: Vec<&str> = payloads.iter().map(String::as_str).collect();
@@ -1256,14 +1238,13 @@ fn usage_on_the_finish_chunk_is_reported_at_done() {
 #[test]
 fn a_chat_refusal_stream_stops_with_refusal() {
     let payloads = [
-        chunk(
+        UPSTREAM.chunk(
             json!({"role": "assistant", "refusal": "I can't."}),
             Value::Null,
         ),
-        chunk(json!({}), json!("stop")),
+        UPSTREAM.chunk(json!({}), json!("stop")),
         "[DONE]".to_owned(),
     ];
-    let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
     let out = chat_stream(&payloads, false);
     assert_eq!(out[2].1["delta"]["text"], "I can't.");
     assert_eq!(out[4].1["delta"]["stop_reason"], "refusal");
@@ -1272,7 +1253,7 @@ fn a_chat_refusal_stream_stops_with_refusal() {
 #[test]
 fn a_chat_error_payload_becomes_an_error_event() {
     let mut t = ChatToMessages::new("m");
-    t.data(&chunk(json!({"content": "Hi"}), Value::Null));
+    t.data(&UPSTREAM.chunk(json!({"content": "Hi"}), Value::Null));
     let out = t.data(r#"{"error":{"message":"Rate limit reached for gpt-4o","type":"requests","code":"rate_limit_exceeded"}}"#);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].0, "error");
@@ -1282,7 +1263,7 @@ fn a_chat_error_payload_becomes_an_error_event() {
         json!({"type": "error", "error": {"type": "rate_limit_error", "message": "Rate limit reached for gpt-4o"}})
     );
     // Nothing follows the error.
-    assert!(t.data(&chunk(json!({}), json!("stop"))).is_empty());
+    assert!(t.data(&UPSTREAM.chunk(json!({}), json!("stop"))).is_empty());
     assert!(t.end().is_empty());
     for (error, kind) in [
         (json!({"type": "server_error", "message": "x"}), "api_error"),
@@ -1326,62 +1307,50 @@ fn malformed_chat_payloads_give_nothing() {
 
 // ---------------------------------------------------------------- never panics
 
+/// Values made of the words and keys this translation reads.
 fn any_json() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        prop_oneof![
-            Just("text"),
-            Just("tool_use"),
-            Just("tool_result"),
-            Just("image"),
-            Just("image_url"),
-            Just("function"),
-            Just("user"),
-            Just("assistant"),
-            Just("tool"),
-            Just("system"),
-            Just("data:image/png;base64,AA"),
-            Just("[DONE]"),
-            Just(""),
-            Just("stop"),
-        ]
-        .prop_map(Value::from),
-        ".{0,8}".prop_map(Value::from),
-    ];
-    leaf.prop_recursive(4, 48, 6, |inner| {
-        let keys = prop_oneof![
-            Just("type".to_owned()),
-            Just("role".to_owned()),
-            Just("content".to_owned()),
-            Just("messages".to_owned()),
-            Just("text".to_owned()),
-            Just("tool_calls".to_owned()),
-            Just("function".to_owned()),
-            Just("arguments".to_owned()),
-            Just("id".to_owned()),
-            Just("index".to_owned()),
-            Just("delta".to_owned()),
-            Just("choices".to_owned()),
-            Just("usage".to_owned()),
-            Just("error".to_owned()),
-            Just("source".to_owned()),
-            Just("tools".to_owned()),
-            Just("tool_choice".to_owned()),
-            Just("system".to_owned()),
-            Just("finish_reason".to_owned()),
-            Just("message".to_owned()),
-            Just("content_block".to_owned()),
-            Just("image_url".to_owned()),
-            ".{0,6}",
-        ];
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::btree_map(keys, inner, 0..6)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
+    test_util::any_json(
+        &[
+            "text",
+            "tool_use",
+            "tool_result",
+            "image",
+            "image_url",
+            "function",
+            "user",
+            "assistant",
+            "tool",
+            "system",
+            "data:image/png;base64,AA",
+            "[DONE]",
+            "",
+            "stop",
+        ],
+        &[
+            "type",
+            "role",
+            "content",
+            "messages",
+            "text",
+            "tool_calls",
+            "function",
+            "arguments",
+            "id",
+            "index",
+            "delta",
+            "choices",
+            "usage",
+            "error",
+            "source",
+            "tools",
+            "tool_choice",
+            "system",
+            "finish_reason",
+            "message",
+            "content_block",
+            "image_url",
+        ],
+    )
 }
 
 proptest! {
@@ -1390,20 +1359,14 @@ proptest! {
         let names = ["message_start", "content_block_start", "content_block_delta",
             "message_delta", "message_stop", "error", "ping", ""];
         let mut to_chat = MessagesToChat::new();
-        let mut to_messages = ChatToMessages::new("m");
-        let mut stops = 0;
         for (i, v) in values.iter().enumerate() {
             let _ = chat_request_to_messages(v);
             let _ = messages_request_to_chat(v);
             let _ = messages_answer_to_chat(v);
             let _ = chat_answer_to_messages(v);
             let _ = to_chat.event(names[i % names.len()], v);
-            for (name, data) in to_messages.data(&v.to_string()) {
-                prop_assert!(serde_json::from_str::<Value>(&data).is_ok());
-                stops += usize::from(name == "message_stop");
-            }
         }
-        stops += to_messages.end().iter().filter(|(n, _)| *n == "message_stop").count();
+        let stops = terminal_events(ChatToMessages::new("m"), &values, &["message_stop"]);
         prop_assert!(stops <= 1);
     }
 

@@ -3,6 +3,7 @@
 use proptest::prelude::*;
 use serde_json::{Value, json};
 
+use super::super::test_util::*;
 use super::super::*;
 
 fn to_chat(req: Value) -> Value {
@@ -15,22 +16,12 @@ fn to_responses(req: Value) -> Value {
 
 /// The feature an untranslatable Responses request names, checking the target too.
 fn refused_by_chat(req: Value) -> &'static str {
-    let e = responses_request_to_chat(&req).unwrap_err();
-    assert_eq!(e.target(), OPENAI_CHAT);
-    assert!(e.to_string().contains(e.feature()), "{e}");
-    e.feature()
+    refused(responses_request_to_chat(&req), OPENAI_CHAT)
 }
 
 /// The feature an untranslatable chat request names, checking the target too.
 fn refused_by_responses(req: Value) -> &'static str {
-    let e = chat_request_to_responses(&req).unwrap_err();
-    assert_eq!(e.target(), RESPONSES);
-    assert!(e.to_string().contains(e.feature()), "{e}");
-    e.feature()
-}
-
-fn user(text: &str) -> Value {
-    json!({"role": "user", "content": text})
+    refused(chat_request_to_responses(&req), RESPONSES)
 }
 
 // ---------------------------------------------------------------- state
@@ -528,21 +519,10 @@ fn chat_only_features_are_refused_by_name() {
         req[k] = v;
         req
     };
+    // The features no target but chat carries: in the Anthropic tests, for both targets.
     let cases = [
-        (with("n", json!(2)), "n"),
-        (with("logprobs", json!(true)), "logprobs"),
-        (with("top_logprobs", json!(3)), "logprobs"),
-        (
-            with("audio", json!({"voice": "alloy", "format": "wav"})),
-            "audio",
-        ),
-        (with("modalities", json!(["text", "audio"])), "modalities"),
-        (with("logit_bias", json!({"50256": -100})), "logit_bias"),
         (with("stop", json!("\n")), "stop"),
         (with("stop", json!(["a", "b"])), "stop"),
-        (with("web_search_options", json!({})), "web_search_options"),
-        (with("functions", json!([{"name": "f"}])), "functions"),
-        (with("function_call", json!("auto")), "function_call"),
         (
             with(
                 "tools",
@@ -858,11 +838,11 @@ fn answers_round_trip_and_get_fresh_ids_when_they_have_none() {
 /// The chat payloads a Responses event sequence becomes, parsed (`[DONE]` as a string).
 fn responses_stream(events: &[Value]) -> Vec<Value> {
     let mut t = ResponsesToChat::new();
-    events
-        .iter()
-        .flat_map(|e| t.event(e["type"].as_str().unwrap_or_default(), e))
-        .map(|d| serde_json::from_str(&d).unwrap_or(Value::String(d)))
-        .collect()
+    payloads(
+        events
+            .iter()
+            .flat_map(|e| t.event(e["type"].as_str().unwrap_or_default(), e)),
+    )
 }
 
 fn created() -> Value {
@@ -947,30 +927,20 @@ fn a_responses_function_call_stream_becomes_tool_call_deltas() {
             "arguments": "{\"city\":\"Paris\"}", "status": "completed"}}),
         completed(json!(null)),
     ]);
-    let deltas: Vec<&Value> = out.iter().map(|c| &c["choices"][0]["delta"]).collect();
-    assert_eq!(deltas[1], &json!({"reasoning_content": "Think."}));
-    assert_eq!(deltas[2], &json!({"reasoning_content": " More."}));
+    let deltas: Vec<&Value> = out.iter().map(delta).collect();
     assert_eq!(
-        deltas[3],
-        &json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
-                                "function": {"name": "weather", "arguments": ""}}]})
-    );
-    assert_eq!(
-        deltas[4],
-        &json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]})
-    );
-    assert_eq!(
-        deltas[5],
-        &json!({"tool_calls": [{"index": 1, "id": "call_2", "type": "function",
-                                "function": {"name": "time", "arguments": ""}}]})
-    );
-    assert_eq!(
-        deltas[6],
-        &json!({"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]})
-    );
-    assert_eq!(
-        deltas[7],
-        &json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]})
+        deltas[1..8],
+        [
+            &json!({"reasoning_content": "Think."}),
+            &json!({"reasoning_content": " More."}),
+            &json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
+                                    "function": {"name": "weather", "arguments": ""}}]}),
+            &json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}),
+            &json!({"tool_calls": [{"index": 1, "id": "call_2", "type": "function",
+                                    "function": {"name": "time", "arguments": ""}}]}),
+            &json!({"tool_calls": [{"index": 1, "function": {"arguments": "{}"}}]}),
+            &json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}),
+        ]
     );
     // The .done events repeat streamed arguments: nothing more. No usage: no usage chunk.
     assert_eq!(out.len(), 10, "{out:?}");
@@ -1084,52 +1054,34 @@ fn quiet_and_unknown_responses_events_give_nothing() {
 
 /// The Responses events a chat payload sequence becomes (data parsed), `end()` last when
 /// asked; checks the `type` and `sequence_number` of each.
-fn chat_stream(payloads: &[&str], end: bool) -> Vec<(&'static str, Value)> {
-    let mut t = ChatToResponses::new("gpt-4.1");
-    let mut out: Vec<Event> = payloads.iter().flat_map(|p| t.data(p)).collect();
-    if end {
-        out.extend(t.end());
+fn chat_stream<S: AsRef<str>>(payloads: &[S], end: bool) -> Vec<(&'static str, Value)> {
+    let events = events(ChatToResponses::new("gpt-4.1"), payloads, end);
+    for (i, (name, data)) in events.iter().enumerate() {
+        assert_eq!(data["sequence_number"], i, "{name}");
     }
-    out.into_iter()
-        .enumerate()
-        .map(|(i, (name, data))| {
-            let data: Value = serde_json::from_str(&data).unwrap();
-            assert_eq!(data["type"], name);
-            assert_eq!(data["sequence_number"], i, "{name}");
-            (name, data)
-        })
-        .collect()
+    events
 }
 
-fn names(events: &[(&'static str, Value)]) -> Vec<&'static str> {
-    events.iter().map(|(n, _)| *n).collect()
-}
-
-fn chunk(delta: Value, finish: Value) -> String {
-    json!({"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 42, "model": "m",
-           "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
-    .to_string()
-}
-
-fn usage_chunk() -> String {
-    json!({"id": "chatcmpl-9", "object": "chat.completion.chunk", "created": 42, "model": "m",
-           "choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7,
-                                    "prompt_tokens_details": {"cached_tokens": 1}}})
-    .to_string()
-}
+/// The upstream of the chat streams.
+const UPSTREAM: Upstream = Upstream {
+    id: "chatcmpl-9",
+    created: 42,
+    model: "m",
+    tokens: [5, 2, 1],
+};
 
 #[test]
 fn a_chat_text_stream_becomes_responses_events() {
     let events = chat_stream(
         &[
-            &chunk(json!({"role": "assistant", "content": ""}), Value::Null),
-            &chunk(json!({"content": "Hel"}), Value::Null),
-            &chunk(
+            &UPSTREAM.chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+            &UPSTREAM.chunk(json!({"content": "Hel"}), Value::Null),
+            &UPSTREAM.chunk(
                 json!({"content": "lo.", "reasoning_content": "dropped"}),
                 Value::Null,
             ),
-            &chunk(json!({}), json!("stop")),
-            &usage_chunk(),
+            &UPSTREAM.chunk(json!({}), json!("stop")),
+            &UPSTREAM.usage_chunk(),
             "[DONE]",
         ],
         true,
@@ -1196,15 +1148,15 @@ fn a_chat_text_stream_becomes_responses_events() {
 #[test]
 fn the_terminal_event_waits_for_the_usage_after_the_finish() {
     let mut t = ChatToResponses::new("m");
-    t.data(&chunk(json!({"content": "Hi"}), Value::Null));
+    t.data(&UPSTREAM.chunk(json!({"content": "Hi"}), Value::Null));
     let at_finish: Vec<&str> = t
-        .data(&chunk(json!({}), json!("stop")))
+        .data(&UPSTREAM.chunk(json!({}), json!("stop")))
         .into_iter()
         .map(|(n, _)| n)
         .collect();
     assert!(!at_finish.contains(&"response.completed"), "{at_finish:?}");
     assert!(at_finish.contains(&"response.output_item.done"));
-    let at_usage = t.data(&usage_chunk());
+    let at_usage = t.data(&UPSTREAM.usage_chunk());
     assert_eq!(at_usage.len(), 1);
     assert_eq!(at_usage[0].0, "response.completed");
     assert!(t.data("[DONE]").is_empty());
@@ -1215,11 +1167,10 @@ fn the_terminal_event_waits_for_the_usage_after_the_finish() {
 fn done_or_end_after_the_finish_sends_the_held_terminal_event() {
     for last in [Some("[DONE]"), None] {
         let mut payloads = vec![
-            chunk(json!({"content": "Hi"}), Value::Null),
-            chunk(json!({}), json!("stop")),
+            UPSTREAM.chunk(json!({"content": "Hi"}), Value::Null),
+            UPSTREAM.chunk(json!({}), json!("stop")),
         ];
         payloads.extend(last.map(str::to_owned));
-        let payloads: Vec<&str> = payloads.iter().map(String::as_str).collect();
         let events = chat_stream(&payloads, last.is_none());
         let (name, data) = events.last().unwrap();
         assert_eq!(*name, "response.completed");
@@ -1231,8 +1182,8 @@ fn done_or_end_after_the_finish_sends_the_held_terminal_event() {
 fn a_stream_cut_before_its_finish_gets_no_terminal_event() {
     let events = chat_stream(
         &[
-            &chunk(json!({"content": "Half an ans"}), Value::Null),
-            &chunk(
+            &UPSTREAM.chunk(json!({"content": "Half an ans"}), Value::Null),
+            &UPSTREAM.chunk(
                 json!({"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": "{"}}]}),
                 Value::Null,
             ),
@@ -1253,13 +1204,16 @@ fn a_stream_cut_before_its_finish_gets_no_terminal_event() {
         Some(&"response.function_call_arguments.delta")
     );
     assert!(!names.contains(&"response.function_call_arguments.done"));
-    assert!(chat_stream(&[], true).is_empty());
+    assert!(chat_stream::<&str>(&[], true).is_empty());
 }
 
 #[test]
 fn done_without_a_finish_reason_completes_the_response() {
     let events = chat_stream(
-        &[&chunk(json!({"content": "Hi"}), Value::Null), "[DONE]"],
+        &[
+            &UPSTREAM.chunk(json!({"content": "Hi"}), Value::Null),
+            "[DONE]",
+        ],
         false,
     );
     let (name, data) = events.last().unwrap();
@@ -1278,8 +1232,8 @@ fn length_and_content_filter_end_incomplete() {
     ] {
         let events = chat_stream(
             &[
-                &chunk(json!({"content": "Hi"}), Value::Null),
-                &chunk(json!({}), json!(finish)),
+                &UPSTREAM.chunk(json!({"content": "Hi"}), Value::Null),
+                &UPSTREAM.chunk(json!({}), json!(finish)),
                 "[DONE]",
             ],
             false,
@@ -1298,30 +1252,30 @@ fn length_and_content_filter_end_incomplete() {
 fn a_chat_tool_call_stream_becomes_function_call_items() {
     let events = chat_stream(
         &[
-            &chunk(
+            &UPSTREAM.chunk(
                 json!({"role": "assistant", "content": "Checking."}),
                 Value::Null,
             ),
-            &chunk(
+            &UPSTREAM.chunk(
                 json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
                                           "function": {"name": "weather", "arguments": ""}}]}),
                 Value::Null,
             ),
-            &chunk(
+            &UPSTREAM.chunk(
                 json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}),
                 Value::Null,
             ),
-            &chunk(
+            &UPSTREAM.chunk(
                 json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}),
                 Value::Null,
             ),
-            &chunk(
+            &UPSTREAM.chunk(
                 json!({"tool_calls": [{"index": 1, "id": "call_2", "type": "function",
                                           "function": {"name": "time", "arguments": "{}"}}]}),
                 Value::Null,
             ),
-            &chunk(json!({}), json!("tool_calls")),
-            &usage_chunk(),
+            &UPSTREAM.chunk(json!({}), json!("tool_calls")),
+            &UPSTREAM.usage_chunk(),
         ],
         false,
     );
@@ -1378,9 +1332,9 @@ fn a_chat_tool_call_stream_becomes_function_call_items() {
 fn a_chat_refusal_stream_becomes_a_refusal_part() {
     let events = chat_stream(
         &[
-            &chunk(json!({"content": "Well"}), Value::Null),
-            &chunk(json!({"refusal": "No."}), Value::Null),
-            &chunk(json!({}), json!("stop")),
+            &UPSTREAM.chunk(json!({"content": "Well"}), Value::Null),
+            &UPSTREAM.chunk(json!({"refusal": "No."}), Value::Null),
+            &UPSTREAM.chunk(json!({}), json!("stop")),
             "[DONE]",
         ],
         false,
@@ -1418,9 +1372,9 @@ fn a_chat_refusal_stream_becomes_a_refusal_part() {
 fn a_chat_error_payload_becomes_an_error_event() {
     let events = chat_stream(
         &[
-            &chunk(json!({"content": "Hi"}), Value::Null),
+            &UPSTREAM.chunk(json!({"content": "Hi"}), Value::Null),
             r#"{"error": {"message": "Overloaded", "type": "server_error", "code": null, "param": null}}"#,
-            &chunk(json!({"content": "ignored"}), Value::Null),
+            &UPSTREAM.chunk(json!({"content": "ignored"}), Value::Null),
         ],
         true,
     );
@@ -1461,29 +1415,29 @@ fn malformed_chat_payloads_give_nothing() {
 #[test]
 fn chat_to_responses_to_chat_gives_back_the_text_and_tool_calls() {
     let payloads = [
-        chunk(json!({"role": "assistant", "content": ""}), Value::Null),
-        chunk(json!({"content": "Let me "}), Value::Null),
-        chunk(json!({"content": "check."}), Value::Null),
-        chunk(
+        UPSTREAM.chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+        UPSTREAM.chunk(json!({"content": "Let me "}), Value::Null),
+        UPSTREAM.chunk(json!({"content": "check."}), Value::Null),
+        UPSTREAM.chunk(
             json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function",
                                      "function": {"name": "weather", "arguments": ""}}]}),
             Value::Null,
         ),
-        chunk(
+        UPSTREAM.chunk(
             json!({"tool_calls": [{"index": 0, "function": {"arguments": "{\"city\":"}}]}),
             Value::Null,
         ),
-        chunk(
+        UPSTREAM.chunk(
             json!({"tool_calls": [{"index": 0, "function": {"arguments": "\"Paris\"}"}}]}),
             Value::Null,
         ),
-        chunk(
+        UPSTREAM.chunk(
             json!({"tool_calls": [{"index": 1, "id": "call_2", "type": "function",
                                      "function": {"name": "time", "arguments": "{}"}}]}),
             Value::Null,
         ),
-        chunk(json!({}), json!("tool_calls")),
-        usage_chunk(),
+        UPSTREAM.chunk(json!({}), json!("tool_calls")),
+        UPSTREAM.usage_chunk(),
         "[DONE]".to_owned(),
     ];
     let mut there = ChatToResponses::new("m");
@@ -1502,16 +1456,12 @@ fn chat_to_responses_to_chat_gives_back_the_text_and_tool_calls() {
         .collect();
     let text: String = chunks
         .iter()
-        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .filter_map(|c| delta(c)["content"].as_str())
         .collect();
     assert_eq!(text, "Let me check.");
     let mut calls: Vec<(String, String, String)> = Vec::new();
     for c in &chunks {
-        for call in c["choices"][0]["delta"]["tool_calls"]
-            .as_array()
-            .into_iter()
-            .flatten()
-        {
+        for call in delta(c)["tool_calls"].as_array().into_iter().flatten() {
             let index = call["index"].as_u64().unwrap() as usize;
             if let Some(id) = call["id"].as_str() {
                 assert_eq!(index, calls.len());
@@ -1634,116 +1584,94 @@ const EVENT_NAMES: [&str; 12] = [
     "",
 ];
 
-#[test]
-fn no_translation_panics_on_junk() {
-    let values = junk();
+/// Every request and answer translation of each value, and the values as the events of one
+/// Responses stream (none may panic).
+fn translate_all(values: &[Value]) {
     let mut to_chat = ResponsesToChat::new();
-    let mut to_responses = ChatToResponses::new("m");
     for (i, v) in values.iter().enumerate() {
         let _ = stateful(v);
         let _ = responses_request_to_chat(v);
         let _ = chat_request_to_responses(v);
         let _ = responses_answer_to_chat(v);
         let _ = chat_answer_to_responses(v);
+        let _ = to_chat.event(EVENT_NAMES[i % EVENT_NAMES.len()], v);
+    }
+}
+
+#[test]
+fn no_translation_panics_on_junk() {
+    let values = junk();
+    translate_all(&values);
+    for v in &values {
         for name in EVENT_NAMES {
             let _ = ResponsesToChat::new().event(name, v);
         }
-        let _ = to_chat.event(EVENT_NAMES[i % EVENT_NAMES.len()], v);
-        for (_, data) in to_responses.data(&v.to_string()) {
-            assert!(serde_json::from_str::<Value>(&data).is_ok());
-        }
     }
-    let _ = to_responses.end();
+    terminal_events(ChatToResponses::new("m"), &values, &[]);
 }
 
+/// Values made of the words and keys this translation reads.
 fn any_json() -> impl Strategy<Value = Value> {
-    let leaf = prop_oneof![
-        Just(Value::Null),
-        any::<bool>().prop_map(Value::Bool),
-        any::<i64>().prop_map(Value::from),
-        prop_oneof![
-            Just("message"),
-            Just("function_call"),
-            Just("function_call_output"),
-            Just("reasoning"),
-            Just("input_text"),
-            Just("output_text"),
-            Just("input_image"),
-            Just("input_file"),
-            Just("refusal"),
-            Just("function"),
-            Just("user"),
-            Just("assistant"),
-            Just("tool"),
-            Just("json_schema"),
-            Just("incomplete"),
-            Just("https://x/a.png"),
-            Just("[DONE]"),
-            Just(""),
-        ]
-        .prop_map(Value::from),
-        ".{0,8}".prop_map(Value::from),
-    ];
-    leaf.prop_recursive(4, 48, 6, |inner| {
-        let keys = prop_oneof![
-            Just("type".to_owned()),
-            Just("role".to_owned()),
-            Just("content".to_owned()),
-            Just("input".to_owned()),
-            Just("output".to_owned()),
-            Just("messages".to_owned()),
-            Just("text".to_owned()),
-            Just("format".to_owned()),
-            Just("tool_calls".to_owned()),
-            Just("function".to_owned()),
-            Just("arguments".to_owned()),
-            Just("call_id".to_owned()),
-            Just("item_id".to_owned()),
-            Just("output_index".to_owned()),
-            Just("item".to_owned()),
-            Just("response".to_owned()),
-            Just("delta".to_owned()),
-            Just("choices".to_owned()),
-            Just("usage".to_owned()),
-            Just("error".to_owned()),
-            Just("tools".to_owned()),
-            Just("tool_choice".to_owned()),
-            Just("finish_reason".to_owned()),
-            Just("index".to_owned()),
-            Just("id".to_owned()),
-            ".{0,6}",
-        ];
-        prop_oneof![
-            prop::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
-            prop::collection::btree_map(keys, inner, 0..6)
-                .prop_map(|m| Value::Object(m.into_iter().collect())),
-        ]
-    })
+    test_util::any_json(
+        &[
+            "message",
+            "function_call",
+            "function_call_output",
+            "reasoning",
+            "input_text",
+            "output_text",
+            "input_image",
+            "input_file",
+            "refusal",
+            "function",
+            "user",
+            "assistant",
+            "tool",
+            "json_schema",
+            "incomplete",
+            "https://x/a.png",
+            "[DONE]",
+            "",
+        ],
+        &[
+            "type",
+            "role",
+            "content",
+            "input",
+            "output",
+            "messages",
+            "text",
+            "format",
+            "tool_calls",
+            "function",
+            "arguments",
+            "call_id",
+            "item_id",
+            "output_index",
+            "item",
+            "response",
+            "delta",
+            "choices",
+            "usage",
+            "error",
+            "tools",
+            "tool_choice",
+            "finish_reason",
+            "index",
+            "id",
+        ],
+    )
 }
 
 proptest! {
     #[test]
     fn nothing_panics_on_any_input(values in prop::collection::vec(any_json(), 1..8)) {
-        let mut to_chat = ResponsesToChat::new();
-        let mut to_responses = ChatToResponses::new("m");
-        let mut terminal = 0;
-        for (i, v) in values.iter().enumerate() {
-            let _ = stateful(v);
-            let _ = responses_request_to_chat(v);
-            let _ = chat_request_to_responses(v);
-            let _ = responses_answer_to_chat(v);
-            let _ = chat_answer_to_responses(v);
-            let _ = to_chat.event(EVENT_NAMES[i % EVENT_NAMES.len()], v);
-            for (name, data) in to_responses.data(&v.to_string()) {
-                prop_assert!(serde_json::from_str::<Value>(&data).is_ok());
-                terminal += usize::from(matches!(name, "response.completed" | "response.incomplete"));
-            }
-        }
-        terminal += to_responses
-            .end()
-            .iter()
-            .filter(|(n, _)| matches!(*n, "response.completed" | "response.incomplete"))
-            .count();
+        translate_all(&values);
+        let terminal = terminal_events(
+            ChatToResponses::new("m"),
+            &values,
+            &["response.completed", "response.incomplete"],
+        );
         prop_assert!(terminal <= 1);
     }
 }
