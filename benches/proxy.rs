@@ -17,7 +17,7 @@
 //!   the sim, `proxy_messages[_stream]` through the route `claude` (the sim in Anthropic's API),
 //!   and translated: `messages_to_chat[_stream]` (an Anthropic request on the route `healthy`,
 //!   OpenAI-compatible targets) and `chat_to_messages[_stream]` (a chat request on `claude`).
-//!   The OpenAI Responses API the same way: `direct_responses` to the sim,
+//!   The OpenAI Responses API the same way: `direct_responses[_stream]` to the sim,
 //!   `proxy_responses[_stream]` through the route `responses` (the sim in the Responses API),
 //!   and `responses_to_chat[_stream]` (a Responses request on `healthy`). Embeddings:
 //!   `direct_embeddings` to the sim, `proxy_embeddings` through `healthy` (both targets name
@@ -155,6 +155,7 @@ struct Setup {
     chat_to_messages_stream: Case,
     /// The Responses API: to the sim, through the proxy natively, and translated to chat.
     direct_responses: Case,
+    direct_responses_stream: Case,
     proxy_responses: Case,
     proxy_responses_stream: Case,
     responses_to_chat: Case,
@@ -266,6 +267,7 @@ fn setup() -> Setup {
         chat_to_messages: Case::new(&proxy_url, "claude", false),
         chat_to_messages_stream: Case::new(&proxy_url, "claude", true),
         direct_responses: Case::responses(&a.base_url(), "model", false),
+        direct_responses_stream: Case::responses(&a.base_url(), "model", true),
         proxy_responses: Case::responses(&proxy_url, "responses", false),
         proxy_responses_stream: Case::responses(&proxy_url, "responses", true),
         responses_to_chat: Case::responses(&proxy_url, "healthy", false),
@@ -384,6 +386,7 @@ fn latency(c: &mut Criterion, s: &Setup) {
         ("chat_to_messages", &s.chat_to_messages),
         ("chat_to_messages_stream", &s.chat_to_messages_stream),
         ("direct_responses", &s.direct_responses),
+        ("direct_responses_stream", &s.direct_responses_stream),
         ("proxy_responses", &s.proxy_responses),
         ("proxy_responses_stream", &s.proxy_responses_stream),
         ("responses_to_chat", &s.responses_to_chat),
@@ -448,6 +451,7 @@ fn report(s: &Setup) {
         ("translated", "chat_to_msgs", &s.chat_to_messages),
         ("translated", "chat_to_msgs_s", &s.chat_to_messages_stream),
         ("responses", "direct", &s.direct_responses),
+        ("responses", "direct_stream", &s.direct_responses_stream),
         ("responses", "proxy", &s.proxy_responses),
         ("responses", "proxy_stream", &s.proxy_responses_stream),
         ("translated", "resp_to_chat", &s.responses_to_chat),
