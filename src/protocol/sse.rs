@@ -77,31 +77,50 @@ pub(crate) fn translated<T: Send + 'static>(
     ))
 }
 
-/// A stream translator shared by the two closures of [`translated`] (each event, and the
-/// end).
-pub(crate) fn shared<T>(
-    translator: T,
-) -> (
-    std::sync::Arc<std::sync::Mutex<T>>,
-    std::sync::Arc<std::sync::Mutex<T>>,
-) {
-    let each = std::sync::Arc::new(std::sync::Mutex::new(translator));
-    let end = std::sync::Arc::clone(&each);
-    (each, end)
+/// The named events of a client's protocol, written from chat completions' `data:` payloads
+/// by `writer` (`ChatToMessages`, `ChatToResponses`) through its `data` and `end`.
+pub(crate) struct FromChat<W> {
+    pub(crate) writer: W,
+    pub(crate) data: fn(&mut W, &str) -> Vec<(&'static str, String)>,
+    pub(crate) end: fn(&mut W) -> Vec<(&'static str, String)>,
 }
 
-/// The translator, whoever panicked while holding it (nothing it does can leave it half-done
-/// in a way that matters more than the stream's own failure).
-pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+/// `events` (of any protocol) translated into a client's named events through chat
+/// completions: `to_chat` turns each upstream event into chat `data:` payloads (the payload
+/// itself, for a chat upstream), and `from` writes the client's events from them, and its
+/// end when `events` ends without a failure.
+pub(crate) fn through_chat<W: Send + 'static>(
+    events: Failing<Event>,
+    mut to_chat: impl FnMut(&Event) -> Result<Vec<String>, AttemptFailure> + Send + 'static,
+    from: FromChat<W>,
+) -> Failing<(String, String)> {
+    let named = |events: Vec<(&'static str, String)>| -> Vec<(String, String)> {
+        events
+            .into_iter()
+            .map(|(name, data)| (name.to_owned(), data))
+            .collect()
+    };
+    let FromChat { writer, data, end } = from;
+    // Both closures write with the one writer: each event, then the end.
+    let each = std::sync::Arc::new(std::sync::Mutex::new(writer));
+    let last = std::sync::Arc::clone(&each);
+    translated(
+        events,
+        move |e| {
+            let payloads = to_chat(e)?;
+            let mut w = lock(&each);
+            Ok(named(
+                payloads.iter().flat_map(|d| data(&mut w, d)).collect(),
+            ))
+        },
+        move || named(end(&mut lock(&last))),
+    )
+}
+
+/// The writer, whoever panicked while holding it (nothing it does can leave it half-done in
+/// a way that matters more than the stream's own failure).
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-/// A translator's `(event name, data)` pairs with owned names.
-pub(crate) fn named(events: Vec<(&'static str, String)>) -> Vec<(String, String)> {
-    events
-        .into_iter()
-        .map(|(name, data)| (name.to_owned(), data))
-        .collect()
 }
 
 /// An event's `data` as JSON; data that is not JSON cut the stream (`stream_interrupted`).

@@ -85,6 +85,15 @@ fn anthropic_headers(client: &HeaderMap) -> HeaderMap {
     headers
 }
 
+/// Anthropic events written from chat payloads, for a client of the Messages API.
+fn from_chat(model: &str) -> sse::FromChat<translate::ChatToMessages> {
+    sse::FromChat {
+        writer: translate::ChatToMessages::new(model),
+        data: translate::ChatToMessages::data,
+        end: translate::ChatToMessages::end,
+    }
+}
+
 /// The path of the Messages API, after the endpoint's base URL.
 const MESSAGES_PATH: &str = "/messages";
 
@@ -185,12 +194,7 @@ impl Client {
                 let body = translate::messages_request_to_chat(request)
                     .map_err(AttemptFailure::ineligible)?;
                 let events = self.chat_events(endpoint, model, &body).await?;
-                let (each, end) = sse::shared(translate::ChatToMessages::new(model));
-                sse::translated(
-                    events,
-                    move |e| Ok(sse::named(sse::lock(&each).data(&e.data))),
-                    move || sse::named(sse::lock(&end).end()),
-                )
+                sse::through_chat(events, |e| Ok(vec![e.data.clone()]), from_chat(model))
             }
             Api::OpenAiResponses => {
                 let chat = translate::messages_request_to_chat(request)
@@ -199,20 +203,10 @@ impl Client {
                     .map_err(AttemptFailure::ineligible)?;
                 let events = self.responses_events(endpoint, model, &body).await?;
                 let mut chat = translate::ResponsesToChat::new();
-                let (each, end) = sse::shared(translate::ChatToMessages::new(model));
-                sse::translated(
-                    events,
-                    move |e| {
-                        let mut messages = sse::lock(&each);
-                        let out = chat
-                            .event(&e.event, &sse::json(&e.data)?)
-                            .iter()
-                            .flat_map(|data| messages.data(data))
-                            .collect();
-                        Ok(sse::named(out))
-                    },
-                    move || sse::named(sse::lock(&end).end()),
-                )
+                let to_chat = move |e: &eventsource_stream::Event| {
+                    Ok(chat.event(&e.event, &sse::json(&e.data)?))
+                };
+                sse::through_chat(events, to_chat, from_chat(model))
             }
         };
         Ok(MessagesStream::new(events, endpoint, &self.classifier))

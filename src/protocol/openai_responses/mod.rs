@@ -148,12 +148,7 @@ impl Client {
             Api::OpenAiChat => {
                 let body = to_chat(request)?;
                 let events = self.chat_events(endpoint, model, &body).await?;
-                let (each, end) = sse::shared(translate::ChatToResponses::new(model));
-                sse::translated(
-                    events,
-                    move |e| Ok(sse::named(sse::lock(&each).data(&e.data))),
-                    move || sse::named(sse::lock(&end).end()),
-                )
+                sse::through_chat(events, |e| Ok(vec![e.data.clone()]), from_chat(model))
             }
             Api::AnthropicMessages => {
                 let body = translate::chat_request_to_messages(&to_chat(request)?)
@@ -162,20 +157,10 @@ impl Client {
                     .messages_events(endpoint, model, &body, &HeaderMap::new())
                     .await?;
                 let mut chat = translate::MessagesToChat::new();
-                let (each, end) = sse::shared(translate::ChatToResponses::new(model));
-                sse::translated(
-                    events,
-                    move |e| {
-                        let mut responses = sse::lock(&each);
-                        let out = chat
-                            .event(&e.event, &sse::json(&e.data)?)
-                            .iter()
-                            .flat_map(|data| responses.data(data))
-                            .collect();
-                        Ok(sse::named(out))
-                    },
-                    move || sse::named(sse::lock(&end).end()),
-                )
+                let to_chat = move |e: &eventsource_stream::Event| {
+                    Ok(chat.event(&e.event, &sse::json(&e.data)?))
+                };
+                sse::through_chat(events, to_chat, from_chat(model))
             }
         };
         Ok(ResponsesStream::new(events, endpoint, &self.classifier))
@@ -198,6 +183,15 @@ impl Client {
             )
             .await?;
         Ok(sse::events(resp))
+    }
+}
+
+/// Responses events written from chat payloads, for a client of the Responses API.
+fn from_chat(model: &str) -> sse::FromChat<translate::ChatToResponses> {
+    sse::FromChat {
+        writer: translate::ChatToResponses::new(model),
+        data: translate::ChatToResponses::data,
+        end: translate::ChatToResponses::end,
     }
 }
 
