@@ -8,6 +8,11 @@
 // with `npm ci` into target/sdk-node and runs a copy of this script from there, so that
 // `import "openai"` finds them. Every check asserts; the first failure ends the run with a
 // non-zero status.
+//
+// It runs after the Python checks on the same fixture, whose breakers keep count: after both,
+// the targets behind `cut` and `claude_cut` have failed four times in a row, one short of the
+// default `consecutive_failures` (5). Another request on either route makes the next one a
+// 503 `breaker_open` instead of a broken stream.
 
 import assert from "node:assert/strict";
 import Anthropic from "@anthropic-ai/sdk";
