@@ -63,8 +63,8 @@ scripts/dashboards.sh
 step "examples run"
 cargo run --quiet --example classify >/dev/null
 
-# The official OpenAI and Anthropic Python SDKs through a real proxy in front of the simulated
-# provider (examples/sdk_fixture.rs): answers, embeddings, typed errors with the upstream's
+# The official OpenAI and Anthropic SDKs, Python and Node, through a real proxy in front of the
+# simulated provider (examples/sdk_fixture.rs): answers, embeddings, typed errors with the upstream's
 # code, a broken stream, failover across protocols.
 step "the OpenAI Python SDK against the proxy (scripts/sdk/openai_sdk_check.py)"
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
@@ -115,6 +115,25 @@ step "the Anthropic Python SDK against the proxy (scripts/sdk/anthropic_sdk_chec
 "$venv/bin/python" scripts/sdk/anthropic_sdk_check.py "$(sed -n 1p "$sdk_tmp/out")" || {
     cat "$sdk_tmp/err" >&2
     echo "scripts/test.sh: the Anthropic SDK check failed" >&2
+    exit 1
+}
+# The official Node SDKs (openai, @anthropic-ai/sdk; exact pins in scripts/sdk/package-lock.json)
+# against the same fixture, installed into target/sdk-node again only when the lock file changes.
+# The script runs from there (a copy), so that its imports find the SDKs.
+step "the OpenAI and Anthropic Node SDKs against the proxy (scripts/sdk/node_sdk_check.mjs)"
+node_sdk=target/sdk-node
+if [ ! -f "$node_sdk/node_modules/.package-lock.json" ] ||
+    ! cmp -s scripts/sdk/package-lock.json "$node_sdk/node_modules/.lock-copy"; then
+    rm -rf "$node_sdk"
+    mkdir -p "$node_sdk"
+    cp scripts/sdk/package.json scripts/sdk/package-lock.json "$node_sdk/"
+    (cd "$node_sdk" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error &&
+        cp package-lock.json node_modules/.lock-copy)
+fi
+cp scripts/sdk/node_sdk_check.mjs "$node_sdk/"
+node "$node_sdk/node_sdk_check.mjs" "$(sed -n 1p "$sdk_tmp/out")" || {
+    cat "$sdk_tmp/err" >&2
+    echo "scripts/test.sh: the Node SDK check failed" >&2
     exit 1
 }
 stop_fixture
