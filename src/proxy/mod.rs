@@ -717,7 +717,7 @@ fn router_of(shared: &Arc<Shared>) -> Router {
         .route("/v1/responses", post(handlers::responses))
         .route("/v1/models", get(handlers::models))
         .route_layer(from_fn_with_state(Arc::clone(shared), auth::client_gate));
-    // Anthropic's clients get every error of this endpoint, the key gate's too, in its shape.
+    // Anthropic's clients get every error of these endpoints, the key gate's too, in its shape.
     let messages = Router::new()
         .route("/v1/messages", post(handlers::messages))
         .route("/v1/messages/count_tokens", post(handlers::count_tokens))

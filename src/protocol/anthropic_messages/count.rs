@@ -55,7 +55,7 @@ impl Client {
     /// # Errors
     ///
     /// [`AttemptFailure`] for every way the call can fail, classified as a Messages call's
-    /// (see the [module docs](self)); ineligible for an endpoint of another [`Api`].
+    /// (see the [module docs](super)); ineligible for an endpoint of another [`Api`].
     pub async fn count_tokens(
         &self,
         endpoint: &Endpoint,
