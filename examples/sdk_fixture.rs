@@ -64,6 +64,11 @@
 //! | `claude_cut` | `claude/sim-cut-3` | a stream that breaks after three deltas: `event: error` |
 //! | `claude_tool` / `translated_tool` | `claude/sim-tool` / `sim/sim-tool` | a tool call, natively / translated |
 //! | `claude_resumed` | `claude/sim-cut-3` → `claude/claude-sonnet` (stream resume) | a stream cut after three deltas, finished by the second target: one whole message |
+//!
+//! `POST /v1/messages/count_tokens` (the same script's `check_count_tokens`): on `claude`, the
+//! sim's count, the `usage.input_tokens` of a message to the same messages; on `chat`, whose
+//! targets all speak OpenAI's API, a 400 `invalid_request_error` saying that no target can
+//! count tokens.
 
 use std::io::Write as _;
 use std::sync::Arc;

@@ -581,3 +581,195 @@ async fn a_messages_stream_is_finished_across_protocols_only_by_a_target_that_ta
         "{last}"
     );
 }
+
+/// A count request for `route`: `system` and two turns.
+fn count_body(route: &str) -> Value {
+    json!({
+        "model": route,
+        "system": "be brief",
+        "messages": [
+            {"role": "user", "content": "say the thing"},
+            {"role": "assistant", "content": "which thing"},
+            {"role": "user", "content": [{"type": "text", "text": "the one you know"}]},
+        ],
+    })
+}
+
+#[tokio::test]
+async fn count_tokens_through_an_anthropic_target_is_the_input_tokens_of_the_same_messages() {
+    let (claude, openai) = (sim().await, sim().await);
+    let r = proxy(&claude, &openai, "[routes.c]\ntargets = [\"claude/m\"]").await;
+    let resp = post(&r, "/v1/messages/count_tokens", &count_body("c")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["x-failover-trail"], "claude/m=ok");
+    assert_eq!(resp.headers()["x-failover-provider"], "claude");
+    let counted: Value = resp.json().await.unwrap();
+    // What reached the provider: the target's model, no `stream`, no `max_tokens`, the
+    // provider's key and the client's `anthropic-*` headers.
+    let sent = claude.last_request("m").unwrap();
+    assert_eq!(sent["model"], "m");
+    assert!(sent.get("stream").is_none(), "{sent}");
+    assert_eq!(sent["messages"], count_body("c")["messages"]);
+    let headers = claude.last_headers("m").unwrap();
+    assert_eq!(headers["x-api-key"], "sk-ant-provider");
+    assert_eq!(headers["anthropic-version"], "2023-06-01");
+    assert_eq!(headers["anthropic-beta"], "prompt-caching-2024-07-31");
+
+    let mut message = count_body("c");
+    message["max_tokens"] = json!(64);
+    let answer: Value = post(&r, "/v1/messages", &message)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let input = &answer["usage"]["input_tokens"];
+    assert!(input.as_u64().is_some_and(|n| n > 0), "{answer}");
+    assert_eq!(counted, json!({"input_tokens": input}));
+    assert_eq!(claude.attempts("m"), 2);
+
+    // Without a client `anthropic-version`, the proxy's default goes; `stream: false` is
+    // accepted (and not sent), `stream: true` is a 400 that reaches no provider.
+    let mut body = count_body("c");
+    body["stream"] = json!(false);
+    let resp = reqwest::Client::new()
+        .post(r.url("/v1/messages/count_tokens"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let headers = claude.last_headers("m").unwrap();
+    assert_eq!(
+        headers["anthropic-version"],
+        llm_failover::protocol::ANTHROPIC_VERSION
+    );
+    assert!(!headers.contains_key("anthropic-beta"));
+    assert!(claude.last_request("m").unwrap().get("stream").is_none());
+    body["stream"] = json!(true);
+    let resp = post(&r, "/v1/messages/count_tokens", &body).await;
+    assert_eq!(resp.status(), 400);
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(err["type"], "error", "{err}");
+    assert_eq!(err["error"]["type"], "invalid_request_error", "{err}");
+    assert_eq!(claude.attempts("m"), 3);
+
+    // The route lists the endpoint.
+    let models: Value = reqwest::get(r.url("/v1/models"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let endpoints = &models["data"][0]["endpoints"];
+    assert!(
+        endpoints
+            .as_array()
+            .unwrap()
+            .contains(&json!("/v1/messages/count_tokens")),
+        "{models}"
+    );
+}
+
+#[tokio::test]
+async fn count_tokens_fails_over_from_an_overloaded_anthropic_target_to_the_next() {
+    let (claude, openai) = (sim().await, sim().await);
+    // A second Anthropic provider, on the other sim.
+    let routes = format!(
+        "[providers.claude2]\napi = \"anthropic-messages\"\nbase_url = \"{}\"\n\
+         [routes.c]\ntargets = [\"claude/sim-529\", \"openai/gpt\", \"claude2/m\"]",
+        openai.base_url()
+    );
+    let r = proxy(&claude, &openai, &routes).await;
+    let resp = post(&r, "/v1/messages/count_tokens", &count_body("c")).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["x-failover-trail"],
+        "claude/sim-529=overloaded; openai/gpt=ineligible; claude2/m=ok"
+    );
+    let counted: Value = resp.json().await.unwrap();
+    assert_eq!(counted, json!({"input_tokens": 11}));
+    assert_eq!(claude.attempts("sim-529"), 1);
+    // The OpenAI-compatible target was sent nothing.
+    assert_eq!(openai.attempts("gpt"), 0);
+    assert_eq!(openai.attempts("m"), 1);
+}
+
+#[tokio::test]
+async fn count_tokens_on_a_route_without_an_anthropic_target_is_a_400_that_says_why() {
+    let (claude, openai) = (sim().await, sim().await);
+    let r = proxy(&claude, &openai, "[routes.o]\ntargets = [\"openai/gpt\"]").await;
+    let resp = post(&r, "/v1/messages/count_tokens", &count_body("o")).await;
+    let status = resp.status();
+    let err: Value = resp.json().await.unwrap();
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["type"], "error", "{err}");
+    assert_eq!(err["error"]["type"], "invalid_request_error", "{err}");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(message.contains("no token counting"), "{message}");
+    assert!(message.contains("anthropic-messages"), "{message}");
+    assert_eq!(
+        err["error"]["failover"]["attempts"][0]["outcome"],
+        "ineligible"
+    );
+    assert_eq!(openai.total_attempts(), 0);
+    assert_eq!(claude.total_attempts(), 0);
+    // The route does not list the endpoint.
+    let models: Value = reqwest::get(r.url("/v1/models"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let endpoints = models["data"][0]["endpoints"].as_array().unwrap();
+    assert!(
+        !endpoints.contains(&json!("/v1/messages/count_tokens")),
+        "{models}"
+    );
+}
+
+#[tokio::test]
+async fn count_tokens_takes_the_client_keys_of_messages() {
+    let (claude, openai) = (sim().await, sim().await);
+    let routes = format!(
+        "[routes.c]\ntargets = [\"claude/m\"]\n[routes.other]\ntargets = [\"claude/m\"]\n\
+         [[clients]]\nname = \"app\"\nkey_sha256 = \"{}\"\nroutes = [\"c\"]\n",
+        crate::support::sha256_hex("sk-app")
+    );
+    let r = proxy(&claude, &openai, &routes).await;
+    let http = reqwest::Client::new();
+    let url = r.url("/v1/messages/count_tokens");
+    // No key, a wrong key: 401 in Anthropic's shape.
+    for req in [
+        http.post(&url),
+        http.post(&url).header("x-api-key", "sk-wrong"),
+    ] {
+        let resp = req.json(&count_body("c")).send().await.unwrap();
+        assert_eq!(resp.status(), 401);
+        let err: Value = resp.json().await.unwrap();
+        assert_eq!(err["type"], "error", "{err}");
+        assert_eq!(err["error"]["type"], "authentication_error", "{err}");
+    }
+    // A route the client may not use reads as one that does not exist.
+    let resp = http
+        .post(&url)
+        .header("x-api-key", "sk-app")
+        .json(&count_body("other"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(claude.total_attempts(), 0);
+    // The key as `x-api-key` or as a bearer token; the provider gets its own key.
+    for req in [
+        http.post(&url).header("x-api-key", "sk-app"),
+        http.post(&url).bearer_auth("sk-app"),
+    ] {
+        let resp = req.json(&count_body("c")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(claude.attempts("m"), 2);
+    assert_eq!(
+        claude.last_headers("m").unwrap()["x-api-key"],
+        "sk-ant-provider"
+    );
+}

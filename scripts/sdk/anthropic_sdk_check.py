@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""The official Anthropic Python SDK against the proxy's `POST /v1/messages`.
+"""The official Anthropic Python SDK against the proxy's `POST /v1/messages` and
+`POST /v1/messages/count_tokens`.
 
 Usage: anthropic_sdk_check.py BASE_URL
 
@@ -153,12 +154,50 @@ def check_errors(client):
         raise AssertionError(f"cut: the broken stream ended without raising: {got!r}")
 
 
+def check_count_tokens(client):
+    """Token counting through a native Anthropic target, and on a route without one."""
+    messages = [
+        {"role": "user", "content": "say the thing"},
+        {"role": "assistant", "content": "which thing"},
+        {"role": "user", "content": "the one you know"},
+    ]
+    raw = client.messages.with_raw_response.count_tokens(
+        model="claude", system="be brief", messages=messages
+    )
+    count = raw.parse()
+    check("count_tokens", count.input_tokens > 0, repr(count))
+    check("count_tokens", raw.headers.get("x-failover-trail", "").endswith("=ok"),
+          dict(raw.headers))
+    m = client.messages.create(
+        model="claude", max_tokens=256, system="be brief", messages=messages
+    )
+    check("count_tokens", count.input_tokens == m.usage.input_tokens,
+          f"counted {count.input_tokens}, the message reports {m.usage.input_tokens}")
+    count = client.messages.count_tokens(model="claude", messages=MESSAGES)
+    check("count_tokens", count.input_tokens > 0, repr(count))
+
+    # A route whose targets all speak OpenAI's API cannot count: a typed 400 that says why.
+    try:
+        client.messages.count_tokens(model="chat", messages=MESSAGES)
+    except anthropic.BadRequestError as e:
+        check("count_tokens no anthropic target", e.status_code == 400, e.status_code)
+        body = e.body if isinstance(e.body, dict) else {}
+        check("count_tokens no anthropic target", body.get("type") == "error", repr(e.body))
+        check("count_tokens no anthropic target",
+              body["error"]["type"] == "invalid_request_error", repr(e.body))
+        check("count_tokens no anthropic target",
+              "token counting" in body["error"]["message"], repr(e.body))
+    else:
+        raise AssertionError("count_tokens on `chat`: no error raised")
+
+
 def main():
     base = sys.argv[1].removesuffix("/v1")
     client = anthropic.Anthropic(base_url=base, api_key="unused", max_retries=0, timeout=30)
     check_answers(client)
     check_tools(client)
     check_errors(client)
+    check_count_tokens(client)
     # The models list works for this SDK too.
     ids = [m.id for m in client.models.list()]
     check("models", "claude" in ids, ids)

@@ -235,27 +235,30 @@ impl Client {
         self
     }
 
-    /// POSTs the client's `request` to `path` of `endpoint` with the target's `model` and
-    /// `stream` set (see [`send`](Self::send)).
+    /// POSTs the client's `request` to `path` of `endpoint` with the target's `model` set,
+    /// and `stream` when given; `None` sends no `stream` field, for a call that has none
+    /// (Anthropic's token counting). See [`send`](Self::send).
     pub(crate) async fn send_model(
         &self,
         endpoint: &Endpoint,
         path: &str,
-        (model, stream): (&str, bool),
+        (model, stream): (&str, Option<bool>),
         request: &Value,
         headers: HeaderMap,
     ) -> Result<reqwest::Response, AttemptFailure> {
         let mut body = request.clone();
         if let Some(obj) = body.as_object_mut() {
             obj.insert("model".into(), Value::from(model));
-            obj.insert("stream".into(), Value::from(stream));
+            match stream {
+                Some(stream) => obj.insert("stream".into(), Value::from(stream)),
+                None => obj.remove("stream"),
+            };
         }
         self.send(endpoint, path, &body, headers).await
     }
 
-    /// [`send_model`](Self::send_model) of a request that is not streamed, its 2xx answer read
-    /// whole: `(status, body, body as JSON)`. A body cut short is `stream_interrupted`, one
-    /// that is not JSON `empty_response` (each with the status).
+    /// [`send_model`](Self::send_model) of a request that is not streamed (`stream` false), its
+    /// 2xx answer read whole ([`read_answer`]).
     pub(crate) async fn answer(
         &self,
         endpoint: &Endpoint,
@@ -265,17 +268,9 @@ impl Client {
         headers: HeaderMap,
     ) -> Result<(u16, String, Value), AttemptFailure> {
         let resp = self
-            .send_model(endpoint, path, (model, false), request, headers)
+            .send_model(endpoint, path, (model, Some(false)), request, headers)
             .await?;
-        let status = resp.status().as_u16();
-        let body = resp
-            .text()
-            .await
-            .map_err(|e| cut_short(e).with_status(status))?;
-        match serde_json::from_str::<Value>(&body) {
-            Ok(answer) => Ok((status, body, answer)),
-            Err(_) => Err(AttemptFailure::new(Reason::EmptyResponse).with_status(status)),
-        }
+        read_answer(resp).await
     }
 
     /// The failure an error `body` that `endpoint` sent with a 2xx `status` says (an error
@@ -309,6 +304,22 @@ impl Client {
             return Ok(resp);
         }
         Err(AttemptFailure::from_response_with(resp, &endpoint.provider, &self.classifier).await)
+    }
+}
+
+/// The 2xx answer `resp` read whole: `(status, body, body as JSON)`. A body cut short is
+/// `stream_interrupted`, one that is not JSON `empty_response` (each with the status).
+pub(crate) async fn read_answer(
+    resp: reqwest::Response,
+) -> Result<(u16, String, Value), AttemptFailure> {
+    let status = resp.status().as_u16();
+    let body = resp
+        .text()
+        .await
+        .map_err(|e| cut_short(e).with_status(status))?;
+    match serde_json::from_str::<Value>(&body) {
+        Ok(answer) => Ok((status, body, answer)),
+        Err(_) => Err(AttemptFailure::new(Reason::EmptyResponse).with_status(status)),
     }
 }
 

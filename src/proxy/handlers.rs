@@ -518,6 +518,59 @@ impl Served for Messages {
     }
 }
 
+/// Can `route` count tokens? Only when some target's provider speaks Anthropic Messages
+/// (the others are skipped as ineligible).
+pub(super) fn counts_tokens(shared: &Shared, route: &Route) -> bool {
+    route
+        .targets()
+        .chain(route.larger_context_targets())
+        .filter_map(|(provider, _)| shared.upstreams.get(provider))
+        .any(|u| u.endpoint.api_kind() == Api::AnthropicMessages)
+}
+
+/// Anthropic's token counting, `POST /v1/messages/count_tokens`: a Messages request without
+/// `max_tokens`, through the route's chain like any request. Only its Anthropic targets
+/// count; the others are skipped as ineligible, so a route without one gets a 400 that says
+/// so. Counting uses no tokens: none are estimated or recorded.
+struct CountTokens;
+
+impl Served for CountTokens {
+    fn check(body: &serde_json::Map<String, Value>) -> Result<(), ApiError> {
+        check_messages(body)
+    }
+
+    fn estimate(_: &Value) -> u64 {
+        0
+    }
+
+    fn usage(_: &Value) -> Option<u64> {
+        None
+    }
+
+    async fn call(
+        shared: Arc<Shared>,
+        ctx: AttemptContext,
+        call: Call,
+    ) -> Result<Value, AttemptFailure> {
+        let up = shared.upstream(&ctx)?;
+        up.attempt(call.key.as_ref(), async |c, e| {
+            c.count_tokens(e, ctx.model(), &call.body, &call.headers)
+                .await
+        })
+        .await
+    }
+
+    async fn stream(_: &Arc<Shared>, _: u64, _: Call, _: Out) -> Response {
+        ApiError::client(
+            StatusCode::BAD_REQUEST,
+            "invalid_request_error",
+            Some("stream"),
+            "token counts are not streamed; leave `stream` out or set it to false",
+        )
+        .into_response()
+    }
+}
+
 /// Can `route` serve embeddings? Only when every target names one upstream model; else the
 /// targets, `provider/model`.
 pub(super) fn embeddable(route: &Route) -> Result<(), Vec<String>> {
@@ -779,6 +832,16 @@ pub(super) async fn messages(
     serve::<Messages>(shared, caller, req).await
 }
 
+/// `POST /v1/messages/count_tokens` (its errors in Anthropic's shape, as for
+/// [`messages`]).
+pub(super) async fn count_tokens(
+    State(shared): State<Arc<Shared>>,
+    Extension(caller): Extension<Caller>,
+    req: Request,
+) -> Response {
+    serve::<CountTokens>(shared, caller, req).await
+}
+
 /// One request to `P`'s endpoint, inside its access log's span, which writes its line.
 async fn serve<P: Served>(shared: Arc<Shared>, caller: Caller, req: Request) -> Response {
     use tracing::Instrument as _;
@@ -894,6 +957,9 @@ pub(super) async fn models(
         // OpenAI's fields and Anthropic's, so both SDKs' `models.list()` read it.
         .map(|r| {
             let mut endpoints = vec!["/v1/chat/completions", "/v1/messages", "/v1/responses"];
+            if counts_tokens(&shared, r) {
+                endpoints.push("/v1/messages/count_tokens");
+            }
             if embeddable(r).is_ok() {
                 endpoints.push("/v1/embeddings");
             }
@@ -985,7 +1051,7 @@ pub(super) async fn not_found(req: Request) -> Response {
         "not_found",
         None,
         format!(
-            "no endpoint {} {}; this proxy serves POST /v1/chat/completions, POST /v1/messages, POST /v1/responses, POST /v1/embeddings, GET /v1/models, GET /v1/failover/status, POST /v1/failover/breakers/{{provider}}/{{model}}, GET /healthz and GET /metrics",
+            "no endpoint {} {}; this proxy serves POST /v1/chat/completions, POST /v1/messages, POST /v1/messages/count_tokens, POST /v1/responses, POST /v1/embeddings, GET /v1/models, GET /v1/failover/status, POST /v1/failover/breakers/{{provider}}/{{model}}, GET /healthz and GET /metrics",
             req.method(),
             req.uri().path()
         ),

@@ -42,7 +42,13 @@
 //! ([`openai_embeddings`](crate::protocol::openai_embeddings)). `GET /v1/models` lists each
 //! route's `endpoints`.
 //!
-//! Endpoints: `POST /v1/chat/completions`, `POST /v1/messages`, `POST /v1/embeddings`, `GET /v1/models`, `GET /healthz`,
+//! `POST /v1/messages/count_tokens` is Anthropic's token counting, with the Messages
+//! endpoint's keys and error shape: it fails over between the route's Anthropic targets
+//! (the others cannot count and are skipped as `ineligible`, so a route without one gets a
+//! 400 that says so), is never streamed, and counts against no token limit.
+//!
+//! Endpoints: `POST /v1/chat/completions`, `POST /v1/messages`,
+//! `POST /v1/messages/count_tokens`, `POST /v1/embeddings`, `GET /v1/models`, `GET /healthz`,
 //! `GET /v1/failover/status` (every breaker: state, reason, open until), `GET /metrics`
 //! (when a Prometheus handle is given and metrics have no address of their own), and for
 //! operators `POST /v1/failover/breakers/{provider}/{model}` and `POST /v1/failover/reload`.
@@ -711,9 +717,10 @@ fn router_of(shared: &Arc<Shared>) -> Router {
         .route("/v1/responses", post(handlers::responses))
         .route("/v1/models", get(handlers::models))
         .route_layer(from_fn_with_state(Arc::clone(shared), auth::client_gate));
-    // Anthropic's clients get every error of this endpoint, the key gate's too, in its shape.
+    // Anthropic's clients get every error of these endpoints, the key gate's too, in its shape.
     let messages = Router::new()
         .route("/v1/messages", post(handlers::messages))
+        .route("/v1/messages/count_tokens", post(handlers::count_tokens))
         .route_layer(from_fn_with_state(Arc::clone(shared), auth::client_gate))
         .route_layer(axum::middleware::map_response(error::anthropic_errors));
     let status = Router::new()

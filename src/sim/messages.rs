@@ -34,102 +34,119 @@ fn field(path: &str, problem: &str) -> String {
     format!("{path}: {problem}")
 }
 
+/// What a request to the Messages API is for, which decides what it must say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Purpose {
+    /// A message (`POST /v1/messages`): `max_tokens` is required.
+    Answer,
+    /// A count of the prompt's tokens (`POST /v1/messages/count_tokens`): no `max_tokens`,
+    /// and nothing is generated, so no stream, prefill or tool call.
+    Count,
+}
+
+/// Reads a Messages API request for `purpose`, validated as Anthropic does: a missing
+/// `model` or `messages`, an empty `messages`, a role other than `user`/`assistant`, a
+/// trailing assistant message that ends with white space, and for an answer a missing
+/// `max_tokens`, is the message of a 400. The prompt's size is the words of `system` and of
+/// every message's text, whatever the purpose.
+pub(super) fn read(body: &[u8], purpose: Purpose) -> Result<Ask, String> {
+    let body: Value = serde_json::from_slice(body)
+        .map_err(|e| format!("There was an error parsing the body of your request: {e}"))?;
+    if !body.is_object() {
+        return Err("Input should be an object".into());
+    }
+    let model = match body.get("model") {
+        None => return Err(field("model", "Field required")),
+        Some(Value::String(m)) if !m.is_empty() => m.clone(),
+        Some(_) => return Err(field("model", "Input should be a non-empty string")),
+    };
+    let messages = match body.get("messages") {
+        None => return Err(field("messages", "Field required")),
+        Some(Value::Array(m)) => m,
+        Some(_) => return Err(field("messages", "Input should be a valid list")),
+    };
+    for (i, message) in messages.iter().enumerate() {
+        let role = message.get("role").and_then(Value::as_str);
+        if !matches!(role, Some("user" | "assistant")) {
+            return Err(field(
+                &format!("messages.{i}.role"),
+                "Input should be 'user' or 'assistant'",
+            ));
+        }
+    }
+    let Some(last) = messages.last() else {
+        return Err(field("messages", "at least one message is required"));
+    };
+    let max_tokens = match (purpose, body.get("max_tokens")) {
+        (Purpose::Count, _) => None,
+        (Purpose::Answer, None) => return Err(field("max_tokens", "Field required")),
+        (Purpose::Answer, Some(n)) => match n.as_u64().map(u32::try_from) {
+            Some(Ok(n)) if n >= 1 => Some(n),
+            Some(Ok(_)) => {
+                return Err(field(
+                    "max_tokens",
+                    "Input should be greater than or equal to 1",
+                ));
+            }
+            _ => return Err(field("max_tokens", "Input should be a valid integer")),
+        },
+    };
+    let stream = match body.get("stream") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(field("stream", "Input should be a valid boolean")),
+    };
+    let content = |m: &Value| m.get("content").map(text_of).unwrap_or_default();
+    let is_assistant = last.get("role").and_then(Value::as_str) == Some("assistant");
+    let prefill = Some(content(last)).filter(|p| is_assistant && !p.is_empty());
+    if prefill
+        .as_ref()
+        .is_some_and(|p| p.ends_with(char::is_whitespace))
+    {
+        return Err("messages: final assistant content cannot end with trailing whitespace".into());
+    }
+    let tool_result = last
+        .get("content")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .find(|block| block.get("type").and_then(Value::as_str) == Some("tool_result"))
+        .map(content);
+    let tool = body
+        .get("tools")
+        .and_then(Value::as_array)
+        .and_then(|tools| tools.first())
+        .map(|t| Tool {
+            name: t
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            schema: t.get("input_schema").cloned().unwrap_or_default(),
+        });
+    let system = body.get("system").map(text_of).unwrap_or_default();
+    let prompt_tokens = words(&system) + messages.iter().map(|m| words(&content(m))).sum::<usize>();
+    let answers = purpose == Purpose::Answer;
+    Ok(Ask {
+        model,
+        stream: stream && answers,
+        max_tokens,
+        prompt_tokens,
+        prefill: prefill.filter(|_| answers),
+        tool: tool.filter(|_| answers),
+        tool_result: tool_result.filter(|_| answers && !is_assistant),
+        previous_response: None,
+        body,
+    })
+}
+
 impl Wire for Messages {
     fn events(&self) -> Option<&dyn Events> {
         Some(self)
     }
 
     fn parse(body: &[u8]) -> Result<(Self, Ask), String> {
-        let body: Value = serde_json::from_slice(body)
-            .map_err(|e| format!("There was an error parsing the body of your request: {e}"))?;
-        if !body.is_object() {
-            return Err("Input should be an object".into());
-        }
-        let model = match body.get("model") {
-            None => return Err(field("model", "Field required")),
-            Some(Value::String(m)) if !m.is_empty() => m.clone(),
-            Some(_) => return Err(field("model", "Input should be a non-empty string")),
-        };
-        let messages = match body.get("messages") {
-            None => return Err(field("messages", "Field required")),
-            Some(Value::Array(m)) => m,
-            Some(_) => return Err(field("messages", "Input should be a valid list")),
-        };
-        for (i, message) in messages.iter().enumerate() {
-            let role = message.get("role").and_then(Value::as_str);
-            if !matches!(role, Some("user" | "assistant")) {
-                return Err(field(
-                    &format!("messages.{i}.role"),
-                    "Input should be 'user' or 'assistant'",
-                ));
-            }
-        }
-        let Some(last) = messages.last() else {
-            return Err(field("messages", "at least one message is required"));
-        };
-        let max_tokens = match body.get("max_tokens") {
-            None => return Err(field("max_tokens", "Field required")),
-            Some(n) => match n.as_u64().map(u32::try_from) {
-                Some(Ok(n)) if n >= 1 => n,
-                Some(Ok(_)) => {
-                    return Err(field(
-                        "max_tokens",
-                        "Input should be greater than or equal to 1",
-                    ));
-                }
-                _ => return Err(field("max_tokens", "Input should be a valid integer")),
-            },
-        };
-        let stream = match body.get("stream") {
-            None | Some(Value::Null) => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(field("stream", "Input should be a valid boolean")),
-        };
-        let content = |m: &Value| m.get("content").map(text_of).unwrap_or_default();
-        let is_assistant = last.get("role").and_then(Value::as_str) == Some("assistant");
-        let prefill = Some(content(last)).filter(|p| is_assistant && !p.is_empty());
-        if prefill
-            .as_ref()
-            .is_some_and(|p| p.ends_with(char::is_whitespace))
-        {
-            return Err(
-                "messages: final assistant content cannot end with trailing whitespace".into(),
-            );
-        }
-        let tool_result = last
-            .get("content")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .find(|block| block.get("type").and_then(Value::as_str) == Some("tool_result"))
-            .map(content);
-        let tool = body
-            .get("tools")
-            .and_then(Value::as_array)
-            .and_then(|tools| tools.first())
-            .map(|t| Tool {
-                name: t
-                    .get("name")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned(),
-                schema: t.get("input_schema").cloned().unwrap_or_default(),
-            });
-        let system = body.get("system").map(text_of).unwrap_or_default();
-        let prompt_tokens =
-            words(&system) + messages.iter().map(|m| words(&content(m))).sum::<usize>();
-        let ask = Ask {
-            model,
-            stream,
-            max_tokens: Some(max_tokens),
-            prompt_tokens,
-            prefill,
-            tool,
-            tool_result: tool_result.filter(|_| !is_assistant),
-            previous_response: None,
-            body,
-        };
-        Ok((Messages, ask))
+        Ok((Messages, read(body, Purpose::Answer)?))
     }
 
     fn failure(failure: &Failure, model: &str) -> Response {

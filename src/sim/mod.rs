@@ -93,6 +93,14 @@
 //!   `content_block_start`, `ping`, one `content_block_delta` (`text_delta`) per token,
 //!   `content_block_stop`, `message_delta` (`stop_reason`, `usage.output_tokens`: the deltas
 //!   sent as valid JSON), `message_stop`.
+//! * `POST /v1/messages/count_tokens`: Anthropic's token counting. Reads and validates a
+//!   request as `/v1/messages` does, minus `max_tokens` (not required, not read); `stream`
+//!   and `tools` change nothing, and a trailing assistant message is counted, never
+//!   continued or rejected ([`Prefill`] is not consulted). Answers `{"input_tokens": N}`, N
+//!   the words of `system` and of every message's text: the `usage.input_tokens` that
+//!   `/v1/messages` reports for the same messages. Errors, their statuses and the
+//!   `request-id` header are the Messages endpoint's; it counts in [`Sim::attempts`] and
+//!   keeps [`Sim::last_headers`] and [`Sim::last_request`] as every endpoint does.
 //! * `POST /v1/embeddings`: OpenAI's embeddings, with the same faults (errors in OpenAI's
 //!   shapes; the delivery faults cut, stall or truncate the JSON body). Reads `model`, `input`
 //!   (a string, an array of strings, or token ids), `dimensions` (default
@@ -136,25 +144,26 @@
 //!
 //! Each fault means the same on every endpoint; only the words differ. The table that decides
 //! what a fault does is protocol-neutral, and each endpoint renders its outcome (embeddings
-//! word errors as chat does, and have no stream):
+//! word errors as chat does, and have no stream; token counting words them as messages does,
+//! and generates nothing, so the faults of an answer's delivery leave its count whole):
 //!
-//! | fault | `/v1/chat/completions` | `/v1/messages` | `/v1/responses` |
-//! |---|---|---|---|
-//! | [`Fault::RateLimit`] | 429 `rate_limit_exceeded`; with a wait, `retry-after`, `retry-after-ms` | 429 `rate_limit_error`; with a wait, `retry-after` and `anthropic-ratelimit-requests-remaining: 0`, `-reset` (RFC 3339) | as chat |
-//! | [`Fault::Status`] 503, 529 | 503 `service_unavailable`; 529 `overloaded_error` | 529 `overloaded_error` | as chat |
-//! | [`Fault::Status`] 500, other 5xx | 500/5xx `server_error` | 500/5xx `api_error` | as chat |
-//! | [`Fault::Status`] 401, 403, 404, 413, other 4xx | OpenAI bodies (`invalid_api_key`, `model_not_found`, ...) | `authentication_error`, `permission_error`, `not_found_error`, `request_too_large`, `invalid_request_error` (402: `billing_error`) | as chat |
-//! | [`Fault::ContextOverflow`] | 400 `context_length_exceeded` | 400 "prompt is too long: N tokens > 200000 maximum" | 400 `context_length_exceeded`, `param` `input`: "Your input exceeds the context window of this model. ..." |
-//! | [`Fault::ContentFilter`] | 400 `content_filter` | 400 "Output blocked by content filtering policy" | as chat |
-//! | [`Prefill::Reject`] | Anthropic's 400 | Anthropic's 400 | no prefill: not consulted |
-//! | unknown `previous_response_id` | | | 400 `previous_response_not_found` (replaces the answer, as a rejected prefill does) |
-//! | [`Fault::CutAfter`], [`Fault::StallAfter`] | n token chunks, then cut / silence | `message_start` ... n `content_block_delta`s, then cut / silence: no `message_stop` | `response.created` ... n `response.output_text.delta`s, then cut / silence: no `response.completed` |
-//! | [`Fault::MalformedAfter`] | a `data:` line that is not JSON | an `event: content_block_delta` whose data is not JSON | an `event: response.output_text.delta` whose data is not JSON (it takes a `sequence_number`), then the rest |
-//! | [`Fault::ErrorAfter`] | OpenRouter's `data: {"error": ...}` chunk, clean end | `event: error` `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`, clean end | `event: response.failed`, the response with `status` `failed` and `error` `{"code":"server_error",...}` (an upstream server error, as on chat), clean end; not streaming, a 200 with that failed response |
-//! | [`Fault::NoDone`] | no `data: [DONE]` | no `message_stop` | every event up to `response.output_item.done`, no `response.completed` |
-//! | [`Fault::FirstTokenDelay`] | the first chunk waits | the first `content_block_delta` waits (`message_start`, `content_block_start` and `ping` come at once) | the first delta waits (the four opening events come at once) |
-//! | [`Fault::ToolCall`] | `tool_calls`, `finish_reason` `tool_calls` | a `tool_use` block, `stop_reason` `tool_use` | a `function_call` output item |
-//! | [`Fault::Silent`], [`Fault::ResetBeforeHeaders`], [`Fault::ServerErrorOnce`] | the same on all | | |
+//! | fault | `/v1/chat/completions` | `/v1/messages` | `/v1/responses` | `/v1/messages/count_tokens` |
+//! |---|---|---|---|---|
+//! | [`Fault::RateLimit`] | 429 `rate_limit_exceeded`; with a wait, `retry-after`, `retry-after-ms` | 429 `rate_limit_error`; with a wait, `retry-after` and `anthropic-ratelimit-requests-remaining: 0`, `-reset` (RFC 3339) | as chat | as messages |
+//! | [`Fault::Status`] 503, 529 | 503 `service_unavailable`; 529 `overloaded_error` | 529 `overloaded_error` | as chat | as messages |
+//! | [`Fault::Status`] 500, other 5xx | 500/5xx `server_error` | 500/5xx `api_error` | as chat | as messages |
+//! | [`Fault::Status`] 401, 403, 404, 413, other 4xx | OpenAI bodies (`invalid_api_key`, `model_not_found`, ...) | `authentication_error`, `permission_error`, `not_found_error`, `request_too_large`, `invalid_request_error` (402: `billing_error`) | as chat | as messages |
+//! | [`Fault::ContextOverflow`] | 400 `context_length_exceeded` | 400 "prompt is too long: N tokens > 200000 maximum" | 400 `context_length_exceeded`, `param` `input`: "Your input exceeds the context window of this model. ..." | as messages |
+//! | [`Fault::ContentFilter`] | 400 `content_filter` | 400 "Output blocked by content filtering policy" | as chat | as messages |
+//! | [`Prefill::Reject`] | Anthropic's 400 | Anthropic's 400 | no prefill: not consulted | not consulted: a prefill is counted |
+//! | unknown `previous_response_id` | | | 400 `previous_response_not_found` (replaces the answer, as a rejected prefill does) | |
+//! | [`Fault::CutAfter`], [`Fault::StallAfter`] | n token chunks, then cut / silence | `message_start` ... n `content_block_delta`s, then cut / silence: no `message_stop` | `response.created` ... n `response.output_text.delta`s, then cut / silence: no `response.completed` | the count, whole |
+//! | [`Fault::MalformedAfter`] | a `data:` line that is not JSON | an `event: content_block_delta` whose data is not JSON | an `event: response.output_text.delta` whose data is not JSON (it takes a `sequence_number`), then the rest | the count, whole |
+//! | [`Fault::ErrorAfter`] | OpenRouter's `data: {"error": ...}` chunk, clean end | `event: error` `{"type":"error","error":{"type":"overloaded_error","message":"Overloaded"}}`, clean end | `event: response.failed`, the response with `status` `failed` and `error` `{"code":"server_error",...}` (an upstream server error, as on chat), clean end; not streaming, a 200 with that failed response | the count, whole |
+//! | [`Fault::NoDone`] | no `data: [DONE]` | no `message_stop` | every event up to `response.output_item.done`, no `response.completed` | the count, whole |
+//! | [`Fault::FirstTokenDelay`] | the first chunk waits | the first `content_block_delta` waits (`message_start`, `content_block_start` and `ping` come at once) | the first delta waits (the four opening events come at once) | the count, at once |
+//! | [`Fault::ToolCall`] | `tool_calls`, `finish_reason` `tool_calls` | a `tool_use` block, `stop_reason` `tool_use` | a `function_call` output item | the count |
+//! | [`Fault::Silent`], [`Fault::ResetBeforeHeaders`], [`Fault::ServerErrorOnce`] | the same on all | | | |
 //!
 //! # Faults
 //!
@@ -207,6 +216,7 @@
 //! socket is dropped with `SO_LINGER` 0, which sends RST.
 
 mod chat;
+mod count_tokens;
 mod embeddings;
 mod fault;
 mod messages;

@@ -1,8 +1,8 @@
 //! The HTTP side: the router, the one table that turns a [`Fault`] into an outcome (an error,
 //! an answer, silence, a reset), and the one script that delivers an answer whole or as a
 //! stream, broken where the fault says. Each wire protocol ([`Chat`], [`Messages`],
-//! [`Responses`], [`Embeddings`]) is a [`Wire`]: it reads its requests into an [`Ask`] and
-//! words the outcomes in its own shapes; it decides nothing.
+//! [`CountTokens`], [`Responses`], [`Embeddings`]) is a [`Wire`]: it reads its requests into
+//! an [`Ask`] and words the outcomes in its own shapes; it decides nothing.
 
 use std::collections::VecDeque;
 use std::io;
@@ -19,6 +19,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 
 use super::chat::{Chat, openai_error};
+use super::count_tokens::CountTokens;
 use super::embeddings::Embeddings;
 use super::messages::Messages;
 use super::responses::Responses;
@@ -30,6 +31,7 @@ pub(super) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/v1/chat/completions", post(handle::<Chat>))
         .route("/v1/messages", post(handle::<Messages>))
+        .route("/v1/messages/count_tokens", post(handle::<CountTokens>))
         .route("/v1/responses", post(handle::<Responses>))
         .route("/v1/embeddings", post(handle::<Embeddings>))
         .route("/v1/models", get(models))
@@ -125,6 +127,13 @@ pub(super) fn previous_response_not_found(id: &str) -> String {
 pub(super) trait Wire: Sized {
     /// How its streams are worded; `None` for an endpoint that does not stream.
     fn events(&self) -> Option<&dyn Events>;
+    /// Whether the endpoint generates its answer, so that the faults of an answer's delivery
+    /// ([`Fault::FirstTokenDelay`], [`Fault::CutAfter`], [`Fault::StallAfter`],
+    /// [`Fault::MalformedAfter`], [`Fault::ErrorAfter`]) shape it. Default: true. A count of
+    /// the prompt's tokens generates nothing: it is sent whole whatever they say.
+    fn generates(&self) -> bool {
+        true
+    }
     /// Reads a request body into what the table needs; the error is the message of a 400.
     fn parse(body: &[u8]) -> Result<(Self, Ask), String>;
     /// The error response for `failure` on `model` (empty when the request was unreadable).
@@ -266,17 +275,22 @@ impl Plan<'_> {
         if let Some(events) = wire.events().filter(|_| stream) {
             return sse(self.stream(events, answer));
         }
-        if let Fault::FirstTokenDelay(delay) = self.fault {
+        let fault = if wire.generates() {
+            self.fault
+        } else {
+            &Fault::None
+        };
+        if let Fault::FirstTokenDelay(delay) = fault {
             tokio::time::sleep(*delay).await;
         }
-        let body = if let Fault::ErrorAfter(_) = self.fault {
+        let body = if let Fault::ErrorAfter(_) = fault {
             wire.error_body(answer)
         } else {
             wire.body(answer)
         };
         let body = Bytes::from(body.to_string());
         let half = body.slice(..body.len() / 2);
-        let (steps, length) = match self.fault {
+        let (steps, length) = match fault {
             Fault::CutAfter(_) => (vec![Step::Send(half), Step::Cut], body.len()),
             Fault::StallAfter(_) => (vec![Step::Send(half), Step::Hang], body.len()),
             Fault::MalformedAfter(_) => (vec![Step::Send(half.clone())], half.len()),

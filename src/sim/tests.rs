@@ -2138,3 +2138,170 @@ async fn responses_count_attempts_and_keep_the_last_request() {
     assert_eq!(sim.attempts("a"), 4);
     assert_eq!(sim.last_request("a"), Some(last));
 }
+
+/// A POST to `/v1/messages/count_tokens` of `sim`, with an Anthropic client's headers.
+async fn count(client: &reqwest::Client, sim: &Sim, body: &Value) -> reqwest::Response {
+    client
+        .post(format!("{}/messages/count_tokens", sim.base_url()))
+        .header("x-api-key", "sk-ant-sim")
+        .header("anthropic-version", "2023-06-01")
+        .header("anthropic-beta", "token-counting-2024-11-01")
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A count request for `model`: `system`, a string message and one of content blocks.
+fn count_request(model: &str) -> Value {
+    json!({
+        "model": model,
+        "system": [{"type": "text", "text": "be brief"}],
+        "messages": [
+            {"role": "user", "content": "say the thing"},
+            {"role": "assistant", "content": [{"type": "text", "text": "which thing"}]},
+            {"role": "user", "content": [{"type": "text", "text": "the one you know"}]},
+        ],
+        "tools": [{"name": "get_weather", "input_schema": weather_schema()}],
+    })
+}
+
+#[tokio::test]
+async fn count_tokens_counts_the_prompt_that_messages_reports_as_input_tokens() {
+    let sim = sim().await;
+    let client = client();
+    let req = count_request("claude-sim");
+    let resp = count(&client, &sim, &req).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let request_id = resp.headers()["request-id"].to_str().unwrap().to_owned();
+    assert!(request_id.starts_with("req_sim"), "{request_id}");
+    let body: Value = resp.json().await.unwrap();
+    // be brief (2) + say the thing (3) + which thing (2) + the one you know (4).
+    assert_eq!(body, json!({"input_tokens": 11}));
+    assert_eq!(sim.attempts("claude-sim"), 1);
+    let headers = sim.last_headers("claude-sim").unwrap();
+    assert_eq!(headers["x-api-key"], "sk-ant-sim");
+    assert_eq!(headers["anthropic-beta"], "token-counting-2024-11-01");
+    assert_eq!(sim.last_request("claude-sim"), Some(req.clone()));
+
+    // The same messages on /v1/messages report the same input tokens.
+    let mut message = req.clone();
+    message["max_tokens"] = json!(64);
+    let answer = Api::Messages.answer(&client, &sim, &message).await;
+    assert_eq!(answer["usage"]["input_tokens"], 11, "{answer}");
+
+    // A trailing assistant message is counted, never rejected as a prefill, and `stream` or
+    // `max_tokens` change nothing.
+    sim.set_prefill(Prefill::Reject);
+    let mut prefilled = count_request("claude-sim");
+    prefilled["messages"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({"role": "assistant", "content": "The"}));
+    prefilled["stream"] = json!(true);
+    prefilled["max_tokens"] = json!(1);
+    let resp = count(&client, &sim, &prefilled).await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.json::<Value>().await.unwrap()["input_tokens"], 12);
+}
+
+#[tokio::test]
+async fn count_tokens_takes_the_error_faults_of_messages_and_no_delivery_fault() {
+    let sim = sim_with("configured-503", Fault::Status(503)).await;
+    let client = client();
+    for model in [
+        "sim-429",
+        "sim-429-retry-2",
+        "sim-500",
+        "sim-503",
+        "configured-503",
+        "sim-529",
+        "sim-401",
+        "sim-402",
+        "sim-404",
+        "sim-400",
+        "sim-context",
+        "sim-filter",
+    ] {
+        let counted = count(&client, &sim, &count_request(model)).await;
+        let mut message = count_request(model);
+        message["max_tokens"] = json!(64);
+        let answered = Api::Messages.post(&client, &sim, &message).await.unwrap();
+        assert_eq!(counted.status(), answered.status(), "{model}");
+        assert_eq!(
+            counted.headers().get("retry-after"),
+            answered.headers().get("retry-after"),
+            "{model}"
+        );
+        let (counted, answered): (Value, Value) = (
+            counted.json().await.unwrap(),
+            answered.json().await.unwrap(),
+        );
+        assert_eq!(counted, answered, "{model}");
+        assert_eq!(counted["type"], "error", "{model}: {counted}");
+    }
+    // The faults of an answer's delivery leave a count whole, and at once.
+    for model in [
+        "sim-cut-3",
+        "sim-stall-3",
+        "sim-malformed-3",
+        "sim-error-3",
+        "sim-no-done",
+        "sim-slow-5s",
+        "sim-tool",
+        "sim-500-once",
+    ] {
+        let resp = timeout(QUIET * 3, count(&client, &sim, &count_request(model)))
+            .await
+            .unwrap_or_else(|_| panic!("{model}: no answer in time"));
+        let status = resp.status();
+        let body: Value = timeout(QUIET * 3, resp.json()).await.unwrap().unwrap();
+        if model == "sim-500-once" {
+            assert_eq!(status, 500, "{model}");
+            assert_eq!(body["error"]["type"], "api_error", "{model}");
+            continue;
+        }
+        assert_eq!(status, 200, "{model}");
+        assert_eq!(body, json!({"input_tokens": 11}), "{model}");
+    }
+    // The connection faults are every endpoint's.
+    let silent = count_request("sim-silent");
+    assert!(timeout(QUIET, count(&client, &sim, &silent)).await.is_err());
+}
+
+#[tokio::test]
+async fn count_tokens_validates_as_messages_does_without_max_tokens() {
+    let sim = sim().await;
+    let client = client();
+    for (body, says) in [
+        (
+            json!({"messages": [{"role": "user", "content": "hi"}]}),
+            "model: Field required",
+        ),
+        (json!({"model": "m"}), "messages: Field required"),
+        (
+            json!({"model": "m", "messages": []}),
+            "messages: at least one message is required",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "system", "content": "hi"}]}),
+            "messages.0.role: Input should be 'user' or 'assistant'",
+        ),
+        (
+            json!({"model": "m", "messages": [{"role": "assistant", "content": "hi "}]}),
+            "messages: final assistant content cannot end with trailing whitespace",
+        ),
+        (json!(["not", "an", "object"]), "Input should be an object"),
+    ] {
+        let resp = count(&client, &sim, &body).await;
+        assert_eq!(resp.status(), 400, "{body}");
+        assert!(resp.headers().contains_key("request-id"), "{body}");
+        let error: Value = resp.json().await.unwrap();
+        assert_eq!(error["type"], "error", "{body}");
+        assert_eq!(error["error"]["type"], "invalid_request_error", "{body}");
+        assert_eq!(error["error"]["message"], says, "{body}");
+    }
+    assert_eq!(sim.total_attempts(), 6);
+    assert_eq!(sim.attempts("m"), 0);
+}

@@ -16,6 +16,13 @@
 //!   reason its body gives; data that is not JSON, or a body cut short: `stream_interrupted`;
 //!   a stream that ends its message without a token: `empty_response`.
 //!
+//! Token counting ([`Client::count_tokens`], `POST {base_url}/messages/count_tokens`) takes a
+//! Messages request without `max_tokens` and answers `{"input_tokens": N}`; it is sent as a
+//! Messages call is, with no `stream`, and fails as one does. A 2xx without an integer
+//! `input_tokens` is `empty_response`. Only Anthropic Messages endpoints count tokens: on
+//! another [`Api`] the attempt fails as [`ineligible`](AttemptFailure::ineligible)
+//! ([`NoTokenCounting`]), having sent nothing.
+//!
 //! A stream is cut into [`MessagesChunk`]s so that the chain commits on the first *token*
 //! (a text, thinking or tool-input delta, or the start of a `tool_use` block): the
 //! `message_start`, `content_block_start` and `ping` events before it travel with it. A
@@ -62,8 +69,10 @@ use crate::Reason;
 use crate::chain::{AttemptFailure, Chunk};
 use crate::classify::Classifier;
 
+mod count;
 mod resume;
 
+pub use self::count::NoTokenCounting;
 pub use self::resume::MessagesResume;
 
 /// The request headers a client's `anthropic-*` choices travel in.
@@ -224,7 +233,7 @@ impl Client {
             .send_model(
                 endpoint,
                 MESSAGES_PATH,
-                (model, true),
+                (model, Some(true)),
                 request,
                 anthropic_headers(headers),
             )

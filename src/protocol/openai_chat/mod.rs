@@ -169,7 +169,7 @@ impl Client {
             .send_model(
                 endpoint,
                 CHAT_PATH,
-                (model, true),
+                (model, Some(true)),
                 request,
                 HeaderMap::new(),
             )

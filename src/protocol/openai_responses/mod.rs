@@ -177,7 +177,7 @@ impl Client {
             .send_model(
                 endpoint,
                 RESPONSES_PATH,
-                (model, true),
+                (model, Some(true)),
                 request,
                 HeaderMap::new(),
             )
