@@ -110,9 +110,8 @@ impl Endpoint {
     }
 
     /// The API key: sent as `Authorization: Bearer …` to OpenAI providers (chat completions
-    /// and Responses) and as
-    /// `x-api-key` to Anthropic ones, marked sensitive, so it is never printed by `Debug` of
-    /// this endpoint or of the request. Default: none. A key that is not a valid header value
+    /// and Responses) and as `x-api-key` to Anthropic ones, marked sensitive, so it is never
+    /// printed by `Debug` of this endpoint or of the request. Default: none. A key that is not a valid header value
     /// is ignored.
     #[must_use]
     pub fn api_key(mut self, key: impl AsRef<str>) -> Self {
@@ -274,8 +273,8 @@ impl Client {
     }
 
     /// The failure an error `body` that `endpoint` sent with a 2xx `status` says (an error
-    /// object in place of an answer), classified as the status and body of an error answer
-    /// would be, minus the status, which says only that the provider answered.
+    /// object in place of an answer): classified by the body alone, since the 2xx says only
+    /// that the provider answered; the failure keeps the status.
     pub(crate) fn error_in(&self, endpoint: &Endpoint, status: u16, body: &str) -> AttemptFailure {
         let signal = crate::classify::Signal::new()
             .body(body)
