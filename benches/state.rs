@@ -144,8 +144,11 @@ async fn main() {
         return;
     }
     let port = free_port();
-    let dir = std::env::temp_dir().join(format!("llm-failover-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    // Redis's working folder, removed when `dir` drops (also if the bench panics).
+    let dir = tempfile::Builder::new()
+        .prefix("llm-failover-bench-")
+        .tempdir()
+        .unwrap();
     let mut redis = Command::new("redis-server")
         .args([
             "--port",
@@ -156,7 +159,7 @@ async fn main() {
             "",
         ])
         .args(["--appendonly", "no", "--dir"])
-        .arg(&dir)
+        .arg(dir.path())
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -265,5 +268,5 @@ async fn main() {
     drop((ha, hb));
     let _ = redis.kill();
     let _ = redis.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
 }

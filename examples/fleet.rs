@@ -20,8 +20,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
-    let dir = std::env::temp_dir().join(format!("llm-failover-fleet-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
+    // Its working folder, removed when `dir` drops: below, once Redis has stopped, or on an
+    // early return.
+    let dir = tempfile::Builder::new()
+        .prefix("llm-failover-fleet-")
+        .tempdir()?;
     let mut redis = Command::new("redis-server")
         .args([
             "--port",
@@ -32,7 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             "",
         ])
         .args(["--appendonly", "no", "--dir"])
-        .arg(&dir)
+        .arg(dir.path())
         .stdout(Stdio::null())
         .spawn()?;
     let url = format!("redis://127.0.0.1:{port}");
@@ -40,7 +43,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let result = run(&url, &client).await;
     let _ = redis.kill();
     let _ = redis.wait();
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     result
 }
 

@@ -8,7 +8,7 @@
 //!
 //! It serves `/metrics` on the address given (loopback), starts three simulated providers and
 //! takes the primary's host down (it refuses connections), then drives two routes every 50 ms
-//! until it is killed:
+//! until Ctrl-C or SIGTERM (it then removes its config folder and exits):
 //!
 //! * `chat` (streaming): `local/llama3` (down) → `cloud/gpt-4o-mini` (healthy): refusals,
 //!   breaker trips and probes, rejections by the open breaker, failovers, answers served by
@@ -37,7 +37,6 @@
 #![expect(clippy::print_stdout, reason = "the script waits for the ready line")]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -122,8 +121,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("ready");
 
     let mut tick = tokio::time::interval(Duration::from_millis(50));
+    // Stopped by a signal rather than killed, so that `edge` drops and removes its folder.
+    let stop = stop_signal();
+    tokio::pin!(stop);
     for round in 0u64.. {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = &mut stop => break,
+        }
         let streamed = chat
             .stream(|a| {
                 let (client, request, endpoint) =
@@ -163,13 +168,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
+/// Completes on Ctrl-C or (on Unix) SIGTERM, which is how `scripts/dashboards.sh` stops it.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
 const CLIENT_KEY: &str = "scenario-client-key";
 const ADMIN_KEY: &str = "scenario-admin-key";
 
 /// The proxy in front of the healthy simulator, and how to reach it.
 struct Edge {
     base: String,
-    _config_dir: PathBuf,
+    /// The config file's folder: read again on every reload, removed when the edge drops.
+    _config_dir: tempfile::TempDir,
 }
 
 fn sha256_hex(key: &str) -> String {
@@ -192,9 +214,10 @@ async fn start_proxy(
     upstream: &Sim,
     metrics: &MetricsLayer,
 ) -> Result<Edge, Box<dyn std::error::Error>> {
-    let dir = std::env::temp_dir().join(format!("llm-failover-scenario-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("edge.toml");
+    let dir = tempfile::Builder::new()
+        .prefix("llm-failover-scenario-")
+        .tempdir()?;
+    let path = dir.path().join("edge.toml");
     let (upstream, client_key, admin_key) = (
         upstream.base_url(),
         sha256_hex(CLIENT_KEY),

@@ -10,7 +10,7 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message as _;
 use tokio::sync::mpsc;
 
-use crate::support::{Served, down_sim};
+use crate::support::{Files, Served, down_sim};
 
 /// One exported span: name, ids, attributes as text, and its resource's attributes.
 #[derive(Debug, Clone)]
@@ -82,14 +82,6 @@ async fn receiver() -> (std::net::SocketAddr, mpsc::UnboundedReceiver<Got>) {
     (addr, rx)
 }
 
-fn config(dir: &str, toml: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("llm-failover-otlp-{}-{dir}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("failover.toml");
-    std::fs::write(&path, toml).unwrap();
-    path
-}
-
 fn chat(rt: &tokio::runtime::Runtime, addr: &str) -> (u16, String) {
     rt.block_on(async {
         let resp = reqwest::Client::new()
@@ -120,8 +112,9 @@ fn serve_exports_the_request_and_both_attempts_of_a_failover() {
             crate::support::sim().await,
         )
     });
-    let path = config(
-        "export",
+    let files = Files::new();
+    let path = files.write(
+        "failover.toml",
         &format!(
             r#"
 [telemetry]
@@ -197,8 +190,9 @@ fn without_a_collector_the_proxy_serves_and_says_so_once() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let path = config(
-        "unreachable",
+    let files = Files::new();
+    let path = files.write(
+        "failover.toml",
         &format!(
             "[telemetry]\notlp_endpoint = \"http://{closed}\"\n\
              [providers.a]\nbase_url = \"{}\"\n[providers.b]\nbase_url = \"{}\"\n\
@@ -307,8 +301,9 @@ fn json_logs_parse_line_by_line_and_hold_no_key_or_prompt() {
     const PROMPT: &str = "prompt-sentinel-never-logged-77";
     let rt = tokio::runtime::Runtime::new().unwrap();
     let (a, b) = rt.block_on(async { (down_sim().await, crate::support::sim().await) });
-    let path = config(
-        "json",
+    let files = Files::new();
+    let path = files.write(
+        "failover.toml",
         &format!(
             "[log]\nformat = \"json\"\n\
              [[clients]]\nname = \"webapp\"\nkey_env = \"TEST_CLIENT_KEY\"\nroutes = [\"chat\"]\n\

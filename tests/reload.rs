@@ -1,7 +1,6 @@
 //! Live reload: the config file read again under load, by the endpoint, `ctl` and SIGHUP;
 //! breakers carried over, removed routes gone, bad files rejected, and the metrics.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -11,15 +10,9 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 
 use crate::proxy::{Running, chat_body, start_config};
-use crate::support::{Served, get_json, json_of, post_chat, sha256_hex, sim, status_breaker};
-
-fn temp_file(name: &str, text: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("llm-failover-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
+use crate::support::{
+    Files, Served, get_json, json_of, post_chat, sha256_hex, sim, status_breaker,
+};
 
 /// Provider `a` (the load's target, `chat`) and provider `b` (`held`, whose breaker is forced
 /// open); generation `n` adds route `extra{n}` and its own timeouts.
@@ -83,7 +76,9 @@ async fn chat(http: &reqwest::Client, p: &Running, route: &str) -> (u16, Value) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloads_under_load_drop_no_request_and_keep_breaker_state() {
     let sim = sim().await;
-    let path = temp_file("load.toml", &generation(&sim, 0));
+    // Read again on every reload: kept to the end, after the proxy stops.
+    let files = Files::new();
+    let path = files.write("load.toml", &generation(&sim, 0));
     let p = start_config(&Config::from_file(&path).unwrap()).await;
     let http = reqwest::Client::new();
     let (status, body) = post(
@@ -223,7 +218,8 @@ targets = ["dead/m", "ok/m"]
             ok = sim.base_url()
         )
     };
-    let path = temp_file("trip.toml", &write(5, ""));
+    let files = Files::new();
+    let path = files.write("trip.toml", &write(5, ""));
     let p = start_config(&Config::from_file(&path).unwrap()).await;
     let http = reqwest::Client::new();
     let (status, _) = chat(&http, &p, "chat").await;
@@ -291,7 +287,9 @@ fn serve_reloads_its_config_on_sighup_and_counts_reloads() {
             sim.base_url()
         )
     };
-    let path = temp_file(
+    // Made before the child (which reads it on every SIGHUP), so it is removed after it.
+    let files = Files::new();
+    let path = files.write(
         "hup.toml",
         &config("[routes.old]\ntargets = [\"sim/gone\"]\n"),
     );
@@ -399,7 +397,8 @@ async fn reload_errors_echo_no_key_and_client_limits_survive() {
             sha256_hex(ADMIN)
         )
     };
-    let path = temp_file("keys.toml", &file("web", &sha256_hex(CLIENT), ""));
+    let files = Files::new();
+    let path = files.write("keys.toml", &file("web", &sha256_hex(CLIENT), ""));
     let p = start_config(&Config::from_file(&path).unwrap()).await;
     let http = reqwest::Client::new();
     let chat = || {

@@ -9,7 +9,7 @@ use llm_failover::chain::{AttemptFailure, Route, RoutePolicy};
 use llm_failover::protocol::openai_chat::{Client, Endpoint};
 
 use crate::proxy::start_config;
-use crate::support::{answering, http, route_chat, sha256_hex, sim};
+use crate::support::{Files, answering, http, route_chat, sha256_hex, sim};
 
 const SENTINEL: &str = "sk-SENTINEL-7f3a9c0e1b2d4f6a";
 
@@ -439,10 +439,8 @@ key_env = "ADMIN_KEY"
         "the admin action went through"
     );
     // `check` on the same file, with the variables set and not set.
-    let dir = std::env::temp_dir().join(format!("llm-failover-secrets-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("keys.toml");
-    std::fs::write(&path, &toml).unwrap();
+    let files = Files::new();
+    let path = files.write("keys.toml", &toml);
     for set in [true, false] {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_llm-failover"));
         cmd.args(["check", "--config"]).arg(&path);

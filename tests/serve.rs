@@ -6,18 +6,10 @@ use std::process::Command;
 use llm_failover::sim::{ANSWER, Sim};
 use serde_json::{Value, json};
 
-use crate::support::Served;
+use crate::support::{Files, Served};
 
 const BIN: &str = env!("CARGO_BIN_EXE_llm-failover");
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/failover.toml");
-
-fn temp_config(name: &str, text: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("llm-failover-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
 
 #[test]
 fn check_accepts_the_example_on_a_bare_machine_with_a_warning() {
@@ -49,7 +41,8 @@ fn serve_refuses_to_start_without_a_configured_key() {
 
 #[test]
 fn a_bad_config_is_rejected_with_file_line_and_field() {
-    let path = temp_config(
+    let files = Files::new();
+    let path = files.write(
         "bad.toml",
         "[providers.a]\nbase_url = \"http://127.0.0.1:9/v1\"\n\n[routes.chat]\ntargets = [\"a/m\"]\n[routes.chat.policy]\nattempt_timout = \"5s\"\n",
     );
@@ -83,7 +76,8 @@ async fn serve_answers_exports_metrics_and_stops_on_sigterm() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let path = temp_config(
+    let files = Files::new();
+    let path = files.write(
         "serve.toml",
         &format!(
             "[providers.local]\nbase_url = \"http://{down}/v1\"\n[providers.sim]\nbase_url = \"{}\"\n[routes.chat]\ntargets = [\"local/llama3\", \"sim/gpt-4o-mini\"]\n",
@@ -127,7 +121,8 @@ async fn serve_answers_exports_metrics_and_stops_on_sigterm() {
 
 #[test]
 fn a_non_loopback_listen_without_client_keys_refuses_to_start() {
-    let path = temp_config(
+    let files = Files::new();
+    let path = files.write(
         "open.toml",
         "[providers.a]\nbase_url = \"http://127.0.0.1:9/v1\"\n[routes.chat]\ntargets = [\"a/m\"]\n",
     );
@@ -149,7 +144,7 @@ fn a_non_loopback_listen_without_client_keys_refuses_to_start() {
         assert!(stderr.contains(part), "missing {part:?} in {stderr}");
     }
     // `check` says so too, for the configured address.
-    let path = temp_config(
+    let path = files.write(
         "open-check.toml",
         "[server]\nlisten = \"0.0.0.0:8080\"\n[providers.a]\nbase_url = \"http://127.0.0.1:9/v1\"\n[routes.chat]\ntargets = [\"a/m\"]\n",
     );
@@ -173,7 +168,8 @@ fn a_non_loopback_listen_without_client_keys_refuses_to_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn allow_unauthenticated_starts_on_a_non_loopback_address_and_warns() {
     let sim = Sim::builder().start().await.unwrap();
-    let path = temp_config(
+    let files = Files::new();
+    let path = files.write(
         "allowed.toml",
         &format!(
             "[server]\nallow_unauthenticated = true\n[providers.sim]\nbase_url = \"{}\"\n[routes.chat]\ntargets = [\"sim/m\"]\n",
@@ -202,7 +198,8 @@ async fn allow_unauthenticated_starts_on_a_non_loopback_address_and_warns() {
 async fn ctl_steers_a_running_proxy_with_the_admin_key_from_the_environment() {
     const ADMIN: &str = "ctl-admin-key-5555";
     let sim = Sim::builder().start().await.unwrap();
-    let path = temp_config(
+    let files = Files::new();
+    let path = files.write(
         "ctl.toml",
         &format!(
             "[providers.sim]\nbase_url = \"{}\"\n[routes.chat]\ntargets = [\"sim/gpt-4o-mini\"]\n[admin]\nname = \"ops\"\nkey_env = \"CTL_TEST_ADMIN_KEY\"\n",

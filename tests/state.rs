@@ -4,7 +4,6 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use llm_failover::Reason;
@@ -14,7 +13,7 @@ use llm_failover::sim::{Fault, Sim};
 use llm_failover::state::{RedisState, StateConfig, StateHandle};
 use tokio::sync::oneshot;
 
-use crate::support::{Served, down_sim, observed, post_chat, sim};
+use crate::support::{Files, Served, down_sim, observed, post_chat, sim};
 
 /// The admin key of [`replica`]s whose config has an `[admin]` section.
 const ADMIN_KEY: &str = "fleet-admin-key-5eb1";
@@ -23,13 +22,12 @@ const ADMIN_KEY: &str = "fleet-admin-key-5eb1";
 pub struct RedisServer {
     child: Option<Child>,
     port: u16,
-    dir: std::path::PathBuf,
+    /// Its working folder (and, for TLS, its certificates); removed after the server stops.
+    files: Files,
     args: Vec<String>,
     /// Listening on TLS only (see [`start_tls`](Self::start_tls)).
     tls: bool,
 }
-
-static SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl RedisServer {
     pub fn start(extra: &[&str]) -> Self {
@@ -43,7 +41,7 @@ impl RedisServer {
     /// own (made with the `openssl` CLI); [`ca_file`](Self::ca_file) is that CA.
     pub fn start_tls() -> Self {
         let mut s = Self::start_stopped();
-        let dir = s.dir.clone();
+        let dir = s.files.path().to_owned();
         let openssl = |args: &[&str]| {
             let out = Command::new("openssl")
                 .args(args)
@@ -95,11 +93,10 @@ impl RedisServer {
             ]
             .concat(),
         );
-        std::fs::write(
-            dir.join("server.ext"),
+        s.files.write(
+            "server.ext",
             "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\nbasicConstraints=CA:FALSE\n",
-        )
-        .unwrap();
+        );
         openssl(&[
             "x509",
             "-req",
@@ -142,7 +139,7 @@ impl RedisServer {
 
     /// The CA certificate of a [`start_tls`](Self::start_tls) server.
     pub fn ca_file(&self) -> std::path::PathBuf {
-        self.dir.join("ca.crt")
+        self.files.path().join("ca.crt")
     }
 
     fn start_stopped() -> Self {
@@ -151,16 +148,10 @@ impl RedisServer {
             .local_addr()
             .unwrap()
             .port();
-        let dir = std::env::temp_dir().join(format!(
-            "llm-failover-redis-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
         Self {
             child: None,
             port,
-            dir,
+            files: Files::new(),
             args: Vec::new(),
             tls: false,
         }
@@ -169,10 +160,10 @@ impl RedisServer {
     /// Starts the server (again, on the same port) and waits for its "ready" log line.
     pub fn spawn(&mut self) {
         let mut child = Command::new("redis-server")
-            .current_dir(&self.dir)
+            .current_dir(self.files.path())
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(&self.dir)
+            .arg(self.files.path())
             .args(&self.args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -220,9 +211,9 @@ impl RedisServer {
 }
 
 impl Drop for RedisServer {
+    /// Stops the server; its folder goes after, with the `files` field.
     fn drop(&mut self) {
         self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -782,10 +773,9 @@ async fn after_a_reload_the_reused_breakers_still_share_their_trips() {
     let redis = RedisServer::start(&[]);
     let (a, b) = sims().await;
     let toml = fleet_config(&a, &b, "30s", "");
-    let dir = std::env::temp_dir().join(format!("llm-failover-state-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("fleet.toml");
-    std::fs::write(&path, &toml).unwrap();
+    // Read again on the SIGHUP below: made before the child so it is removed after it.
+    let files = Files::new();
+    let path = files.write("fleet.toml", &toml);
     let url = redis.url();
     let served = Served::start(&path, &[("TEST_REDIS_URL", &url)]);
     let watcher = replica(&toml, &redis).await;
@@ -1009,7 +999,9 @@ fn state_settings_that_cannot_work_are_refused_with_their_field() {
         let url = url.to_owned();
         Config::parse_with_env(&toml, "s.toml", move |v| (v == "U").then(|| url.clone()))
     };
-    let missing = std::env::temp_dir().join("llm-failover-no-such-ca.pem");
+    // A path in a fresh, empty folder: missing for sure.
+    let files = Files::new();
+    let missing = files.path().join("no-such-ca.pem");
     for (url, extra, field) in [
         (
             "rediss://127.0.0.1:1",

@@ -2,7 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::mpsc::Receiver;
@@ -15,6 +15,41 @@ use serde_json::Value;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+/// A fresh folder for one test's files (config files, certificates), removed with all it
+/// holds when the value is dropped, also when the test fails.
+///
+/// The value is the guard: bind it to a name (not `_`) and keep it for as long as anything
+/// reads the files. A proxy started with `serve --config PATH` reads `PATH` again on every
+/// reload, so make the `Files` before the [`Served`] (locals drop in reverse order) and the
+/// folder outlives the process. Every value is a folder of its own, so tests that run at the
+/// same time never share one.
+pub struct Files(tempfile::TempDir);
+
+impl Files {
+    /// Makes the folder, `llm-failover-*` under the system's temporary directory.
+    pub fn new() -> Self {
+        Self(
+            tempfile::Builder::new()
+                .prefix("llm-failover-")
+                .tempdir()
+                .unwrap(),
+        )
+    }
+
+    /// The folder.
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// Writes `text` to the file `name` in the folder (replacing it if it exists) and returns
+    /// its path.
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+}
 
 /// An HTTP/1.1 response with a correct content-length.
 pub fn http(status_line: &str, headers: &str, body: &str) -> String {

@@ -2,13 +2,12 @@
 //! HTTP/2 (ALPN), streams over both, and refuses a bad certificate setup at load with
 //! file:line:field errors.
 
-use std::path::PathBuf;
-
 use llm_failover::proxy::Config;
 use llm_failover::sim::{ANSWER, Sim};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 
 use crate::proxy::{chat_body, sse_data, start_config};
+use crate::support::Files;
 
 struct Pki {
     ca_pem: String,
@@ -33,18 +32,6 @@ fn pki() -> Pki {
     }
 }
 
-fn dir() -> PathBuf {
-    let d = std::env::temp_dir().join(format!("llm-failover-tls-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn write(name: &str, text: &str) -> PathBuf {
-    let p = dir().join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
 fn config_text(sim_url: &str, cert: &str, key: &str) -> String {
     format!(
         "[server]\ntls_cert = \"{cert}\"\ntls_key = \"{key}\"\n[providers.sim]\nbase_url = \"{sim_url}\"\n[routes.chat]\ntargets = [\"sim/m\"]\n"
@@ -57,10 +44,11 @@ fn config_text(sim_url: &str, cert: &str, key: &str) -> String {
 async fn https_serves_http1_and_http2_with_streams() {
     let sim = Sim::builder().start().await.unwrap();
     let pki = pki();
-    write("cert.pem", &pki.cert_pem);
-    write("key.pem", &pki.key_pem);
+    let files = Files::new();
+    files.write("cert.pem", &pki.cert_pem);
+    files.write("key.pem", &pki.key_pem);
     // Relative paths: from the config file's directory.
-    let path = write(
+    let path = files.write(
         "tls.toml",
         &config_text(&sim.base_url(), "cert.pem", "key.pem"),
     );
@@ -127,9 +115,10 @@ async fn https_serves_http1_and_http2_with_streams() {
 fn bad_tls_settings_are_rejected_at_load_with_file_line_and_field() {
     let a = pki();
     let b = pki();
-    let cert = write("c.pem", &a.cert_pem);
-    let key = write("k.pem", &a.key_pem);
-    let other_key = write("other-k.pem", &b.key_pem);
+    let files = Files::new();
+    let cert = files.write("c.pem", &a.cert_pem);
+    let key = files.write("k.pem", &a.key_pem);
+    let other_key = files.write("other-k.pem", &b.key_pem);
     let url = "http://127.0.0.1:9/v1";
     let cases = [
         (
@@ -169,7 +158,7 @@ fn bad_tls_settings_are_rejected_at_load_with_file_line_and_field() {
         ),
     ];
     for (text, expected) in cases {
-        let path = write("bad.toml", &text);
+        let path = files.write("bad.toml", &text);
         let err = Config::from_file(&path).unwrap_err().to_string();
         assert!(err.contains(expected), "{err}\nexpected {expected:?}");
         assert!(err.contains("bad.toml:"), "{err}");
@@ -179,7 +168,7 @@ fn bad_tls_settings_are_rejected_at_load_with_file_line_and_field() {
             assert!(!err.contains(body), "{err}");
         }
     }
-    let path = write(
+    let path = files.write(
         "nocert.toml",
         &config_text(url, &key.display().to_string(), &key.display().to_string()),
     );
