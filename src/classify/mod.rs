@@ -36,9 +36,10 @@
 //!
 //! The texts read are the message, the body and the error chain's `Display` text; a JSON error
 //! document is read through its message fields (`error.message`, Ollama's `error` string,
-//! OpenRouter's `metadata.raw`, ...) rather than whole. All text matching is one
-//! [`regex::RegexSet`] pass per text, compiled once; texts are read up to 64 KiB, so a hostile
-//! 1 MB body costs no more than a 64 KiB one.
+//! OpenRouter's `metadata.raw`, ...) rather than whole. All text matching is at most one
+//! [`regex::RegexSet`] pass per text, compiled once (less when a structured code already
+//! decides); texts are read up to 64 KiB, so a hostile 1 MB body costs no more than a 64 KiB
+//! one.
 //!
 //! ```
 //! use llm_failover::classify::{classify, Signal};

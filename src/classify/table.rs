@@ -1,11 +1,13 @@
 //! The rule table compiled for matching: one [`RegexSet`] over every row that has a text
-//! pattern, a smaller one over the codes of the first two tiers, and a sorted index of every
-//! code, all built once.
+//! pattern, one regex for each row of codes of the first two tiers, and a sorted index of
+//! every code, all built once.
 //!
-//! The smaller set is what keeps a structured answer cheap: when a code in a structured field
-//! already decides in tier 1 or 2 (`rate_limit_exceeded` in an OpenAI body), every wording and
-//! class code ranks below it, so only a code of those tiers found in the text can still
-//! outrank it, and the wordings are not scanned for.
+//! The regexes of single rows are what keep a structured answer cheap: when a code in a
+//! structured field already decides in tier 1 or 2 (`rate_limit_exceeded` in an OpenAI body),
+//! every wording, every class code and every row below it ranks below it, so only a code of a
+//! row above it that may decide too (`insufficient_quota` under a 429) can still outrank it
+//! when found in the text. Only those rows are looked for, each until its first match, and the
+//! wordings are not scanned for.
 
 use std::sync::LazyLock;
 
@@ -48,8 +50,9 @@ pub(crate) struct Table {
     pub(crate) rules: &'static [Rule],
     /// Every row's text pattern.
     all: Patterns,
-    /// The text patterns of the codes of tiers 1 and 2.
-    decisive: Patterns,
+    /// The text pattern of each row of codes of tiers 1 and 2, alone, with its row, in table
+    /// order.
+    decisive: Vec<(usize, meta::Regex)>,
     /// Every code, lowercased, with its row: sorted [`by_length`], for lookups by value.
     codes: Vec<(String, usize)>,
 }
@@ -82,10 +85,14 @@ impl Table {
         codes.sort_by(|(a, i), (b, j)| (by_length(a), i).cmp(&(by_length(b), j)));
         Ok(Self {
             rules,
-            all: Patterns::new(rules, |_| true, true)?,
-            // Codes are literals, many of them in any case: a prefilter of their prefixes
-            // stops at nearly every word, and costs more than the automaton it would spare.
-            decisive: Patterns::new(rules, decisive, false)?,
+            all: Patterns::new(rules, |_| true)?,
+            decisive: rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| decisive(r))
+                .filter_map(|(i, r)| rules::text_pattern(r).map(|p| (i, p)))
+                .map(|(i, p)| Ok((i, row_regex(&p)?)))
+                .collect::<Result<_, Box<BuildError>>>()?,
             codes,
         })
     }
@@ -121,9 +128,9 @@ impl Table {
     }
 
     /// The rows that the codes (structured fields) or the texts match, whatever the provider:
-    /// every one, unless a code row of tier 1 or 2 that `decides` is among the codes' rows;
-    /// then the texts are searched only for codes of those tiers (see the module docs), and
-    /// the first row that decides is the same as with every row.
+    /// every one, unless the first row of the codes' rows that `decides` is a code row of tier
+    /// 1 or 2; then the texts are searched only for the code rows above it that `decides` too
+    /// (see the module docs), and the first row that decides is the same as with every row.
     pub(crate) fn hits<'c>(
         &self,
         codes: impl Iterator<Item = &'c str>,
@@ -138,19 +145,26 @@ impl Table {
         }
         let settled = hits
             .iter()
-            .map(|i| &self.rules[i])
-            .find(|r| decides(r))
-            .is_some_and(|r| r.tier <= Tier::Decisive);
-        let patterns = if settled { &self.decisive } else { &self.all };
-        for text in texts {
-            patterns.insert_matches(text, &mut hits);
+            .find(|&i| decides(&self.rules[i]))
+            .filter(|&i| self.rules[i].tier <= Tier::Decisive);
+        let Some(settled) = settled else {
+            for text in texts {
+                self.all.insert_matches(text, &mut hits);
+            }
+            return hits;
+        };
+        let above = self.decisive.iter().take_while(|(i, _)| *i < settled);
+        for (i, regex) in above {
+            if decides(&self.rules[*i]) && texts.iter().any(|t| regex.is_match(*t)) {
+                hits.insert(*i);
+            }
         }
         hits
     }
 }
 
 /// The text patterns of some rows, as one set: a `regex::RegexSet` built the way `regex`
-/// builds one, with the prefilter a choice.
+/// builds one.
 struct Patterns {
     set: meta::Regex,
     /// The row of each pattern of `set`.
@@ -159,11 +173,7 @@ struct Patterns {
 
 impl Patterns {
     /// The patterns of the rows that `keep`.
-    fn new(
-        rules: &[Rule],
-        keep: impl Fn(&Rule) -> bool,
-        prefilter: bool,
-    ) -> Result<Self, Box<BuildError>> {
+    fn new(rules: &[Rule], keep: impl Fn(&Rule) -> bool) -> Result<Self, Box<BuildError>> {
         let (rows, patterns): (Vec<usize>, Vec<String>) = rules
             .iter()
             .enumerate()
@@ -177,10 +187,9 @@ impl Patterns {
                     .utf8_empty(true)
                     .which_captures(WhichCaptures::None)
                     .nfa_size_limit(Some(64 << 20))
-                    .hybrid_cache_capacity(32 << 20)
-                    .auto_prefilter(prefilter),
+                    .hybrid_cache_capacity(32 << 20),
             )
-            .syntax(syntax::Config::new().unicode(false).utf8(true))
+            .syntax(syntax())
             .build_many(&patterns)
             .map_err(Box::new)?;
         Ok(Self { set, rows })
@@ -197,6 +206,24 @@ impl Patterns {
             }
         }
     }
+}
+
+/// The regex of one row's text pattern, for a yes or no.
+fn row_regex(pattern: &str) -> Result<meta::Regex, Box<BuildError>> {
+    meta::Builder::new()
+        .configure(
+            meta::Config::new()
+                .utf8_empty(true)
+                .which_captures(WhichCaptures::None),
+        )
+        .syntax(syntax())
+        .build(pattern)
+        .map_err(Box::new)
+}
+
+/// The syntax of the table's patterns: ASCII, like [`super::fixed_regex`].
+fn syntax() -> syntax::Config {
+    syntax::Config::new().unicode(false).utf8(true)
 }
 
 /// The order of the code index: by length first, so that most comparisons of a lookup are
