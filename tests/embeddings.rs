@@ -127,15 +127,7 @@ async fn a_route_whose_targets_name_different_models_is_refused_before_any_provi
     assert_eq!(a.total_attempts() + b.total_attempts(), 0);
     // /v1/models says which routes serve embeddings.
     let models = get_json(&reqwest::Client::new(), &r.url("/v1/models")).await;
-    let endpoints = |id: &str| -> Vec<String> {
-        let m = models["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["id"] == id)
-            .unwrap();
-        serde_json::from_value(m["endpoints"].clone()).unwrap()
-    };
+    let endpoints = |id: &str| crate::support::endpoints(&models, id);
     assert!(endpoints("search").contains(&"/v1/embeddings".to_owned()));
     assert!(!endpoints("mixed").contains(&"/v1/embeddings".to_owned()));
     assert!(endpoints("mixed").contains(&"/v1/chat/completions".to_owned()));

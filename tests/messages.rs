@@ -654,20 +654,10 @@ async fn count_tokens_through_an_anthropic_target_is_the_input_tokens_of_the_sam
     assert_eq!(claude.attempts("m"), 3);
 
     // The route lists the endpoint.
-    let models: Value = reqwest::get(r.url("/v1/models"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let endpoints = &models["data"][0]["endpoints"];
-    assert!(
-        endpoints
-            .as_array()
-            .unwrap()
-            .contains(&json!("/v1/messages/count_tokens")),
-        "{models}"
-    );
+    let models = crate::support::get_json(&reqwest::Client::new(), &r.url("/v1/models")).await;
+    let endpoints = crate::support::endpoints(&models, "c");
+    let counts = "/v1/messages/count_tokens".to_owned();
+    assert!(endpoints.contains(&counts), "{models}");
 }
 
 #[tokio::test]
@@ -714,17 +704,10 @@ async fn count_tokens_on_a_route_without_an_anthropic_target_is_a_400_that_says_
     assert_eq!(openai.total_attempts(), 0);
     assert_eq!(claude.total_attempts(), 0);
     // The route does not list the endpoint.
-    let models: Value = reqwest::get(r.url("/v1/models"))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let endpoints = models["data"][0]["endpoints"].as_array().unwrap();
-    assert!(
-        !endpoints.contains(&json!("/v1/messages/count_tokens")),
-        "{models}"
-    );
+    let models = crate::support::get_json(&reqwest::Client::new(), &r.url("/v1/models")).await;
+    let endpoints = crate::support::endpoints(&models, "o");
+    let counts = "/v1/messages/count_tokens".to_owned();
+    assert!(!endpoints.contains(&counts), "{models}");
 }
 
 #[tokio::test]

@@ -355,3 +355,14 @@ pub fn events(body: &str) -> Vec<(String, Value)> {
         })
         .collect()
 }
+
+/// The `endpoints` that a `/v1/models` body lists for `route`.
+pub fn endpoints(models: &Value, route: &str) -> Vec<String> {
+    let model = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == route)
+        .unwrap_or_else(|| panic!("no route {route} in {models}"));
+    serde_json::from_value(model["endpoints"].clone()).unwrap()
+}
