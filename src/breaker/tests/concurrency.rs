@@ -112,10 +112,14 @@ fn threads_hammering_half_open_never_exceed_n_probes_per_cycle() {
                 }
             });
         }
-        // The clock thread moves time so open states end and cycles turn over.
-        for _ in 0..2_000 {
+        // The clock thread moves time so open states end and cycles turn over, 2,000 times,
+        // and on until a probe was admitted: on a loaded machine the workers may not have run
+        // at all by then (an event to wait for, not a number of turns).
+        let mut turns = 0_u64;
+        while turns < 2_000 || ledger.admitted.load(Ordering::Relaxed) == 0 && turns < 10_000_000 {
             clock.advance(Duration::from_millis(500));
             std::thread::yield_now();
+            turns += 1;
         }
         stop.store(true, Ordering::Relaxed);
     });
